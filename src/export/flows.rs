@@ -1,0 +1,224 @@
+//! `mailscope flows`: one line (or NDJSON record) per TCP connection on a mail port.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::time;
+use crate::capture::Timestamp;
+use crate::decode::{DecodeStats, DropReason};
+use crate::tcp::{Direction, Flow, HalfStats, StreamEvent, StreamSink, TcpStats};
+
+/// A finished flow, as the table and the JSON show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct FlowSummary {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub id: u64,
+    pub client: String,
+    pub server: String,
+    pub protocol: &'static str,
+    /// How client and server were told apart.
+    pub roles: &'static str,
+    pub state: &'static str,
+    #[serde(serialize_with = "seconds")]
+    pub start: Timestamp,
+    #[serde(serialize_with = "seconds")]
+    pub end: Timestamp,
+    pub client_to_server: DirectionSummary,
+    pub server_to_client: DirectionSummary,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct DirectionSummary {
+    pub packets: u64,
+    pub wire_bytes: u64,
+    /// Payload bytes of the reassembled stream (gaps excluded).
+    pub bytes: u64,
+    pub gaps: u64,
+    pub gap_bytes: u64,
+    pub retransmitted_bytes: u64,
+    pub overlap_conflicts: u64,
+    pub limit_hits: u64,
+}
+
+impl From<&HalfStats> for DirectionSummary {
+    fn from(s: &HalfStats) -> Self {
+        DirectionSummary {
+            packets: s.packets,
+            wire_bytes: s.wire_bytes,
+            bytes: s.bytes,
+            gaps: s.gaps,
+            gap_bytes: s.gap_bytes,
+            retransmitted_bytes: s.retransmitted_bytes,
+            overlap_conflicts: s.conflicts,
+            limit_hits: s.limit_hits,
+        }
+    }
+}
+
+fn seconds<S: serde::Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    // Unix seconds with microseconds, as the NDJSON contract writes times.
+    s.serialize_f64((ts.0.div_euclid(1000)) as f64 / 1e6)
+}
+
+impl FlowSummary {
+    pub fn of(flow: &Flow) -> FlowSummary {
+        FlowSummary {
+            kind: "flow",
+            id: flow.info.id,
+            client: flow.info.client.to_string(),
+            server: flow.info.server.to_string(),
+            protocol: flow.info.service.map_or("unknown", |s| s.name()),
+            roles: flow.info.roles.name(),
+            state: flow.end.map_or("open", |e| e.name()),
+            start: flow.first_ts,
+            end: flow.last_ts,
+            client_to_server: (&flow.stream(Direction::ClientToServer).stats).into(),
+            server_to_client: (&flow.stream(Direction::ServerToClient).stats).into(),
+        }
+    }
+
+    pub fn gaps(&self) -> u64 {
+        self.client_to_server.gaps + self.server_to_client.gaps
+    }
+}
+
+/// Collects flow summaries as flows leave the table. With `stream_json`, each is written as an
+/// NDJSON line at once (bounded memory); otherwise they are kept for the table, sorted by id.
+pub struct FlowCollector<W: Write> {
+    out: Option<W>,
+    pub flows: Vec<FlowSummary>,
+    pub error: Option<io::Error>,
+}
+
+impl<W: Write> FlowCollector<W> {
+    pub fn table() -> FlowCollector<W> {
+        FlowCollector {
+            out: None,
+            flows: Vec::new(),
+            error: None,
+        }
+    }
+
+    pub fn json(out: W) -> FlowCollector<W> {
+        FlowCollector {
+            out: Some(out),
+            flows: Vec::new(),
+            error: None,
+        }
+    }
+}
+
+impl<W: Write> StreamSink for FlowCollector<W> {
+    fn stream_event(&mut self, _: &crate::tcp::FlowInfo, _: Direction, _: StreamEvent<'_>) {}
+
+    fn flow_removed(&mut self, flow: &Flow) {
+        let summary = FlowSummary::of(flow);
+        match &mut self.out {
+            Some(out) if self.error.is_none() => {
+                let written = serde_json::to_writer(&mut *out, &summary)
+                    .map_err(io::Error::from)
+                    .and_then(|()| out.write_all(b"\n"));
+                self.error = written.err();
+            }
+            Some(_) => {}
+            None => self.flows.push(summary),
+        }
+    }
+}
+
+/// Writes the flow table, ordered by flow id.
+pub fn write_table(out: &mut dyn Write, flows: &mut [FlowSummary]) -> io::Result<()> {
+    flows.sort_by_key(|f| f.id);
+    let endpoint_width = flows
+        .iter()
+        .flat_map(|f| [f.client.len(), f.server.len()])
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let w = endpoint_width;
+    writeln!(
+        out,
+        "{:>5}  {:<w$}  {:<w$}  {:<7} {:<8} {:>8} {:>11} {:>8} {:>11} {:>5}  {:<26}  {:>9}",
+        "#",
+        "client",
+        "server",
+        "proto",
+        "state",
+        "c>s pkts",
+        "c>s bytes",
+        "s>c pkts",
+        "s>c bytes",
+        "gaps",
+        "start (UTC)",
+        "duration"
+    )?;
+    for f in flows.iter() {
+        writeln!(
+            out,
+            "{:>5}  {:<w$}  {:<w$}  {:<7} {:<8} {:>8} {:>11} {:>8} {:>11} {:>5}  {:<26}  {:>9}",
+            f.id,
+            f.client,
+            f.server,
+            f.protocol,
+            f.state,
+            f.client_to_server.packets,
+            f.client_to_server.bytes,
+            f.server_to_client.packets,
+            f.server_to_client.bytes,
+            f.gaps(),
+            time::utc(f.start),
+            time::duration(f.end.since(f.start)),
+        )?;
+    }
+    Ok(())
+}
+
+/// The counters a user needs to trust the table: what was skipped and which limits were hit.
+pub fn describe_stats(frames: u64, decode: &DecodeStats, tcp: &TcpStats) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{frames} frames, {} TCP segments on mail ports, {} connections",
+        decode.segments, tcp.flows
+    )];
+    let skipped: Vec<String> = DropReason::ALL
+        .iter()
+        .filter(|&&r| decode.dropped(r) > 0)
+        .map(|&r| format!("{} {}", decode.dropped(r), r.describe()))
+        .collect();
+    if !skipped.is_empty() {
+        lines.push(format!("skipped: {}", skipped.join(", ")));
+    }
+    if decode.truncated_segments > 0 {
+        lines.push(format!(
+            "{} segments cut short by the snapshot length (their missing bytes are gaps)",
+            decode.truncated_segments
+        ));
+    }
+    if decode.overlong_claims > 0 {
+        lines.push(format!(
+            "{} packets whose IP header claims more bytes than the packet holds",
+            decode.overlong_claims
+        ));
+    }
+    if tcp.evicted > 0 {
+        lines.push(format!(
+            "flow table full: {} connections closed early",
+            tcp.evicted
+        ));
+    }
+    if tcp.pending_limit_hits > 0 {
+        lines.push(format!(
+            "out-of-order buffer limit reached {} times (holes turned into gaps)",
+            tcp.pending_limit_hits
+        ));
+    }
+    if tcp.after_reset > 0 {
+        lines.push(format!(
+            "{} segments after a reset were ignored",
+            tcp.after_reset
+        ));
+    }
+    lines.extend(decode.warnings.iter().cloned());
+    lines
+}

@@ -1,0 +1,6 @@
+//! Export: pure formatters over what the engine produced. Nothing here reads packets; everything
+//! that goes to a terminal passes [`crate::sanitize`].
+
+pub mod flows;
+pub mod follow;
+pub mod time;

@@ -1,0 +1,268 @@
+//! The command line. Everything here is argument handling and choosing an output; the work is
+//! done by the `mailscope` library.
+
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use mailscope::capture::{FileSource, LiveOptions, LiveSource, PacketSource, DEFAULT_LIVE_SNAPLEN};
+use mailscope::export::flows::{describe_stats, write_table, FlowCollector};
+use mailscope::export::follow::{FollowMode, FollowWriter};
+use mailscope::pipeline::{Analyzer, Config, RunReport};
+use mailscope::ports::{MailPorts, PortAssignment};
+use mailscope::tcp::Direction;
+
+/// See mail traffic on the wire: SMTP, POP3 and IMAP from captures and live interfaces.
+#[derive(Parser)]
+#[command(name = "mailscope", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    input: Input,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One line (or NDJSON record with --json) per TCP connection on a mail port.
+    Flows {
+        #[command(flatten)]
+        input: Input,
+        /// NDJSON records instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connection N's reassembled bytes, both directions in time order (as Wireshark's Follow
+    /// TCP Stream). N is the number `mailscope flows` shows.
+    Follow {
+        file: String,
+        connection: u64,
+        /// Write the exact bytes of one direction instead (to a file or pipe, not a terminal).
+        #[arg(long, value_enum)]
+        raw: Option<Side>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Side {
+    Client,
+    Server,
+}
+
+#[derive(Args)]
+struct Input {
+    /// Capture files (pcap, pcapng, gzip-compressed or not; - for standard input).
+    files: Vec<String>,
+    /// Capture live from this interface (`any` for all) instead of reading files.
+    #[arg(short = 'i', long = "interface", conflicts_with = "files")]
+    interface: Option<String>,
+    /// BPF filter for live capture (default: the mail ports and IP fragments).
+    #[arg(short = 'f', long = "filter", requires = "interface")]
+    filter: Option<String>,
+    /// Put the interface in promiscuous mode (off by default).
+    #[arg(long, requires = "interface")]
+    promiscuous: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct Common {
+    /// Treat TCP port N as PROTO (smtp, pop3, imap, or smtps, pop3s, imaps for implicit TLS).
+    /// Repeatable.
+    #[arg(long = "port", value_name = "PROTO=N")]
+    ports: Vec<PortAssignment>,
+    /// TLS key log file (NSS format). Repeatable; SSLKEYLOGFILE is read too.
+    #[arg(long = "keylog", value_name = "FILE")]
+    keylogs: Vec<String>,
+    /// No statistics on standard error.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+impl Common {
+    fn config(&self) -> Config {
+        let mut ports = MailPorts::default();
+        for p in &self.ports {
+            ports.add(p.port, p.service);
+        }
+        Config {
+            ports,
+            ..Config::default()
+        }
+    }
+}
+
+/// Exit status of the command-line contract.
+const EXIT_FATAL: u8 = 1;
+const EXIT_PARTIAL: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_FATAL)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("mailscope: {message}");
+            ExitCode::from(EXIT_FATAL)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Some(Command::Flows { input, json }) => flows(&input, json),
+        Some(Command::Follow {
+            file,
+            connection,
+            raw,
+            common,
+        }) => follow(&file, connection, raw, &common),
+        None => {
+            if cli.input.files.is_empty() && cli.input.interface.is_none() {
+                return Err(
+                    "no capture given: mailscope FILE... or mailscope -i IFACE (see --help)".into(),
+                );
+            }
+            // The terminal UI is not built yet; until it is, the flow table is the view.
+            eprintln!(
+                "mailscope: the terminal UI is not available yet; showing the connections table"
+            );
+            flows(&cli.input, false)
+        }
+    }
+}
+
+fn open_sources(input: &Input, ports: &MailPorts) -> Result<Vec<Box<dyn PacketSource>>, String> {
+    if let Some(interface) = &input.interface {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+            .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
+        let live = LiveSource::open(LiveOptions {
+            interface: interface.clone(),
+            filter: input.filter.clone().unwrap_or_else(|| ports.bpf_filter()),
+            promiscuous: input.promiscuous,
+            snaplen: DEFAULT_LIVE_SNAPLEN,
+            stop,
+        })
+        .map_err(|e| e.to_string())?;
+        return Ok(vec![Box::new(live)]);
+    }
+    if input.files.is_empty() {
+        return Err("no capture given (a file, - for standard input, or -i IFACE)".into());
+    }
+    let mut sources: Vec<Box<dyn PacketSource>> = Vec::new();
+    for path in &input.files {
+        sources.push(Box::new(FileSource::open(path).map_err(|e| e.to_string())?));
+    }
+    Ok(sources)
+}
+
+/// Reports read faults and picks the exit status: partial when anything could not be read.
+fn finish(report: &RunReport, analyzer: &Analyzer, quiet: bool) -> ExitCode {
+    if !quiet {
+        for line in describe_stats(report.frames, analyzer.decode_stats(), analyzer.tcp_stats()) {
+            eprintln!("mailscope: {line}");
+        }
+    }
+    for fault in &report.faults {
+        eprintln!("mailscope: {fault} (what was read before it is shown)");
+    }
+    if report.faults.is_empty() {
+        ExitCode::SUCCESS
+    } else if report.frames == 0 {
+        ExitCode::from(EXIT_FATAL)
+    } else {
+        ExitCode::from(EXIT_PARTIAL)
+    }
+}
+
+fn flows(input: &Input, json: bool) -> Result<ExitCode, String> {
+    let config = input.common.config();
+    let mut sources = open_sources(input, &config.ports)?;
+    let mut analyzer = Analyzer::new(config);
+    let stdout = io::stdout().lock();
+    let (report, mut collector) = if json {
+        let mut collector = FlowCollector::json(BufWriter::new(stdout));
+        (analyzer.run(&mut sources, &mut collector), collector)
+    } else {
+        let mut collector = FlowCollector::table();
+        (analyzer.run(&mut sources, &mut collector), collector)
+    };
+    if let Some(e) = collector.error.take() {
+        return write_failed(e);
+    }
+    if !json {
+        let mut out = BufWriter::new(io::stdout().lock());
+        if let Err(e) = write_table(&mut out, &mut collector.flows).and_then(|()| out.flush()) {
+            return write_failed(e);
+        }
+    }
+    Ok(finish(&report, &analyzer, input.common.quiet))
+}
+
+fn follow(
+    file: &str,
+    connection: u64,
+    raw: Option<Side>,
+    common: &Common,
+) -> Result<ExitCode, String> {
+    let mode = match raw {
+        None => FollowMode::Text,
+        Some(_) if io::stdout().is_terminal() => {
+            return Err(
+                "--raw writes captured bytes unchanged; redirect it to a file or a pipe".into(),
+            )
+        }
+        Some(Side::Client) => FollowMode::Raw(Direction::ClientToServer),
+        Some(Side::Server) => FollowMode::Raw(Direction::ServerToClient),
+    };
+    let config = common.config();
+    let mut sources: Vec<Box<dyn PacketSource>> =
+        vec![Box::new(FileSource::open(file).map_err(|e| e.to_string())?)];
+    let mut analyzer = Analyzer::new(config);
+    let mut writer = FollowWriter::new(connection, mode, BufWriter::new(io::stdout().lock()));
+    let report = analyzer.run(&mut sources, &mut writer);
+    if let Some(e) = writer.error.take() {
+        return write_failed(e);
+    }
+    let found = writer.found;
+    let gaps = (writer.gaps, writer.gap_bytes);
+    drop(writer);
+    if !found {
+        return Err(format!(
+            "no connection {connection} in {file} ({} connections on mail ports; see `mailscope flows`)",
+            analyzer.tcp_stats().flows
+        ));
+    }
+    if raw.is_some() && gaps.0 > 0 && !common.quiet {
+        eprintln!(
+            "mailscope: {} gaps, {} bytes not captured, are missing from the output",
+            gaps.0, gaps.1
+        );
+    }
+    Ok(finish(&report, &analyzer, true))
+}
+
+fn write_failed(e: io::Error) -> Result<ExitCode, String> {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(format!("cannot write output: {e}"))
+    }
+}

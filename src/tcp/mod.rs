@@ -1,0 +1,414 @@
+//! TCP: the third stage. The flow table turns [`TcpSegment`]s into per-direction ordered byte
+//! streams with explicit gaps, and tells a [`StreamSink`] about them as [`StreamEvent`]s.
+//!
+//! - Flows are keyed by the unordered pair of endpoints; both directions live in one [`Flow`].
+//!   The client is the SYN's sender; without a handshake, the side not on a mail port; without
+//!   that, the first sender.
+//! - Each direction is a [`stream::HalfStream`] (reordering, overlaps, gaps; see its docs).
+//! - A SYN with a new sequence number on the ports of a connection that already ended starts a
+//!   new flow, so port reuse does not merge two connections.
+//! - Memory is bounded by what is in flight: per-direction limits on waiting pieces, a global
+//!   limit on all waiting bytes, and a limit on open flows (when full, the idlest tenth is
+//!   evicted). Every limit reached is counted in [`TcpStats`].
+//! - Time is capture time; idle flows end after the idle timeout, and ended flows stay a short
+//!   while (linger) so that their last ACKs do not open new flows.
+
+mod flow;
+mod seq;
+mod stream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+pub use flow::{Direction, Flow, FlowEnd, FlowInfo, RoleEvidence};
+pub use seq::SeqNumber;
+pub use stream::{HalfStats, HalfStream, StreamLimits};
+
+use crate::capture::Timestamp;
+use crate::decode::TcpSegment;
+use crate::ports::MailPorts;
+use stream::Arrival;
+
+/// One step of a direction's byte stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StreamEvent<'a> {
+    /// The next bytes, in order. `ts` and `frame` are those of the segment that completed them.
+    Data {
+        bytes: &'a [u8],
+        ts: Timestamp,
+        frame: u64,
+    },
+    /// `len` bytes that were sent but not captured.
+    Gap { len: u64, ts: Timestamp },
+    /// The sender finished: no data follows in this direction.
+    Fin { ts: Timestamp },
+    /// The sender reset the connection.
+    Rst { ts: Timestamp },
+}
+
+/// The stage above the flow table.
+pub trait StreamSink {
+    fn flow_opened(&mut self, _flow: &FlowInfo) {}
+    fn stream_event(&mut self, flow: &FlowInfo, direction: Direction, event: StreamEvent<'_>);
+    /// The connection is over: no stream event follows for it.
+    fn flow_ended(&mut self, _flow: &Flow) {}
+    /// The flow leaves the table; its counters are final.
+    fn flow_removed(&mut self, _flow: &Flow) {}
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct TcpLimits {
+    pub stream: StreamLimits,
+    pub max_flows: usize,
+    /// All waiting (out-of-order) bytes of all flows together.
+    pub max_pending_bytes: usize,
+    pub idle_timeout_secs: i64,
+    pub linger_secs: i64,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            stream: StreamLimits::default(),
+            max_flows: 100_000,
+            max_pending_bytes: 64 << 20,
+            // Longer than IMAP IDLE's 29 minutes (RFC 2177) so that an idling client survives.
+            idle_timeout_secs: 35 * 60,
+            linger_secs: 30,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpStats {
+    pub flows: u64,
+    /// Flows closed early because the table was full.
+    pub evicted: u64,
+    /// Times the global limit on waiting bytes forced a hole to become a gap.
+    pub pending_limit_hits: u64,
+    /// Segments that arrived after their connection was reset.
+    pub after_reset: u64,
+}
+
+const NANOS: i64 = 1_000_000_000;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey(SocketAddr, SocketAddr);
+
+impl FlowKey {
+    fn of(a: SocketAddr, b: SocketAddr) -> FlowKey {
+        if a <= b {
+            FlowKey(a, b)
+        } else {
+            FlowKey(b, a)
+        }
+    }
+}
+
+pub struct FlowTable {
+    ports: MailPorts,
+    limits: TcpLimits,
+    flows: HashMap<FlowKey, Flow, ahash::RandomState>,
+    pending_bytes: usize,
+    now: Timestamp,
+    last_sweep: Timestamp,
+    pub stats: TcpStats,
+}
+
+impl FlowTable {
+    pub fn new(ports: MailPorts, limits: TcpLimits) -> FlowTable {
+        FlowTable {
+            ports,
+            limits,
+            flows: HashMap::default(),
+            pending_bytes: 0,
+            now: Timestamp::default(),
+            last_sweep: Timestamp::default(),
+            stats: TcpStats::default(),
+        }
+    }
+
+    pub fn open_flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    pub fn process(&mut self, segment: &TcpSegment<'_>, sink: &mut dyn StreamSink) {
+        if segment.ts > self.now {
+            self.now = segment.ts;
+        }
+        if self.now.0 - self.last_sweep.0 >= NANOS {
+            self.sweep(sink);
+        }
+        let key = FlowKey::of(segment.src, segment.dst);
+        if let Some(flow) = self.flows.get(&key) {
+            if flow.end.is_some() && is_new_connection(flow, segment) {
+                let old = self.flows.remove(&key);
+                old.inspect(|f| sink.flow_removed(f));
+            }
+        }
+        if !self.flows.contains_key(&key) {
+            if self.flows.len() >= self.limits.max_flows {
+                self.evict_idlest(sink);
+            }
+            let flow = self.new_flow(segment);
+            sink.flow_opened(&flow.info);
+            self.flows.insert(key, flow);
+        }
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        let before = flow.half[0].pending_bytes() + flow.half[1].pending_bytes();
+        update_flow(flow, segment, &self.limits, &mut self.stats, sink);
+        let after = flow.half[0].pending_bytes() + flow.half[1].pending_bytes();
+        self.pending_bytes = self.pending_bytes + after - before;
+        if self.pending_bytes > self.limits.max_pending_bytes {
+            self.relieve_pending(segment, sink);
+        }
+    }
+
+    /// Ends every open flow (the capture is over) and empties the table, in flow order.
+    pub fn finish(&mut self, sink: &mut dyn StreamSink) {
+        let mut flows: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
+        flows.sort_by_key(|f| f.info.id);
+        for mut flow in flows {
+            if flow.end.is_none() {
+                end_flow(&mut flow, FlowEnd::EndOfCapture, (self.now, 0), None, sink);
+            }
+            sink.flow_removed(&flow);
+        }
+        self.pending_bytes = 0;
+    }
+
+    fn new_flow(&mut self, segment: &TcpSegment<'_>) -> Flow {
+        self.stats.flows += 1;
+        let (src, dst) = (segment.src, segment.dst);
+        let (src_mail, dst_mail) = (
+            self.ports.is_mail(src.port()),
+            self.ports.is_mail(dst.port()),
+        );
+        let ((client, server), roles) = if segment.flags.syn {
+            let pair = if segment.flags.ack {
+                (dst, src)
+            } else {
+                (src, dst)
+            };
+            (pair, RoleEvidence::Handshake)
+        } else if dst_mail && !src_mail {
+            ((src, dst), RoleEvidence::Port)
+        } else if src_mail && !dst_mail {
+            ((dst, src), RoleEvidence::Port)
+        } else {
+            ((src, dst), RoleEvidence::FirstSender)
+        };
+        Flow {
+            info: FlowInfo {
+                id: self.stats.flows,
+                client,
+                server,
+                service: self.ports.service(server.port()),
+                roles,
+            },
+            first_ts: segment.ts,
+            last_ts: segment.ts,
+            half: Default::default(),
+            end: None,
+            client_isn: None,
+        }
+    }
+
+    /// Ends flows idle past the timeout and removes ended flows past the linger time, in flow
+    /// order so that the output does not depend on hash order.
+    fn sweep(&mut self, sink: &mut dyn StreamSink) {
+        self.last_sweep = self.now;
+        let now = self.now;
+        let idle = self.limits.idle_timeout_secs * NANOS;
+        let linger = self.limits.linger_secs * NANOS;
+        let mut due: Vec<(u64, FlowKey)> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| {
+                let quiet = now.0 - f.last_ts.0;
+                if f.end.is_some() {
+                    quiet >= linger
+                } else {
+                    quiet >= idle
+                }
+            })
+            .map(|(k, f)| (f.info.id, *k))
+            .collect();
+        due.sort_unstable_by_key(|(id, _)| *id);
+        for (_, key) in due {
+            self.remove(key, FlowEnd::IdleTimeout, sink);
+        }
+    }
+
+    /// The table is full: the tenth of the flows that were quiet longest make room.
+    fn evict_idlest(&mut self, sink: &mut dyn StreamSink) {
+        self.sweep(sink);
+        if self.flows.len() < self.limits.max_flows {
+            return;
+        }
+        let mut by_age: Vec<(Timestamp, u64, FlowKey)> = self
+            .flows
+            .iter()
+            .map(|(k, f)| (f.last_ts, f.info.id, *k))
+            .collect();
+        let count = (self.limits.max_flows / 10).clamp(1, by_age.len());
+        let nth = count - 1;
+        by_age.select_nth_unstable_by_key(nth, |(ts, id, _)| (*ts, *id));
+        let mut victims: Vec<(u64, FlowKey)> =
+            by_age[..count].iter().map(|(_, id, k)| (*id, *k)).collect();
+        victims.sort_unstable_by_key(|(id, _)| *id);
+        for (_, key) in victims {
+            self.stats.evicted += 1;
+            self.remove(key, FlowEnd::Evicted, sink);
+        }
+    }
+
+    fn remove(&mut self, key: FlowKey, reason: FlowEnd, sink: &mut dyn StreamSink) {
+        if let Some(mut flow) = self.flows.remove(&key) {
+            self.pending_bytes -= flow.half[0].pending_bytes() + flow.half[1].pending_bytes();
+            if flow.end.is_none() {
+                end_flow(&mut flow, reason, (self.now, 0), None, sink);
+            }
+            sink.flow_removed(&flow);
+        }
+    }
+
+    /// Over the global limit on waiting bytes: the flow holding the most gives up its oldest
+    /// hole, until the total fits.
+    fn relieve_pending(&mut self, segment: &TcpSegment<'_>, sink: &mut dyn StreamSink) {
+        while self.pending_bytes > self.limits.max_pending_bytes {
+            let Some(flow) = self.flows.values_mut().max_by_key(|f| {
+                (
+                    f.half[0].pending_bytes() + f.half[1].pending_bytes(),
+                    f.info.id,
+                )
+            }) else {
+                return;
+            };
+            let d = if flow.half[0].pending_bytes() >= flow.half[1].pending_bytes() {
+                0
+            } else {
+                1
+            };
+            let direction = if d == 0 {
+                Direction::ClientToServer
+            } else {
+                Direction::ServerToClient
+            };
+            let before = flow.half[d].pending_bytes();
+            let Flow { info, half, .. } = flow;
+            half[d].flush_oldest_hole((segment.ts, segment.frame), &mut |e| {
+                sink.stream_event(info, direction, e)
+            });
+            self.stats.pending_limit_hits += 1;
+            self.pending_bytes -= before - flow.half[d].pending_bytes();
+        }
+    }
+}
+
+/// A SYN without ACK whose sequence number differs from the one that opened the flow.
+fn is_new_connection(flow: &Flow, segment: &TcpSegment<'_>) -> bool {
+    segment.flags.syn && !segment.flags.ack && flow.client_isn != Some(segment.seq)
+}
+
+/// Applies one segment to its flow.
+fn update_flow(
+    flow: &mut Flow,
+    segment: &TcpSegment<'_>,
+    limits: &TcpLimits,
+    stats: &mut TcpStats,
+    sink: &mut dyn StreamSink,
+) {
+    let direction = if segment.src == flow.info.client {
+        Direction::ClientToServer
+    } else {
+        Direction::ServerToClient
+    };
+    flow.last_ts = flow.last_ts.max(segment.ts);
+    let d = direction.index();
+    flow.half[d].stats.packets += 1;
+    flow.half[d].stats.wire_bytes += u64::from(segment.wire_len);
+    if flow.end.is_some() {
+        // Lingering after the end: retransmissions and last ACKs, or data after a reset.
+        if flow.end == Some(FlowEnd::Reset) {
+            stats.after_reset += 1;
+        }
+        return;
+    }
+    if segment.flags.syn {
+        if !segment.flags.ack {
+            flow.client_isn.get_or_insert(segment.seq);
+        }
+        flow.half[d].on_syn(segment.seq);
+    }
+    if segment.flags.rst {
+        end_flow(
+            flow,
+            FlowEnd::Reset,
+            (segment.ts, segment.frame),
+            Some(direction),
+            sink,
+        );
+        return;
+    }
+    let Flow { info, half, .. } = flow;
+    let (sending, receiving) = split_halves(half, direction);
+    let arrival = Arrival {
+        // A SYN takes one sequence number; data on a SYN comes after it.
+        seq: segment.seq.add(u32::from(segment.flags.syn)),
+        payload: segment.payload,
+        missing: segment.missing,
+        fin: segment.flags.fin,
+        ts: segment.ts,
+        frame: segment.frame,
+    };
+    sending.on_segment(arrival, &limits.stream, &mut |e| {
+        sink.stream_event(info, direction, e)
+    });
+    if segment.flags.ack {
+        let back = direction.reverse();
+        receiving.on_peer_ack(segment.ack, segment.ts, segment.frame, &mut |e| {
+            sink.stream_event(info, back, e)
+        });
+    }
+    if flow.half.iter().all(HalfStream::fin_delivered) {
+        end_flow(flow, FlowEnd::Fin, (segment.ts, segment.frame), None, sink);
+    }
+}
+
+fn split_halves(
+    half: &mut [HalfStream; 2],
+    direction: Direction,
+) -> (&mut HalfStream, &mut HalfStream) {
+    let [a, b] = half;
+    match direction {
+        Direction::ClientToServer => (a, b),
+        Direction::ServerToClient => (b, a),
+    }
+}
+
+/// Closes both directions (delivering what waits, with gaps for holes), then the reset if
+/// there was one, and reports the end.
+fn end_flow(
+    flow: &mut Flow,
+    reason: FlowEnd,
+    (ts, frame): (Timestamp, u64),
+    reset_by: Option<Direction>,
+    sink: &mut dyn StreamSink,
+) {
+    let Flow { info, half, .. } = flow;
+    for direction in [Direction::ClientToServer, Direction::ServerToClient] {
+        half[direction.index()].close(ts, frame, &mut |e| sink.stream_event(info, direction, e));
+    }
+    if let Some(direction) = reset_by {
+        sink.stream_event(info, direction, StreamEvent::Rst { ts });
+    }
+    flow.end = Some(reason);
+    sink.flow_ended(flow);
+}
