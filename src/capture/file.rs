@@ -16,7 +16,8 @@ use pcap_parser::traits::PcapNGPacketBlock;
 use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
 
 use super::{
-    CaptureError, CaptureErrorKind, Frame, LinkType, PacketSource, ReadSummary, Record, Timestamp,
+    CaptureError, CaptureErrorKind, Frame, LinkType, PacketSource, Position, ReadSummary, Record,
+    Timestamp,
 };
 
 /// The largest record (pcap record or pcapng block) we accept. Real packets are at most 256 KiB
@@ -39,7 +40,7 @@ impl FileSource {
     pub fn open(path: &str) -> Result<FileSource, CaptureError> {
         let fail = |e| CaptureError {
             source_name: path.to_string(),
-            record: None,
+            at: None,
             kind: CaptureErrorKind::Open(e),
         };
         let raw: Box<dyn Read + Send> = if path == "-" {
@@ -53,7 +54,7 @@ impl FileSource {
     pub fn from_reader(name: &str, raw: Box<dyn Read + Send>) -> Result<FileSource, CaptureError> {
         let io_fail = |e| CaptureError {
             source_name: name.to_string(),
-            record: None,
+            at: None,
             kind: CaptureErrorKind::Io(e),
         };
         let (head, rest) = sniff(raw).map_err(io_fail)?;
@@ -70,10 +71,10 @@ impl FileSource {
         })
     }
 
-    fn error(&self, record: Option<u64>, kind: CaptureErrorKind) -> CaptureError {
+    fn error(&self, at: Option<Position>, kind: CaptureErrorKind) -> CaptureError {
         CaptureError {
             source_name: self.name.clone(),
-            record,
+            at,
             kind,
         }
     }
@@ -149,28 +150,38 @@ impl PacketSource for FileSource {
 
         let mut format = Format::default();
         let mut summary = ReadSummary::default();
-        let mut record: u64 = 0;
+        // Blocks the reader returned; for classic pcap the first is the file header.
+        let mut blocks: u64 = 0;
+        let position = |format: &Format, block: u64| {
+            if format.legacy_link.is_some() {
+                Position::Record(block - 1)
+            } else {
+                Position::Block(block)
+            }
+        };
         loop {
             let (offset, block) = match reader.next() {
                 Ok(next) => next,
                 Err(PcapError::Eof) => break,
                 Err(PcapError::Incomplete(_)) => {
                     if let Err(e) = reader.refill() {
-                        summary.fault = Some(self.error(Some(record + 1), fault_kind(&e)));
+                        summary.fault =
+                            Some(self.error(Some(position(&format, blocks + 1)), fault_kind(&e)));
                         break;
                     }
                     continue;
                 }
                 Err(e) => {
-                    summary.fault = Some(self.error(Some(record + 1), fault_kind(&e)));
+                    summary.fault =
+                        Some(self.error(Some(position(&format, blocks + 1)), fault_kind(&e)));
                     break;
                 }
             };
-            record += 1;
+            blocks += 1;
             let step = match self.on_block(block, &mut format, &mut summary, deliver) {
                 Ok(step) => step,
                 Err(kind) => {
-                    summary.fault = Some(self.error(Some(record), kind));
+                    summary.fault = Some(self.error(Some(position(&format, blocks)), kind));
                     break;
                 }
             };

@@ -6,13 +6,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::{
-    CaptureError, CaptureErrorKind, Frame, LinkType, PacketSource, ReadSummary, Record, Timestamp,
+    CaptureError, CaptureErrorKind, Frame, LinkType, PacketSource, Position, ReadSummary, Record,
+    Timestamp,
 };
 
 /// Whole packets: mail dissection needs every payload byte.
 pub const DEFAULT_LIVE_SNAPLEN: i32 = 262_144;
-/// How often a blocked read wakes to look at the stop flag.
-const READ_TIMEOUT_MS: i32 = 200;
+/// The read is non-blocking (a blocking libpcap read on Linux can wait forever on a quiet
+/// interface, whatever its timeout), so an idle reader sleeps this long between looks at the
+/// interface and the stop flag.
+const IDLE_SLEEP: std::time::Duration = std::time::Duration::from_millis(10);
 
 pub struct LiveOptions {
     pub interface: String,
@@ -42,17 +45,17 @@ impl LiveSource {
         let name = options.interface.clone();
         let fail = |message: String| CaptureError {
             source_name: name.clone(),
-            record: None,
+            at: None,
             kind: CaptureErrorKind::Live(message),
         };
         let mut capture = pcap::Capture::from_device(options.interface.as_str())
             .and_then(|c| {
                 c.promisc(options.promiscuous)
                     .snaplen(options.snaplen)
-                    .timeout(READ_TIMEOUT_MS)
                     .immediate_mode(true)
                     .open()
             })
+            .and_then(|c| c.setnonblock())
             .map_err(|e| fail(explain_open_error(&options.interface, &e)))?;
         capture
             .filter(&options.filter, true)
@@ -131,11 +134,11 @@ impl PacketSource for LiveSource {
                         break;
                     }
                 }
-                Err(pcap::Error::TimeoutExpired) => {}
+                Err(pcap::Error::TimeoutExpired) => std::thread::sleep(IDLE_SLEEP),
                 Err(e) => {
                     summary.fault = Some(CaptureError {
                         source_name: self.name.clone(),
-                        record: Some(summary.frames + 1),
+                        at: Some(Position::Packet(summary.frames + 1)),
                         kind: CaptureErrorKind::Live(e.to_string()),
                     });
                     break;

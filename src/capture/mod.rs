@@ -113,12 +113,33 @@ pub trait PacketSource {
 
 /// Why a capture could not be read (in full).
 #[derive(Debug, thiserror::Error)]
-#[error("{source_name}{}: {kind}", record.map(|r| format!(", record {r}")).unwrap_or_default())]
+#[error("{source_name}{}: {kind}", at.map(|p| format!(", {p}")).unwrap_or_default())]
 pub struct CaptureError {
     pub source_name: String,
-    /// 1-based number of the record (pcap record or pcapng block) where the fault is.
-    pub record: Option<u64>,
+    /// Where in the input the fault is.
+    pub at: Option<Position>,
     pub kind: CaptureErrorKind,
+}
+
+/// A place in a capture, numbered from 1 as Wireshark numbers frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Position {
+    /// A classic pcap packet record (the file header is not counted).
+    Record(u64),
+    /// A pcapng block of any type.
+    Block(u64),
+    /// A packet of a live capture.
+    Packet(u64),
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Position::Record(n) => write!(f, "record {n}"),
+            Position::Block(n) => write!(f, "block {n}"),
+            Position::Packet(n) => write!(f, "packet {n}"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -348,3 +348,142 @@ impl HalfStream {
                 != old.data[(from - key) as usize..(to - key) as usize]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a half stream emitted, with data merged into runs for easy comparison.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Out {
+        Data(Vec<u8>),
+        Gap(u64),
+        Fin,
+    }
+
+    fn record(out: &mut Vec<Out>) -> impl FnMut(StreamEvent<'_>) + '_ {
+        move |e| match e {
+            StreamEvent::Data { bytes, .. } => match out.last_mut() {
+                Some(Out::Data(d)) => d.extend_from_slice(bytes),
+                _ => out.push(Out::Data(bytes.to_vec())),
+            },
+            StreamEvent::Gap { len, .. } => out.push(Out::Gap(len)),
+            StreamEvent::Fin { .. } => out.push(Out::Fin),
+            StreamEvent::Rst { .. } => {}
+        }
+    }
+
+    fn arrive(
+        h: &mut HalfStream,
+        out: &mut Vec<Out>,
+        seq: u32,
+        payload: &[u8],
+        missing: u32,
+        fin: bool,
+    ) {
+        let arrival = Arrival {
+            seq: SeqNumber(seq),
+            payload,
+            missing,
+            fin,
+            ts: Timestamp(0),
+            frame: 0,
+        };
+        h.on_segment(arrival, &StreamLimits::default(), &mut record(out));
+    }
+
+    #[test]
+    fn reorders_and_first_copy_wins() {
+        let (mut h, mut out) = (HalfStream::default(), Vec::new());
+        h.on_syn(SeqNumber(u32::MAX - 2)); // the stream starts at u32::MAX - 1 and wraps
+        arrive(&mut h, &mut out, 2, b"world", 0, false); // offset 4: waits
+        arrive(&mut h, &mut out, 1, b"XwoRLD", 0, false); // overlaps the waiting copy, differs
+        assert!(out.is_empty());
+        arrive(&mut h, &mut out, u32::MAX - 1, b"hel", 0, false);
+        assert_eq!(out, vec![Out::Data(b"helXworld".to_vec())]);
+        assert_eq!(h.stats.conflicts, 1);
+        assert_eq!(h.stats.retransmitted_bytes, 5);
+    }
+
+    #[test]
+    fn acknowledged_hole_becomes_gap() {
+        let (mut h, mut out) = (HalfStream::default(), Vec::new());
+        arrive(&mut h, &mut out, 1000, b"abc", 0, false);
+        arrive(&mut h, &mut out, 1013, b"xyz", 0, false); // 10 bytes missing before it
+        assert_eq!(out, vec![Out::Data(b"abc".to_vec())]);
+        h.on_peer_ack(SeqNumber(1016), Timestamp(0), 0, &mut record(&mut out));
+        assert_eq!(
+            out,
+            vec![
+                Out::Data(b"abc".to_vec()),
+                Out::Gap(10),
+                Out::Data(b"xyz".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn truncated_segment_is_data_then_gap_and_fin_comes_last() {
+        let (mut h, mut out) = (HalfStream::default(), Vec::new());
+        arrive(&mut h, &mut out, 0, b"ab", 0, false);
+        arrive(&mut h, &mut out, 6, b"", 0, true); // FIN after a hole
+        arrive(&mut h, &mut out, 2, b"cd", 2, false); // snaplen cut its last 2 bytes
+        assert_eq!(
+            out,
+            vec![Out::Data(b"abcd".to_vec()), Out::Gap(2), Out::Fin]
+        );
+        arrive(&mut h, &mut out, 6, b"late", 0, false); // after FIN: not stream data
+        assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn close_turns_holes_into_gaps_in_order() {
+        let (mut h, mut out) = (HalfStream::default(), Vec::new());
+        arrive(&mut h, &mut out, 100, b"a", 0, false);
+        arrive(&mut h, &mut out, 105, b"b", 0, false);
+        arrive(&mut h, &mut out, 103, b"c", 0, false);
+        h.close(Timestamp(0), 0, &mut record(&mut out));
+        let want = vec![
+            Out::Data(b"a".to_vec()),
+            Out::Gap(2),
+            Out::Data(b"c".to_vec()),
+            Out::Gap(1),
+            Out::Data(b"b".to_vec()),
+        ];
+        assert_eq!(out, want);
+        assert_eq!(h.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn limit_forces_the_oldest_hole() {
+        let (mut h, mut out) = (HalfStream::default(), Vec::new());
+        let limits = StreamLimits {
+            max_pending_bytes: 4,
+            max_pending_pieces: 100,
+        };
+        let add = |h: &mut HalfStream, out: &mut Vec<Out>, seq, data: &[u8]| {
+            let arrival = Arrival {
+                seq: SeqNumber(seq),
+                payload: data,
+                missing: 0,
+                fin: false,
+                ts: Timestamp(0),
+                frame: 0,
+            };
+            h.on_segment(arrival, &limits, &mut record(out));
+        };
+        add(&mut h, &mut out, 0, b"a");
+        add(&mut h, &mut out, 10, b"bbb");
+        add(&mut h, &mut out, 20, b"cc"); // 5 bytes waiting > 4
+        assert_eq!(
+            out,
+            vec![
+                Out::Data(b"a".to_vec()),
+                Out::Gap(9),
+                Out::Data(b"bbb".to_vec())
+            ]
+        );
+        assert_eq!(h.stats.limit_hits, 1);
+        assert_eq!(h.pending_bytes(), 2);
+    }
+}
