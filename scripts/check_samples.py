@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Check samples/ against samples/MANIFEST.json with tshark.
+
+    check_samples.py [SAMPLES_DIR]        (default: samples/ next to scripts/)
+
+For every capture: packet count and link type as recorded, no lost segments, one TCP
+connection per recorded session, and (unless packets are truncated) the truth data is on
+the wire: every sent message (dot-stuffed, followed by ".CRLF") in the client->server bytes,
+every fetched message in the server->client bytes, credentials where they are visible.
+TLS streams are decrypted with the key log (or the secrets embedded in the pcapng).
+Exit status 1 on any failure.
+"""
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+FAILS = []
+
+
+def fail(msg):
+    FAILS.append(msg)
+    print("FAIL", msg)
+
+
+def tshark(args, timeout=300):
+    p = subprocess.run(["tshark", "-n"] + args, capture_output=True, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError("tshark %s: %s" % (args, p.stderr.decode(errors="replace")))
+    return p.stdout.decode("utf-8", "replace")
+
+
+def follow(path, kind, streams, extra=(), server_ports=None):
+    """{stream: (client_bytes, server_bytes)} via tshark -z follow,KIND,raw,N.
+
+    tshark calls the first endpoint that sent data "Node 0" (unindented lines); for TLS that can be
+    the server, so the direction is fixed up with the session's server port."""
+    if not streams:
+        return {}
+    args = ["-r", path, "-q"] + list(extra)
+    for s in streams:
+        args += ["-z", "follow,%s,raw,%d" % (kind, s)]
+    out = tshark(args)
+    res, node0 = {}, {}
+    cur = None
+    for line in out.splitlines():
+        m = re.match(r"Filter: tcp.stream eq (\d+)", line)
+        if m:
+            cur = int(m.group(1))
+            res[cur] = [bytearray(), bytearray()]
+            continue
+        m = re.match(r"Node 0: .*:(\d+)$", line)
+        if m and cur is not None:
+            node0[cur] = int(m.group(1))
+        if cur is None or not line.strip() or line.startswith(("=", "Follow:", "Node ")):
+            continue
+        h = line.strip()
+        if re.fullmatch(r"[0-9a-f]+", h):
+            res[cur][1 if line.startswith("\t") else 0] += bytes.fromhex(h)
+    out = {}
+    for k, (a, b) in res.items():
+        if server_ports and node0.get(k) == server_ports.get(k):
+            a, b = b, a
+        out[k] = (bytes(a), bytes(b))
+    return out
+
+def sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def unstuff(b):
+    return re.sub(rb"(?m)^\.\.", b".", b)
+
+
+def smtp_payload_hashes(cb):
+    """sha256 of every DATA payload the client sent (un-dot-stuffed, incl. the CRLF before the final '.')"""
+    out = set()
+    for mo in re.finditer(rb"(?im)^data\r\n", cb):
+        end = cb.find(b"\r\n.\r\n", mo.end() - 2)
+        if end >= 0:
+            out.add(sha(unstuff(cb[mo.end():end + 2])))
+    return out
+
+
+def pop3_hashes(sb):
+    """sha256 of every multi-line POP3 response body (after a +OK line, un-dot-stuffed)"""
+    out = set()
+    for mo in re.finditer(rb"(?m)^\+OK[^\r\n]*\r\n", sb):
+        end = sb.find(b"\r\n.\r\n", mo.end() - 2)
+        if end >= 0:
+            out.add(sha(unstuff(sb[mo.end():end + 2])))
+    return out
+
+
+def imap_literal_hashes(b, chunks=False):
+    """sha256 of every IMAP literal; with chunks, also of the concatenated BODY[]<n> partial literals"""
+    out = set()
+    parts = []
+    for mo in re.finditer(rb"\{(\d+)\}\r\n", b):
+        n = int(mo.group(1))
+        lit = b[mo.end():mo.end() + n]
+        out.add(sha(lit))
+        if chunks and re.search(rb"BODY\[\]<\d+> $", b[max(0, mo.start() - 40):mo.start()]):
+            parts.append(lit)
+    if parts:
+        out.add(sha(b"".join(parts)))
+    return out
+
+
+def creds_visible(cred, cb, protocol):
+    u, p = cred["username"].encode(), cred["password"].encode()
+    mech = cred["mechanism"]
+    if mech.startswith("AUTHENTICATE PLAIN") or mech == "PLAIN":
+        return base64.b64encode(b"\0" + u + b"\0" + p) in cb
+    if mech == "LOGIN" and protocol == "imap":
+        return re.search(rb" LOGIN \"?" + re.escape(u) + rb"\"? \"?" + re.escape(p) + rb"\"?\r\n", cb) is not None
+    if mech == "LOGIN":
+        return base64.b64encode(u) in cb and base64.b64encode(p) in cb
+    if mech == "USER/PASS":
+        return b"USER " + u + b"\r\n" in cb and b"PASS " + p + b"\r\n" in cb
+    if mech == "APOP":
+        return re.search(rb"APOP " + re.escape(u) + rb" [0-9a-f]{32}\r\n", cb) is not None
+    if mech == "CRAM-MD5":
+        return any(base64.b64decode(x).startswith(u + b" ") for x in re.findall(rb"(?m)^([A-Za-z0-9+/=]{20,})\r$", cb))
+    return True
+
+
+def check_capture(root, name, cap):
+    path = os.path.join(root, name)
+    keylog = cap.get("keylog")
+    extra = ["-o", "tls.keylog_file:" + os.path.join(root, keylog)] if keylog else []
+    # basic shape
+    out = tshark(["-r", path, "-T", "fields", "-e", "frame.number"])
+    n = len(out.split())
+    if n != cap["packets"] or n == 0:
+        fail("%s: %d packets, manifest says %d" % (name, n, cap["packets"]))
+    lost = tshark(["-r", path, "-Y", "tcp.analysis.lost_segment || tcp.analysis.ack_lost_segment"]).strip()
+    if lost:
+        fail("%s: lost segments:\n%s" % (name, lost))
+    sessions = cap.get("sessions", [])
+    syns = tshark(["-r", path, "-Y", "tcp.flags.syn==1 && tcp.flags.ack==0", "-T", "fields", "-e", "tcp.stream",
+                   "-e", "tcp.srcport"]).split("\n")
+    syns = [tuple(map(int, l.split("\t"))) for l in syns if l.strip()]
+    if [(s["tcp_stream"], s["client_port"]) for s in sessions] != syns:
+        fail("%s: sessions %r != SYNs %r" % (name, [(s["tcp_stream"], s["client_port"]) for s in sessions], syns))
+    truncated = "snap120" in name
+    # protocol decoding (decrypted where needed)
+    dfilter = "smtp || pop || imap"
+    decoded = tshark(["-r", path, "-Y", dfilter] + extra).strip().splitlines()
+    if not decoded:
+        fail("%s: tshark decodes no smtp/pop/imap packets" % name)
+    if truncated:
+        return len(decoded)
+    streams = [s["tcp_stream"] for s in sessions]
+    ports = {s["tcp_stream"]: s["server_port"] for s in sessions}
+    plain = follow(path, "tcp", streams, server_ports=ports)
+    tls = follow(path, "tls", [s["tcp_stream"] for s in sessions if s.get("tls")], extra, ports)
+    for s in sessions:
+        st = s["tcp_stream"]
+        cb, sb = plain.get(st, (b"", b""))
+        if s.get("tls"):
+            tcb, tsb = tls.get(st, (b"", b""))
+            if not tcb or not tsb:
+                fail("%s stream %d: TLS not decrypted" % (name, st))
+            cb, sb = cb + tcb, sb + tsb
+        label = "%s stream %d (%s %s/%d)" % (name, st, s["client"], s["protocol"], s["server_port"])
+        sent = smtp_payload_hashes(cb) if s["protocol"] == "smtp" else set()
+        for m in s.get("messages_sent", []):
+            if m["sha256"] not in sent:
+                fail("%s: sent message %s (sha256 %s) not found in DATA" % (label, m["id"], m["sha256"][:16]))
+        literals_c = imap_literal_hashes(cb)
+        for a in s.get("messages_appended", []):
+            if a["sha256"] not in literals_c:
+                fail("%s: APPEND literal %s not found" % (label, a["id"]))
+        got = pop3_hashes(sb) if s["protocol"] == "pop3" else imap_literal_hashes(sb, chunks=True)
+        for f in s.get("messages_fetched", []):
+            if not f.get("matches_maildir"):
+                fail("%s: %s does not match a Maildir file" % (label, f["command"]))
+            if f["kind"] == "full" and f.get("maildir", {}).get("crlf_sha256") != f["received_sha256"]:
+                fail("%s: %s received bytes differ from the Maildir file" % (label, f["command"]))
+            if f["received_sha256"] not in got:
+                fail("%s: fetched %s (sha256 %s) not found in server bytes" % (label, f["command"], f["received_sha256"][:16]))
+        for c in s.get("credentials", []):
+            if c.get("success") and not creds_visible(c, cb, s["protocol"]):
+                fail("%s: credentials %s/%s not visible in (decrypted) client bytes" % (label, c["mechanism"], c["username"]))
+    return len(decoded)
+
+
+def main():
+    root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples")
+    man = json.load(open(os.path.join(root, "MANIFEST.json")))
+    for name, cap in man["captures"].items():
+        path = os.path.join(root, name)
+        if hashlib.sha256(open(path, "rb").read()).hexdigest() != cap["sha256"]:
+            fail("%s: file sha256 differs from MANIFEST" % name)
+        n = check_capture(root, name, cap)
+        print("ok  %-40s %6d bytes %4d packets %4d smtp/pop/imap frames, %d sessions" % (
+            name, cap["size"], cap["packets"], n, len(cap.get("sessions", []))))
+    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+    print("total size of %s: %d bytes" % (root, total))
+    if FAILS:
+        print("%d check(s) failed" % len(FAILS))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+#!/bin/bash
+# Mail-traffic lab: install, configure and start Postfix + Dovecot on loopback only.
+# Debian 12, run as root. Idempotent: safe to run repeatedly (reloads running servers).
+# mailscope's copy: its configuration is read from config/ next to this script
+# (scripts/lab/config/), so the project needs nothing outside its own tree.
+# Used by scripts/make-samples; scripts/lab/stop.sh stops what this started.
+#
+# Safety: Postfix listens on loopback only, never delivers externally (default/relay
+# transport = error), never uses DNS; Dovecot listens on 127.0.0.1 and ::1 only.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CONF="$LAB_DIR/config"
+TLS_DIR=/etc/mail-lab/tls
+LOG_DIR=/var/log/mail-lab
+MAIL_ROOT=/var/mail/lab
+VMAIL_ID=5000
+POSTFIX_PID=/var/spool/postfix/pid/master.pid
+DOVECOT_PID=/run/dovecot/master.pid
+
+log() { echo "[setup] $*"; }
+
+[ "$(id -u)" = 0 ] || { echo "must run as root" >&2; exit 1; }
+
+# ---------------------------------------------------------------- packages
+PKGS="postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd tcpdump tshark swaks openssl curl python3 ca-certificates libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl procps iproute2"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  log "installing:$missing"
+  # never let package scripts start daemons with the stock (non-loopback) config
+  created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; created_policy=1
+  fi
+  echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
+  echo "postfix postfix/mailname string mail.example.test" | debconf-set-selections
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends $missing
+  [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+# ---------------------------------------------------------------- vmail user
+getent group vmail >/dev/null || groupadd --system --gid $VMAIL_ID vmail
+getent passwd vmail >/dev/null || useradd --system --uid $VMAIL_ID --gid vmail \
+  --home-dir $MAIL_ROOT --no-create-home --shell /usr/sbin/nologin vmail
+mkdir -p $MAIL_ROOT $LOG_DIR
+chown vmail:vmail $MAIL_ROOT; chmod 0770 $MAIL_ROOT
+touch $LOG_DIR/dovecot.log $LOG_DIR/postfix.log
+chmod 0644 $LOG_DIR/*.log
+
+# ---------------------------------------------------------------- TLS material
+# Self-signed RSA-2048 certificate (also the trust anchor for the clients).
+# Reuse config/tls/ if present so regenerated corpora keep the same server key.
+mkdir -p $TLS_DIR "$CONF/tls"
+if [ ! -s "$CONF/tls/server.key" ] || [ ! -s "$CONF/tls/server.crt" ]; then
+  log "generating self-signed certificate"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -sha256 \
+    -keyout "$CONF/tls/server.key" -out "$CONF/tls/server.crt" \
+    -subj "/O=mail-lab/CN=mail.example.test" \
+    -addext "subjectAltName=DNS:mail.example.test,DNS:localhost,IP:127.0.0.1,IP:::1" \
+    -addext "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign" \
+    -addext "extendedKeyUsage=serverAuth" 2>/dev/null
+fi
+install -m 0644 "$CONF/tls/server.crt" $TLS_DIR/server.crt
+install -m 0640 -g root "$CONF/tls/server.key" $TLS_DIR/server.key
+
+# ---------------------------------------------------------------- postfix
+backup_once() { [ -e "$1" ] && [ ! -e "$1.mail-lab-orig" ] && cp -p "$1" "$1.mail-lab-orig" || true; }
+backup_once /etc/postfix/main.cf
+backup_once /etc/postfix/master.cf
+install -m 0644 "$CONF/postfix/main.cf" /etc/postfix/main.cf
+install -m 0644 "$CONF/postfix/master.cf" /etc/postfix/master.cf
+mkdir -p /etc/postfix/lab
+install -m 0644 "$CONF/postfix/lab/local_recipients" /etc/postfix/lab/local_recipients
+install -m 0644 "$CONF/postfix/lab/virtual" /etc/postfix/lab/virtual
+echo mail.example.test > /etc/mailname
+
+# ---------------------------------------------------------------- dovecot
+backup_once /etc/dovecot/dovecot.conf
+install -m 0644 "$CONF/dovecot/dovecot.conf" /etc/dovecot/dovecot.conf
+install -m 0640 -g dovecot "$CONF/dovecot/lab-users" /etc/dovecot/lab-users
+doveconf -n -c /etc/dovecot/dovecot.conf >/dev/null
+
+# hard safety checks on the effective configuration
+[ "$(postconf -h inet_interfaces)" = "loopback-only" ] || { echo "inet_interfaces not loopback-only" >&2; exit 1; }
+case "$(postconf -h default_transport)" in error*) ;; *) echo "default_transport must be error" >&2; exit 1;; esac
+[ -z "$(postconf -h relayhost)" ] || { echo "relayhost must be empty" >&2; exit 1; }
+[ "$(doveconf -h -c /etc/dovecot/dovecot.conf listen)" = "127.0.0.1, ::1" ] || { echo "dovecot listen must be loopback" >&2; exit 1; }
+postfix check
+
+alive() { [ -s "$1" ] && kill -0 "$(tr -dc 0-9 < "$1")" 2>/dev/null; }
+
+# ---------------------------------------------------------------- start / reload
+if alive $POSTFIX_PID; then
+  log "postfix running (pid $(tr -dc 0-9 < $POSTFIX_PID)); reloading"
+  postfix reload </dev/null >>$LOG_DIR/start.log 2>&1
+else
+  log "starting postfix"
+  # daemons must not inherit our stdout/stderr (a caller piping our output would hang)
+  postfix start </dev/null >>$LOG_DIR/start.log 2>&1 || { tail -20 $LOG_DIR/start.log; exit 1; }
+fi
+if alive $DOVECOT_PID; then
+  log "dovecot running (pid $(tr -dc 0-9 < $DOVECOT_PID)); reloading"
+  doveadm -c /etc/dovecot/dovecot.conf reload </dev/null >>$LOG_DIR/start.log 2>&1
+else
+  log "starting dovecot"
+  dovecot -c /etc/dovecot/dovecot.conf </dev/null >>$LOG_DIR/start.log 2>&1 || { tail -20 $LOG_DIR/start.log; exit 1; }
+fi
+
+# ---------------------------------------------------------------- wait + verify listeners
+for i in $(seq 1 50); do
+  n=$(ss -Hltn '( sport = :25 or sport = :465 or sport = :587 or sport = :110 or sport = :995 or sport = :143 or sport = :993 )' | wc -l)
+  [ "$n" -ge 14 ] && break
+  sleep 0.2
+done
+ss -Hltnp '( sport = :25 or sport = :465 or sport = :587 or sport = :110 or sport = :995 or sport = :143 or sport = :993 )' | awk '{print "[setup] listening", $4}'
+bad=$(ss -Hltn '( sport = :25 or sport = :465 or sport = :587 or sport = :110 or sport = :995 or sport = :143 or sport = :993 )' | awk '{print $4}' | grep -vE '^(127\.0\.0\.1|\[::1\]):' || true)
+if [ -n "$bad" ]; then echo "NON-LOOPBACK LISTENER: $bad" >&2; exit 1; fi
+log "postfix pid $(tr -dc 0-9 < $POSTFIX_PID), dovecot pid $(tr -dc 0-9 < $DOVECOT_PID)"
+log "ok"

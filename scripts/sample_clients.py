@@ -1,0 +1,1375 @@
+#!/usr/bin/env python3
+"""Real mail-client sessions against the loopback Postfix/Dovecot lab (scripts/lab/).
+
+Used by scripts/make-samples, which starts tcpdump around each `run` step:
+
+    sample_clients.py files     --dir samples/files        # attachment files (deterministic)
+    sample_clients.py prepare   SCENARIO --state DIR       # uncaptured: reset + fill mailboxes
+    sample_clients.py run       SCENARIO --state DIR [--keylog FILE] [--ipv6]
+    sample_clients.py manifest  --state DIR --samples DIR  # writes samples/MANIFEST.json
+
+Every client connects only to 127.0.0.1 or ::1.  IPv4 clients bind their source address
+to CLIENT_IP (default 127.0.0.10) so the captures can be filtered to our own sessions.
+
+Truth data ("sha256" of a sent message) is always over the exact message bytes the server
+receives in DATA / APPEND: CRLF line endings, before dot-stuffing, ending with CRLF (for SMTP
+the CRLF before the terminating "." belongs to the message, RFC 5321 4.1.1.4).
+"""
+import argparse
+import base64
+import datetime
+import hashlib
+import imaplib
+import json
+import os
+import poplib
+import re
+import shutil
+import smtplib
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+LAB = os.path.join(HERE, "lab")
+CA_FILE = os.path.join(LAB, "config", "tls", "server.crt")
+USERS_FILE = os.path.join(LAB, "config", "dovecot", "lab-users")
+MAIL_ROOT = "/var/mail/lab"
+SERVER4 = "127.0.0.1"
+SERVER6 = "::1"
+CLIENT_IP = os.environ.get("SAMPLES_CLIENT_IP", "127.0.0.10")
+EHLO_NAME = "client.example.test"
+TIMEOUT = 30
+CRLF = b"\r\n"
+
+
+def load_passwords():
+    pw = {}
+    with open(USERS_FILE) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            user, rest = line.split(":", 1)
+            m = re.match(r"\{PLAIN\}([^:]*)", rest)
+            if m:
+                pw[user] = m.group(1)
+    return pw
+
+
+PASSWORDS = load_passwords()
+
+# ---------------------------------------------------------------- network guard + source binding
+CONNECTIONS = []  # (server_ip, server_port, client_ip, client_port) in connection order
+_orig_create_connection = socket.create_connection
+
+
+def _guarded_create_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, **kw):
+    host, port = address[0], address[1]
+    if host not in (SERVER4, SERVER6):
+        raise RuntimeError("network rule: refusing to connect to %r (only 127.0.0.1 / ::1)" % (host,))
+    if source_address is None and host == SERVER4:
+        source_address = (CLIENT_IP, 0)
+    sock = _orig_create_connection(address, timeout, source_address, **kw)
+    local = sock.getsockname()
+    CONNECTIONS.append((host, port, local[0], local[1]))
+    return sock
+
+
+socket.create_connection = _guarded_create_connection
+
+
+def sha256(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def digest(b):
+    return {"sha256": sha256(b), "size": len(b)}
+
+
+def dot_stuff(msg):
+    return re.sub(rb"(?m)^\.", b"..", msg)
+
+
+def crlf(text):
+    """str with \n line ends -> CRLF bytes (utf-8)."""
+    return text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+
+
+def b64_lines(data, width=76):
+    enc = base64.b64encode(data).decode("ascii")
+    return "\n".join(enc[i:i + width] for i in range(0, len(enc), width))
+
+
+def enc_word(text, charset="UTF-8", mode="B"):
+    raw = text.encode(charset)
+    if mode == "B":
+        return "=?%s?B?%s?=" % (charset, base64.b64encode(raw).decode("ascii"))
+    out = []
+    for byte in raw:
+        c = chr(byte)
+        if c == " ":
+            out.append("_")
+        elif c.isalnum() and byte < 128:
+            out.append(c)
+        else:
+            out.append("=%02X" % byte)
+    return "=?%s?Q?%s?=" % (charset, "".join(out))
+
+
+def qp_encode(text):
+    import quopri
+    return quopri.encodestring(text.encode("utf-8")).decode("ascii").replace("\r\n", "\n")
+
+
+def client_ctx(keylog=None, max_version=None):
+    ctx = ssl.create_default_context(cafile=CA_FILE)
+    if keylog:
+        ctx.keylog_filename = keylog
+    if max_version is not None:
+        ctx.maximum_version = max_version
+    return ctx
+
+
+def tls_info(sock, mode, keylog):
+    return {"mode": mode, "version": sock.version(), "cipher": sock.cipher()[0],
+            "keylog": os.path.basename(keylog) if keylog else None}
+
+
+# ---------------------------------------------------------------- attachment files
+def prng_bytes(seed, n):
+    out = b""
+    i = 0
+    while len(out) < n:
+        out += hashlib.sha256(b"%s-%d" % (seed, i)).digest()
+        i += 1
+    return out[:n]
+
+
+def make_png():
+    w, h = 40, 24
+    noise = prng_bytes(b"mailscope-noise-png", w * h * 3)
+    raw = b"".join(b"\x00" + noise[y * w * 3:(y + 1) * w * 3] for y in range(h))
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"tEXt", b"Comment\x00mailscope sample attachment (random pixels)")
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def make_pdf():
+    text = ["mailscope sample report", "Quarterly numbers: 42, 17, 8", "This PDF is generated by scripts/sample_clients.py"]
+    ops = ["BT /F1 14 Tf 72 720 Td 18 TL"] + ["(%s) '" % t for t in text] + ["ET"]
+    stream = zlib.compress(("\n".join(ops) + "\n").encode("ascii"), 9)
+    objs = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        # a binary blob so the file is ~1.5 KB and not just text
+        b"<< /Length 1024 >>\nstream\n" + prng_bytes(b"pdf-blob", 1024) + b"\nendstream",
+    ]
+    out = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"
+    offsets = []
+    for i, o in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + o + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    for off in offsets:
+        out += b"%010d 00000 n \n" % off
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return out
+
+
+FILES = {"noise.png": make_png, "report.pdf": make_pdf}
+
+
+def files_dir():
+    return os.path.join(ROOT, "samples", "files")
+
+
+def read_file(name):
+    with open(os.path.join(files_dir(), name), "rb") as f:
+        return f.read()
+
+
+def cmd_files(args):
+    os.makedirs(args.dir, exist_ok=True)
+    for name, fn in FILES.items():
+        p = os.path.join(args.dir, name)
+        data = fn()
+        if os.path.exists(p):
+            with open(p, "rb") as f:
+                if f.read() == data:
+                    continue
+        with open(p, "wb") as f:
+            f.write(data)
+        print("[files] wrote %s (%d bytes)" % (p, len(data)))
+
+
+# ---------------------------------------------------------------- messages (all CRLF, fixed dates/ids)
+def attachment_info(name, ctype, data):
+    return {"filename": name, "content_type": ctype, "source": "samples/files/" + name, **digest(data)}
+
+
+MSG_DATE = "Thu, 05 Mar 2026 10:%02d:00 +0300"
+
+
+def msg_cyrillic_attachment():
+    """smtp-plain, smtplib: KOI8-R subject, UTF-8 8bit body with dot lines, PNG attachment."""
+    png = read_file("noise.png")
+    subject = "Отчёт за квартал: проверка"
+    b = "=_mailscope_cyr_7f3a"
+    text = (
+        "Здравствуйте, Алиса!\n"
+        "\n"
+        "Это тестовое письмо для mailscope (8bit UTF-8).\n"
+        ".\n"
+        ".Эта строка начинается с точки.\n"
+        "..А эта - с двух точек.\n"
+        ". точка и пробел\n"
+        "Во вложении noise.png (%d байт).\n"
+        "\n"
+        "-- \n"
+        "Иван\n" % len(png))
+    body = (
+        "From: %s <ivan.petrov@client.example.test>\n"
+        "To: Alice <alice@example.test>, Bob <bob@example.test>\n"
+        "Cc: nosuchuser@example.test\n"
+        "Subject: %s\n"
+        "Date: %s\n"
+        "Message-ID: <smtp-plain-1@client.example.test>\n"
+        "MIME-Version: 1.0\n"
+        "Content-Type: multipart/mixed; boundary=\"%s\"\n"
+        "\n"
+        "This is a multi-part message in MIME format.\n"
+        "\n"
+        "--%s\n"
+        "Content-Type: text/plain; charset=UTF-8\n"
+        "Content-Transfer-Encoding: 8bit\n"
+        "\n"
+        "%s"
+        "\n"
+        "--%s\n"
+        "Content-Type: image/png; name=\"noise.png\"\n"
+        "Content-Transfer-Encoding: base64\n"
+        "Content-Disposition: attachment; filename=\"noise.png\"\n"
+        "\n"
+        "%s\n"
+        "--%s--\n" % (enc_word("Иван Петров"), enc_word(subject, "KOI8-R"), MSG_DATE % 1, b, b, text, b,
+                      b64_lines(png), b))
+    return crlf(body), {"subject": subject, "subject_raw": enc_word(subject, "KOI8-R"),
+                        "attachments": [attachment_info("noise.png", "image/png", png)]}
+
+
+def msg_simple(msgid, frm, to, subject, text, minute, extra_headers=(), subject_raw=None):
+    hdr = [("From", frm), ("To", to), ("Subject", subject_raw or subject), ("Date", MSG_DATE % minute),
+           ("Message-ID", "<%s@client.example.test>" % msgid), ("MIME-Version", "1.0")]
+    hdr += list(extra_headers)
+    if not any(k.lower() == "content-type" for k, _ in hdr):
+        hdr += [("Content-Type", "text/plain; charset=UTF-8"), ("Content-Transfer-Encoding", "8bit")]
+    body = "\n".join("%s: %s" % kv for kv in hdr) + "\n\n" + text
+    return crlf(body), {"subject": subject, "subject_raw": subject_raw or subject, "attachments": []}
+
+
+def msg_with_attachment(msgid, frm, to, subject, text, fname, ctype, minute, subject_raw=None):
+    data = read_file(fname)
+    b = "=_mailscope_%s" % msgid
+    body = (
+        "From: %s\nTo: %s\nSubject: %s\nDate: %s\nMessage-ID: <%s@client.example.test>\nMIME-Version: 1.0\n"
+        "Content-Type: multipart/mixed; boundary=\"%s\"\n\n"
+        "--%s\nContent-Type: text/plain; charset=UTF-8\nContent-Transfer-Encoding: 8bit\n\n%s\n"
+        "--%s\nContent-Type: %s; name=\"%s\"\nContent-Transfer-Encoding: base64\n"
+        "Content-Disposition: attachment; filename=\"%s\"\n\n%s\n--%s--\n"
+        % (frm, to, subject_raw or subject, MSG_DATE % minute, msgid, b, b, text, b, ctype, fname, fname,
+           b64_lines(data), b))
+    return crlf(body), {"subject": subject, "subject_raw": subject_raw or subject,
+                        "attachments": [attachment_info(fname, ctype, data)]}
+
+
+def msg_alternative(msgid, to, subject, minute):
+    b = "=_mailscope_alt_%s" % msgid
+    plain = "Hallo Bob,\n\nGrüße aus dem Labor – Ümläute & €uro.\n.\nEnde.\n"
+    html = "<html><body><p>Hallo Bob,</p><p>Grüße aus dem Labor – Ümläute &amp; €uro.</p></body></html>\n"
+    body = (
+        "From: Alice <alice@example.test>\nTo: %s\nSubject: %s\nDate: %s\nMessage-ID: <%s@client.example.test>\n"
+        "MIME-Version: 1.0\nContent-Type: multipart/alternative; boundary=\"%s\"\n\n"
+        "--%s\nContent-Type: text/plain; charset=UTF-8\nContent-Transfer-Encoding: quoted-printable\n\n%s\n"
+        "--%s\nContent-Type: text/html; charset=UTF-8\nContent-Transfer-Encoding: quoted-printable\n\n%s\n"
+        "--%s--\n" % (to, enc_word(subject, "UTF-8", "Q"), MSG_DATE % minute, msgid, b, b, qp_encode(plain), b,
+                      qp_encode(html), b))
+    return crlf(body), {"subject": subject, "subject_raw": enc_word(subject, "UTF-8", "Q"), "attachments": []}
+
+
+LONG_TEXT = "".join("Line %02d of a longer body so that TOP n 5 cuts it.\n" % i for i in range(1, 9)) + \
+    ".\n.leading dot (POP3 servers dot-stuff this)\n..two leading dots\n" + \
+    "".join("Line %02d of a longer body.\n" % i for i in range(12, 21))
+
+
+# ---------------------------------------------------------------- logging client subclasses
+class Log:
+    """Records what a client library sent (commands) and the server's final reply lines."""
+
+    def __init__(self, protocol):
+        self.protocol = protocol
+        self.commands = []
+        self.replies = []
+        self.pending_literal = None
+
+    def sent_line(self, line):
+        self.commands.append(line.decode("utf-8", "replace") if isinstance(line, bytes) else line)
+
+    def sent_payload(self, kind, data, **extra):
+        self.commands.append({"payload": kind, "wire_size": len(data), "wire_sha256": sha256(data), **extra})
+
+
+class LogSMTPMixin:
+    _mlog = None
+
+    def connect(self, host="localhost", port=0, source_address=None):
+        self._host = host  # SMTP(host='') + connect() leaves _host empty; starttls needs it for SNI/hostname check
+        return super().connect(host, port, source_address)
+
+    def send(self, s):
+        if self._mlog is not None:
+            b = s.encode("ascii") if isinstance(s, str) else s
+            if b.endswith(b"\r\n.\r\n") and b.count(b"\r\n") > 1:
+                self._mlog.sent_payload("smtp-data", b)
+            else:
+                for line in b.split(b"\r\n")[:-1]:
+                    self._mlog.sent_line(line)
+        return super().send(s)
+
+    def getreply(self):
+        code, msg = super().getreply()
+        if self._mlog is not None:
+            self._mlog.replies.append([code, msg.decode("utf-8", "replace")])
+        return code, msg
+
+
+class LSMTP(LogSMTPMixin, smtplib.SMTP):
+    pass
+
+
+class LSMTP_SSL(LogSMTPMixin, smtplib.SMTP_SSL):
+    pass
+
+
+class LogPOP3Mixin:
+    _mlog = None
+
+    def _putline(self, line):
+        self._mlog.sent_line(line)
+        return super()._putline(line)
+
+    def _getresp(self):
+        resp = super()._getresp()
+        self._mlog.replies.append(resp.decode("utf-8", "replace"))
+        return resp
+
+
+def pop3_class(base, log):
+    return type("LogPOP3", (LogPOP3Mixin, base), {"_mlog": log})
+
+
+class LogIMAPMixin:
+    _mlog = None
+
+    def send(self, data):
+        log = self._mlog
+        if log.pending_literal is not None and len(data) == log.pending_literal:
+            log.sent_payload("imap-literal", data)
+            log.pending_literal = None
+        elif data == CRLF:
+            pass  # end of the command line after a literal
+        else:
+            for line in data.split(CRLF):
+                if line:
+                    log.sent_line(line)
+            m = re.search(rb"\{(\d+)\}\r\n$", data)
+            if m:
+                log.pending_literal = int(m.group(1))
+        return super().send(data)
+
+    def _command_complete(self, name, tag):
+        typ, dat = super()._command_complete(name, tag)
+        txt = dat[-1].decode("utf-8", "replace") if dat and isinstance(dat[-1], bytes) else str(dat)
+        self._mlog.replies.append("%s %s %s" % (tag.decode(), typ, txt))
+        return typ, dat
+
+
+def imap_class(base, log):
+    return type("LogIMAP", (LogIMAPMixin, base), {"_mlog": log})
+
+
+# ---------------------------------------------------------------- Maildir truth
+def maildir_snapshot(user):
+    """{base filename (without :2,flags): info} for every message of the user."""
+    root = os.path.join(MAIL_ROOT, user, "Maildir")
+    out = {}
+    if not os.path.isdir(root):
+        return out
+    folders = [("INBOX", root)]
+    for d in sorted(os.listdir(root)):
+        if d.startswith(".") and os.path.isdir(os.path.join(root, d, "cur")):
+            folders.append((d[1:], os.path.join(root, d)))
+    for mbox, path in folders:
+        uids = {}
+        ul = os.path.join(path, "dovecot-uidlist")
+        if os.path.exists(ul):
+            with open(ul, "rb") as f:
+                for line in f.read().decode("utf-8", "replace").splitlines()[1:]:
+                    if " :" in line:
+                        uid, name = line.split(" ", 1)[0], line.split(" :", 1)[1]
+                        uids[name.split(":2,")[0]] = int(uid)
+        for sub in ("new", "cur"):
+            sd = os.path.join(path, sub)
+            if not os.path.isdir(sd):
+                continue
+            for fn in sorted(os.listdir(sd)):
+                with open(os.path.join(sd, fn), "rb") as f:
+                    data = f.read()
+                wire = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+                base = fn.split(":2,")[0]
+                out[base] = {"user": user, "mailbox": mbox,
+                             "file": os.path.relpath(os.path.join(sd, fn), MAIL_ROOT),
+                             "uid": uids.get(base), "sha256": sha256(data), "size": len(data),
+                             "crlf_sha256": sha256(wire), "crlf_size": len(wire), "_wire": wire}
+    return out
+
+
+class Truth:
+    def __init__(self, users):
+        self.users = users
+        self.index = {}
+        self.refresh()
+
+    def refresh(self):
+        for u in self.users:
+            for k, v in maildir_snapshot(u).items():
+                self.index[k] = v  # newest path (flags may have changed the file name)
+
+    def describe(self, command, received, kind="full", **extra):
+        """Match bytes a client received with the Maildir file Dovecot stored."""
+        self.refresh()
+        rec = {"command": command, "kind": kind, "received_sha256": sha256(received),
+               "received_size": len(received), **extra}
+        for base, info in self.index.items():
+            w = info["_wire"]
+            if (kind == "full" and w == received) or (kind != "full" and w.startswith(received)):
+                rec["maildir"] = {k: v for k, v in info.items() if not k.startswith("_")}
+                rec["matches_maildir"] = "equal" if w == received else "prefix"
+                break
+        else:
+            rec["matches_maildir"] = False
+        return rec
+
+    def gone(self):
+        """mark files that no longer exist (deleted via POP3 DELE)"""
+        for info in self.index.values():
+            info["deleted"] = not os.path.exists(os.path.join(MAIL_ROOT, info["file"]))
+
+
+def wait_for_messages(user, count, mailbox="INBOX", timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        n = sum(1 for v in maildir_snapshot(user).values() if v["mailbox"] == mailbox)
+        if n >= count:
+            return n
+        time.sleep(0.2)
+    raise RuntimeError("timeout waiting for %d messages in %s/%s" % (count, user, mailbox))
+
+
+def reset_mailbox(user):
+    assert re.fullmatch(r"[a-z]+", user) and user in PASSWORDS
+    subprocess.run(["doveadm", "kick", user], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+    path = os.path.join(MAIL_ROOT, user)
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+
+
+def deliver(msg, rcpts, mail_from="sender@client.example.test"):
+    """Uncaptured helper delivery over SMTP port 25 (scenario filters exclude port 25)."""
+    with smtplib.SMTP(SERVER4, 25, local_hostname="prep.example.test", timeout=TIMEOUT) as s:
+        refused = s.sendmail(mail_from, rcpts, msg)
+    if refused:
+        raise RuntimeError("prep delivery refused: %r" % refused)
+
+
+# ---------------------------------------------------------------- session bookkeeping
+SESSIONS = []
+
+
+def new_session(client, protocol, port, server=SERVER4, **kw):
+    s = {"client": client, "protocol": protocol, "server_ip": server, "server_port": port,
+         "client_ip": CLIENT_IP if server == SERVER4 else SERVER6, "client_port": None, "tls": None,
+         "credentials": [], "commands": [], "replies": [], **kw}
+    SESSIONS.append(s)
+    return s
+
+
+def py_client(mod):
+    return "Python %s %s" % (sys.version.split()[0], mod)
+
+
+def tool_version(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout.splitlines()[0]
+    except Exception:
+        return "?"
+
+
+CURL = "curl %s" % (tool_version(["curl", "--version"]).split()[1] if shutil.which("curl") else "?")
+SWAKS = "swaks %s" % (tool_version(["swaks", "--version"]).split()[-1] if shutil.which("swaks") else "?")
+
+
+def finish(sess, log, conn_before):
+    sess["commands"] = log.commands
+    sess["commands_note"] = ("exact lines the client library wrote (its send hooked), without CRLF; "
+                             "DATA / literal payloads summarised")
+    sess["replies"] = log.replies
+    if len(CONNECTIONS) > conn_before:
+        sess["client_port"] = CONNECTIONS[conn_before][3]
+        sess["client_ip"] = CONNECTIONS[conn_before][2]
+
+
+def message_record(mid, msg, meta, mail_from, rcpts, accepted=None, rejected=None, client_input=None, **extra):
+    rec = {"id": mid, **digest(msg), "envelope_from": mail_from, "rcpt_to": rcpts,
+           "accepted": accepted if accepted is not None else rcpts, "rejected": rejected or {},
+           "wire": {"dot_stuffed_size": len(dot_stuff(msg)), "dot_stuffed_sha256": sha256(dot_stuff(msg)),
+                    "stuffed_lines": len(re.findall(rb"(?m)^\.", msg))}, **meta, **extra}
+    if client_input is not None and client_input != msg:
+        rec["client_input"] = {**digest(client_input),
+                               "note": "bytes handed to the client; the client appended CRLF before the final '.'"}
+    return rec
+
+
+def run_curl(sess, args, keylog=None, outputs=()):
+    env = dict(os.environ)
+    env.pop("SSLKEYLOGFILE", None)
+    if keylog:
+        env["SSLKEYLOGFILE"] = keylog
+    argv = ["curl", "-v", "-sS", "--max-time", "60", "--interface", CLIENT_IP, "--cacert", CA_FILE] + args
+    p = subprocess.run(argv, capture_output=True, env=env, timeout=90)
+    err = p.stderr.decode("utf-8", "replace")
+    sess["argv"] = ["curl"] + args
+    sess["exit_code"] = p.returncode
+    raw = []
+    for line in err.splitlines():
+        if line.startswith("> "):
+            sess["commands"].append(line[2:])
+        elif line.startswith("< "):
+            raw.append(line[2:])
+        m = re.search(r"SSL connection using (\S+) / (\S+)", line)
+        if m:
+            sess["tls"] = {"version": m.group(1), "cipher": m.group(2),
+                           "keylog": os.path.basename(keylog) if keylog else None}
+    if sess["protocol"] == "smtp":
+        sess["replies"] = group_smtp_replies(raw)
+    elif sess["protocol"] == "pop3":
+        sess["replies"] = [r for r in raw if r.startswith(("+OK", "-ERR"))]
+    else:
+        sess["replies"] = [r for r in raw if re.match(r"^A\d+ ", r)]
+    sess["commands_note"] = ("from curl -v; curl also sends %s while closing the connection, which its trace "
+                             "does not show" % ("LOGOUT" if sess["protocol"] == "imap" else "QUIT"))
+    if p.returncode != 0:
+        raise RuntimeError("curl failed (%d): %s" % (p.returncode, err[-2000:]))
+    return p.stdout
+
+
+def group_smtp_replies(lines):
+    """['250-a', '250 b', '354 x'] -> [[250, 'a\nb'], [354, 'x']]"""
+    out, cur = [], []
+    for line in lines:
+        m = re.match(r"^(\d{3})([ -])(.*)$", line)
+        if not m:
+            continue
+        cur.append(m.group(3))
+        if m.group(2) == " ":
+            out.append([int(m.group(1)), "\n".join(cur)])
+            cur = []
+    return out
+
+
+def queued_reply(sess):
+    return next(("%d %s" % (c, t) for c, t in sess["replies"] if "queued as" in t), None)
+
+
+def run_swaks(sess, args):
+    argv = ["swaks", "--server", SERVER4, "--local-interface", CLIENT_IP, "--timeout", "30"] + args
+    p = subprocess.run(argv, capture_output=True, timeout=90)
+    out = p.stdout.decode("utf-8", "replace") + p.stderr.decode("utf-8", "replace")
+    sess["argv"] = ["swaks", "--server", SERVER4] + args
+    sess["exit_code"] = p.returncode
+    in_data = False
+    data_lines = 0
+    raw = []
+    for line in out.splitlines():
+        if line.startswith(" -> ") or line.startswith(" ~> ") or line == " -> ":
+            txt = line[4:]
+            if in_data:
+                if txt == ".":
+                    sess["commands"].append({"payload": "smtp-data", "lines": data_lines})
+                    in_data = False
+                else:
+                    data_lines += 1
+                continue
+            sess["commands"].append(txt)
+        elif line.startswith("<-  ") or line.startswith("<~  ") or line.startswith("<** "):
+            r = line[4:]
+            raw.append(r)
+            if r.startswith("354"):
+                in_data, data_lines = True, 0
+    sess["replies"] = group_smtp_replies(raw)
+    sess["commands_note"] = "from swaks' transcript (lines marked ' -> '); DATA lines summarised"
+    if p.returncode != 0:
+        raise RuntimeError("swaks failed (%d): %s" % (p.returncode, out[-2000:]))
+
+
+# ---------------------------------------------------------------- scenarios
+def smtp_session_smtplib(sess, conn, mid, msg, meta, mail_from, rcpts, mail_options=()):
+    refused = {}
+    try:
+        refused = conn.sendmail(mail_from, rcpts, msg, mail_options=list(mail_options))
+    except smtplib.SMTPRecipientsRefused as e:
+        refused = e.recipients
+    queued = "%d %s" % tuple(conn._mlog.replies[-1]) if conn._mlog.replies else None
+    rej = {r: [c, m.decode("utf-8", "replace")] for r, (c, m) in refused.items()}
+    sess.setdefault("messages_sent", []).append(
+        message_record(mid, msg, meta, mail_from, rcpts, [r for r in rcpts if r not in refused], rej,
+                       server_reply=queued, mail_options=list(mail_options)))
+
+
+def scenario_smtp_plain(args):
+    # 1) Python smtplib, port 25, cleartext: EHLO, VRFY, HELP, unknown command, NOOP, MAIL/RCPT x3/DATA, RSET, QUIT
+    log = Log("smtp")
+    sess = new_session(py_client("smtplib"), "smtp", 25)
+    n = len(CONNECTIONS)
+    conn = LSMTP(local_hostname=EHLO_NAME, timeout=TIMEOUT)
+    conn._mlog = log
+    conn.connect(SERVER4, 25)
+    conn.ehlo()
+    extra = {}
+    for cmd, arg in (("VRFY", "alice"), ("VRFY", "nobody@example.test"), ("HELP", ""), ("XYZZY", "plugh"),
+                     ("NOOP", "")):
+        code, text = conn.docmd(cmd, arg)
+        extra["%s %s" % (cmd, arg) if arg else cmd] = [code, text.decode("utf-8", "replace")]
+    msg, meta = msg_cyrillic_attachment()
+    smtp_session_smtplib(sess, conn, "smtp-plain-1", msg, meta, "ivan.petrov@client.example.test",
+                         ["alice@example.test", "bob@example.test", "nosuchuser@example.test"],
+                         mail_options=["BODY=8BITMIME"])
+    conn.rset()
+    conn.quit()
+    sess["extra_commands"] = extra
+    finish(sess, log, n)
+
+    # 2) swaks with PIPELINING, two recipients
+    sess = new_session(SWAKS, "smtp", 25, pipelining=True)
+    msg, meta = msg_simple("smtp-plain-2", "Swaks Tester <tester@client.example.test>",
+                           "alice@example.test, bob@example.test", "Pipelined mail – привет",
+                           "Sent by swaks with --pipeline.\n.\n.Leading dot line.\nBye.\n", 2,
+                           subject_raw=enc_word("Pipelined mail – привет", "UTF-8", "Q"))
+    path = os.path.join(args.state, "swaks-msg.eml")
+    client_input = msg[:-2]  # swaks adds CRLF before the final "." itself
+    with open(path, "wb") as f:
+        f.write(client_input)
+    run_swaks(sess, ["--port", "25", "--ehlo", "swaks.example.test", "--pipeline",
+                     "--from", "tester@client.example.test", "--to", "alice@example.test,bob@example.test",
+                     "--data", "@" + path])
+    sess.setdefault("messages_sent", []).append(
+        message_record("smtp-plain-2", msg, meta, "tester@client.example.test",
+                       ["alice@example.test", "bob@example.test"], client_input=client_input,
+                       server_reply=queued_reply(sess)))
+
+    # 3) curl smtp:// upload, one accepted and one refused recipient (--mail-rcpt-allowfails)
+    sess = new_session(CURL, "smtp", 25)
+    msg, meta = msg_simple("smtp-plain-3", "curl user <curl@client.example.test>", "bob@example.test",
+                           "Uploaded with curl", "Hello Bob,\n\ncurl --upload-file sent this.\n.\n..end\n", 3)
+    path = os.path.join(args.state, "curl-msg.eml")
+    with open(path, "wb") as f:
+        f.write(msg)
+    run_curl(sess, ["smtp://127.0.0.1:25/curl.example.test", "--mail-from", "curl@client.example.test",
+                    "--mail-rcpt", "bob@example.test", "--mail-rcpt", "ghost@example.test",
+                    "--mail-rcpt-allowfails", "--upload-file", path])
+    rej = {t.split("<")[1].split(">")[0]: [c, t] for c, t in sess["replies"] if c == 550}
+    sess.setdefault("messages_sent", []).append(
+        message_record("smtp-plain-3", msg, meta, "curl@client.example.test", ["bob@example.test", "ghost@example.test"],
+                       ["bob@example.test"], rej,
+                       server_reply=queued_reply(sess)))
+
+
+def scenario_smtp_auth_starttls(args):
+    keylog = args.keylog
+    # 1) smtplib STARTTLS + AUTH PLAIN (alice)
+    for i, (user, mech, rcpts, mk) in enumerate([
+        ("alice", "PLAIN", ["bob@example.test", "carol@example.test"],
+         lambda: msg_alternative("submission-1", "Bob <bob@example.test>, carol@example.test",
+                                 "Grüße – submission über STARTTLS", 11)),
+        ("bob", "LOGIN", ["alice@example.test"],
+         lambda: msg_with_attachment("submission-2", "Bob <bob@example.test>", "Alice <alice@example.test>",
+                                     "Report attached (AUTH LOGIN)", "Hi Alice,\n\nthe report is attached.\n",
+                                     "report.pdf", "application/pdf", 12)),
+    ], 1):
+        log = Log("smtp")
+        sess = new_session(py_client("smtplib"), "smtp", 587)
+        n = len(CONNECTIONS)
+        conn = LSMTP(local_hostname=EHLO_NAME, timeout=TIMEOUT)
+        conn._mlog = log
+        conn.connect(SERVER4, 587)
+        conn.ehlo()
+        conn.starttls(context=client_ctx(keylog))
+        sess["tls"] = tls_info(conn.sock, "starttls", keylog)
+        conn.ehlo()
+        pw = PASSWORDS[user]
+        if mech == "PLAIN":
+            conn.login(user, pw)  # smtplib picks PLAIN (CRAM-MD5 is not offered)
+        else:
+            conn.user, conn.password = user, pw
+            code, resp = conn.auth("LOGIN", conn.auth_login)
+        sess["credentials"].append({"mechanism": mech, "username": user, "password": pw,
+                                    "success": True})
+        msg, meta = mk()
+        smtp_session_smtplib(sess, conn, "submission-%d" % i, msg, meta, "%s@example.test" % user, rcpts)
+        conn.quit()
+        finish(sess, log, n)
+
+    # 3) failed AUTH (wrong password) then QUIT
+    log = Log("smtp")
+    sess = new_session(py_client("smtplib"), "smtp", 587)
+    n = len(CONNECTIONS)
+    conn = LSMTP(local_hostname=EHLO_NAME, timeout=TIMEOUT)
+    conn._mlog = log
+    conn.connect(SERVER4, 587)
+    conn.ehlo()
+    conn.starttls(context=client_ctx(keylog))
+    sess["tls"] = tls_info(conn.sock, "starttls", keylog)
+    conn.ehlo()
+    try:
+        conn.login("alice", "wrong-password")
+        ok = True
+    except smtplib.SMTPAuthenticationError:
+        ok = False
+    # smtplib.login() tries every offered mechanism it knows: PLAIN fails (535), then LOGIN fails (535)
+    for mech in ("PLAIN", "LOGIN"):
+        if any(isinstance(c, str) and c.upper().startswith("AUTH " + mech) for c in log.commands):
+            sess["credentials"].append({"mechanism": mech, "username": "alice", "password": "wrong-password",
+                                        "success": ok})
+    conn.quit()
+    finish(sess, log, n)
+
+    # 4) curl: STARTTLS (--ssl-reqd), curl's own AUTH choice, key log via SSLKEYLOGFILE
+    sess = new_session(CURL, "smtp", 587)
+    msg, meta = msg_simple("submission-3", "Carol <carol@example.test>", "alice@example.test",
+                           "curl over submission", "Sent by curl after STARTTLS and AUTH.\n.\nbye\n", 13)
+    path = os.path.join(args.state, "curl-sub.eml")
+    with open(path, "wb") as f:
+        f.write(msg)
+    run_curl(sess, ["smtp://127.0.0.1:587/curl.example.test", "--ssl-reqd", "-u", "carol:" + PASSWORDS["carol"],
+                    "--mail-from", "carol@example.test", "--mail-rcpt", "alice@example.test",
+                    "--upload-file", path], keylog=keylog)
+    if sess["tls"]:
+        sess["tls"]["mode"] = "starttls"
+    mech = next((c.split()[1] for c in sess["commands"] if c.upper().startswith("AUTH ")), None)
+    sess["credentials"].append({"mechanism": mech, "username": "carol", "password": PASSWORDS["carol"],
+                                "success": True})
+    sess.setdefault("messages_sent", []).append(
+        message_record("submission-3", msg, meta, "carol@example.test", ["alice@example.test"],
+                       server_reply=queued_reply(sess)))
+
+
+# -- POP3
+POP3_MESSAGES = [
+    lambda: msg_simple("pop3-1", "Alice <alice@example.test>", "Dave <dave@example.test>", "First message for Dave",
+                       "Hi Dave,\n\nthis is message one.\n", 21),
+    lambda: msg_with_attachment("pop3-2", "Bob <bob@example.test>", "Dave <dave@example.test>", "Report for Dave",
+                                "Dave, see the attached PDF.\n", "report.pdf", "application/pdf", 22),
+    lambda: msg_simple("pop3-3", "Иван <ivan.petrov@client.example.test>", "dave@example.test",
+                       "Длинное письмо", LONG_TEXT, 23, subject_raw=enc_word("Длинное письмо", "KOI8-R")),
+]
+
+
+def prepare_mailbox(user, builders, state, name):
+    reset_mailbox(user)
+    recs = []
+    for i, mk in enumerate(builders, 1):
+        msg, meta = mk()
+        deliver(msg, ["%s@example.test" % user])
+        wait_for_messages(user, i)  # one at a time, so that message numbers / UIDs follow this order
+        recs.append({**digest(msg), "subject": meta["subject"], "attachments": meta["attachments"], "_msg": msg})
+    time.sleep(0.3)
+    snap = maildir_snapshot(user)
+    for rec in recs:
+        msg = rec.pop("_msg")
+        for info in snap.values():  # LMTP prepends Return-Path/Delivered-To/Received and stores LF line ends
+            if info["_wire"].endswith(msg):
+                rec["stored"] = {k: v for k, v in info.items() if not k.startswith("_")}
+        if "stored" not in rec:
+            raise RuntimeError("prepared message %r not found in %s's Maildir" % (rec["subject"], user))
+    order = [r["stored"]["uid"] for r in recs]
+    if order != sorted(order):
+        raise RuntimeError("prepared messages stored out of order: %r" % order)
+    with open(os.path.join(state, "prepared-%s-%s.json" % (name, user)), "w") as f:
+        json.dump({"user": user, "delivered_via": "SMTP port 25 (not captured) -> Postfix -> Dovecot LMTP",
+                   "messages": recs}, f, indent=1)
+
+
+def pop_lines(lines):
+    return b"".join(l + CRLF for l in lines)
+
+
+def scenario_pop3(args):
+    truth = Truth(["dave"])
+    user, pw = "dave", PASSWORDS["dave"]
+    # 1) poplib USER/PASS
+    log = Log("pop3")
+    sess = new_session(py_client("poplib"), "pop3", 110)
+    n = len(CONNECTIONS)
+    conn = pop3_class(poplib.POP3, log)(SERVER4, 110, timeout=TIMEOUT)
+    sess["greeting"] = conn.getwelcome().decode()
+    conn.capa()
+    conn.user(user)
+    conn.pass_(pw)
+    sess["credentials"].append({"mechanism": "USER/PASS", "username": user, "password": pw,
+                                "success": True})
+    fetched = []
+    sess["stat"] = list(conn.stat())
+    sess["list"] = [l.decode() for l in conn.list()[1]]
+    sess["uidl"] = [l.decode() for l in conn.uidl()[1]]
+    _, lines, _ = conn.retr(1)
+    fetched.append(truth.describe("RETR 1", pop_lines(lines)))
+    _, lines, _ = conn.retr(3)
+    fetched.append(truth.describe("RETR 3", pop_lines(lines), note="body has lines starting with '.', dot-stuffed by the server"))
+    _, lines, _ = conn.top(2, 5)
+    fetched.append(truth.describe("TOP 2 5", pop_lines(lines), kind="top"))
+    conn.noop()
+    conn.dele(1)
+    sess["deleted"] = ["1"]
+    conn.quit()
+    sess["messages_fetched"] = fetched
+    finish(sess, log, n)
+    truth.gone()
+
+    # 2) curl pop3:// : curl picks SASL itself (CRAM-MD5 is advertised); LIST then RETR 1 on one connection
+    sess = new_session(CURL, "pop3", 110)
+    out1, out2 = os.path.join(args.state, "curl-pop-list"), os.path.join(args.state, "curl-pop-retr")
+    run_curl(sess, ["-u", "%s:%s" % (user, pw), "pop3://127.0.0.1:110/", "-o", out1,
+                    "pop3://127.0.0.1:110/1", "-o", out2])
+    mech = next((c.split()[1] for c in sess["commands"] if c.upper().startswith("AUTH ")), "USER/PASS")
+    sess["credentials"].append({"mechanism": mech, "username": user, "password": pw,
+                                "success": True})
+    with open(out2, "rb") as f:
+        sess["messages_fetched"] = [truth.describe("RETR 1", f.read())]
+    with open(out1, "rb") as f:
+        sess["list"] = f.read().decode().split("\r\n")[:-1]
+
+    # 3) poplib APOP
+    log = Log("pop3")
+    sess = new_session(py_client("poplib"), "pop3", 110)
+    n = len(CONNECTIONS)
+    conn = pop3_class(poplib.POP3, log)(SERVER4, 110, timeout=TIMEOUT)
+    sess["greeting"] = conn.getwelcome().decode()
+    conn.apop(user, pw)
+    sess["credentials"].append({"mechanism": "APOP", "username": user, "password": pw,
+                                "success": True})
+    sess["stat"] = list(conn.stat())
+    conn.quit()
+    finish(sess, log, n)
+
+
+# -- IMAP
+IMAP_MESSAGES = [
+    lambda: msg_simple("imap-1", "Alice <alice@example.test>", "Erin <erin@example.test>", "Welcome, Erin",
+                       "Hello Erin,\n\nthis is the first message.\n.\nCheers\n", 31),
+    lambda: msg_with_attachment("imap-2", "Bob <bob@example.test>", "Erin <erin@example.test>", "Noise picture",
+                                "Erin, a PNG full of noise is attached.\n", "noise.png", "image/png", 32),
+    lambda: msg_simple("imap-3", "Иван <ivan.petrov@client.example.test>", "erin@example.test",
+                       "Привет, Эрин", "Третье письмо, UTF-8.\n", 33, subject_raw=enc_word("Привет, Эрин")),
+]
+
+
+def literal_of(data):
+    return [p[1] for p in data if isinstance(p, tuple)]
+
+
+def scenario_imap(args):
+    truth = Truth(["erin"])
+    user, pw = "erin", PASSWORDS["erin"]
+    log = Log("imap")
+    sess = new_session(py_client("imaplib"), "imap", 143)
+    n = len(CONNECTIONS)
+    conn = imap_class(imaplib.IMAP4, log)(SERVER4, 143, timeout=TIMEOUT)
+    sess["greeting"] = conn.welcome.decode()
+    conn.login(user, pw)
+    sess["credentials"].append({"mechanism": "LOGIN", "username": user, "password": pw,
+                                "success": True})
+    conn.capability()
+    conn.list()
+    typ, data = conn.select("INBOX")
+    sess["select_exists"] = int(data[0])
+    conn.fetch("1:*", "(FLAGS)")
+    fetched = []
+    # UID of message 1
+    typ, data = conn.fetch("1", "(UID)")
+    uid1 = int(re.search(rb"UID (\d+)", data[0]).group(1))
+    typ, data = conn.uid("FETCH", str(uid1), "(BODY[])")
+    fetched.append(truth.describe("UID FETCH %d (BODY[])" % uid1, literal_of(data)[0]))
+    typ, data = conn.fetch("2", "(BODY.PEEK[HEADER])")
+    fetched.append(truth.describe("FETCH 2 (BODY.PEEK[HEADER])", literal_of(data)[0], kind="header"))
+    # Thunderbird-style chunked download of message 2
+    typ, data = conn.fetch("2", "(UID RFC822.SIZE)")
+    m = re.search(rb"UID (\d+) RFC822.SIZE (\d+)", data[0])
+    uid2, size2 = int(m.group(1)), int(m.group(2))
+    chunks, off, chunk = [], 0, 1000
+    for _ in range(100):  # bounded
+        typ, data = conn.uid("FETCH", str(uid2), "(UID BODY.PEEK[]<%d.%d>)" % (off, chunk))
+        part = literal_of(data)[0]
+        chunks.append(part)
+        off += len(part)
+        if len(part) < chunk or off >= size2:
+            break
+    if len(chunks) < 3:
+        raise RuntimeError("message 2 should be the big one (got %d bytes)" % size2)
+    fetched.append(truth.describe("UID FETCH %d (UID BODY.PEEK[]<0.1000>) ... <%d.1000> (%d chunks)"
+                                  % (uid2, (len(chunks) - 1) * chunk, len(chunks)), b"".join(chunks),
+                                  chunks=[len(c) for c in chunks]))
+    # APPEND with a literal to Sent
+    amsg, ameta = msg_simple("imap-append-1", "Erin <erin@example.test>", "Alice <alice@example.test>",
+                             "Saved copy (APPEND)", "This copy was stored with IMAP APPEND.\n.\nErin\n", 34)
+    idate = imaplib.Time2Internaldate(datetime.datetime(2026, 3, 5, 10, 34, 0,
+                                                        tzinfo=datetime.timezone(datetime.timedelta(hours=3))))
+    typ, data = conn.append("Sent", "(\\Seen)", idate, amsg)
+    appended = {"id": "imap-append-1", "mailbox": "Sent", "flags": "(\\Seen)", "internaldate": idate,
+                **digest(amsg), **ameta, "server_reply": data[-1].decode() if data else None}
+    # IDLE: a new message is delivered (SMTP port 25, outside this capture's filter) while idling
+    tag = conn._new_tag()
+    conn.send(tag + b" IDLE\r\n")
+    cont = conn.readline()
+    dmsg, dmeta = IMAP_MESSAGES_IDLE()
+    before = sum(1 for v in maildir_snapshot(user).values() if v["mailbox"] == "INBOX")
+    deliver(dmsg, ["erin@example.test"])
+    wait_for_messages(user, before + 1)
+    time.sleep(1.0)
+    conn.send(b"DONE\r\n")
+    idle_lines = []
+    for _ in range(50):  # bounded
+        line = conn.readline()
+        if not line:
+            break
+        idle_lines.append(line.rstrip(b"\r\n").decode())
+        if line.startswith(tag):
+            break
+    log.replies.append(idle_lines[-1] if idle_lines else None)
+    sess["idle"] = {"tag": tag.decode(), "continuation": cont.rstrip(b"\r\n").decode(),
+                    "untagged_during_idle": idle_lines[:-1],
+                    "delivered_during_idle": {**digest(dmsg), "subject": dmeta["subject"]}}
+    typ, data = conn.fetch("4", "(ENVELOPE RFC822.SIZE)")
+    conn.logout()
+    truth.refresh()
+    appended["stored"] = next(({k: v for k, v in i.items() if not k.startswith("_")}
+                               for i in truth.index.values() if i["mailbox"] == "Sent" and i["_wire"] == amsg), None)
+    sess["messages_fetched"] = fetched
+    sess["messages_appended"] = [appended]
+    finish(sess, log, n)
+
+    # curl imap:// : AUTHENTICATE PLAIN with SASL-IR, LIST, then SELECT + UID FETCH BODY[]
+    sess = new_session(CURL, "imap", 143)
+    out1, out2 = os.path.join(args.state, "curl-imap-list"), os.path.join(args.state, "curl-imap-fetch")
+    run_curl(sess, ["-u", "%s:%s" % (user, pw), "--login-options", "AUTH=PLAIN",
+                    "imap://127.0.0.1:143/", "-o", out1, "imap://127.0.0.1:143/INBOX;UID=%d" % uid2, "-o", out2])
+    sess["credentials"].append({"mechanism": "AUTHENTICATE PLAIN (SASL-IR)", "username": user, "password": pw,
+                                "success": True})
+    with open(out2, "rb") as f:
+        sess["messages_fetched"] = [truth.describe("UID FETCH %d BODY[]" % uid2, f.read())]
+
+
+def IMAP_MESSAGES_IDLE():
+    return msg_simple("imap-4", "Carol <carol@example.test>", "erin@example.test", "Arrived during IDLE",
+                      "This message was delivered while the client was in IDLE.\n", 35)
+
+
+# -- TLS mixed
+def scenario_tls_mixed(args):
+    keylog = args.keylog
+    truth = Truth(["dave", "erin"])
+    # 1) SMTPS 465, TLS 1.3, AUTH PLAIN
+    log = Log("smtp")
+    sess = new_session(py_client("smtplib"), "smtp", 465)
+    n = len(CONNECTIONS)
+    conn = LSMTP_SSL(local_hostname=EHLO_NAME, timeout=TIMEOUT, context=client_ctx(keylog))
+    conn._mlog = log
+    conn.connect(SERVER4, 465)
+    sess["tls"] = tls_info(conn.sock, "implicit", keylog)
+    conn.ehlo()
+    conn.login("carol", PASSWORDS["carol"])
+    sess["credentials"].append({"mechanism": "PLAIN", "username": "carol", "password": PASSWORDS["carol"],
+                                "success": True})
+    msg, meta = msg_simple("tls-1", "Carol <carol@example.test>", "alice@example.test", "Über SMTPS",
+                           "Sent over implicit TLS on port 465.\n.\n", 41,
+                           subject_raw=enc_word("Über SMTPS", "UTF-8", "Q"))
+    smtp_session_smtplib(sess, conn, "tls-1", msg, meta, "carol@example.test", ["alice@example.test"])
+    conn.quit()
+    finish(sess, log, n)
+
+    # 2) IMAPS 993, TLS 1.3
+    log = Log("imap")
+    sess = new_session(py_client("imaplib"), "imap", 993)
+    n = len(CONNECTIONS)
+    conn = imap_class(imaplib.IMAP4_SSL, log)(SERVER4, 993, ssl_context=client_ctx(keylog), timeout=TIMEOUT)
+    sess["tls"] = tls_info(conn.sock, "implicit", keylog)
+    conn.login("erin", PASSWORDS["erin"])
+    sess["credentials"].append({"mechanism": "LOGIN", "username": "erin", "password": PASSWORDS["erin"],
+                                "success": True})
+    conn.select("INBOX")
+    typ, data = conn.uid("FETCH", "1", "(BODY.PEEK[])")
+    sess["messages_fetched"] = [truth.describe("UID FETCH 1 (BODY.PEEK[])", literal_of(data)[0])]
+    conn.logout()
+    finish(sess, log, n)
+
+    # 3) POP3S 995, forced TLS 1.2
+    log = Log("pop3")
+    sess = new_session(py_client("poplib"), "pop3", 995)
+    n = len(CONNECTIONS)
+    conn = pop3_class(poplib.POP3_SSL, log)(SERVER4, 995, context=client_ctx(keylog, ssl.TLSVersion.TLSv1_2),
+                                            timeout=TIMEOUT)
+    sess["tls"] = tls_info(conn.sock, "implicit", keylog)
+    conn.user("dave")
+    conn.pass_(PASSWORDS["dave"])
+    sess["credentials"].append({"mechanism": "USER/PASS", "username": "dave", "password": PASSWORDS["dave"],
+                                "success": True})
+    sess["stat"] = list(conn.stat())
+    _, lines, _ = conn.retr(1)
+    sess["messages_fetched"] = [truth.describe("RETR 1", pop_lines(lines))]
+    conn.quit()
+    finish(sess, log, n)
+
+    # 4) IMAP 143 STARTTLS
+    log = Log("imap")
+    sess = new_session(py_client("imaplib"), "imap", 143)
+    n = len(CONNECTIONS)
+    conn = imap_class(imaplib.IMAP4, log)(SERVER4, 143, timeout=TIMEOUT)
+    conn.starttls(ssl_context=client_ctx(keylog))
+    sess["tls"] = tls_info(conn.sock, "starttls", keylog)
+    conn.login("erin", PASSWORDS["erin"])
+    sess["credentials"].append({"mechanism": "LOGIN", "username": "erin", "password": PASSWORDS["erin"],
+                                "success": True})
+    conn.list()
+    conn.status("INBOX", "(MESSAGES UIDNEXT UNSEEN)")
+    conn.logout()
+    finish(sess, log, n)
+
+    # 5) POP3 110 STLS
+    log = Log("pop3")
+    sess = new_session(py_client("poplib"), "pop3", 110)
+    n = len(CONNECTIONS)
+    conn = pop3_class(poplib.POP3, log)(SERVER4, 110, timeout=TIMEOUT)
+    conn.capa()
+    conn.stls(context=client_ctx(keylog))
+    sess["tls"] = tls_info(conn.sock, "starttls", keylog)
+    conn.user("dave")
+    conn.pass_(PASSWORDS["dave"])
+    sess["credentials"].append({"mechanism": "USER/PASS", "username": "dave", "password": PASSWORDS["dave"],
+                                "success": True})
+    conn.uidl()
+    _, lines, _ = conn.top(1, 0)
+    sess["messages_fetched"] = [truth.describe("TOP 1 0", pop_lines(lines), kind="top")]
+    conn.quit()
+    finish(sess, log, n)
+
+    # 6) curl imaps:// with SSLKEYLOGFILE
+    sess = new_session(CURL, "imap", 993)
+    out = os.path.join(args.state, "curl-imaps-fetch")
+    run_curl(sess, ["-u", "erin:" + PASSWORDS["erin"], "--login-options", "AUTH=PLAIN",
+                    "imaps://127.0.0.1:993/INBOX;UID=1", "-o", out], keylog=keylog)
+    if sess["tls"]:
+        sess["tls"]["mode"] = "implicit"
+    sess["credentials"].append({"mechanism": "AUTHENTICATE PLAIN (SASL-IR)", "username": "erin",
+                                "password": PASSWORDS["erin"], "success": True})
+    with open(out, "rb") as f:
+        sess["messages_fetched"] = [truth.describe("UID FETCH 1 BODY[]", f.read())]
+
+
+TLS_MIXED_DAVE = [lambda: msg_simple("tls-dave-1", "Alice <alice@example.test>", "dave@example.test",
+                                     "Secret for Dave", "Read me over TLS 1.2.\n", 42)]
+TLS_MIXED_ERIN = [lambda: msg_simple("tls-erin-1", "Alice <alice@example.test>", "erin@example.test",
+                                     "Secret for Erin", "Read me over IMAPS.\n", 43)]
+
+
+# -- variants: one small SMTP session
+def scenario_small(args):
+    server = SERVER6 if args.ipv6 else SERVER4
+    log = Log("smtp")
+    sess = new_session(py_client("smtplib"), "smtp", 25, server=server)
+    n = len(CONNECTIONS)
+    conn = LSMTP(local_hostname=EHLO_NAME, timeout=TIMEOUT)
+    conn._mlog = log
+    conn.connect(server, 25)
+    conn.ehlo()
+    mid = "small-ipv6" if args.ipv6 else "small-1"
+    msg, meta = msg_simple(mid, "Small <small@client.example.test>", "alice@example.test",
+                           "Small capture" + (" over IPv6" if args.ipv6 else ""),
+                           "A small SMTP session for the format variants.\n.\nend\n", 51)
+    smtp_session_smtplib(sess, conn, mid, msg, meta, "small@client.example.test", ["alice@example.test"])
+    conn.quit()
+    finish(sess, log, n)
+
+
+SCENARIOS = {
+    "smtp-plain": (scenario_smtp_plain, []),
+    "smtp-auth-starttls": (scenario_smtp_auth_starttls, []),
+    "pop3": (scenario_pop3, [("dave", POP3_MESSAGES)]),
+    "imap": (scenario_imap, [("erin", IMAP_MESSAGES)]),
+    "tls-mixed": (scenario_tls_mixed, [("dave", TLS_MIXED_DAVE), ("erin", TLS_MIXED_ERIN)]),
+    "small": (scenario_small, []),
+}
+
+
+def cmd_prepare(args):
+    for user, builders in SCENARIOS[args.scenario][1]:
+        prepare_mailbox(user, builders, args.state, args.scenario)
+        print("[prepare] %s: %d messages delivered to %s" % (args.scenario, len(builders), user))
+
+
+def password_on_wire(mech, protocol):
+    if mech in ("PLAIN", "AUTHENTICATE PLAIN (SASL-IR)"):
+        return "base64"  # SASL PLAIN: base64("\0user\0password")
+    if mech == "LOGIN":
+        return "plain" if protocol == "imap" else "base64"  # IMAP LOGIN command vs SASL LOGIN
+    if mech == "USER/PASS":
+        return "plain"
+    if mech == "CRAM-MD5":
+        return "none (base64 of user + HMAC-MD5 of the challenge)"
+    if mech == "APOP":
+        return "none (MD5 of greeting timestamp + password)"
+    return "unknown"
+
+
+def cmd_run(args):
+    fn = SCENARIOS[args.scenario][0]
+    fn(args)
+    name = args.name or args.scenario
+    for s in SESSIONS:
+        for c in s["credentials"]:
+            c["inside_tls"] = s["tls"] is not None
+            c["password_on_wire"] = password_on_wire(c["mechanism"], s["protocol"])
+            c["readable_without_tls_keys"] = c["password_on_wire"] in ("plain", "base64") and not c["inside_tls"]
+        for k in ("argv",):
+            if k in s:
+                s[k] = [a.replace(args.state, "$STATE") for a in s[k]]
+    with open(os.path.join(args.state, "sessions-%s.json" % name), "w") as f:
+        json.dump(SESSIONS, f, indent=1, ensure_ascii=False)
+    print("[run] %s: %d sessions" % (name, len(SESSIONS)))
+
+
+# ---------------------------------------------------------------- manifest
+def tshark_fields(path, dfilter, fields, extra=()):
+    argv = ["tshark", "-n", "-r", path] + list(extra) + ["-Y", dfilter, "-T", "fields"]
+    for f in fields:
+        argv += ["-e", f]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        raise RuntimeError("tshark failed on %s: %s" % (path, p.stderr))
+    return [l.split("\t") for l in p.stdout.splitlines() if l.strip()]
+
+
+LINKTYPES = {1: "EN10MB (Ethernet)", 113: "LINUX_SLL (Linux cooked v1)", 276: "LINUX_SLL2 (Linux cooked v2)"}
+
+
+def container(path):
+    """format details read from the file itself (through gzip if compressed)"""
+    import gzip
+    with open(path, "rb") as f:
+        head = f.read(2)
+    opener = gzip.open if head == b"\x1f\x8b" else open
+    with opener(path, "rb") as f:
+        data = f.read(4096)
+    info = {"compression": "gzip" if opener is gzip.open else None}
+    for endian, name in (("<", "little"), (">", "big")):
+        magic = struct.unpack(endian + "I", data[:4])[0]
+        if magic in (0xA1B2C3D4, 0xA1B23C4D):
+            _, vmaj, vmin, _, _, snaplen, net = struct.unpack(endian + "IHHiIII", data[:24])
+            info.update({"format": "pcap", "version": "%d.%d" % (vmaj, vmin), "byte_order": name,
+                         "ts_resolution": "ns" if magic == 0xA1B23C4D else "us", "snaplen": snaplen,
+                         "linktype": net, "linktype_name": LINKTYPES.get(net)})
+            return info
+    if data[:4] == b"\x0a\x0d\x0d\x0a":
+        endian = "<" if data[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+        info.update({"format": "pcapng", "byte_order": "little" if endian == "<" else "big"})
+        with opener(path, "rb") as f:
+            data = f.read()
+        off, btype, blocks = 0, None, []
+        while off + 12 <= len(data):  # walk to the first Interface Description Block
+            btype, blen = struct.unpack(endian + "II", data[off:off + 8])
+            blocks.append({1: "IDB", 6: "EPB", 0x0A0D0D0A: "SHB", 0x0A: "DSB"}.get(btype, hex(btype)))
+            if btype == 1 or blen < 12:
+                break
+            off += blen
+        idb = data[off:]
+        if "DSB" in blocks:
+            info["decryption_secrets_block"] = True
+        if btype == 1:
+            _, blen, net, _, snaplen = struct.unpack(endian + "IIHHI", idb[:16])
+            tsres = None
+            opts = idb[16:blen - 4]
+            while len(opts) >= 4:
+                code, ln = struct.unpack(endian + "HH", opts[:4])
+                if code == 0:
+                    break
+                if code == 9:
+                    tsres = opts[4]
+                opts = opts[4 + ((ln + 3) & ~3):]
+            info.update({"linktype": net, "linktype_name": LINKTYPES.get(net), "snaplen": snaplen,
+                         "ts_resolution": {None: "us", 6: "us", 9: "ns"}.get(tsres, "if_tsresol=%r" % tsres)})
+        return info
+    info["format"] = "unknown"
+    return info
+
+
+def capinfos(path):
+    p = subprocess.run(["capinfos", "-M", "-c", "-u", path], capture_output=True, text=True, timeout=120)
+    info = {}
+    for line in p.stdout.splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            info[k.strip()] = v.strip()
+    return {"packets": int(info.get("Number of packets", "0") or 0),
+            "duration": info.get("Capture duration"), **container(path)}
+
+
+def streams_of(path):
+    """client SYNs in order: [(stream, src, srcport, dst, dstport)]"""
+    rows = tshark_fields(path, "tcp.flags.syn==1 && tcp.flags.ack==0",
+                         ["tcp.stream", "ip.src", "ipv6.src", "tcp.srcport", "ip.dst", "ipv6.dst", "tcp.dstport"])
+    return [(int(r[0]), r[1] or r[2], int(r[3]), r[4] or r[5], int(r[6])) for r in rows]
+
+
+DESCRIPTIONS = {
+    "smtp-plain.pcap": "Cleartext SMTP on port 25: smtplib (EHLO, VRFY, HELP, unknown command, NOOP, 8BITMIME "
+                       "mail with KOI8-R subject, dot-stuffed lines and a PNG attachment to 2 accepted + 1 refused "
+                       "recipient, RSET, QUIT), swaks with PIPELINING, curl --upload-file (1 accepted, 1 refused)",
+    "smtp-auth-starttls.pcap": "Submission port 587: STARTTLS then AUTH PLAIN (smtplib), AUTH LOGIN (smtplib), a failed "
+                               "AUTH (535), and curl; TLS key log in smtp-auth-starttls.keys",
+    "pop3.pcap": "Cleartext POP3 on port 110: poplib CAPA, USER/PASS, STAT, LIST, UIDL, RETR 1, RETR 3 (server "
+                 "dot-stuffing), TOP 2 5, NOOP, DELE 1, QUIT; curl pop3:// (AUTH CRAM-MD5, LIST, RETR 1); poplib APOP",
+    "imap.pcap": "Cleartext IMAP on port 143: imaplib LOGIN, CAPABILITY, LIST, SELECT, FETCH 1:* (FLAGS), UID FETCH "
+                 "BODY[], BODY.PEEK[HEADER], chunked BODY.PEEK[]<off.1000>, APPEND with a literal, IDLE with an "
+                 "EXISTS push, LOGOUT; curl imap:// (AUTHENTICATE PLAIN with SASL-IR, LIST, UID FETCH)",
+    "tls-mixed.pcapng": "TLS mix (pcapng): SMTPS 465 (TLS 1.3, AUTH PLAIN, one mail), IMAPS 993 (TLS 1.3), POP3S 995 "
+                        "(TLS 1.2), IMAP STARTTLS on 143, POP3 STLS on 110, curl imaps://; key log in tls-mixed.keys",
+    "tls-mixed-secrets.pcapng": "tls-mixed.pcapng with tls-mixed.keys embedded as a pcapng Decryption Secrets Block",
+    "variants/smtp-small-nsec.pcap": "Small SMTP session (smtplib, port 25), nanosecond-resolution pcap, the base of the "
+                                     "other smtp-small variants",
+    "variants/smtp-small.pcap": "Same packets, microsecond pcap (little-endian)",
+    "variants/smtp-small.pcapng": "Same packets, pcapng",
+    "variants/smtp-small.pcap.gz": "variants/smtp-small.pcap, gzip-compressed",
+    "variants/smtp-small.pcapng.gz": "variants/smtp-small.pcapng, gzip-compressed",
+    "variants/smtp-small-be.pcap": "variants/smtp-small.pcap rewritten big-endian (headers only; packet bytes unchanged)",
+    "variants/smtp-small-nsec-be.pcap": "variants/smtp-small-nsec.pcap rewritten big-endian (nanosecond magic)",
+    "variants/smtp-small-snap120.pcap": "Same session captured at the same time with snaplen 120 (truncated packets)",
+    "variants/smtp-small-sll.pcap": "Same session captured at the same time on -i any as Linux cooked v1 (LINKTYPE 113)",
+    "variants/smtp-small-sll2.pcap": "Same session captured at the same time on -i any as Linux cooked v2 (LINKTYPE 276)",
+    "variants/smtp-ipv6.pcap": "Small SMTP session over IPv6 (::1 -> ::1 port 25), smtplib",
+}
+
+
+def cmd_manifest(args):
+    samples = args.samples
+    plan = {"captures": []}
+    with open(os.path.join(args.state, "plan.tsv")) as f:
+        for line in f:
+            if line.strip():
+                plan["captures"].append(dict(kv.split("=", 1) for kv in line.rstrip("\n").split("\t")))
+    for cap in plan["captures"]:
+        cap["description"] = DESCRIPTIONS[cap["file"]]
+    pw = PASSWORDS
+    manifest = {
+        "generator": "scripts/make-samples (sudo scripts/make-samples)",
+        "generated_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "notes": [
+            "Real sessions on loopback: clients (Python %s smtplib/poplib/imaplib, %s, %s) against Postfix %s "
+            "and Dovecot %s from scripts/lab/." % (sys.version.split()[0], CURL, SWAKS,
+                                                 tool_version(["postconf", "-h", "mail_version"]),
+                                                 tool_version(["dovecot", "--version"]).split()[0]),
+            "IPv4 clients bind to %s, the servers are 127.0.0.1; the IPv6 sample uses ::1 on both ends." % CLIENT_IP,
+            "messages_sent[].sha256/size: the exact message bytes the server received in DATA/APPEND "
+            "(CRLF line ends, before dot-stuffing, including the CRLF before the final '.'); "
+            "wire.dot_stuffed_*: the same after dot-stuffing (without the terminating '.CRLF').",
+            "messages_fetched[]: received_* are the bytes the client got (POP3: after un-dot-stuffing; IMAP: the "
+            "literal); maildir.sha256/size are the Maildir file as Dovecot stored it (LF line ends), "
+            "maildir.crlf_* the same with CRLF line ends, which is what POP3/IMAP put on the wire.",
+            "Timestamps, ports, Postfix queue ids, Dovecot UIDVALIDITY and TLS secrets change on every run.",
+        ],
+        "users": {u: pw[u] for u in sorted(pw)},
+        "server": {"hostname": "mail.example.test", "ipv4": SERVER4, "ipv6": SERVER6,
+                   "tls_certificate": "scripts/lab/config/tls/server.crt"},
+        "attachments": {"files/" + n: digest(read_file(n)) for n in sorted(FILES)},
+        "captures": {},
+    }
+    for cap in plan["captures"]:
+        path = os.path.join(samples, cap["file"])
+        entry = {"description": cap["description"], **digest(open(path, "rb").read()), **capinfos(path)}
+        if cap.get("filter"):
+            entry["tcpdump_command"] = "tcpdump -s 0 -B 65536 -U --immediate-mode %s -w FILE '%s'" % (
+                cap.get("tcpdump_args", "-i lo"), cap["filter"])
+        for k in ("keylog", "derived_from", "derivation", "embedded_secrets"):
+            if cap.get(k):
+                entry[k] = cap[k]
+        if cap.get("keylog"):
+            kp = os.path.join(samples, cap["keylog"])
+            kl = open(kp, "rb").read()
+            entry["keylog_lines"] = sum(1 for l in kl.splitlines() if l and not l.startswith(b"#"))
+        sessions = cap.get("sessions")
+        if sessions:
+            sess = json.load(open(os.path.join(args.state, "sessions-%s.json" % sessions)))
+            # the snap120 / cooked variants share the base session; streams are re-derived per file
+            streams = streams_of(path)
+            if len(streams) != len(sess):
+                raise SystemExit("%s: %d TCP connections in the capture, %d sessions run" % (cap["file"], len(streams), len(sess)))
+            for s, (stream, src, sport, dst, dport) in zip(sess, streams):
+                if s.get("client_port") not in (None, sport) or dport != s["server_port"]:
+                    raise SystemExit("%s: session/stream mismatch: %r vs %r" % (cap["file"], s, (src, sport, dport)))
+                s["client_port"] = sport
+                s["client_ip"] = src
+                s["tcp_stream"] = stream
+            entry["sessions"] = sess
+        prep = sorted(f for f in os.listdir(args.state) if f.startswith("prepared-%s-" % sessions)) if sessions else []
+        if prep:
+            entry["prepared_mailboxes"] = [json.load(open(os.path.join(args.state, f))) for f in prep]
+        manifest["captures"][cap["file"]] = entry
+    with open(os.path.join(samples, "MANIFEST.json"), "w") as f:
+        json.dump(manifest, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    print("[manifest] %d captures" % len(manifest["captures"]))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("files")
+    p.add_argument("--dir", default=files_dir())
+    p = sub.add_parser("prepare")
+    p.add_argument("scenario", choices=SCENARIOS)
+    p.add_argument("--state", required=True)
+    p = sub.add_parser("run")
+    p.add_argument("scenario", choices=SCENARIOS)
+    p.add_argument("--state", required=True)
+    p.add_argument("--name")
+    p.add_argument("--keylog")
+    p.add_argument("--ipv6", action="store_true")
+    p = sub.add_parser("manifest")
+    p.add_argument("--state", required=True)
+    p.add_argument("--samples", required=True)
+    args = ap.parse_args()
+    {"files": cmd_files, "prepare": cmd_prepare, "run": cmd_run, "manifest": cmd_manifest}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
