@@ -1,0 +1,93 @@
+//! Helpers shared by the integration tests: running the engine on a capture and collecting what
+//! each direction delivered.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use mailscope::capture::{FileSource, PacketSource};
+use mailscope::pipeline::{Analyzer, Config, RunReport};
+use mailscope::tcp::{Direction, Flow, FlowInfo, StreamEvent, StreamSink};
+
+pub fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples")
+        .join(name)
+}
+
+/// One direction as delivered: the data bytes and the gaps (offset in the stream, length).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub bytes: Vec<u8>,
+    pub gaps: Vec<(u64, u64)>,
+    pub fin: bool,
+    pub rst: bool,
+    offset: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub flows: BTreeMap<u64, FlowInfo>,
+    /// Keyed by (flow id, direction index).
+    pub streams: BTreeMap<(u64, usize), Delivered>,
+    pub packets: BTreeMap<(u64, usize), u64>,
+}
+
+impl StreamSink for Collected {
+    fn flow_opened(&mut self, flow: &FlowInfo) {
+        self.flows.insert(flow.id, flow.clone());
+    }
+
+    fn stream_event(&mut self, flow: &FlowInfo, direction: Direction, event: StreamEvent<'_>) {
+        let d = self
+            .streams
+            .entry((flow.id, direction.index()))
+            .or_default();
+        match event {
+            StreamEvent::Data { bytes, .. } => {
+                d.bytes.extend_from_slice(bytes);
+                d.offset += bytes.len() as u64;
+            }
+            StreamEvent::Gap { len, .. } => {
+                d.gaps.push((d.offset, len));
+                d.offset += len;
+            }
+            StreamEvent::Fin { .. } => d.fin = true,
+            StreamEvent::Rst { .. } => d.rst = true,
+        }
+    }
+
+    fn flow_removed(&mut self, flow: &Flow) {
+        for direction in [Direction::ClientToServer, Direction::ServerToClient] {
+            self.packets.insert(
+                (flow.info.id, direction.index()),
+                flow.stream(direction).stats.packets,
+            );
+        }
+    }
+}
+
+impl Collected {
+    pub fn stream(&self, flow: u64, direction: Direction) -> Delivered {
+        self.streams
+            .get(&(flow, direction.index()))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+pub fn run_sources(
+    mut sources: Vec<Box<dyn PacketSource>>,
+    config: Config,
+) -> (Collected, RunReport) {
+    let mut analyzer = Analyzer::new(config);
+    let mut collected = Collected::default();
+    let report = analyzer.run(&mut sources, &mut collected);
+    (collected, report)
+}
+
+pub fn run_file(path: &Path) -> (Collected, RunReport) {
+    let source = FileSource::open(path.to_str().expect("utf-8 path")).expect("open capture");
+    run_sources(vec![Box::new(source)], Config::default())
+}

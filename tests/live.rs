@@ -1,0 +1,129 @@
+//! Live capture on the loopback interface against the real Postfix of the mail lab. These need
+//! root and the lab running, so they are ignored by default; `.ci/run` starts the lab and runs
+//! them (scripts/test with MAILSCOPE_LIVE=1).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+fn start(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_mailscope"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mailscope")
+}
+
+/// A short SMTP dialogue with Postfix on 127.0.0.1:25: returns (client port, bytes sent, bytes
+/// received) as counted on the socket.
+fn smtp_dialogue() -> (u16, usize, usize) {
+    let stream =
+        TcpStream::connect("127.0.0.1:25").expect("Postfix on 127.0.0.1:25 (scripts/lab/setup.sh)");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let port = stream.local_addr().unwrap().port();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let (mut sent, mut received) = (0, 0);
+    let mut read_reply = |received: &mut usize| loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).expect("reply line");
+        assert!(n > 0, "server closed early");
+        *received += n;
+        if line.as_bytes().get(3) == Some(&b' ') {
+            return line;
+        }
+    };
+    assert!(read_reply(&mut received).starts_with("220"));
+    for (command, code) in [
+        ("EHLO live-test.example\r\n", "250"),
+        ("NOOP\r\n", "250"),
+        ("QUIT\r\n", "221"),
+    ] {
+        writer.write_all(command.as_bytes()).unwrap();
+        sent += command.len();
+        assert!(read_reply(&mut received).starts_with(code));
+    }
+    drop(writer);
+    (port, sent, received)
+}
+
+fn interrupt(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+#[ignore = "needs root and the mail lab; .ci/run runs it"]
+fn live_capture_sees_the_dialogue_and_ctrl_c_flushes() {
+    let child = start(&["flows", "--json", "-i", "lo"]);
+    sleep(Duration::from_millis(1500)); // let libpcap open the interface
+    let (port, sent, received) = smtp_dialogue();
+    sleep(Duration::from_millis(500));
+    interrupt(&child);
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "Ctrl-C ends the capture promptly"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let flows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let flow = flows
+        .iter()
+        .find(|f| f["client"] == format!("127.0.0.1:{port}"))
+        .unwrap_or_else(|| panic!("our connection in {flows:?}"));
+    assert_eq!(flow["server"], "127.0.0.1:25");
+    assert_eq!(flow["roles"], "handshake");
+    assert_eq!(flow["client_to_server"]["bytes"], sent);
+    assert_eq!(flow["server_to_client"]["bytes"], received);
+    assert_eq!(flow["client_to_server"]["gaps"], 0);
+}
+
+#[test]
+#[ignore = "needs root and the mail lab; .ci/run runs it"]
+fn missing_interface_and_missing_permission_say_what_to_do() {
+    let out = start(&["flows", "-i", "nosuchif0"])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no interface named \"nosuchif0\"") && err.contains("lo"),
+        "{err}"
+    );
+
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_mailscope"))
+        .args(["flows", "-i", "lo"])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("setcap cap_net_raw,cap_net_admin=eip"),
+        "{err}"
+    );
+}
