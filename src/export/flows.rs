@@ -25,36 +25,8 @@ pub struct FlowSummary {
     pub start: Timestamp,
     #[serde(serialize_with = "seconds")]
     pub end: Timestamp,
-    pub client_to_server: DirectionSummary,
-    pub server_to_client: DirectionSummary,
-}
-
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct DirectionSummary {
-    pub packets: u64,
-    pub wire_bytes: u64,
-    /// Payload bytes of the reassembled stream (gaps excluded).
-    pub bytes: u64,
-    pub gaps: u64,
-    pub gap_bytes: u64,
-    pub retransmitted_bytes: u64,
-    pub overlap_conflicts: u64,
-    pub limit_hits: u64,
-}
-
-impl From<&HalfStats> for DirectionSummary {
-    fn from(s: &HalfStats) -> Self {
-        DirectionSummary {
-            packets: s.packets,
-            wire_bytes: s.wire_bytes,
-            bytes: s.bytes,
-            gaps: s.gaps,
-            gap_bytes: s.gap_bytes,
-            retransmitted_bytes: s.retransmitted_bytes,
-            overlap_conflicts: s.conflicts,
-            limit_hits: s.limit_hits,
-        }
-    }
+    pub client_to_server: HalfStats,
+    pub server_to_client: HalfStats,
 }
 
 fn seconds<S: serde::Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
@@ -74,8 +46,8 @@ impl FlowSummary {
             state: flow.end.map_or("open", |e| e.name()),
             start: flow.first_ts,
             end: flow.last_ts,
-            client_to_server: (&flow.stream(Direction::ClientToServer).stats).into(),
-            server_to_client: (&flow.stream(Direction::ServerToClient).stats).into(),
+            client_to_server: flow.stream(Direction::ClientToServer).stats,
+            server_to_client: flow.stream(Direction::ServerToClient).stats,
         }
     }
 
@@ -131,16 +103,13 @@ impl<W: Write> StreamSink for FlowCollector<W> {
 /// Writes the flow table, ordered by flow id.
 pub fn write_table(out: &mut dyn Write, flows: &mut [FlowSummary]) -> io::Result<()> {
     flows.sort_by_key(|f| f.id);
-    let endpoint_width = flows
+    let width = flows
         .iter()
         .flat_map(|f| [f.client.len(), f.server.len()])
         .max()
         .unwrap_or(0)
         .max(6);
-    let w = endpoint_width;
-    writeln!(
-        out,
-        "{:>5}  {:<w$}  {:<w$}  {:<7} {:<8} {:>8} {:>11} {:>8} {:>11} {:>5}  {:<26}  {:>9}",
+    let header = [
         "#",
         "client",
         "server",
@@ -152,27 +121,39 @@ pub fn write_table(out: &mut dyn Write, flows: &mut [FlowSummary]) -> io::Result
         "s>c bytes",
         "gaps",
         "start (UTC)",
-        "duration"
-    )?;
+        "duration",
+    ];
+    write_row(out, width, header.map(String::from))?;
     for f in flows.iter() {
-        writeln!(
+        let (c, s) = (&f.client_to_server, &f.server_to_client);
+        write_row(
             out,
-            "{:>5}  {:<w$}  {:<w$}  {:<7} {:<8} {:>8} {:>11} {:>8} {:>11} {:>5}  {:<26}  {:>9}",
-            f.id,
-            f.client,
-            f.server,
-            f.protocol,
-            f.state,
-            f.client_to_server.packets,
-            f.client_to_server.bytes,
-            f.server_to_client.packets,
-            f.server_to_client.bytes,
-            f.gaps(),
-            time::utc(f.start),
-            time::duration(f.end.since(f.start)),
+            width,
+            [
+                f.id.to_string(),
+                f.client.clone(),
+                f.server.clone(),
+                f.protocol.to_string(),
+                f.state.to_string(),
+                c.packets.to_string(),
+                c.bytes.to_string(),
+                s.packets.to_string(),
+                s.bytes.to_string(),
+                f.gaps().to_string(),
+                time::utc(f.start),
+                time::duration(f.end.since(f.start)),
+            ],
         )?;
     }
     Ok(())
+}
+
+fn write_row(out: &mut dyn Write, w: usize, cells: [String; 12]) -> io::Result<()> {
+    let [id, client, server, proto, state, cp, cb, sp, sb, gaps, start, duration] = cells;
+    writeln!(
+        out,
+        "{id:>5}  {client:<w$}  {server:<w$}  {proto:<7} {state:<8} {cp:>8} {cb:>11} {sp:>8} {sb:>11} {gaps:>5}  {start:<26}  {duration:>9}"
+    )
 }
 
 /// The counters a user needs to trust the table: what was skipped and which limits were hit.
@@ -189,36 +170,31 @@ pub fn describe_stats(frames: u64, decode: &DecodeStats, tcp: &TcpStats) -> Vec<
     if !skipped.is_empty() {
         lines.push(format!("skipped: {}", skipped.join(", ")));
     }
-    if decode.truncated_segments > 0 {
-        lines.push(format!(
-            "{} segments cut short by the snapshot length (their missing bytes are gaps)",
-            decode.truncated_segments
-        ));
-    }
-    if decode.overlong_claims > 0 {
-        lines.push(format!(
-            "{} packets whose IP header claims more bytes than the packet holds",
-            decode.overlong_claims
-        ));
-    }
-    if tcp.evicted > 0 {
-        lines.push(format!(
-            "flow table full: {} connections closed early",
-            tcp.evicted
-        ));
-    }
-    if tcp.pending_limit_hits > 0 {
-        lines.push(format!(
-            "out-of-order buffer limit reached {} times (holes turned into gaps)",
-            tcp.pending_limit_hits
-        ));
-    }
-    if tcp.after_reset > 0 {
-        lines.push(format!(
-            "{} segments after a reset were ignored",
-            tcp.after_reset
-        ));
-    }
+    let counted: [(u64, &str); 5] = [
+        (
+            decode.truncated_segments,
+            "segments cut short by the snapshot length (their missing bytes are gaps)",
+        ),
+        (
+            decode.overlong_claims,
+            "packets whose IP header claims more bytes than the packet holds",
+        ),
+        (
+            tcp.evicted,
+            "connections closed early because the flow table was full",
+        ),
+        (
+            tcp.pending_limit_hits,
+            "times the out-of-order buffer limit turned a hole into a gap",
+        ),
+        (tcp.after_reset, "segments after a reset were ignored"),
+    ];
+    lines.extend(
+        counted
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}")),
+    );
     lines.extend(decode.warnings.iter().cloned());
     lines
 }

@@ -361,7 +361,7 @@ fn update_flow(
     let (sending, receiving) = split_halves(half, direction);
     let arrival = Arrival {
         // A SYN takes one sequence number; data on a SYN comes after it.
-        seq: segment.seq.add(u32::from(segment.flags.syn)),
+        seq: segment.seq + u32::from(segment.flags.syn),
         payload: segment.payload,
         missing: segment.missing,
         fin: segment.flags.fin,

@@ -6,11 +6,15 @@ use std::cmp::Ordering;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SeqNumber(pub u32);
 
-impl SeqNumber {
-    pub fn add(self, n: u32) -> SeqNumber {
+impl std::ops::Add<u32> for SeqNumber {
+    type Output = SeqNumber;
+
+    fn add(self, n: u32) -> SeqNumber {
         SeqNumber(self.0.wrapping_add(n))
     }
+}
 
+impl SeqNumber {
     /// The signed distance from `base` to `self`: positive when `self` is after `base`.
     /// Meaningful for points less than 2^31 apart, as in any TCP window.
     pub fn distance_from(self, base: SeqNumber) -> i64 {
@@ -41,6 +45,6 @@ mod tests {
             assert_eq!(SeqNumber(a).distance_from(SeqNumber(b)), want, "{a} - {b}");
         }
         assert!(SeqNumber(1) > SeqNumber(u32::MAX));
-        assert!(SeqNumber(u32::MAX).add(2) == SeqNumber(1));
+        assert!(SeqNumber(u32::MAX) + 2 == SeqNumber(1));
     }
 }

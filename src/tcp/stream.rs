@@ -41,17 +41,18 @@ impl Default for StreamLimits {
 /// An acknowledgement further ahead than this is not believed (a corrupt or forged ACK).
 const MAX_ACK_LEAD: i64 = 1 << 30;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct HalfStats {
     pub packets: u64,
     pub wire_bytes: u64,
-    /// Payload bytes delivered as data.
+    /// Payload bytes delivered as data (the reassembled stream, gaps excluded).
     pub bytes: u64,
     pub gaps: u64,
     pub gap_bytes: u64,
     /// Payload bytes that arrived again (retransmissions and overlaps).
     pub retransmitted_bytes: u64,
     /// Overlapping copies whose bytes differ.
+    #[serde(rename = "overlap_conflicts")]
     pub conflicts: u64,
     /// Times a buffering limit forced a hole to become a gap.
     pub limit_hits: u64,
@@ -109,12 +110,12 @@ impl HalfStream {
     /// A SYN fixes offset 0 at the byte after it.
     pub(super) fn on_syn(&mut self, seq: SeqNumber) {
         if self.base.is_none() {
-            self.base = Some(seq.add(1));
+            self.base = Some(seq + 1);
         }
     }
 
     fn next_seq(&self, base: SeqNumber) -> SeqNumber {
-        base.add(self.delivered as u32)
+        base + self.delivered as u32
     }
 
     pub(super) fn on_segment(
