@@ -5,6 +5,7 @@
 mod common;
 
 use mailscope::capture::Timestamp;
+use mailscope::tcp::Direction;
 
 const ORIGINAL: &str = "variants/smtp-small-nsec.pcap";
 const DERIVED: [&str; 6] = [
@@ -66,4 +67,96 @@ fn nanosecond_times_are_kept() {
     for (nano, micro) in times[0].iter().zip(&times[1]) {
         assert_eq!(micros(*nano), micros(*micro));
     }
+}
+
+/// The same session captured at the same time with a 120-byte snapshot length: what was captured
+/// agrees with the full capture, and exactly the cut bytes are gaps.
+#[test]
+fn snapshot_length_cuts_become_gaps_of_the_cut_size() {
+    let (full, _) = common::run_file(&common::sample("variants/smtp-small-nsec.pcap"));
+    let (cut, report) = common::run_file(&common::sample("variants/smtp-small-snap120.pcap"));
+    assert!(report.faults.is_empty());
+    let mut gaps = 0;
+    for (key, whole) in &full.streams {
+        let part = &cut.streams[key];
+        let mut captured = Vec::new();
+        let mut position = 0usize;
+        for &(at, len) in &part.gaps {
+            gaps += 1;
+            let take = at as usize - position;
+            captured.extend_from_slice(&whole.bytes[position..position + take]);
+            position = at as usize + len as usize;
+        }
+        captured.extend_from_slice(&whole.bytes[position..]);
+        assert_eq!(
+            part.bytes, captured,
+            "{key:?}: the captured bytes are the full stream minus the gaps"
+        );
+        let gap_bytes: u64 = part.gaps.iter().map(|g| g.1).sum();
+        assert_eq!(
+            part.bytes.len() as u64 + gap_bytes,
+            whole.bytes.len() as u64,
+            "{key:?}"
+        );
+        assert_eq!(part.fin, whole.fin);
+    }
+    assert!(gaps > 0, "the 120-byte capture cut some data segments");
+}
+
+/// Two interfaces with different link types in one pcapng: the connections of both inputs.
+#[test]
+fn pcapng_with_two_link_types() {
+    let summary = |c: &common::Collected| {
+        let mut flows: Vec<_> = c
+            .flows
+            .values()
+            .map(|f| {
+                (
+                    f.client,
+                    f.server,
+                    c.stream(f.id, Direction::ClientToServer),
+                    c.stream(f.id, Direction::ServerToClient),
+                )
+            })
+            .collect();
+        flows.sort_by_key(|f| (f.0, f.1));
+        flows
+    };
+    let (merged, report) = common::run_file(&common::sample("variants/multi-interface.pcapng"));
+    assert!(report.faults.is_empty());
+    let mut parts = summary(&common::run_file(&common::sample("variants/smtp-small-sll2.pcap")).0);
+    parts.extend(summary(
+        &common::run_file(&common::sample("variants/smtp-ipv6.pcap")).0,
+    ));
+    parts.sort_by_key(|f| (f.0, f.1));
+    assert_eq!(summary(&merged), parts);
+    assert_eq!(parts.len(), 2);
+}
+
+/// The key log that `editcap --inject-secrets` embedded is handed on for the TLS stage.
+#[test]
+fn decryption_secrets_block_is_kept() {
+    use mailscope::capture::FileSource;
+    use mailscope::pipeline::{Analyzer, Config};
+    let source =
+        FileSource::open(common::sample("tls-mixed-secrets.pcapng").to_str().unwrap()).unwrap();
+    let mut analyzer = Analyzer::new(Config::default());
+    let mut sink = common::Collected::default();
+    analyzer.run(
+        &mut [Box::new(source) as Box<dyn mailscope::capture::PacketSource>],
+        &mut sink,
+    );
+    let keys = std::fs::read_to_string(common::sample("tls-mixed.keys")).unwrap();
+    let secret_lines = |text: &str| -> Vec<String> {
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(String::from)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let embedded = String::from_utf8(analyzer.embedded_keylog.clone()).unwrap();
+    assert!(!embedded.is_empty());
+    assert_eq!(secret_lines(&embedded), secret_lines(&keys));
 }

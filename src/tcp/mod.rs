@@ -412,3 +412,164 @@ fn end_flow(
     flow.end = Some(reason);
     sink.flow_ended(flow);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::TcpFlags;
+
+    #[derive(Default)]
+    struct Log {
+        opened: Vec<FlowInfo>,
+        ended: Vec<(u64, FlowEnd)>,
+        gaps: u64,
+        data: usize,
+    }
+
+    impl StreamSink for Log {
+        fn flow_opened(&mut self, flow: &FlowInfo) {
+            self.opened.push(flow.clone());
+        }
+        fn stream_event(&mut self, _: &FlowInfo, _: Direction, event: StreamEvent<'_>) {
+            match event {
+                StreamEvent::Data { bytes, .. } => self.data += bytes.len(),
+                StreamEvent::Gap { .. } => self.gaps += 1,
+                _ => {}
+            }
+        }
+        fn flow_ended(&mut self, flow: &Flow) {
+            self.ended.push((flow.info.id, flow.end.unwrap()));
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn seg<'a>(
+        src: &str,
+        dst: &str,
+        secs: i64,
+        seq: u32,
+        flags: &str,
+        payload: &'a [u8],
+    ) -> TcpSegment<'a> {
+        TcpSegment {
+            frame: 1,
+            ts: Timestamp(secs * NANOS),
+            src: addr(src),
+            dst: addr(dst),
+            seq: SeqNumber(seq),
+            ack: SeqNumber(0),
+            flags: TcpFlags {
+                syn: flags.contains('S'),
+                ack: flags.contains('A'),
+                fin: flags.contains('F'),
+                rst: flags.contains('R'),
+            },
+            payload,
+            missing: 0,
+            wire_len: 60,
+        }
+    }
+
+    #[test]
+    fn roles_from_handshake_port_and_first_sender() {
+        let mut table = FlowTable::new(MailPorts::default(), TcpLimits::default());
+        let mut log = Log::default();
+        // A SYN-ACK seen first: its receiver is the client, even though it is sent from port 25.
+        table.process(
+            &seg("10.0.0.2:25", "10.0.0.1:5000", 0, 1, "SA", b""),
+            &mut log,
+        );
+        // Mid-stream, server speaking first: the mail port tells.
+        table.process(
+            &seg("10.0.0.2:143", "10.0.0.3:6000", 0, 1, "A", b"* OK"),
+            &mut log,
+        );
+        // Both ports are mail ports: the first sender is taken as the client.
+        table.process(
+            &seg("10.0.0.4:25", "10.0.0.5:587", 0, 1, "A", b"x"),
+            &mut log,
+        );
+        let got: Vec<_> = log
+            .opened
+            .iter()
+            .map(|f| (f.client.to_string(), f.roles))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.0.0.1:5000".to_string(), RoleEvidence::Handshake),
+                ("10.0.0.3:6000".to_string(), RoleEvidence::Port),
+                ("10.0.0.4:25".to_string(), RoleEvidence::FirstSender),
+            ]
+        );
+    }
+
+    #[test]
+    fn port_reuse_after_the_end_is_a_new_connection() {
+        let mut table = FlowTable::new(MailPorts::default(), TcpLimits::default());
+        let mut log = Log::default();
+        let (c, s) = ("10.0.0.1:5000", "10.0.0.2:25");
+        table.process(&seg(c, s, 0, 100, "S", b""), &mut log);
+        table.process(&seg(c, s, 1, 101, "R", b""), &mut log);
+        table.process(&seg(c, s, 2, 101, "A", b"after reset"), &mut log);
+        table.process(&seg(c, s, 3, 100, "S", b""), &mut log); // retransmitted old SYN: same flow
+        table.process(&seg(c, s, 4, 9000, "S", b""), &mut log); // new ISN: new flow
+        assert_eq!(log.opened.len(), 2);
+        assert_eq!(log.ended, vec![(1, FlowEnd::Reset)]);
+        assert_eq!(table.stats.after_reset, 2);
+        assert_eq!(log.data, 0, "data after a reset is not delivered");
+    }
+
+    #[test]
+    fn idle_flows_time_out_and_a_full_table_evicts_the_idlest() {
+        let limits = TcpLimits {
+            max_flows: 10,
+            idle_timeout_secs: 100,
+            ..TcpLimits::default()
+        };
+        let mut table = FlowTable::new(MailPorts::default(), limits);
+        let mut log = Log::default();
+        for i in 0..25u16 {
+            let client = format!("10.0.0.1:{}", 1000 + i);
+            table.process(&seg(&client, "10.0.0.2:25", 1, 1, "S", b""), &mut log);
+        }
+        assert!(table.open_flows() <= 10);
+        assert_eq!(table.stats.evicted, 15);
+        table.process(
+            &seg("10.0.0.9:1", "10.0.0.2:25", 500, 1, "S", b""),
+            &mut log,
+        );
+        assert_eq!(table.open_flows(), 1, "the others timed out");
+        assert_eq!(
+            log.ended
+                .iter()
+                .filter(|(_, e)| *e == FlowEnd::IdleTimeout)
+                .count(),
+            10
+        );
+    }
+
+    #[test]
+    fn global_limit_on_waiting_bytes_turns_holes_into_gaps() {
+        let limits = TcpLimits {
+            max_pending_bytes: 1000,
+            ..TcpLimits::default()
+        };
+        let mut table = FlowTable::new(MailPorts::default(), limits);
+        let mut log = Log::default();
+        let chunk = [b'x'; 400];
+        for i in 0..4u16 {
+            let client = format!("10.0.0.1:{}", 1000 + i);
+            table.process(&seg(&client, "10.0.0.2:25", 1, 1, "S", b""), &mut log);
+            // 10 bytes missing after the SYN: this data waits.
+            table.process(&seg(&client, "10.0.0.2:25", 1, 12, "A", &chunk), &mut log);
+        }
+        assert!(table.pending_bytes() <= 1000);
+        assert_eq!(table.stats.pending_limit_hits, 2);
+        assert_eq!(log.gaps, 2);
+        assert_eq!(log.data, 800);
+    }
+}

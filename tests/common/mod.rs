@@ -91,3 +91,30 @@ pub fn run_file(path: &Path) -> (Collected, RunReport) {
     let source = FileSource::open(path.to_str().expect("utf-8 path")).expect("open capture");
     run_sources(vec![Box::new(source)], Config::default())
 }
+
+/// The frames of a capture, to rewrite in tests.
+pub fn frames(path: &Path) -> Vec<mailscope::capture::MemoryFrame> {
+    use mailscope::capture::{MemoryFrame, Record};
+    let mut source = FileSource::open(path.to_str().expect("utf-8 path")).expect("open capture");
+    let mut frames = Vec::new();
+    source
+        .read(&mut |record| {
+            if let Record::Frame(f) = record {
+                frames.push(MemoryFrame {
+                    ts: f.ts,
+                    link: f.link,
+                    data: f.data.to_vec(),
+                });
+            }
+            std::ops::ControlFlow::Continue(())
+        })
+        .expect("read capture");
+    frames
+}
+
+pub fn run_frames(frames: Vec<mailscope::capture::MemoryFrame>) -> Collected {
+    let source = mailscope::capture::MemorySource { frames };
+    let (collected, report) = run_sources(vec![Box::new(source)], Config::default());
+    assert!(report.faults.is_empty());
+    collected
+}
