@@ -23,7 +23,11 @@
 pub mod capture;
 pub mod decode;
 pub mod export;
+pub mod mime;
 pub mod pipeline;
 pub mod ports;
+pub mod proto;
 pub mod sanitize;
+pub mod secret;
+pub mod session;
 pub mod tcp;

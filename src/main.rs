@@ -11,8 +11,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use mailscope::capture::{FileSource, LiveOptions, LiveSource, PacketSource, DEFAULT_LIVE_SNAPLEN};
 use mailscope::export::flows::{describe_stats, write_table, FlowCollector};
 use mailscope::export::follow::{FollowMode, FollowWriter};
+use mailscope::export::json::JsonWriter;
+use mailscope::export::transcript::TranscriptWriter;
 use mailscope::pipeline::{Analyzer, Config, RunReport};
 use mailscope::ports::{MailPorts, PortAssignment};
+use mailscope::session::{SessionSink, SessionTable};
 use mailscope::tcp::Direction;
 
 /// See mail traffic on the wire: SMTP, POP3 and IMAP from captures and live interfaces.
@@ -56,6 +59,15 @@ enum Side {
 
 #[derive(Args)]
 struct Input {
+    /// NDJSON records (sessions, exchanges, messages, findings) instead of the terminal UI.
+    #[arg(long, conflicts_with = "text")]
+    json: bool,
+    /// Annotated transcripts (C:/S: lines per session) instead of the terminal UI.
+    #[arg(long)]
+    text: bool,
+    /// With --text: messages in full instead of a summary line.
+    #[arg(long, requires = "text")]
+    full: bool,
     /// Capture files (pcap, pcapng, gzip-compressed or not; - for standard input).
     files: Vec<String>,
     /// Capture live from this interface (`any` for all) instead of reading files.
@@ -138,11 +150,21 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     "no capture given: mailscope FILE... or mailscope -i IFACE (see --help)".into(),
                 );
             }
-            // The terminal UI is not built yet; until it is, the flow table is the view.
-            eprintln!(
-                "mailscope: the terminal UI is not available yet; showing the connections table"
-            );
-            flows(&cli.input, false)
+            let input = &cli.input;
+            if input.json {
+                let mut writer = JsonWriter::new(BufWriter::new(io::stdout().lock()));
+                let code = sessions(input, &mut writer)?;
+                writer.error.take().map_or(Ok(code), write_failed)
+            } else if input.text {
+                let mut writer =
+                    TranscriptWriter::new(BufWriter::new(io::stdout().lock()), input.full);
+                let code = sessions(input, &mut writer)?;
+                writer.error.take().map_or(Ok(code), write_failed)
+            } else {
+                // The terminal UI is not built yet; until it is, the flow table is the view.
+                eprintln!("mailscope: the terminal UI is not available yet; showing the connections table");
+                flows(input, false)
+            }
         }
     }
 }
@@ -213,6 +235,16 @@ fn flows(input: &Input, json: bool) -> Result<ExitCode, String> {
             return write_failed(e);
         }
     }
+    Ok(finish(&report, &analyzer, input.common.quiet))
+}
+
+/// Dissects the input into sessions and hands them to `sink` as they complete.
+fn sessions(input: &Input, sink: &mut impl SessionSink) -> Result<ExitCode, String> {
+    let config = input.common.config();
+    let mut sources = open_sources(input, &config.ports)?;
+    let mut analyzer = Analyzer::new(config);
+    let mut table = SessionTable::new(sink);
+    let report = analyzer.run(&mut sources, &mut table);
     Ok(finish(&report, &analyzer, input.common.quiet))
 }
 

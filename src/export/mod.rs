@@ -3,4 +3,6 @@
 
 pub mod flows;
 pub mod follow;
+pub mod json;
 pub mod time;
+pub mod transcript;

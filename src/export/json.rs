@@ -1,0 +1,248 @@
+//! `--json`: the NDJSON records of the output contract (../shared/DESIGN.md), one per line,
+//! flushed as each is complete. Fields may be added; the contract's fields are never renamed.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use crate::capture::Timestamp;
+use crate::proto::{Exchange, Note};
+use crate::session::model::{Message, Session};
+use crate::session::SessionSink;
+
+/// Unix seconds with microseconds.
+fn seconds(ts: Timestamp) -> f64 {
+    ts.0.div_euclid(1000) as f64 / 1e6
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Serialize)]
+struct SessionRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: u64,
+    protocol: &'static str,
+    client: String,
+    server: String,
+    start: f64,
+    end: f64,
+    tls: TlsRecord<'a>,
+    auth: Vec<AuthRecord<'a>>,
+    exchanges: u64,
+    messages: u64,
+    gaps: u64,
+    state: &'static str,
+    capabilities: &'a [String],
+    notes: usize,
+}
+
+#[derive(Serialize)]
+struct TlsRecord<'a> {
+    mode: &'static str,
+    version: Option<&'a str>,
+    cipher: Option<&'a str>,
+    sni: Option<&'a str>,
+    decrypted: bool,
+    error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct AuthRecord<'a> {
+    mechanism: &'a str,
+    username: Option<&'a str>,
+    password: Option<&'a str>,
+    success: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct ExchangeRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    session: u64,
+    ts: f64,
+    command: Option<&'a str>,
+    reply: Option<String>,
+    reply_code: Option<&'a str>,
+    enhanced_code: Option<&'a str>,
+    latency_ms: Option<f64>,
+    unknown_command: bool,
+}
+
+#[derive(Serialize)]
+struct MessageRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    session: u64,
+    source: &'static str,
+    size: u64,
+    sha256: String,
+    complete: bool,
+    hole_bytes: u64,
+    truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mail_from: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rcpt_to: Option<&'a [String]>,
+    subject: Option<&'a str>,
+    message_id: Option<&'a str>,
+    from: Option<&'a str>,
+    to: &'a [String],
+    date: Option<&'a str>,
+    attachments: Vec<AttachmentRecord<'a>>,
+    received: &'a [crate::mime::Hop],
+}
+
+#[derive(Serialize)]
+struct AttachmentRecord<'a> {
+    filename: Option<&'a str>,
+    content_type: &'a str,
+    size: usize,
+    sha256: String,
+}
+
+#[derive(Serialize)]
+struct FindingRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    session: u64,
+    severity: &'static str,
+    #[serde(rename = "kind")]
+    finding: &'static str,
+    detail: &'a str,
+    ts: f64,
+}
+
+pub struct JsonWriter<W: Write> {
+    out: W,
+    pub error: Option<io::Error>,
+}
+
+impl<W: Write> JsonWriter<W> {
+    pub fn new(out: W) -> JsonWriter<W> {
+        JsonWriter { out, error: None }
+    }
+
+    fn write(&mut self, record: &impl Serialize) {
+        if self.error.is_some() {
+            return;
+        }
+        let result = serde_json::to_writer(&mut self.out, record)
+            .map_err(io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .and_then(|()| self.out.flush());
+        self.error = result.err();
+    }
+}
+
+impl<W: Write> SessionSink for JsonWriter<W> {
+    fn exchange(&mut self, session: &Session, exchange: &Exchange) {
+        let command = exchange.command.as_ref();
+        let reply = exchange.reply.as_ref();
+        let ts = command
+            .map(|c| c.ts)
+            .or(reply.map(|r| r.ts))
+            .unwrap_or_default();
+        let latency_ms = match (command, reply) {
+            (Some(c), Some(r)) => Some(r.ts.since(c.ts) as f64 / 1e6),
+            _ => None,
+        };
+        self.write(&ExchangeRecord {
+            kind: "exchange",
+            session: session.id,
+            ts: seconds(ts),
+            command: command.map(|c| c.line.as_str()),
+            reply: reply.map(|r| r.text()),
+            reply_code: reply.map(|r| r.code.as_str()),
+            enhanced_code: reply.and_then(|r| r.enhanced.as_deref()),
+            latency_ms,
+            unknown_command: exchange.unknown_command,
+        });
+    }
+
+    fn message(&mut self, session: &Session, message: &Message) {
+        let (c, v) = (&message.captured, &message.view);
+        let smtp = message.source == "smtp";
+        self.write(&MessageRecord {
+            kind: "message",
+            session: session.id,
+            source: message.source,
+            size: c.size,
+            sha256: hex(&c.sha256),
+            complete: c.complete,
+            hole_bytes: c.hole_bytes,
+            truncated: c.truncated,
+            mail_from: if smtp {
+                Some(c.mail_from.as_deref().unwrap_or(""))
+            } else {
+                None
+            },
+            rcpt_to: smtp.then_some(c.rcpt_to.as_slice()),
+            subject: v.subject.as_deref(),
+            message_id: v.message_id.as_deref(),
+            from: v.from.first().map(String::as_str),
+            to: &v.to,
+            date: v.date.as_deref(),
+            attachments: v
+                .attachments
+                .iter()
+                .map(|a| AttachmentRecord {
+                    filename: a.filename.as_deref(),
+                    content_type: &a.content_type,
+                    size: a.size,
+                    sha256: hex(&a.sha256),
+                })
+                .collect(),
+            received: &v.hops,
+        });
+    }
+
+    fn note(&mut self, session: &Session, note: &Note) {
+        self.write(&FindingRecord {
+            kind: "finding",
+            session: session.id,
+            severity: "info",
+            finding: "parser-note",
+            detail: &note.text,
+            ts: seconds(note.ts),
+        });
+    }
+
+    fn session_end(&mut self, session: &Session) {
+        self.write(&SessionRecord {
+            kind: "session",
+            id: session.id,
+            protocol: session.protocol.name(),
+            client: session.client.to_string(),
+            server: session.server.to_string(),
+            start: seconds(session.start),
+            end: seconds(session.end),
+            tls: TlsRecord {
+                mode: session.tls.mode.name(),
+                version: None,
+                cipher: None,
+                sni: None,
+                decrypted: session.tls.decrypted,
+                error: session.tls.error.as_deref(),
+            },
+            auth: session
+                .auth
+                .iter()
+                .map(|a| AuthRecord {
+                    mechanism: &a.mechanism,
+                    username: a.username.as_deref(),
+                    password: a.secret.as_ref().map(|s| s.expose()),
+                    success: a.success,
+                })
+                .collect(),
+            exchanges: session.exchanges,
+            messages: session.messages,
+            gaps: session.gaps,
+            state: session.ended.map_or("open", |e| e.name()),
+            capabilities: &session.capabilities,
+            notes: session.notes.len(),
+        });
+    }
+}

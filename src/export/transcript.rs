@@ -1,0 +1,210 @@
+//! `--text` and the transcripts of `export`: each session as an annotated telnet session, a
+//! header line then `C:`/`S:` lines with times, messages summarised (or in full with `--full`),
+//! notes marked `!!`. A session is written when it ends, so that its lines stay together.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+
+use super::time;
+use crate::proto::{Exchange, Note};
+use crate::sanitize;
+use crate::session::model::{Message, Session};
+use crate::session::SessionSink;
+
+/// Lines kept per session before the rest is summarised (a hostile session can be endless).
+pub const MAX_TRANSCRIPT_LINES: usize = 200_000;
+
+/// The header line of a session.
+pub fn header(session: &Session) -> String {
+    let tls = match (&session.tls.mode, &session.tls.error) {
+        (crate::session::model::TlsMode::None, _) => "no TLS".to_string(),
+        (mode, Some(error)) => format!("TLS {} (not decrypted: {error})", mode.name()),
+        (mode, None) => format!("TLS {}", mode.name()),
+    };
+    format!(
+        "=== session {}: {} -> {} {}, {tls}, user {}, {} UTC, {}, {}",
+        session.id,
+        session.client,
+        session.server,
+        session.protocol.name(),
+        session
+            .user()
+            .map(|u| sanitize::line(u.as_bytes()))
+            .unwrap_or_else(|| "-".into()),
+        time::utc(session.start),
+        time::duration(session.end.since(session.start)),
+        session.ended.map_or("open", |e| e.name()),
+    )
+}
+
+/// The lines of one exchange.
+pub fn exchange_lines(exchange: &Exchange) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(command) = &exchange.command {
+        let flag = if exchange.unknown_command {
+            "   (unknown command)"
+        } else {
+            ""
+        };
+        lines.push(format!(
+            "{} C: {}{flag}",
+            clock(command.ts),
+            sanitize::line(command.line.as_bytes())
+        ));
+    }
+    if let Some(reply) = &exchange.reply {
+        let latency = exchange
+            .command
+            .as_ref()
+            .map(|c| format!("   ({:.2} ms)", reply.ts.since(c.ts) as f64 / 1e6))
+            .unwrap_or_default();
+        let last = reply.lines.len().saturating_sub(1);
+        for (i, line) in reply.lines.iter().enumerate() {
+            let suffix = if i == last { latency.as_str() } else { "" };
+            lines.push(format!(
+                "{} S: {}{suffix}",
+                clock(reply.ts),
+                sanitize::line(line.as_bytes())
+            ));
+        }
+    } else if exchange.command.is_some() {
+        lines.push("                S: (no reply captured)".to_string());
+    }
+    lines
+}
+
+/// A message as one summary line, or its full text.
+pub fn message_lines(message: &Message, full: bool) -> Vec<String> {
+    let c = &message.captured;
+    let v = &message.view;
+    let mut state = Vec::new();
+    if !c.complete {
+        state.push("incomplete".to_string());
+    }
+    if c.hole_bytes > 0 {
+        state.push(format!("{} bytes missing", c.hole_bytes));
+    }
+    let attachments: Vec<String> = v
+        .attachments
+        .iter()
+        .map(|a| {
+            format!(
+                "{} ({} bytes, {})",
+                sanitize::line(a.filename.as_deref().unwrap_or("unnamed").as_bytes()),
+                a.size,
+                a.content_type
+            )
+        })
+        .collect();
+    let mut summary = format!(
+        "{} C: [message: {} bytes, subject {:?}",
+        clock(c.ts),
+        c.size,
+        sanitize::line(v.subject.as_deref().unwrap_or("").as_bytes())
+    );
+    if !attachments.is_empty() {
+        summary.push_str(&format!(", attachments: {}", attachments.join(", ")));
+    }
+    if !state.is_empty() {
+        summary.push_str(&format!(", {}", state.join(", ")));
+    }
+    summary.push(']');
+    let mut lines = vec![summary];
+    if full {
+        lines.extend(
+            sanitize::text(&c.bytes)
+                .lines()
+                .map(|l| format!("                C| {l}")),
+        );
+    }
+    lines
+}
+
+fn clock(ts: crate::capture::Timestamp) -> String {
+    time::utc(ts).get(11..).unwrap_or_default().to_string()
+}
+
+#[derive(Default)]
+struct Buffered {
+    lines: Vec<String>,
+    cut: usize,
+}
+
+impl Buffered {
+    fn push(&mut self, lines: Vec<String>) {
+        for line in lines {
+            if self.lines.len() < MAX_TRANSCRIPT_LINES {
+                self.lines.push(line);
+            } else {
+                self.cut += 1;
+            }
+        }
+    }
+}
+
+pub struct TranscriptWriter<W: Write> {
+    out: W,
+    full: bool,
+    sessions: HashMap<u64, Buffered>,
+    pub error: Option<io::Error>,
+}
+
+impl<W: Write> TranscriptWriter<W> {
+    pub fn new(out: W, full: bool) -> TranscriptWriter<W> {
+        TranscriptWriter {
+            out,
+            full,
+            sessions: HashMap::new(),
+            error: None,
+        }
+    }
+}
+
+impl<W: Write> SessionSink for TranscriptWriter<W> {
+    fn exchange(&mut self, session: &Session, exchange: &Exchange) {
+        self.sessions
+            .entry(session.id)
+            .or_default()
+            .push(exchange_lines(exchange));
+    }
+
+    fn message(&mut self, session: &Session, message: &Message) {
+        let lines = message_lines(message, self.full);
+        self.sessions.entry(session.id).or_default().push(lines);
+    }
+
+    fn note(&mut self, session: &Session, note: &Note) {
+        let line = format!(
+            "{} !! {}",
+            clock(note.ts),
+            sanitize::line(note.text.as_bytes())
+        );
+        self.sessions
+            .entry(session.id)
+            .or_default()
+            .push(vec![line]);
+    }
+
+    fn session_end(&mut self, session: &Session) {
+        let buffered = self.sessions.remove(&session.id).unwrap_or_default();
+        if self.error.is_some() {
+            return;
+        }
+        let mut write = || -> io::Result<()> {
+            writeln!(self.out, "{}", header(session))?;
+            for line in &buffered.lines {
+                writeln!(self.out, "{line}")?;
+            }
+            if buffered.cut > 0 {
+                writeln!(
+                    self.out,
+                    "!! {} more lines not shown (limit {MAX_TRANSCRIPT_LINES})",
+                    buffered.cut
+                )?;
+            }
+            writeln!(self.out)?;
+            self.out.flush()
+        };
+        self.error = write().err();
+    }
+}

@@ -1,0 +1,156 @@
+//! Messages as a reader sees them: raw bytes turned into decoded headers, the MIME tree, the best
+//! text body, attachments with their SHA-256, and the Received chain as a relay path. The MIME
+//! grammar, RFC 2047/2231 decoding and charsets are mail-parser's (stalwartlabs, lenient and
+//! fuzzed); this module only chooses what to show.
+
+use mail_parser::{HeaderValue, Host, MessageParser, MimeHeaders, PartType};
+use sha2::{Digest, Sha256};
+
+/// What a message says about itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MessageView {
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    pub from: Vec<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub reply_to: Vec<String>,
+    pub date: Option<String>,
+    pub attachments: Vec<Attachment>,
+    /// The MIME tree, depth first: (depth, content type, size of the decoded body).
+    pub parts: Vec<(usize, String, usize)>,
+    /// The best text body (text/plain, else text/html), decoded to UTF-8.
+    pub text: Option<String>,
+    /// The relay path from the Received headers, oldest hop first.
+    pub hops: Vec<Hop>,
+    /// Whether the bytes parsed as a message at all.
+    pub parsed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    /// As the message names it (RFC 2231 and 2047 decoded); not safe as a path: see export.
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub size: usize,
+    pub sha256: [u8; 32],
+    /// The decoded bytes, for export.
+    pub bytes: Vec<u8>,
+}
+
+/// One Received header: a relay that handled the message.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Hop {
+    pub from: Option<String>,
+    pub from_ip: Option<String>,
+    pub by: Option<String>,
+    pub with: Option<String>,
+    pub id: Option<String>,
+    #[serde(rename = "for")]
+    pub for_: Option<String>,
+    /// RFC 3339.
+    pub date: Option<String>,
+    pub tls: Option<String>,
+}
+
+fn addresses(value: Option<&mail_parser::Address<'_>>) -> Vec<String> {
+    value
+        .map(|list| {
+            list.iter()
+                .map(|a| match (a.name(), a.address()) {
+                    (Some(name), Some(address)) => format!("{name} <{address}>"),
+                    (None, Some(address)) => address.to_string(),
+                    (Some(name), None) => name.to_string(),
+                    (None, None) => String::new(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn host(host: &Option<Host<'_>>) -> Option<String> {
+    host.as_ref().map(|h| match h {
+        Host::Name(name) => name.to_string(),
+        Host::IpAddr(ip) => ip.to_string(),
+    })
+}
+
+fn content_type<'x>(part: &impl MimeHeaders<'x>) -> String {
+    match part.content_type() {
+        Some(ct) => match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase(),
+            None => ct.ctype().to_ascii_lowercase(),
+        },
+        None => "text/plain".to_string(),
+    }
+}
+
+/// Parses a message. Never fails: bytes that are not a message give a view with `parsed` false.
+pub fn parse(bytes: &[u8]) -> MessageView {
+    let Some(message) = MessageParser::default().parse(bytes) else {
+        return MessageView::default();
+    };
+    let mut view = MessageView {
+        subject: message.subject().map(str::to_string),
+        message_id: message.message_id().map(|id| format!("<{id}>")),
+        from: addresses(message.from()),
+        to: addresses(message.to()),
+        cc: addresses(message.cc()),
+        reply_to: addresses(message.reply_to()),
+        date: message.date().map(|d| d.to_rfc3339()),
+        parsed: true,
+        ..MessageView::default()
+    };
+    view.text = message
+        .body_text(0)
+        .map(|t| t.into_owned())
+        .or_else(|| message.body_html(0).map(|t| t.into_owned()));
+    for part in message.attachments() {
+        let bytes = part.contents().to_vec();
+        view.attachments.push(Attachment {
+            filename: part.attachment_name().map(str::to_string),
+            content_type: content_type(part),
+            size: bytes.len(),
+            sha256: Sha256::digest(&bytes).into(),
+            bytes,
+        });
+    }
+    view.parts = mime_tree(&message);
+    let mut hops: Vec<Hop> = message
+        .header_values("Received")
+        .filter_map(|value| match value {
+            HeaderValue::Received(r) => Some(Hop {
+                from: host(&r.from),
+                from_ip: r.from_ip.map(|ip| ip.to_string()),
+                by: host(&r.by),
+                with: r.with.as_ref().map(|w| w.to_string()),
+                id: r.id.as_ref().map(|id| id.to_string()),
+                for_: r.for_.as_ref().map(|f| f.to_string()),
+                date: r.date.as_ref().map(|d| d.to_rfc3339()),
+                tls: r.tls_version.as_ref().map(|v| format!("{v:?}")),
+            }),
+            _ => None,
+        })
+        .collect();
+    // Each relay adds its Received header on top: the oldest hop is the last header.
+    hops.reverse();
+    view.hops = hops;
+    view
+}
+
+fn mime_tree(message: &mail_parser::Message<'_>) -> Vec<(usize, String, usize)> {
+    let mut out = Vec::new();
+    let mut stack = vec![(0u32, 0usize)];
+    while let Some((id, depth)) = stack.pop() {
+        let Some(part) = message.part(id) else {
+            continue;
+        };
+        out.push((depth, content_type(part), part.len()));
+        if let PartType::Multipart(children) = &part.body {
+            for child in children.iter().rev() {
+                stack.push((*child, depth + 1));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,223 @@
+//! Framing: one direction's bytes held until the dissector takes them as whole units (a line, a
+//! counted chunk, the body of a message), with the capture time and stream offset of each unit.
+//!
+//! Every buffer has a named limit. A line longer than [`MAX_LINE_BYTES`] is cut there and the
+//! rest of it discarded; a direction that keeps sending while its dissector waits for the other
+//! side is held up to [`MAX_HELD_BYTES`], and what comes after is dropped and counted.
+
+use std::collections::VecDeque;
+
+use crate::capture::Timestamp;
+
+/// Longest command or reply line kept. RFC 5321 allows 512 octets for commands and RFC 4954
+/// 12288 for AUTH lines; clients send longer XOAUTH2 tokens, so a little more is allowed.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+/// Bytes held for a direction that waits (for example a client pipelining after STARTTLS).
+pub const MAX_HELD_BYTES: usize = 1 << 20;
+/// Message bytes kept for each message; size and hash still cover the whole message.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// A line taken from an inbox, with its line end.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Line {
+    pub bytes: Vec<u8>,
+    pub ts: Timestamp,
+    /// Stream offset just after the line.
+    pub end_offset: u64,
+    /// The line was longer than MAX_LINE_BYTES: `bytes` is its beginning, the rest is discarded.
+    pub overlong: bool,
+}
+
+impl Line {
+    /// The line without its CRLF or LF.
+    pub fn content(&self) -> &[u8] {
+        let b = self.bytes.strip_suffix(b"\n").unwrap_or(&self.bytes);
+        b.strip_suffix(b"\r").unwrap_or(b)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(self.content()).into_owned()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Inbox {
+    buf: Vec<u8>,
+    start: usize,
+    /// Stream offset of `buf[start]`.
+    offset: u64,
+    /// End offset and capture time of each chunk still (partly) held, oldest first.
+    chunks: VecDeque<(u64, Timestamp)>,
+    /// Discarding the rest of an overlong line.
+    discarding: bool,
+    /// Bytes dropped: the held limit was reached, or the tail of an overlong line.
+    pub dropped: u64,
+    last_ts: Timestamp,
+}
+
+impl Inbox {
+    pub fn push(&mut self, bytes: &[u8], ts: Timestamp) {
+        self.last_ts = ts;
+        let room = MAX_HELD_BYTES.saturating_sub(self.held());
+        let take = bytes.len().min(room);
+        if take < bytes.len() {
+            self.dropped += (bytes.len() - take) as u64;
+        }
+        if take == 0 {
+            return;
+        }
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(&bytes[..take]);
+        self.chunks
+            .push_back((self.offset + self.held() as u64, ts));
+    }
+
+    /// A gap: what is held can no longer be completed, so it is thrown away (returned count) and
+    /// the stream continues `len` bytes further on.
+    pub fn gap(&mut self, len: u64, ts: Timestamp) -> usize {
+        let discarded = self.held();
+        self.offset += discarded as u64 + len;
+        self.buf.clear();
+        self.start = 0;
+        self.chunks.clear();
+        self.discarding = false;
+        self.last_ts = ts;
+        discarded
+    }
+
+    pub fn held(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    pub fn available(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Stream offset of the next byte to take.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Takes `n` bytes; returns the capture time of the chunk that held the last of them.
+    pub fn consume(&mut self, n: usize) -> Timestamp {
+        let n = n.min(self.held());
+        self.start += n;
+        self.offset += n as u64;
+        let mut ts = self.last_ts;
+        while let Some(&(end, chunk_ts)) = self.chunks.front() {
+            if end >= self.offset {
+                if n > 0 {
+                    ts = chunk_ts;
+                }
+                break;
+            }
+            ts = chunk_ts;
+            self.chunks.pop_front();
+        }
+        if self.held() == 0 {
+            self.buf.clear();
+            self.start = 0;
+            self.chunks.clear();
+        }
+        ts
+    }
+
+    /// The next whole line, or None until its line end arrives. A line that grows past
+    /// MAX_LINE_BYTES is returned cut, marked overlong, and its rest is discarded.
+    pub fn next_line(&mut self) -> Option<Line> {
+        loop {
+            let available = self.available();
+            let newline = memchr::memchr(b'\n', available);
+            if self.discarding {
+                let skip = newline.map_or(available.len(), |i| i + 1);
+                self.dropped += skip as u64;
+                self.consume(skip);
+                newline?;
+                self.discarding = false;
+                continue;
+            }
+            return match newline {
+                Some(i) if i < MAX_LINE_BYTES => {
+                    let bytes = available[..=i].to_vec();
+                    let ts = self.consume(i + 1);
+                    Some(Line {
+                        bytes,
+                        ts,
+                        end_offset: self.offset,
+                        overlong: false,
+                    })
+                }
+                _ if available.len() >= MAX_LINE_BYTES => {
+                    let bytes = available[..MAX_LINE_BYTES].to_vec();
+                    let ts = self.consume(MAX_LINE_BYTES);
+                    self.discarding = true;
+                    Some(Line {
+                        bytes,
+                        ts,
+                        end_offset: self.offset,
+                        overlong: true,
+                    })
+                }
+                _ => None,
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_anywhere_carry_the_completing_time() {
+        let mut inbox = Inbox::default();
+        inbox.push(b"EHLO a", Timestamp(1));
+        assert_eq!(inbox.next_line(), None);
+        inbox.push(b"\r\nNOOP\r\nQU", Timestamp(2));
+        let first = inbox.next_line().unwrap();
+        assert_eq!(
+            (first.content(), first.ts, first.end_offset),
+            (&b"EHLO a"[..], Timestamp(2), 8)
+        );
+        assert_eq!(inbox.next_line().unwrap().content(), b"NOOP");
+        assert_eq!(inbox.next_line(), None);
+        inbox.push(b"IT\n", Timestamp(3));
+        let quit = inbox.next_line().unwrap();
+        assert_eq!(
+            (quit.content(), quit.ts, quit.end_offset),
+            (&b"QUIT"[..], Timestamp(3), 17)
+        );
+    }
+
+    #[test]
+    fn overlong_line_is_cut_and_its_rest_discarded() {
+        let mut inbox = Inbox::default();
+        inbox.push(&vec![b'A'; MAX_LINE_BYTES + 10], Timestamp(1));
+        let line = inbox.next_line().unwrap();
+        assert!(line.overlong);
+        assert_eq!(line.bytes.len(), MAX_LINE_BYTES);
+        inbox.push(b"AAAA\r\nNOOP\r\n", Timestamp(2));
+        assert_eq!(inbox.next_line().unwrap().content(), b"NOOP");
+        assert_eq!(inbox.dropped, 16);
+    }
+
+    #[test]
+    fn gap_discards_the_partial_line_and_moves_the_offset() {
+        let mut inbox = Inbox::default();
+        inbox.push(b"MAIL FR", Timestamp(1));
+        assert_eq!(inbox.gap(100, Timestamp(2)), 7);
+        inbox.push(b"RSET\r\n", Timestamp(3));
+        assert_eq!(inbox.next_line().unwrap().end_offset, 113);
+    }
+
+    #[test]
+    fn held_bytes_are_bounded() {
+        let mut inbox = Inbox::default();
+        inbox.push(&vec![0; MAX_HELD_BYTES + 5], Timestamp(1));
+        assert_eq!(inbox.held(), MAX_HELD_BYTES);
+        assert_eq!(inbox.dropped, 5);
+    }
+}

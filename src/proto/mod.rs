@@ -1,0 +1,132 @@
+//! Protocols: the fourth stage. Each dissector is fed one connection's two byte streams (data and
+//! gaps, in capture order) and reports what the dialogue means as [`ProtoEvent`]s: exchanges
+//! (a command with its reply), authentications, messages, the point where TLS starts, and notes
+//! about anything it could not make sense of.
+//!
+//! `framing` splits streams into lines and counted bodies with named size limits; each protocol
+//! folder keeps its grammar (`parser.rs`, pure functions) apart from its state machine (`mod.rs`).
+
+pub mod framing;
+pub mod message;
+pub mod sasl;
+pub mod smtp;
+pub use smtp::SmtpDissector;
+
+use crate::capture::Timestamp;
+use crate::secret::Secret;
+use crate::tcp::Direction;
+
+/// A command and the reply it got. Either may be missing: a server greeting has no command, a
+/// command the capture ended on has no reply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Exchange {
+    pub command: Option<Command>,
+    pub reply: Option<Reply>,
+    /// Set on commands that are not part of the protocol (kept verbatim).
+    pub unknown_command: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Command {
+    /// The command line without its line end, as text (bytes that are not UTF-8 replaced).
+    /// Secrets in it (SASL responses, passwords) are masked: see [`AuthAttempt`] for them.
+    pub line: String,
+    pub verb: String,
+    /// When the segment that completed the command was captured.
+    pub ts: Timestamp,
+    /// Stream offset of the first byte after the command line.
+    pub end_offset: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    /// The reply's code as sent: "250", "+OK", "OK".
+    pub code: String,
+    /// RFC 3463 enhanced status code, like "2.1.0".
+    pub enhanced: Option<String>,
+    /// Each line without its line end.
+    pub lines: Vec<String>,
+    pub ts: Timestamp,
+    pub end_offset: u64,
+}
+
+impl Reply {
+    /// The reply as one text (lines joined by newlines).
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+}
+
+/// One authentication attempt, decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuthAttempt {
+    pub mechanism: String,
+    pub username: Option<String>,
+    /// The password, or for challenge-response mechanisms the response (CRAM-MD5 digest), or a
+    /// bearer token.
+    pub secret: Option<Secret>,
+    /// None when the outcome was not captured.
+    pub success: Option<bool>,
+    pub ts: Timestamp,
+}
+
+/// A message that crossed the wire.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CapturedMessage {
+    /// The exact message bytes (SMTP: after dot-unstuffing, without the final dot line), up to
+    /// [`framing::MAX_MESSAGE_BYTES`]; `size` and `sha256` always cover all of them.
+    pub bytes: Vec<u8>,
+    pub size: u64,
+    pub sha256: [u8; 32],
+    /// False when the capture ended (or a gap fell) before the message did.
+    pub complete: bool,
+    /// Bytes missing inside the message because of capture gaps.
+    pub hole_bytes: u64,
+    /// True when the message was longer than the stored limit.
+    pub truncated: bool,
+    pub mail_from: Option<String>,
+    pub rcpt_to: Vec<String>,
+    pub ts: Timestamp,
+}
+
+/// Where TLS starts after STARTTLS/STLS: the stream offsets of the first TLS byte each way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Upgrade {
+    pub client_offset: u64,
+    pub server_offset: u64,
+    pub ts: Timestamp,
+}
+
+/// Something the dissector noticed that the user should know.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Note {
+    pub direction: Option<Direction>,
+    pub ts: Timestamp,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProtoEvent {
+    Exchange(Exchange),
+    Auth(AuthAttempt),
+    Message(CapturedMessage),
+    Upgrade(Upgrade),
+    /// The server's capabilities (EHLO keywords, CAPA, CAPABILITY), upper-cased keywords with
+    /// their parameters.
+    Capabilities(Vec<String>),
+    Note(Note),
+}
+
+/// A protocol dissector for one connection.
+pub trait Dissector {
+    fn data(
+        &mut self,
+        direction: Direction,
+        bytes: &[u8],
+        ts: Timestamp,
+        out: &mut Vec<ProtoEvent>,
+    );
+    fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>);
+    /// The connection ended: report what is unfinished (an unanswered command, a message cut off).
+    fn end(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>);
+}

@@ -1,0 +1,655 @@
+//! The SMTP dissector (RFC 5321; PIPELINING 2920, CHUNKING 3030, STARTTLS 3207, AUTH 4954).
+//!
+//! The client's bytes are read in the mode the dialogue put it in: commands, a SASL response
+//! after a 334, a DATA body after a 354, or a BDAT chunk of counted bytes. After DATA, AUTH and
+//! STARTTLS the client's next bytes mean different things depending on the reply, so reading
+//! the client waits for that reply (the bytes are held, bounded). Replies pair with commands in
+//! order (pipelining sends several commands before the first reply).
+//!
+//! After a gap, the dialogue resynchronises on the next line that parses as a command (client)
+//! or a reply (server); inside a message the gap becomes a hole of known size.
+
+pub mod parser;
+
+use std::collections::VecDeque;
+
+use super::framing::{Inbox, Line};
+use super::message::MessageBuilder;
+use super::sasl::Sasl;
+use super::{Command, Dissector, Exchange, Note, ProtoEvent, Reply, Upgrade};
+use crate::capture::Timestamp;
+use crate::tcp::Direction;
+
+/// How the client's next bytes are read.
+#[derive(Debug)]
+enum ClientMode {
+    Command,
+    /// Held until the reply to the last command decides.
+    AwaitReply,
+    /// The next line is a SASL response (the server sent 334).
+    SaslResponse,
+    /// A DATA body, until the line with a lone dot.
+    Data {
+        at_line_start: bool,
+    },
+    /// A BDAT chunk: this many bytes follow the command.
+    Bdat {
+        remaining: u64,
+    },
+    /// After STARTTLS: the rest is TLS.
+    Tls,
+}
+
+/// What a command asked for, so that its reply can be acted on.
+#[derive(Debug)]
+enum Kind {
+    Other,
+    Hello,
+    Mail(String),
+    Rcpt(String),
+    Reset,
+    Data,
+    /// The lone dot that ends a DATA body.
+    DataEnd,
+    Bdat {
+        last: bool,
+    },
+    StartTls,
+    Auth,
+    AuthStep,
+}
+
+#[derive(Debug)]
+struct Pending {
+    command: Command,
+    kind: Kind,
+    unknown: bool,
+}
+
+#[derive(Debug, Default)]
+struct Transaction {
+    mail_from: Option<String>,
+    accepted: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct SmtpDissector {
+    client: Inbox,
+    server: Inbox,
+    mode: ClientMode,
+    pending: VecDeque<Pending>,
+    /// Lines of a multi-line reply received so far.
+    reply_lines: Vec<Line>,
+    transaction: Transaction,
+    message: Option<MessageBuilder>,
+    sasl: Option<Sasl>,
+    /// Skipping to the next line that parses, after a gap: [client, server].
+    resync: [bool; 2],
+    /// TLS bytes after STARTTLS, not decrypted: [client, server].
+    encrypted: [u64; 2],
+    /// Held bytes already reported as dropped.
+    dropped_reported: [u64; 2],
+}
+
+impl Default for SmtpDissector {
+    fn default() -> Self {
+        SmtpDissector {
+            client: Inbox::default(),
+            server: Inbox::default(),
+            mode: ClientMode::Command,
+            pending: VecDeque::new(),
+            reply_lines: Vec::new(),
+            transaction: Transaction::default(),
+            message: None,
+            sasl: None,
+            resync: [false; 2],
+            encrypted: [0; 2],
+            dropped_reported: [0; 2],
+        }
+    }
+}
+
+/// A reply cut off at this many lines is taken as ended (a hostile server could send endless
+/// continuation lines).
+const MAX_REPLY_LINES: usize = 1000;
+
+fn note(out: &mut Vec<ProtoEvent>, direction: Direction, ts: Timestamp, text: String) {
+    out.push(ProtoEvent::Note(Note {
+        direction: Some(direction),
+        ts,
+        text,
+    }));
+}
+
+impl Dissector for SmtpDissector {
+    fn data(
+        &mut self,
+        direction: Direction,
+        bytes: &[u8],
+        ts: Timestamp,
+        out: &mut Vec<ProtoEvent>,
+    ) {
+        if matches!(self.mode, ClientMode::Tls) {
+            self.encrypted[direction.index()] += bytes.len() as u64;
+            return;
+        }
+        match direction {
+            Direction::ClientToServer => self.client.push(bytes, ts),
+            Direction::ServerToClient => self.server.push(bytes, ts),
+        }
+        self.report_drops(ts, out);
+        self.pump(out);
+    }
+
+    fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+        if matches!(self.mode, ClientMode::Tls) {
+            return;
+        }
+        match direction {
+            Direction::ClientToServer => {
+                let lost = self.client.gap(len, ts) as u64 + len;
+                match &mut self.mode {
+                    ClientMode::Data { at_line_start } => {
+                        *at_line_start = false;
+                        if let Some(m) = &mut self.message {
+                            m.hole(lost);
+                        }
+                        note(
+                            out,
+                            direction,
+                            ts,
+                            format!("{lost} bytes of the message were not captured"),
+                        );
+                    }
+                    ClientMode::Bdat { remaining } => {
+                        let inside = lost.min(*remaining);
+                        *remaining -= inside;
+                        if let Some(m) = &mut self.message {
+                            m.hole(inside);
+                        }
+                        note(
+                            out,
+                            direction,
+                            ts,
+                            format!("{inside} bytes of a BDAT chunk were not captured"),
+                        );
+                        if *remaining == 0 {
+                            self.mode = ClientMode::Command;
+                        }
+                        self.resync[0] = lost > inside;
+                    }
+                    _ => {
+                        self.resync[0] = true;
+                        note(out, direction, ts, format!("{len} bytes from the client were not captured; resynchronising on the next command"));
+                    }
+                }
+            }
+            Direction::ServerToClient => {
+                self.server.gap(len, ts);
+                self.reply_lines.clear();
+                self.resync[1] = true;
+                note(out, direction, ts, format!("{len} bytes from the server were not captured; resynchronising on the next reply"));
+            }
+        }
+        self.pump(out);
+    }
+
+    fn end(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+        if let Some(message) = self.message.take() {
+            note(
+                out,
+                Direction::ClientToServer,
+                ts,
+                format!(
+                    "the capture ended inside a message ({} bytes seen)",
+                    message.size()
+                ),
+            );
+            let t = std::mem::take(&mut self.transaction);
+            out.push(ProtoEvent::Message(message.finish(
+                false,
+                t.mail_from,
+                t.accepted,
+            )));
+        }
+        if !self.reply_lines.is_empty() {
+            note(
+                out,
+                Direction::ServerToClient,
+                ts,
+                "the capture ended inside a multi-line reply".into(),
+            );
+        }
+        if let Some(sasl) = self.sasl.take() {
+            out.push(ProtoEvent::Auth(sasl.attempt(None, ts)));
+        }
+        for pending in self.pending.drain(..) {
+            out.push(ProtoEvent::Exchange(Exchange {
+                command: Some(pending.command),
+                reply: None,
+                unknown_command: pending.unknown,
+            }));
+        }
+        for (direction, held) in [
+            (Direction::ClientToServer, self.client.held()),
+            (Direction::ServerToClient, self.server.held()),
+        ] {
+            if held > 0 {
+                note(
+                    out,
+                    direction,
+                    ts,
+                    format!("{held} bytes at the end form no complete line"),
+                );
+            }
+        }
+        let [c, s] = self.encrypted;
+        if c + s > 0 {
+            note(out, Direction::ClientToServer, ts, format!("TLS after STARTTLS: {c} bytes from the client and {s} from the server, not decrypted"));
+        }
+    }
+}
+
+impl SmtpDissector {
+    /// Reads what both sides hold, for as long as either makes progress.
+    fn pump(&mut self, out: &mut Vec<ProtoEvent>) {
+        loop {
+            let client = self.pump_client(out);
+            let server = self.pump_server(out);
+            if !client && !server {
+                break;
+            }
+        }
+    }
+
+    fn report_drops(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+        for (i, (direction, dropped)) in [
+            (Direction::ClientToServer, self.client.dropped),
+            (Direction::ServerToClient, self.server.dropped),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if dropped > self.dropped_reported[i] {
+                note(
+                    out,
+                    direction,
+                    ts,
+                    format!(
+                        "{} bytes dropped: the line or held data exceeded its limit",
+                        dropped - self.dropped_reported[i]
+                    ),
+                );
+                self.dropped_reported[i] = dropped;
+            }
+        }
+    }
+
+    fn pump_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+        let mut progress = false;
+        loop {
+            let step = match self.mode {
+                ClientMode::Command | ClientMode::SaslResponse => match self.client.next_line() {
+                    Some(line) => {
+                        self.client_line(line, out);
+                        true
+                    }
+                    None => false,
+                },
+                ClientMode::Data { .. } => self.data_body(out),
+                ClientMode::Bdat { .. } => self.bdat_chunk(),
+                ClientMode::AwaitReply | ClientMode::Tls => false,
+            };
+            if !step {
+                return progress;
+            }
+            progress = true;
+        }
+    }
+
+    fn client_line(&mut self, line: Line, out: &mut Vec<ProtoEvent>) {
+        let text = line.text();
+        if line.overlong {
+            note(
+                out,
+                Direction::ClientToServer,
+                line.ts,
+                format!("command line longer than {} bytes, cut", line.bytes.len()),
+            );
+        }
+        if matches!(self.mode, ClientMode::SaslResponse) {
+            let shown = match &mut self.sasl {
+                Some(sasl) => {
+                    sasl.response(&text);
+                    match sasl.cancelled {
+                        true => "cancelled".to_string(),
+                        false => sasl
+                            .decoded_step(sasl.response_count().saturating_sub(1))
+                            .unwrap_or_default(),
+                    }
+                }
+                None => text.clone(),
+            };
+            self.push_command(
+                format!("[{shown}]"),
+                "AUTH-RESPONSE".into(),
+                &line,
+                Kind::AuthStep,
+                false,
+            );
+            self.mode = ClientMode::AwaitReply;
+            return;
+        }
+        if self.resync[0] {
+            if !parser::looks_like_command(&text) {
+                return;
+            }
+            self.resync[0] = false;
+        }
+        let command = parser::command_line(&text);
+        let verb = command.verb.clone();
+        let (kind, shown) = match verb.as_str() {
+            "HELO" | "EHLO" | "LHLO" => (Kind::Hello, text.clone()),
+            "MAIL" => (
+                Kind::Mail(
+                    parser::path_arg(command.args, "FROM")
+                        .map(|p| p.mailbox.to_string())
+                        .unwrap_or_default(),
+                ),
+                text.clone(),
+            ),
+            "RCPT" => (
+                Kind::Rcpt(
+                    parser::path_arg(command.args, "TO")
+                        .map(|p| p.mailbox.to_string())
+                        .unwrap_or_default(),
+                ),
+                text.clone(),
+            ),
+            "RSET" => (Kind::Reset, text.clone()),
+            "DATA" => (Kind::Data, text.clone()),
+            "STARTTLS" => (Kind::StartTls, text.clone()),
+            "BDAT" => match parser::bdat_args(command.args) {
+                Some((size, last)) => {
+                    self.message
+                        .get_or_insert_with(|| MessageBuilder::new(line.ts));
+                    self.push_command(text.clone(), verb, &line, Kind::Bdat { last }, false);
+                    self.mode = ClientMode::Bdat { remaining: size };
+                    return;
+                }
+                None => {
+                    note(
+                        out,
+                        Direction::ClientToServer,
+                        line.ts,
+                        format!("malformed BDAT arguments: {:?}", command.args),
+                    );
+                    (Kind::Other, text.clone())
+                }
+            },
+            "AUTH" => match parser::auth_args(command.args) {
+                Some((mechanism, initial)) => {
+                    let sasl = Sasl::new(mechanism, initial);
+                    let shown = match initial {
+                        Some(_) => format!(
+                            "AUTH {} [{}]",
+                            sasl.mechanism(),
+                            sasl.decoded_step(0).unwrap_or_default()
+                        ),
+                        None => format!("AUTH {}", sasl.mechanism()),
+                    };
+                    if sasl.malformed > 0 {
+                        note(
+                            out,
+                            Direction::ClientToServer,
+                            line.ts,
+                            "AUTH initial response is not valid base64".into(),
+                        );
+                    }
+                    self.sasl = Some(sasl);
+                    (Kind::Auth, shown)
+                }
+                None => (Kind::Other, text.clone()),
+            },
+            _ => (Kind::Other, text.clone()),
+        };
+        let waits = matches!(kind, Kind::Data | Kind::StartTls | Kind::Auth);
+        self.push_command(shown, verb, &line, kind, !command.known);
+        if waits {
+            self.mode = ClientMode::AwaitReply;
+        }
+    }
+
+    fn push_command(
+        &mut self,
+        shown: String,
+        verb: String,
+        line: &Line,
+        kind: Kind,
+        unknown: bool,
+    ) {
+        self.pending.push_back(Pending {
+            command: Command {
+                line: shown,
+                verb,
+                ts: line.ts,
+                end_offset: line.end_offset,
+            },
+            kind,
+            unknown,
+        });
+    }
+
+    /// Reads DATA body bytes (RFC 5321 4.5.2): a line that starts with a dot loses that dot,
+    /// and a line that is only a dot ends the body. Returns whether anything was taken.
+    fn data_body(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+        let ClientMode::Data { at_line_start } = &mut self.mode else {
+            return false;
+        };
+        let available = self.client.available();
+        let message = self
+            .message
+            .get_or_insert_with(|| MessageBuilder::new(Timestamp::default()));
+        let mut pos = 0;
+        let mut ended = None;
+        while pos < available.len() {
+            let rest = &available[pos..];
+            if *at_line_start && rest[0] == b'.' {
+                if rest.starts_with(b".\r\n") || rest.starts_with(b".\n") {
+                    ended = Some(pos + if rest[1] == b'\r' { 3 } else { 2 });
+                    break;
+                }
+                if rest.len() < 3 && (rest == b"." || rest == b".\r") {
+                    break; // wait: this may be the end
+                }
+                pos += 1; // transparency: the leading dot is removed
+                *at_line_start = false;
+                continue;
+            }
+            match memchr::memchr(b'\n', rest) {
+                Some(i) => {
+                    message.append(&rest[..=i]);
+                    pos += i + 1;
+                    *at_line_start = true;
+                }
+                None => {
+                    message.append(rest);
+                    pos = available.len();
+                    *at_line_start = false;
+                }
+            }
+        }
+        let taken = ended.unwrap_or(pos);
+        if taken == 0 {
+            return false;
+        }
+        let ts = self.client.consume(taken);
+        if ended.is_some() {
+            if let Some(message) = self.message.take() {
+                let t = &self.transaction;
+                out.push(ProtoEvent::Message(message.finish(
+                    true,
+                    t.mail_from.clone(),
+                    t.accepted.clone(),
+                )));
+            }
+            let end = Line {
+                bytes: b".\r\n".to_vec(),
+                ts,
+                end_offset: self.client.offset(),
+                overlong: false,
+            };
+            self.push_command(".".into(), ".".into(), &end, Kind::DataEnd, false);
+            self.mode = ClientMode::AwaitReply;
+        }
+        true
+    }
+
+    /// Reads the bytes of a BDAT chunk.
+    fn bdat_chunk(&mut self) -> bool {
+        let ClientMode::Bdat { remaining } = &mut self.mode else {
+            return false;
+        };
+        let take = (*remaining).min(self.client.held() as u64) as usize;
+        if take == 0 && *remaining > 0 {
+            return false;
+        }
+        if let Some(message) = &mut self.message {
+            message.append(&self.client.available()[..take]);
+        }
+        *remaining -= take as u64;
+        self.client.consume(take);
+        if *remaining == 0 {
+            self.mode = ClientMode::Command;
+        }
+        true
+    }
+
+    fn pump_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+        let mut progress = false;
+        while let Some(line) = self.server.next_line() {
+            progress = true;
+            let text = line.text();
+            let Some(parsed) = parser::reply_line(&text) else {
+                if !self.resync[1] {
+                    note(
+                        out,
+                        Direction::ServerToClient,
+                        line.ts,
+                        format!("not an SMTP reply: {text:?}"),
+                    );
+                }
+                continue;
+            };
+            self.resync[1] = false;
+            let last = parsed.last || self.reply_lines.len() + 1 >= MAX_REPLY_LINES;
+            self.reply_lines.push(line);
+            if last {
+                self.reply_done(out);
+                if matches!(self.mode, ClientMode::Tls) {
+                    break;
+                }
+            }
+        }
+        progress
+    }
+
+    fn reply_done(&mut self, out: &mut Vec<ProtoEvent>) {
+        let lines = std::mem::take(&mut self.reply_lines);
+        let Some(last) = lines.last() else { return };
+        let texts: Vec<String> = lines.iter().map(Line::text).collect();
+        let code = texts[0].get(..3).unwrap_or_default().to_string();
+        let enhanced = texts[0]
+            .get(4..)
+            .and_then(parser::enhanced_status)
+            .map(str::to_string);
+        let reply = Reply {
+            code,
+            enhanced,
+            lines: texts,
+            ts: last.ts,
+            end_offset: last.end_offset,
+        };
+        let positive = reply.code.starts_with('2');
+        let Some(pending) = self.pending.pop_front() else {
+            out.push(ProtoEvent::Exchange(Exchange {
+                command: None,
+                reply: Some(reply),
+                unknown_command: false,
+            }));
+            return;
+        };
+        match &pending.kind {
+            Kind::Hello if positive => {
+                self.transaction = Transaction::default();
+                out.push(ProtoEvent::Capabilities(parser::ehlo_keywords(
+                    &reply.lines,
+                )));
+            }
+            Kind::Reset if positive => self.transaction = Transaction::default(),
+            Kind::Mail(from) if positive => {
+                self.transaction = Transaction {
+                    mail_from: Some(from.clone()),
+                    accepted: Vec::new(),
+                };
+            }
+            Kind::Rcpt(to) if positive => self.transaction.accepted.push(to.clone()),
+            Kind::Data => {
+                self.mode = if reply.code == "354" {
+                    self.message = Some(MessageBuilder::new(reply.ts));
+                    ClientMode::Data {
+                        at_line_start: true,
+                    }
+                } else {
+                    ClientMode::Command
+                };
+            }
+            Kind::DataEnd => {
+                self.transaction = Transaction::default();
+                self.mode = ClientMode::Command;
+            }
+            Kind::Bdat { last: true } => {
+                if let Some(message) = self.message.take() {
+                    let t = std::mem::take(&mut self.transaction);
+                    out.push(ProtoEvent::Message(message.finish(
+                        true,
+                        t.mail_from,
+                        t.accepted,
+                    )));
+                }
+            }
+            Kind::StartTls => {
+                if reply.code == "220" {
+                    out.push(ProtoEvent::Upgrade(Upgrade {
+                        client_offset: pending.command.end_offset,
+                        server_offset: reply.end_offset,
+                        ts: reply.ts,
+                    }));
+                    self.mode = ClientMode::Tls;
+                    self.encrypted = [self.client.held() as u64, self.server.held() as u64];
+                } else {
+                    self.mode = ClientMode::Command;
+                }
+            }
+            Kind::Auth | Kind::AuthStep => {
+                if reply.code == "334" {
+                    if let Some(sasl) = &mut self.sasl {
+                        sasl.challenge(reply.lines[0].get(4..).unwrap_or(""));
+                    }
+                    self.mode = ClientMode::SaslResponse;
+                } else {
+                    if let Some(sasl) = self.sasl.take() {
+                        out.push(ProtoEvent::Auth(sasl.attempt(Some(positive), reply.ts)));
+                    }
+                    self.mode = ClientMode::Command;
+                }
+            }
+            _ => {}
+        }
+        out.push(ProtoEvent::Exchange(Exchange {
+            command: Some(pending.command),
+            reply: Some(reply),
+            unknown_command: pending.unknown,
+        }));
+    }
+}
