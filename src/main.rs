@@ -26,6 +26,8 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     input: Input,
+    #[command(flatten)]
+    output: Output,
 }
 
 #[derive(Subcommand)]
@@ -57,17 +59,22 @@ enum Side {
     Server,
 }
 
+/// What the top-level form writes instead of the terminal UI.
 #[derive(Args)]
-struct Input {
-    /// NDJSON records (sessions, exchanges, messages, findings) instead of the terminal UI.
+struct Output {
+    /// NDJSON records (sessions, exchanges, messages, findings).
     #[arg(long, conflicts_with = "text")]
     json: bool,
-    /// Annotated transcripts (C:/S: lines per session) instead of the terminal UI.
+    /// Annotated transcripts (C:/S: lines per session).
     #[arg(long)]
     text: bool,
     /// With --text: messages in full instead of a summary line.
     #[arg(long, requires = "text")]
     full: bool,
+}
+
+#[derive(Args)]
+struct Input {
     /// Capture files (pcap, pcapng, gzip-compressed or not; - for standard input).
     files: Vec<String>,
     /// Capture live from this interface (`any` for all) instead of reading files.
@@ -151,13 +158,14 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 );
             }
             let input = &cli.input;
-            if input.json {
+            let output = &cli.output;
+            if output.json {
                 let mut writer = JsonWriter::new(BufWriter::new(io::stdout().lock()));
                 let code = sessions(input, &mut writer)?;
                 writer.error.take().map_or(Ok(code), write_failed)
-            } else if input.text {
+            } else if output.text {
                 let mut writer =
-                    TranscriptWriter::new(BufWriter::new(io::stdout().lock()), input.full);
+                    TranscriptWriter::new(BufWriter::new(io::stdout().lock()), output.full);
                 let code = sessions(input, &mut writer)?;
                 writer.error.take().map_or(Ok(code), write_failed)
             } else {

@@ -188,7 +188,7 @@ mod tests {
         let quit = inbox.next_line().unwrap();
         assert_eq!(
             (quit.content(), quit.ts, quit.end_offset),
-            (&b"QUIT"[..], Timestamp(3), 17)
+            (&b"QUIT"[..], Timestamp(3), 19)
         );
     }
 
