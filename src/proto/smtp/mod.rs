@@ -545,10 +545,10 @@ impl SmtpDissector {
             let last = parsed.last || self.reply_lines.len() + 1 >= MAX_REPLY_LINES;
             self.reply_lines.push(line);
             if last {
+                // One reply at a time: it may change how the client's held bytes are read, and
+                // the next reply pairs with a command that may still be in the client's inbox.
                 self.reply_done(out);
-                if matches!(self.mode, ClientMode::Tls) {
-                    break;
-                }
+                break;
             }
         }
         progress
@@ -626,7 +626,10 @@ impl SmtpDissector {
                         ts: reply.ts,
                     }));
                     self.mode = ClientMode::Tls;
+                    // What both sides hold past the upgrade point is already TLS.
                     self.encrypted = [self.client.held() as u64, self.server.held() as u64];
+                    self.client.consume(self.client.held());
+                    self.server.consume(self.server.held());
                 } else {
                     self.mode = ClientMode::Command;
                 }
@@ -653,3 +656,6 @@ impl SmtpDissector {
         }));
     }
 }
+
+#[cfg(test)]
+mod tests;
