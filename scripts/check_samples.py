@@ -85,6 +85,28 @@ def smtp_payload_hashes(cb):
     return out
 
 
+def smtp_bdat_hashes(cb):
+    """sha256 of every message the client sent with BDAT (the chunks up to BDAT n LAST, concatenated).
+
+    Walks the client bytes command by command: a chunk is opaque, and the next command starts right
+    after it, which need not be at the start of a line of the message."""
+    out, parts, pos = set(), [], 0
+    for _ in range(100000):  # bounded
+        eol = cb.find(b"\r\n", pos)
+        if eol < 0:
+            break
+        mo = re.fullmatch(rb"(?i)BDAT (\d+)( LAST)?", cb[pos:eol])
+        pos = eol + 2
+        if mo:
+            n = int(mo.group(1))
+            parts.append(cb[pos:pos + n])
+            pos += n
+            if mo.group(2):
+                out.add(sha(b"".join(parts)))
+                parts = []
+    return out
+
+
 def pop3_hashes(sb):
     """sha256 of every multi-line POP3 response body (after a +OK line, un-dot-stuffed)"""
     out = set()
@@ -132,6 +154,8 @@ def check_capture(root, name, cap):
     path = os.path.join(root, name)
     keylog = cap.get("keylog")
     extra = ["-o", "tls.keylog_file:" + os.path.join(root, keylog)] if keylog else []
+    if cap.get("tshark_decode_as"):
+        extra += ["-d", cap["tshark_decode_as"]]
     # basic shape
     out = tshark(["-r", path, "-T", "fields", "-e", "frame.number"])
     n = len(out.split())
@@ -167,7 +191,7 @@ def check_capture(root, name, cap):
                 fail("%s stream %d: TLS not decrypted" % (name, st))
             cb, sb = cb + tcb, sb + tsb
         label = "%s stream %d (%s %s/%d)" % (name, st, s["client"], s["protocol"], s["server_port"])
-        sent = smtp_payload_hashes(cb) if s["protocol"] == "smtp" else set()
+        sent = smtp_payload_hashes(cb) | smtp_bdat_hashes(cb) if s["protocol"] == "smtp" else set()
         for m in s.get("messages_sent", []):
             if m["sha256"] not in sent:
                 fail("%s: sent message %s (sha256 %s) not found in DATA" % (label, m["id"], m["sha256"][:16]))

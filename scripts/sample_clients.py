@@ -649,15 +649,26 @@ def smtp_session_smtplib(sess, conn, mid, msg, meta, mail_from, rcpts, mail_opti
                        server_reply=queued, mail_options=list(mail_options)))
 
 
-def scenario_smtp_plain(args):
-    # 1) Python smtplib, port 25, cleartext: EHLO, VRFY, HELP, unknown command, NOOP, MAIL/RCPT x3/DATA, RSET, QUIT
+def open_smtplib(port, server=SERVER4, starttls=False, keylog=None):
+    """A logged smtplib session: connect and EHLO; with starttls also STARTTLS, then EHLO again.
+    Returns (sess, log, conn, n); pass log and n to finish() when the session is over."""
     log = Log("smtp")
-    sess = new_session(py_client("smtplib"), "smtp", 25)
+    sess = new_session(py_client("smtplib"), "smtp", port, server=server)
     n = len(CONNECTIONS)
     conn = LSMTP(local_hostname=EHLO_NAME, timeout=TIMEOUT)
     conn._mlog = log
-    conn.connect(SERVER4, 25)
+    conn.connect(server, port)
     conn.ehlo()
+    if starttls:
+        conn.starttls(context=client_ctx(keylog))
+        sess["tls"] = tls_info(conn.sock, "starttls", keylog)
+        conn.ehlo()
+    return sess, log, conn, n
+
+
+def scenario_smtp_plain(args):
+    # 1) Python smtplib, port 25, cleartext: EHLO, VRFY, HELP, unknown command, NOOP, MAIL/RCPT x3/DATA, RSET, QUIT
+    sess, log, conn, n = open_smtplib(25)
     extra = {}
     for cmd, arg in (("VRFY", "alice"), ("VRFY", "nobody@example.test"), ("HELP", ""), ("XYZZY", "plugh"),
                      ("NOOP", "")):
@@ -719,16 +730,7 @@ def scenario_smtp_auth_starttls(args):
                                      "Report attached (AUTH LOGIN)", "Hi Alice,\n\nthe report is attached.\n",
                                      "report.pdf", "application/pdf", 12)),
     ], 1):
-        log = Log("smtp")
-        sess = new_session(py_client("smtplib"), "smtp", 587)
-        n = len(CONNECTIONS)
-        conn = LSMTP(local_hostname=EHLO_NAME, timeout=TIMEOUT)
-        conn._mlog = log
-        conn.connect(SERVER4, 587)
-        conn.ehlo()
-        conn.starttls(context=client_ctx(keylog))
-        sess["tls"] = tls_info(conn.sock, "starttls", keylog)
-        conn.ehlo()
+        sess, log, conn, n = open_smtplib(587, starttls=True, keylog=keylog)
         pw = PASSWORDS[user]
         if mech == "PLAIN":
             conn.login(user, pw)  # smtplib picks PLAIN (CRAM-MD5 is not offered)
@@ -743,16 +745,7 @@ def scenario_smtp_auth_starttls(args):
         finish(sess, log, n)
 
     # 3) failed AUTH (wrong password) then QUIT
-    log = Log("smtp")
-    sess = new_session(py_client("smtplib"), "smtp", 587)
-    n = len(CONNECTIONS)
-    conn = LSMTP(local_hostname=EHLO_NAME, timeout=TIMEOUT)
-    conn._mlog = log
-    conn.connect(SERVER4, 587)
-    conn.ehlo()
-    conn.starttls(context=client_ctx(keylog))
-    sess["tls"] = tls_info(conn.sock, "starttls", keylog)
-    conn.ehlo()
+    sess, log, conn, n = open_smtplib(587, starttls=True, keylog=keylog)
     try:
         conn.login("alice", "wrong-password")
         ok = True
@@ -784,6 +777,212 @@ def scenario_smtp_auth_starttls(args):
     sess.setdefault("messages_sent", []).append(
         message_record("submission-3", msg, meta, "carol@example.test", ["alice@example.test"],
                        server_reply=queued_reply(sess)))
+
+
+# -- cleartext AUTH on port 2525 (no TLS offered), CHUNKING (BDAT) and PIPELINING
+CLEARTEXT_PORT = 2525
+
+
+class RawSMTP:
+    """Scripted SMTP client on a plain socket: writes exactly the bytes it is given and waits for each
+    reply.  Logs every line written (commands, without CRLF), every payload (summarised), every
+    reply, and which commands went out in which single send() (writes)."""
+
+    def __init__(self, server=SERVER4, port=CLEARTEXT_PORT):
+        self.commands, self.replies, self.writes = [], [], []
+        self.buf = b""
+        self.sock = socket.create_connection((server, port), timeout=TIMEOUT)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one send() -> one segment
+        self.greeting = self.reply()
+
+    def _readline(self):
+        for _ in range(1000):  # bounded
+            i = self.buf.find(CRLF)
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 2:]
+                return line
+            data = self.sock.recv(65536)
+            if not data:
+                raise RuntimeError("server closed the connection")
+            self.buf += data
+        raise RuntimeError("no complete reply line")
+
+    def reply(self):
+        lines = []
+        for _ in range(100):  # bounded
+            line = self._readline().decode("utf-8", "replace")
+            m = re.match(r"^(\d{3})([ -])(.*)$", line)
+            if not m:
+                raise RuntimeError("not an SMTP reply line: %r" % line)
+            lines.append(m.group(3))
+            if m.group(2) == " ":
+                rep = [int(m.group(1)), "\n".join(lines)]
+                self.replies.append(rep)
+                return rep
+        raise RuntimeError("reply with more than 100 lines")
+
+    def write(self, *parts):
+        """one send(): str parts are command lines (CRLF appended), (kind, bytes) parts are payloads"""
+        data, idx = b"", []
+        for p in parts:
+            idx.append(len(self.commands))
+            if isinstance(p, str):
+                data += p.encode("utf-8") + CRLF
+                self.commands.append(p)
+            else:
+                kind, payload = p
+                data += payload
+                self.commands.append({"payload": kind, "wire_size": len(payload), "wire_sha256": sha256(payload)})
+        self.sock.sendall(data)
+        self.writes.append({"size": len(data), "commands": idx})
+
+    def cmd(self, line, expect):
+        self.write(line)
+        return self.expect(expect)
+
+    def expect(self, code):
+        rep = self.reply()
+        if rep[0] not in ((code,) if isinstance(code, int) else code):
+            raise RuntimeError("expected %d after %r, got %r" % (code, self.commands[-1], rep))
+        return rep
+
+    def close(self):
+        self.sock.close()
+
+
+def b64s(s):
+    return base64.b64encode(s.encode("utf-8") if isinstance(s, str) else s).decode("ascii")
+
+
+def cleartext_cred(mech, user, pw, reply, **extra):
+    return {"mechanism": mech, "username": user, "password": pw, "success": reply[0] == 235,
+            "reply": "%d %s" % tuple(reply), **extra}
+
+
+def scenario_smtp_auth_cleartext(args):
+    port = CLEARTEXT_PORT
+    # 1) smtplib AUTH PLAIN (alice), 8BITMIME mail with a UTF-8 (RFC 2047) Cyrillic subject and dot lines
+    sess, log, conn, n = open_smtplib(port)
+    user, pw = "alice", PASSWORDS["alice"]
+    rep = conn.login(user, pw)  # smtplib picks PLAIN with an initial response (CRAM-MD5 is not offered)
+    sess["credentials"].append(cleartext_cred("PLAIN", user, pw, [rep[0], rep[1].decode()]))
+    subject = "Привет без TLS: AUTH PLAIN"
+    msg, meta = msg_simple("cleartext-1", "Alice <alice@example.test>", "Bob <bob@example.test>", subject,
+                           "Привет, Боб!\n\nЭто письмо отправлено после AUTH PLAIN без TLS.\n"
+                           ".Эта строка начинается с точки.\n.\nАлиса\n", 14,
+                           subject_raw=enc_word(subject, "UTF-8", "B"))
+    smtp_session_smtplib(sess, conn, "cleartext-1", msg, meta, "alice@example.test", ["bob@example.test"],
+                         mail_options=["BODY=8BITMIME"])
+    sess["messages_sent"][-1]["transfer"] = "DATA"
+    conn.quit()
+    finish(sess, log, n)
+
+    # 2) smtplib AUTH LOGIN (bob) without initial response: user and password each after a 334; PDF attachment
+    sess, log, conn, n = open_smtplib(port)
+    user, pw = "bob", PASSWORDS["bob"]
+    conn.user, conn.password = user, pw
+    rep = conn.auth("LOGIN", conn.auth_login, initial_response_ok=False)
+    sess["credentials"].append(cleartext_cred("LOGIN", user, pw, [rep[0], rep[1].decode()]))
+    msg, meta = msg_with_attachment("cleartext-2", "Bob <bob@example.test>", "Alice <alice@example.test>",
+                                    "Report attached (cleartext AUTH LOGIN)",
+                                    "Hi Alice,\n\nthe report again, this time without TLS.\n",
+                                    "report.pdf", "application/pdf", 15)
+    smtp_session_smtplib(sess, conn, "cleartext-2", msg, meta, "bob@example.test", ["alice@example.test"])
+    sess["messages_sent"][-1]["transfer"] = "DATA"
+    conn.quit()
+    finish(sess, log, n)
+
+    # 3) raw socket, scripted: failed AUTH LOGIN, malformed AUTH PLAIN response, AUTH PLAIN (carol) with an
+    #    initial response, BDAT in two chunks, then MAIL/RCPT/RCPT/DATA pipelined in one write, RSET, QUIT
+    sess = new_session("Python %s socket (scripted raw SMTP client)" % sys.version.split()[0], "smtp", port)
+    n = len(CONNECTIONS)
+    c = RawSMTP()
+    c.cmd("EHLO raw.example.test", 250)
+    ehlo = c.replies[-1][1].split("\n")
+    for kw in ("PIPELINING", "CHUNKING", "AUTH PLAIN LOGIN"):
+        if kw not in ehlo:
+            raise RuntimeError("server does not offer %s on port %d: %r" % (kw, port, ehlo))
+    user, pw, bad = "carol", PASSWORDS["carol"], "wrong-password"
+    c.cmd("AUTH LOGIN", 334)
+    c.cmd(b64s(user), 334)
+    rep = c.cmd(b64s(bad), 535)
+    sess["credentials"].append(cleartext_cred("LOGIN", user, bad, rep, auth_lines=c.commands[-3:]))
+    c.cmd("AUTH PLAIN", 334)
+    # Postfix with Dovecot SASL answers 535 5.7.8 "Invalid base64 data in continued response" (Postfix
+    # with Cyrus SASL would say 501 5.5.2 "Cannot decode response"); either is recorded as it came
+    rep = c.cmd("!!!notbase64", (535, 501))
+    sess["credentials"].append(cleartext_cred("PLAIN", None, None, rep, malformed=True, auth_lines=c.commands[-2:],
+                                              note="the response to the empty 334 challenge is not base64"))
+    rep = c.cmd("AUTH PLAIN " + b64s("\0%s\0%s" % (user, pw)), 235)
+    sess["credentials"].append(cleartext_cred("PLAIN", user, pw, rep, initial_response=True,
+                                              auth_lines=c.commands[-1:]))
+
+    # CHUNKING: the first chunk ends in the middle of a line; the body has a lone "." line (no
+    # dot-stuffing with BDAT, it is no end marker)
+    subject = "BDAT в двух частях"
+    msg, meta = msg_simple("cleartext-3", "Carol <carol@example.test>", "Alice <alice@example.test>", subject,
+                           "Hello Alice,\n\nthis message travels in two BDAT chunks; the first one ends in the "
+                           "middle of this line.\n.\nThe line above is a single dot: BDAT does not dot-stuff, "
+                           "so it ends nothing.\n..Two dots stay two dots.\nCarol\n", 16,
+                           subject_raw=enc_word(subject, "UTF-8", "B"))
+    cut = msg.index(b"in the mid") + len(b"in the mid")
+    chunks = [msg[:cut], msg[cut:]]
+    mail_from, rcpt = "carol@example.test", "alice@example.test"
+    c.cmd("MAIL FROM:<%s> BODY=8BITMIME" % mail_from, 250)
+    c.cmd("RCPT TO:<%s>" % rcpt, 250)
+    c.write("BDAT %d" % len(chunks[0]), ("smtp-bdat-chunk", chunks[0]))  # command + chunk in one write
+    c.expect(250)
+    c.write("BDAT %d LAST" % len(chunks[1]))  # command and chunk in two writes
+    c.write(("smtp-bdat-chunk", chunks[1]))
+    queued = c.expect(250)
+    rec = message_record("cleartext-3", msg, meta, mail_from, [rcpt], server_reply="%d %s" % tuple(queued),
+                         mail_options=["BODY=8BITMIME"], transfer="BDAT")
+    rec["wire"] = {"bdat_chunks": [{"command": "BDAT %d%s" % (len(ch), " LAST" if i == len(chunks) - 1 else ""),
+                                    **digest(ch)} for i, ch in enumerate(chunks)],
+                   "note": "BDAT: no dot-stuffing, no terminating '.'; sha256/size are of the concatenated chunks"}
+    sess.setdefault("messages_sent", []).append(rec)
+
+    # PIPELINING: MAIL, RCPT (accepted), RCPT (unknown user, 550) and DATA in one write, then the 4 replies
+    msg, meta = msg_simple("cleartext-4", "Carol <carol@example.test>", "Bob <bob@example.test>",
+                           "Pipelined DATA after BDAT",
+                           "Hi Bob,\n\nMAIL, two RCPTs and DATA went out in one write.\n.\n.leading dot\n"
+                           "..two leading dots\nCarol\n", 17)
+    rcpts = ["bob@example.test", "nosuch@example.test"]
+    c.write("MAIL FROM:<%s>" % mail_from, *["RCPT TO:<%s>" % r for r in rcpts], "DATA")
+    reps = [c.reply() for _ in range(4)]
+    if [r[0] for r in reps] != [250, 250, 550, 354]:
+        raise RuntimeError("pipelined replies: %r" % reps)
+    c.write(("smtp-data", dot_stuff(msg) + b".\r\n"))
+    queued = c.expect(250)
+    sess["messages_sent"].append(
+        message_record("cleartext-4", msg, meta, mail_from, rcpts, [rcpts[0]], {rcpts[1]: reps[2]},
+                       server_reply="%d %s" % tuple(queued), transfer="DATA", pipelined=True))
+    c.cmd("RSET", 250)
+    c.cmd("QUIT", 221)
+    c.close()
+    sess["commands"], sess["replies"], sess["writes"] = c.commands, c.replies, c.writes
+    sess["commands_note"] = ("exact lines written to the socket, without CRLF; BDAT chunks and the DATA payload "
+                             "(dot-stuffed, with the final '.CRLF') summarised as wire_size/wire_sha256")
+    sess["writes_note"] = "one entry per send() (TCP_NODELAY): its size and the indexes into commands it carried"
+    sess["client_port"], sess["client_ip"] = CONNECTIONS[n][3], CONNECTIONS[n][2]
+
+    # 4) swaks AUTH LOGIN (dave) in the clear
+    sess = new_session(SWAKS, "smtp", port)
+    user, pw = "dave", PASSWORDS["dave"]
+    msg, meta = msg_simple("cleartext-5", "Dave <dave@example.test>", "alice@example.test",
+                           "swaks AUTH LOGIN without TLS", "Sent by swaks --auth LOGIN on port 2525.\n.\nDave\n", 18)
+    path = os.path.join(args.state, "swaks-cleartext.eml")
+    client_input = msg[:-2]  # swaks adds CRLF before the final "." itself
+    with open(path, "wb") as f:
+        f.write(client_input)
+    run_swaks(sess, ["--port", str(port), "--ehlo", "swaks.example.test", "--auth", "LOGIN",
+                     "--auth-user", user, "--auth-password", pw,
+                     "--from", "dave@example.test", "--to", "alice@example.test", "--data", "@" + path])
+    auth = next((r for r in sess["replies"] if r[0] in (235, 535)), [0, "no AUTH reply"])
+    sess["credentials"].append(cleartext_cred("LOGIN", user, pw, auth))
+    sess.setdefault("messages_sent", []).append(
+        message_record("cleartext-5", msg, meta, "dave@example.test", ["alice@example.test"],
+                       client_input=client_input, server_reply=queued_reply(sess), transfer="DATA"))
 
 
 # -- POP3
@@ -1106,13 +1305,7 @@ TLS_MIXED_ERIN = [lambda: msg_simple("tls-erin-1", "Alice <alice@example.test>",
 # -- variants: one small SMTP session
 def scenario_small(args):
     server = SERVER6 if args.ipv6 else SERVER4
-    log = Log("smtp")
-    sess = new_session(py_client("smtplib"), "smtp", 25, server=server)
-    n = len(CONNECTIONS)
-    conn = LSMTP(local_hostname=EHLO_NAME, timeout=TIMEOUT)
-    conn._mlog = log
-    conn.connect(server, 25)
-    conn.ehlo()
+    sess, log, conn, n = open_smtplib(25, server=server)
     mid = "small-ipv6" if args.ipv6 else "small-1"
     msg, meta = msg_simple(mid, "Small <small@client.example.test>", "alice@example.test",
                            "Small capture" + (" over IPv6" if args.ipv6 else ""),
@@ -1125,6 +1318,7 @@ def scenario_small(args):
 SCENARIOS = {
     "smtp-plain": (scenario_smtp_plain, []),
     "smtp-auth-starttls": (scenario_smtp_auth_starttls, []),
+    "smtp-auth-cleartext": (scenario_smtp_auth_cleartext, []),
     "pop3": (scenario_pop3, [("dave", POP3_MESSAGES)]),
     "imap": (scenario_imap, [("erin", IMAP_MESSAGES)]),
     "tls-mixed": (scenario_tls_mixed, [("dave", TLS_MIXED_DAVE), ("erin", TLS_MIXED_ERIN)]),
@@ -1159,7 +1353,8 @@ def cmd_run(args):
     for s in SESSIONS:
         for c in s["credentials"]:
             c["inside_tls"] = s["tls"] is not None
-            c["password_on_wire"] = password_on_wire(c["mechanism"], s["protocol"])
+            c["password_on_wire"] = ("none (malformed response, no credentials)" if c.get("malformed")
+                                     else password_on_wire(c["mechanism"], s["protocol"]))
             c["readable_without_tls_keys"] = c["password_on_wire"] in ("plain", "base64") and not c["inside_tls"]
         for k in ("argv",):
             if k in s:
@@ -1228,6 +1423,17 @@ def container(path):
                 opts = opts[4 + ((ln + 3) & ~3):]
             info.update({"linktype": net, "linktype_name": LINKTYPES.get(net), "snaplen": snaplen,
                          "ts_resolution": {None: "us", 6: "us", 9: "ns"}.get(tsres, "if_tsresol=%r" % tsres)})
+            links = [net]
+            for _ in range(64):  # further Interface Description Blocks right after the first one
+                off += blen
+                if off + 16 > len(data):
+                    break
+                btype, blen = struct.unpack(endian + "II", data[off:off + 8])
+                if btype != 1 or blen < 12:
+                    break
+                links.append(struct.unpack(endian + "H", data[off + 8:off + 10])[0])
+            if len(links) > 1:  # linktype/snaplen/ts_resolution above are interface 0's
+                info["interfaces"] = [{"linktype": l, "linktype_name": LINKTYPES.get(l)} for l in links]
         return info
     info["format"] = "unknown"
     return info
@@ -1257,6 +1463,14 @@ DESCRIPTIONS = {
                        "recipient, RSET, QUIT), swaks with PIPELINING, curl --upload-file (1 accepted, 1 refused)",
     "smtp-auth-starttls.pcap": "Submission port 587: STARTTLS then AUTH PLAIN (smtplib), AUTH LOGIN (smtplib), a failed "
                                "AUTH (535), and curl; TLS key log in smtp-auth-starttls.keys",
+    "smtp-auth-cleartext.pcap": "Cleartext SMTP AUTH on port 2525 (no TLS offered; tshark needs -d tcp.port==2525,smtp): "
+                                "smtplib AUTH PLAIN + 8BITMIME mail with a UTF-8 Cyrillic subject and dot lines; "
+                                "smtplib AUTH LOGIN (user and password after 334s) + mail with report.pdf; a scripted "
+                                "raw-socket client: AUTH LOGIN with a wrong password (535), AUTH PLAIN with a "
+                                "non-base64 response (535 'Invalid base64 data'), AUTH PLAIN with initial response "
+                                "(235), CHUNKING "
+                                "(BDAT n + BDAT m LAST), PIPELINING (MAIL/RCPT/RCPT/DATA in one write, one 550), "
+                                "RSET, QUIT; swaks AUTH LOGIN + mail",
     "pop3.pcap": "Cleartext POP3 on port 110: poplib CAPA, USER/PASS, STAT, LIST, UIDL, RETR 1, RETR 3 (server "
                  "dot-stuffing), TOP 2 5, NOOP, DELE 1, QUIT; curl pop3:// (AUTH CRAM-MD5, LIST, RETR 1); poplib APOP",
     "imap.pcap": "Cleartext IMAP on port 143: imaplib LOGIN, CAPABILITY, LIST, SELECT, FETCH 1:* (FLAGS), UID FETCH "
@@ -1277,6 +1491,9 @@ DESCRIPTIONS = {
     "variants/smtp-small-sll.pcap": "Same session captured at the same time on -i any as Linux cooked v1 (LINKTYPE 113)",
     "variants/smtp-small-sll2.pcap": "Same session captured at the same time on -i any as Linux cooked v2 (LINKTYPE 276)",
     "variants/smtp-ipv6.pcap": "Small SMTP session over IPv6 (::1 -> ::1 port 25), smtplib",
+    "variants/multi-interface.pcapng": "mergecap of variants/smtp-small-sll2.pcap and variants/smtp-ipv6.pcap: one "
+                                       "pcapng with two interfaces of different link types (Linux cooked v2, "
+                                       "Ethernet)",
 }
 
 
@@ -1301,7 +1518,9 @@ def cmd_manifest(args):
             "IPv4 clients bind to %s, the servers are 127.0.0.1; the IPv6 sample uses ::1 on both ends." % CLIENT_IP,
             "messages_sent[].sha256/size: the exact message bytes the server received in DATA/APPEND "
             "(CRLF line ends, before dot-stuffing, including the CRLF before the final '.'); "
-            "wire.dot_stuffed_*: the same after dot-stuffing (without the terminating '.CRLF').",
+            "wire.dot_stuffed_*: the same after dot-stuffing (without the terminating '.CRLF'). "
+            "Messages sent with BDAT (transfer: BDAT) are not dot-stuffed: sha256/size are of the "
+            "concatenated chunks, wire.bdat_chunks lists each chunk.",
             "messages_fetched[]: received_* are the bytes the client got (POP3: after un-dot-stuffing; IMAP: the "
             "literal); maildir.sha256/size are the Maildir file as Dovecot stored it (LF line ends), "
             "maildir.crlf_* the same with CRLF line ends, which is what POP3/IMAP put on the wire.",
@@ -1319,7 +1538,9 @@ def cmd_manifest(args):
         if cap.get("filter"):
             entry["tcpdump_command"] = "tcpdump -s 0 -B 65536 -U --immediate-mode %s -w FILE '%s'" % (
                 cap.get("tcpdump_args", "-i lo"), cap["filter"])
-        for k in ("keylog", "derived_from", "derivation", "embedded_secrets"):
+        if cap.get("decode_as"):
+            entry["tshark_decode_as"] = cap["decode_as"]  # tshark -d VALUE (port not dissected by default)
+        for k in ("keylog", "derived_from", "derivation", "embedded_secrets", "note"):
             if cap.get(k):
                 entry[k] = cap[k]
         if cap.get("keylog"):
@@ -1328,7 +1549,8 @@ def cmd_manifest(args):
             entry["keylog_lines"] = sum(1 for l in kl.splitlines() if l and not l.startswith(b"#"))
         sessions = cap.get("sessions")
         if sessions:
-            sess = json.load(open(os.path.join(args.state, "sessions-%s.json" % sessions)))
+            sess = [s for name in sessions.split(",")  # several: a merge of captures, in time order
+                    for s in json.load(open(os.path.join(args.state, "sessions-%s.json" % name)))]
             # the snap120 / cooked variants share the base session; streams are re-derived per file
             streams = streams_of(path)
             if len(streams) != len(sess):

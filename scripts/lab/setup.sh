@@ -113,13 +113,19 @@ else
 fi
 
 # ---------------------------------------------------------------- wait + verify listeners
+# every port on 127.0.0.1 and ::1: Postfix 25, 465, 587, 2525 (cleartext AUTH); Dovecot 110, 995, 143, 993
+PORTS="25 465 587 2525 110 995 143 993"
+EXPECTED=$(( $(echo $PORTS | wc -w) * 2 ))
+SS_FILTER="( $(for p in $PORTS; do printf 'sport = :%s or ' "$p"; done | sed 's/ or $//') )"
 for i in $(seq 1 50); do
-  n=$(ss -Hltn '( sport = :25 or sport = :465 or sport = :587 or sport = :110 or sport = :995 or sport = :143 or sport = :993 )' | wc -l)
-  [ "$n" -ge 14 ] && break
+  n=$(ss -Hltn "$SS_FILTER" | wc -l)
+  [ "$n" -ge "$EXPECTED" ] && break
   sleep 0.2
 done
-ss -Hltnp '( sport = :25 or sport = :465 or sport = :587 or sport = :110 or sport = :995 or sport = :143 or sport = :993 )' | awk '{print "[setup] listening", $4}'
-bad=$(ss -Hltn '( sport = :25 or sport = :465 or sport = :587 or sport = :110 or sport = :995 or sport = :143 or sport = :993 )' | awk '{print $4}' | grep -vE '^(127\.0\.0\.1|\[::1\]):' || true)
+ss -Hltnp "$SS_FILTER" | awk '{print "[setup] listening", $4}'
+bad=$(ss -Hltn "$SS_FILTER" | awk '{print $4}' | grep -vE '^(127\.0\.0\.1|\[::1\]):' || true)
 if [ -n "$bad" ]; then echo "NON-LOOPBACK LISTENER: $bad" >&2; exit 1; fi
+n=$(ss -Hltn "$SS_FILTER" | wc -l)
+[ "$n" -ge "$EXPECTED" ] || { echo "only $n of $EXPECTED listeners on ports $PORTS" >&2; exit 1; }
 log "postfix pid $(tr -dc 0-9 < $POSTFIX_PID), dovecot pid $(tr -dc 0-9 < $DOVECOT_PID)"
 log "ok"

@@ -118,3 +118,63 @@ pub fn run_frames(frames: Vec<mailscope::capture::MemoryFrame>) -> Collected {
     assert!(report.faults.is_empty());
     collected
 }
+
+/// What the session layer reported for a capture.
+#[derive(Default)]
+pub struct Dialogues {
+    pub sessions: Vec<mailscope::session::model::Session>,
+    pub exchanges: BTreeMap<u64, Vec<mailscope::proto::Exchange>>,
+    pub messages: BTreeMap<u64, Vec<mailscope::session::model::Message>>,
+    pub notes: BTreeMap<u64, Vec<String>>,
+}
+
+impl mailscope::session::SessionSink for Dialogues {
+    fn exchange(
+        &mut self,
+        session: &mailscope::session::model::Session,
+        exchange: &mailscope::proto::Exchange,
+    ) {
+        self.exchanges
+            .entry(session.id)
+            .or_default()
+            .push(exchange.clone());
+    }
+    fn message(
+        &mut self,
+        session: &mailscope::session::model::Session,
+        message: &mailscope::session::model::Message,
+    ) {
+        self.messages
+            .entry(session.id)
+            .or_default()
+            .push(message.clone());
+    }
+    fn note(
+        &mut self,
+        session: &mailscope::session::model::Session,
+        note: &mailscope::proto::Note,
+    ) {
+        self.notes
+            .entry(session.id)
+            .or_default()
+            .push(note.text.clone());
+    }
+    fn session_end(&mut self, session: &mailscope::session::model::Session) {
+        self.sessions.push(session.clone());
+    }
+}
+
+pub fn dialogues(path: &Path) -> Dialogues {
+    let source = FileSource::open(path.to_str().expect("utf-8 path")).expect("open capture");
+    let mut analyzer = Analyzer::new(Config::default());
+    let mut table = mailscope::session::SessionTable::new(Dialogues::default());
+    let report = analyzer.run(&mut [Box::new(source) as Box<dyn PacketSource>], &mut table);
+    assert!(report.faults.is_empty(), "{:?}", report.faults);
+    table.sink
+}
+
+/// samples/MANIFEST.json: what the clients that made the samples sent and received.
+pub fn manifest() -> serde_json::Value {
+    let text = std::fs::read_to_string(sample("MANIFEST.json")).expect("samples/MANIFEST.json");
+    serde_json::from_str(&text).expect("valid JSON")
+}

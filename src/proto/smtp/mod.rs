@@ -186,9 +186,13 @@ impl Dissector for SmtpDissector {
             }
             Direction::ServerToClient => {
                 self.server.gap(len, ts);
-                self.reply_lines.clear();
                 self.resync[1] = true;
                 note(out, direction, ts, format!("{len} bytes from the server were not captured; resynchronising on the next reply"));
+                if !self.reply_lines.is_empty() {
+                    // The end of a multi-line reply fell into the gap: it still answers the
+                    // command it began to answer.
+                    self.reply_done(out);
+                }
             }
         }
         self.pump(out);
@@ -542,6 +546,9 @@ impl SmtpDissector {
                 continue;
             };
             self.resync[1] = false;
+            if self.reply_lines.is_empty() {
+                self.end_of_data_lost(line.ts, out);
+            }
             let last = parsed.last || self.reply_lines.len() + 1 >= MAX_REPLY_LINES;
             self.reply_lines.push(line);
             if last {
@@ -552,6 +559,36 @@ impl SmtpDissector {
             }
         }
         progress
+    }
+
+    /// A reply while the client is still sending a DATA body: the server only answers after the
+    /// final dot, so the dot was lost in a gap. The message ends there, incomplete.
+    fn end_of_data_lost(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+        if !matches!(self.mode, ClientMode::Data { .. }) {
+            return;
+        }
+        if let Some(message) = self.message.take() {
+            let t = &self.transaction;
+            out.push(ProtoEvent::Message(message.finish(
+                false,
+                t.mail_from.clone(),
+                t.accepted.clone(),
+            )));
+        }
+        note(
+            out,
+            Direction::ClientToServer,
+            ts,
+            "the end of the message was not captured; the server's reply ends it".into(),
+        );
+        let end = Line {
+            bytes: Vec::new(),
+            ts,
+            end_offset: self.client.offset(),
+            overlong: false,
+        };
+        self.push_command(".".into(), ".".into(), &end, Kind::DataEnd, false);
+        self.mode = ClientMode::AwaitReply;
     }
 
     fn reply_done(&mut self, out: &mut Vec<ProtoEvent>) {
