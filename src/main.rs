@@ -9,7 +9,9 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use mailscope::capture::{FileSource, LiveOptions, LiveSource, PacketSource, DEFAULT_LIVE_SNAPLEN};
+use mailscope::export::files::OutputDir;
 use mailscope::export::flows::{describe_stats, write_table, FlowCollector};
+use mailscope::export::folder::ExportWriter;
 use mailscope::export::follow::{FollowMode, FollowWriter};
 use mailscope::export::json::JsonWriter;
 use mailscope::export::transcript::TranscriptWriter;
@@ -39,6 +41,14 @@ enum Command {
         /// NDJSON records instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Each message as an .eml with its attachments, and one transcript per session, into DIR.
+    Export {
+        /// Capture files, then the output folder.
+        #[arg(required = true, num_args = 2.., value_name = "FILE... DIR")]
+        paths: Vec<String>,
+        #[command(flatten)]
+        common: Common,
     },
     /// Connection N's reassembled bytes, both directions in time order (as Wireshark's Follow
     /// TCP Stream). N is the number `mailscope flows` shows.
@@ -145,6 +155,10 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Some(Command::Flows { input, json }) => flows(&input, json),
+        Some(Command::Export { mut paths, common }) => {
+            let dir = paths.pop().unwrap_or_default();
+            export(paths, &dir, common)
+        }
         Some(Command::Follow {
             file,
             connection,
@@ -254,6 +268,27 @@ fn sessions(input: &Input, sink: &mut impl SessionSink) -> Result<ExitCode, Stri
     let mut table = SessionTable::new(sink);
     let report = analyzer.run(&mut sources, &mut table);
     Ok(finish(&report, &analyzer, input.common.quiet))
+}
+
+fn export(files: Vec<String>, dir: &str, common: Common) -> Result<ExitCode, String> {
+    let out = OutputDir::create(std::path::Path::new(dir))
+        .map_err(|e| format!("cannot create {dir}: {e}"))?;
+    let input = Input {
+        files,
+        interface: None,
+        filter: None,
+        promiscuous: false,
+        common,
+    };
+    let mut writer = ExportWriter::new(out);
+    let code = sessions(&input, &mut writer)?;
+    if let Some(e) = writer.error.take() {
+        return Err(format!("cannot write into {dir}: {e}"));
+    }
+    if !input.common.quiet {
+        eprintln!("mailscope: wrote {} files into {dir}", writer.written.len());
+    }
+    Ok(code)
 }
 
 fn follow(

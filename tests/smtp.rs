@@ -167,8 +167,7 @@ fn messages_envelopes_commands_and_credentials_match_what_the_clients_sent() {
             );
 
             // Credentials, in order, with their outcome.
-            let creds: Vec<Credential> = expected
-                ["credentials"]
+            let creds: Vec<Credential> = expected["credentials"]
                 .as_array()
                 .into_iter()
                 .flatten()

@@ -1,7 +1,9 @@
 //! Export: pure formatters over what the engine produced. Nothing here reads packets; everything
 //! that goes to a terminal passes [`crate::sanitize`].
 
+pub mod files;
 pub mod flows;
+pub mod folder;
 pub mod follow;
 pub mod json;
 pub mod time;

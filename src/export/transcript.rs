@@ -158,6 +158,10 @@ impl<W: Write> TranscriptWriter<W> {
             error: None,
         }
     }
+
+    pub fn output_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
 }
 
 impl<W: Write> SessionSink for TranscriptWriter<W> {

@@ -1,0 +1,155 @@
+//! The one way mailscope writes into an output folder. Names come from captured data (subjects,
+//! attachment names), so they are made safe here: one path component, no separators, no `..`,
+//! no control characters, no names Windows reserves, bounded length, never an existing file
+//! (files are created exclusively, which also refuses to follow a planted symlink).
+
+use std::collections::HashSet;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Longest name part taken from captured data, in characters.
+pub const MAX_NAME_CHARS: usize = 60;
+
+const RESERVED: [&str; 22] = [
+    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
+    "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+];
+
+/// A safe single path component from untrusted text: letters and digits of any script, `-`,
+/// `_` and `.` are kept, anything else becomes `_`; no leading dot; at most MAX_NAME_CHARS.
+pub fn safe_name(text: &str, fallback: &str) -> String {
+    let mut name: String = text
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(MAX_NAME_CHARS)
+        .collect();
+    while name.starts_with('.') {
+        name.remove(0);
+    }
+    let trimmed = name.trim_end_matches(['.', '_']).to_string();
+    let name = if trimmed.is_empty() {
+        fallback.to_string()
+    } else {
+        trimmed
+    };
+    let stem = name.split('.').next().unwrap_or("").to_ascii_uppercase();
+    if RESERVED.contains(&stem.as_str()) {
+        format!("_{name}")
+    } else {
+        name
+    }
+}
+
+pub struct OutputDir {
+    root: PathBuf,
+    /// Names handed out, per folder, so that two messages with one subject get two files.
+    used: HashSet<PathBuf>,
+}
+
+impl OutputDir {
+    pub fn create(root: &Path) -> io::Result<OutputDir> {
+        fs::create_dir_all(root)?;
+        Ok(OutputDir {
+            root: root.to_path_buf(),
+            used: HashSet::new(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A new, unused path for `name` (already safe) in `folder` (a path this type made, or
+    /// the root), adding `-2`, `-3`... before the extension when taken.
+    fn claim(&mut self, folder: &Path, name: &str) -> PathBuf {
+        let (stem, ext) = match name.rsplit_once('.') {
+            Some((stem, ext)) if !stem.is_empty() => (stem, format!(".{ext}")),
+            _ => (name, String::new()),
+        };
+        for n in 1.. {
+            let candidate = if n == 1 {
+                name.to_string()
+            } else {
+                format!("{stem}-{n}{ext}")
+            };
+            let path = folder.join(candidate);
+            if !path.exists() && self.used.insert(path.clone()) {
+                return path;
+            }
+        }
+        unreachable!("an unused name exists")
+    }
+
+    /// Writes a new file named from `name` (made safe) in the root, or in a sub-folder named
+    /// from `folder` (made safe). Returns the path written.
+    pub fn write(
+        &mut self,
+        folder: Option<&str>,
+        name: &str,
+        fallback: &str,
+        bytes: &[u8],
+    ) -> io::Result<PathBuf> {
+        let dir = match folder {
+            Some(f) => {
+                let dir = self.root.join(safe_name(f, "folder"));
+                fs::create_dir_all(&dir)?;
+                dir
+            }
+            None => self.root.clone(),
+        };
+        let path = self.claim(&dir, &safe_name(name, fallback));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        file.write_all(bytes)?;
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_stay_inside() {
+        let cases = [
+            ("../../etc/passwd", "_.._etc_passwd"),
+            ("/absolute/path.txt", "_absolute_path.txt"),
+            ("..", "x"),
+            ("nul\0byte.pdf", "nul_byte.pdf"),
+            ("CON.txt", "_CON.txt"),
+            ("lpt1", "_lpt1"),
+            (".hidden", "hidden"),
+            ("Отчёт за квартал.pdf", "Отчёт_за_квартал.pdf"),
+            ("\x1b]0;title\x07.sh", "__0_title_.sh"),
+            ("", "x"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(safe_name(input, "x"), want, "{input:?}");
+        }
+        assert_eq!(
+            safe_name(&"a".repeat(10_000), "x").chars().count(),
+            MAX_NAME_CHARS
+        );
+    }
+
+    #[test]
+    fn same_name_twice_gets_two_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = OutputDir::create(dir.path()).unwrap();
+        let a = out.write(None, "report.pdf", "x", b"1").unwrap();
+        let b = out.write(None, "report.pdf", "x", b"2").unwrap();
+        assert_eq!(a.file_name().unwrap(), "report.pdf");
+        assert_eq!(b.file_name().unwrap(), "report-2.pdf");
+        let c = out.write(Some("../up"), "../x", "x", b"3").unwrap();
+        assert!(c.starts_with(dir.path()) && c.parent().unwrap().file_name().unwrap() == "up");
+    }
+}
