@@ -150,6 +150,6 @@ mod tests {
         assert_eq!(a.file_name().unwrap(), "report.pdf");
         assert_eq!(b.file_name().unwrap(), "report-2.pdf");
         let c = out.write(Some("../up"), "../x", "x", b"3").unwrap();
-        assert!(c.starts_with(dir.path()) && c.parent().unwrap().file_name().unwrap() == "up");
+        assert!(c.starts_with(dir.path()) && c.parent().unwrap().file_name().unwrap() == "_up");
     }
 }
