@@ -167,6 +167,63 @@ impl Inbox {
     }
 }
 
+/// What reading a dot-terminated body did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DotBody {
+    /// Nothing could be taken yet.
+    Waiting,
+    /// Body bytes were taken; the body goes on.
+    Took(Timestamp),
+    /// The dot line was reached (and taken).
+    Ended(Timestamp),
+}
+
+/// Reads a body that ends with a line holding a lone dot: SMTP's DATA (RFC 5321 4.5.2) and
+/// POP3's multi-line responses (RFC 1939 3). A dot that starts a line is removed; the dot line
+/// ends the body and is not part of it. `at_line_start` carries over between calls; the body
+/// bytes go to `sink`.
+pub fn read_dot_body(
+    inbox: &mut Inbox,
+    at_line_start: &mut bool,
+    sink: &mut dyn FnMut(&[u8]),
+) -> DotBody {
+    let available = inbox.available();
+    let mut pos = 0;
+    let mut ended = None;
+    while pos < available.len() {
+        let rest = &available[pos..];
+        if *at_line_start && rest[0] == b'.' {
+            if rest.starts_with(b".\r\n") || rest.starts_with(b".\n") {
+                ended = Some(pos + if rest[1] == b'\r' { 3 } else { 2 });
+                break;
+            }
+            if rest == b"." || rest == b".\r" {
+                break; // wait: this may be the end
+            }
+            pos += 1;
+            *at_line_start = false;
+            continue;
+        }
+        match memchr::memchr(b'\n', rest) {
+            Some(i) => {
+                sink(&rest[..=i]);
+                pos += i + 1;
+                *at_line_start = true;
+            }
+            None => {
+                sink(rest);
+                pos = available.len();
+                *at_line_start = false;
+            }
+        }
+    }
+    match ended {
+        Some(end) => DotBody::Ended(inbox.consume(end)),
+        None if pos > 0 => DotBody::Took(inbox.consume(pos)),
+        None => DotBody::Waiting,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +268,26 @@ mod tests {
         assert_eq!(inbox.gap(100, Timestamp(2)), 7);
         inbox.push(b"RSET\r\n", Timestamp(3));
         assert_eq!(inbox.next_line().unwrap().end_offset, 113);
+    }
+
+    #[test]
+    fn dot_body_unstuffs_and_waits_at_a_possible_end() {
+        let mut inbox = Inbox::default();
+        let mut body = Vec::new();
+        let mut at_line_start = true;
+        inbox.push(b"a\r\n..b\r\n.", Timestamp(1));
+        let step = read_dot_body(&mut inbox, &mut at_line_start, &mut |b| {
+            body.extend_from_slice(b)
+        });
+        assert_eq!(step, DotBody::Took(Timestamp(1)));
+        assert_eq!(inbox.held(), 1, "the lone dot waits for its line end");
+        inbox.push(b"\r\nNEXT", Timestamp(2));
+        let step = read_dot_body(&mut inbox, &mut at_line_start, &mut |b| {
+            body.extend_from_slice(b)
+        });
+        assert_eq!(step, DotBody::Ended(Timestamp(2)));
+        assert_eq!(body, b"a\r\n.b\r\n");
+        assert_eq!(inbox.available(), b"NEXT");
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod parser;
 
 use std::collections::VecDeque;
 
-use super::framing::{Inbox, Line};
+use super::framing::{read_dot_body, DotBody, Inbox, Line};
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{Command, Dissector, Exchange, Note, ProtoEvent, Reply, Upgrade};
@@ -450,63 +450,34 @@ impl SmtpDissector {
         let ClientMode::Data { at_line_start } = &mut self.mode else {
             return false;
         };
-        let available = self.client.available();
         let message = self
             .message
             .get_or_insert_with(|| MessageBuilder::new(Timestamp::default()));
-        let mut pos = 0;
-        let mut ended = None;
-        while pos < available.len() {
-            let rest = &available[pos..];
-            if *at_line_start && rest[0] == b'.' {
-                if rest.starts_with(b".\r\n") || rest.starts_with(b".\n") {
-                    ended = Some(pos + if rest[1] == b'\r' { 3 } else { 2 });
-                    break;
+        match read_dot_body(&mut self.client, at_line_start, &mut |bytes| {
+            message.append(bytes)
+        }) {
+            DotBody::Waiting => false,
+            DotBody::Took(_) => true,
+            DotBody::Ended(ts) => {
+                if let Some(message) = self.message.take() {
+                    let t = &self.transaction;
+                    out.push(ProtoEvent::Message(message.finish(
+                        true,
+                        t.mail_from.clone(),
+                        t.accepted.clone(),
+                    )));
                 }
-                if rest.len() < 3 && (rest == b"." || rest == b".\r") {
-                    break; // wait: this may be the end
-                }
-                pos += 1; // transparency: the leading dot is removed
-                *at_line_start = false;
-                continue;
-            }
-            match memchr::memchr(b'\n', rest) {
-                Some(i) => {
-                    message.append(&rest[..=i]);
-                    pos += i + 1;
-                    *at_line_start = true;
-                }
-                None => {
-                    message.append(rest);
-                    pos = available.len();
-                    *at_line_start = false;
-                }
+                let end = Line {
+                    bytes: b".\r\n".to_vec(),
+                    ts,
+                    end_offset: self.client.offset(),
+                    overlong: false,
+                };
+                self.push_command(".".into(), ".".into(), &end, Kind::DataEnd, false);
+                self.mode = ClientMode::AwaitReply;
+                true
             }
         }
-        let taken = ended.unwrap_or(pos);
-        if taken == 0 {
-            return false;
-        }
-        let ts = self.client.consume(taken);
-        if ended.is_some() {
-            if let Some(message) = self.message.take() {
-                let t = &self.transaction;
-                out.push(ProtoEvent::Message(message.finish(
-                    true,
-                    t.mail_from.clone(),
-                    t.accepted.clone(),
-                )));
-            }
-            let end = Line {
-                bytes: b".\r\n".to_vec(),
-                ts,
-                end_offset: self.client.offset(),
-                overlong: false,
-            };
-            self.push_command(".".into(), ".".into(), &end, Kind::DataEnd, false);
-            self.mode = ClientMode::AwaitReply;
-        }
-        true
     }
 
     /// Reads the bytes of a BDAT chunk.
