@@ -6,11 +6,16 @@
 For every capture: packet count and link type as recorded, no lost segments, one TCP
 connection per recorded session, and (unless packets are truncated) the truth data is on
 the wire: every sent message (dot-stuffed, followed by ".CRLF") in the client->server bytes,
-every fetched message in the server->client bytes, credentials where they are visible.
+every fetched message in the server->client bytes, credentials where they are visible, and
+each sent message's attachments decode to the recorded file (MIME parts with the email package,
+uuencoded blocks line by line with binascii.a2b_uu).
 TLS streams are decrypted with the key log (or the secrets embedded in the pcapng).
 Exit status 1 on any failure.
 """
 import base64
+import binascii
+import email
+import email.policy
 import hashlib
 import json
 import os
@@ -19,6 +24,7 @@ import subprocess
 import sys
 
 FAILS = []
+ATTACHMENTS_CHECKED = [0]
 
 
 def fail(msg):
@@ -75,22 +81,23 @@ def unstuff(b):
     return re.sub(rb"(?m)^\.\.", b".", b)
 
 
-def smtp_payload_hashes(cb):
-    """sha256 of every DATA payload the client sent (un-dot-stuffed, incl. the CRLF before the final '.')"""
-    out = set()
+def smtp_payloads(cb):
+    """{sha256: bytes} of every DATA payload the client sent (un-dot-stuffed, incl. the CRLF before the final '.')"""
+    out = {}
     for mo in re.finditer(rb"(?im)^data\r\n", cb):
         end = cb.find(b"\r\n.\r\n", mo.end() - 2)
         if end >= 0:
-            out.add(sha(unstuff(cb[mo.end():end + 2])))
+            msg = unstuff(cb[mo.end():end + 2])
+            out[sha(msg)] = msg
     return out
 
 
-def smtp_bdat_hashes(cb):
-    """sha256 of every message the client sent with BDAT (the chunks up to BDAT n LAST, concatenated).
+def smtp_bdat_payloads(cb):
+    """{sha256: bytes} of every message the client sent with BDAT (the chunks up to BDAT n LAST, concatenated).
 
     Walks the client bytes command by command: a chunk is opaque, and the next command starts right
     after it, which need not be at the start of a line of the message."""
-    out, parts, pos = set(), [], 0
+    out, parts, pos = {}, [], 0
     for _ in range(100000):  # bounded
         eol = cb.find(b"\r\n", pos)
         if eol < 0:
@@ -102,9 +109,61 @@ def smtp_bdat_hashes(cb):
             parts.append(cb[pos:pos + n])
             pos += n
             if mo.group(2):
-                out.add(sha(b"".join(parts)))
+                msg = b"".join(parts)
+                out[sha(msg)] = msg
                 parts = []
     return out
+
+
+def uudecode(msg, filename):
+    """The file of the 'begin MODE filename' ... 'end' block in a message body, each line decoded
+    with binascii.a2b_uu. Raises ValueError when there is no such block or a line does not decode."""
+    lines = msg.split(b"\r\n")
+    for i, line in enumerate(lines):
+        m = re.fullmatch(rb"begin [0-7]{3,4} (.+)", line)
+        if not m or m.group(1) != filename.encode():
+            continue
+        out = bytearray()
+        for n, body_line in enumerate(lines[i + 1:], i + 2):
+            if body_line == b"end":
+                return bytes(out)
+            try:
+                out += binascii.a2b_uu(body_line)
+            except binascii.Error as e:
+                raise ValueError("line %d does not uudecode: %s" % (n, e))
+        raise ValueError("no 'end' line after %r" % line.decode(errors="replace"))
+    raise ValueError("no 'begin MODE %s' line" % filename)
+
+
+def attachment_problems(msg, rec):
+    """Each attachment recorded for a sent message, decoded from the message bytes: [problem, ...]"""
+    problems = []
+    parsed = None
+    for att in rec.get("attachments", []):
+        name = att["filename"]
+        if att.get("encoding") == "uuencode":
+            if re.search(rb"(?im)^mime-version:", msg.split(b"\r\n\r\n", 1)[0]):
+                problems.append("%s: uuencoded attachment in a MIME message" % name)
+            try:
+                data = uudecode(msg, name)
+            except ValueError as e:
+                problems.append("%s: %s" % (name, e))
+                continue
+        else:
+            if parsed is None:
+                parsed = email.message_from_bytes(msg, policy=email.policy.default)
+            part = next((p for p in parsed.iter_attachments() if p.get_filename() == name), None)
+            if part is None:
+                problems.append("%s: no MIME attachment of that name" % name)
+                continue
+            if part.get_content_type() != att["content_type"]:
+                problems.append("%s: Content-Type %s, manifest says %s" % (name, part.get_content_type(),
+                                                                        att["content_type"]))
+            data = part.get_payload(decode=True)
+        if sha(data) != att["sha256"] or len(data) != att["size"]:
+            problems.append("%s: decodes to %d bytes sha256 %s, manifest says %d bytes %s"
+                            % (name, len(data), sha(data)[:16], att["size"], att["sha256"][:16]))
+    return problems
 
 
 def pop3_hashes(sb):
@@ -191,10 +250,14 @@ def check_capture(root, name, cap):
                 fail("%s stream %d: TLS not decrypted" % (name, st))
             cb, sb = cb + tcb, sb + tsb
         label = "%s stream %d (%s %s/%d)" % (name, st, s["client"], s["protocol"], s["server_port"])
-        sent = smtp_payload_hashes(cb) | smtp_bdat_hashes(cb) if s["protocol"] == "smtp" else set()
+        sent = {**smtp_payloads(cb), **smtp_bdat_payloads(cb)} if s["protocol"] == "smtp" else {}
         for m in s.get("messages_sent", []):
             if m["sha256"] not in sent:
                 fail("%s: sent message %s (sha256 %s) not found in DATA" % (label, m["id"], m["sha256"][:16]))
+                continue
+            for problem in attachment_problems(sent[m["sha256"]], m):
+                fail("%s: sent message %s: attachment %s" % (label, m["id"], problem))
+            ATTACHMENTS_CHECKED[0] += len(m.get("attachments", []))
         literals_c = imap_literal_hashes(cb)
         for a in s.get("messages_appended", []):
             if a["sha256"] not in literals_c:
@@ -224,6 +287,7 @@ def main():
         print("ok  %-40s %6d bytes %4d packets %4d smtp/pop/imap frames, %d sessions" % (
             name, cap["size"], cap["packets"], n, len(cap.get("sessions", []))))
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+    print("attachments of sent messages decoded and matched: %d" % ATTACHMENTS_CHECKED[0])
     print("total size of %s: %d bytes" % (root, total))
     if FAILS:
         print("%d check(s) failed" % len(FAILS))

@@ -17,6 +17,7 @@ the CRLF before the terminating "." belongs to the message, RFC 5321 4.1.1.4).
 """
 import argparse
 import base64
+import binascii
 import datetime
 import hashlib
 import imaplib
@@ -308,6 +309,49 @@ def msg_alternative(msgid, to, subject, minute):
         "--%s--\n" % (to, enc_word(subject, "UTF-8", "Q"), MSG_DATE % minute, msgid, b, b, qp_encode(plain), b,
                       qp_encode(html), b))
     return crlf(body), {"subject": subject, "subject_raw": enc_word(subject, "UTF-8", "Q"), "attachments": []}
+
+
+def uuencode_file(fname):
+    """Output of the real `uuencode samples/files/NAME NAME` (GNU sharutils), LF line ends.
+    Returns (command line, output text)."""
+    argv = ["uuencode", "samples/files/" + fname, fname]
+    p = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=60)
+    if p.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(argv), p.returncode, p.stderr.decode(errors="replace")))
+    return " ".join(argv), p.stdout.decode("ascii")
+
+
+def uudecode_lines(lines, fname):
+    """the file of the 'begin MODE fname' ... 'end' block in lines (bytes, no line ends), each line
+    decoded with binascii.a2b_uu; None if there is no complete block"""
+    for i, line in enumerate(lines):
+        m = re.fullmatch(rb"begin [0-7]{3,4} (.+)", line)
+        if m and m.group(1) == fname.encode():
+            out = bytearray()
+            for body_line in lines[i + 1:]:
+                if body_line == b"end":
+                    return bytes(out)
+                out += binascii.a2b_uu(body_line)
+    return None
+
+
+def msg_uuencoded(msgid, frm, to, subject, text_before, text_after, fname, minute):
+    """Old-style mail without MIME (no MIME-Version / Content-Type): plain text, the output of
+    `uuencode` inline in the body, a closing line."""
+    data = read_file(fname)
+    command, uu = uuencode_file(fname)
+    begin = uu.split("\n", 1)[0]
+    body = ("From: %s\nTo: %s\nSubject: %s\nDate: %s\nMessage-ID: <%s@client.example.test>\n\n%s%s%s"
+            % (frm, to, subject, MSG_DATE % minute, msgid, text_before, uu, text_after))
+    msg = crlf(body)
+    if uudecode_lines(msg.split(CRLF), fname) != data:  # the block must decode to the file again
+        raise RuntimeError("%s: uuencoded %s does not decode to the file" % (msgid, fname))
+    att = {**attachment_info(fname, "application/octet-stream", data), "encoding": "uuencode",
+           "uuencode_command": command, "uuencode_begin_line": begin,
+           "uuencode_lines": uu.count("\n"),
+           "note": "no MIME: 'begin MODE NAME' ... 'end' inline in the text/plain body; content_type is "
+                   "what a reader would assume (there is no Content-Type header)"}
+    return msg, {"subject": subject, "subject_raw": subject, "mime": False, "attachments": [att]}
 
 
 LONG_TEXT = "".join("Line %02d of a longer body so that TOP n 5 cuts it.\n" % i for i in range(1, 9)) + \
@@ -984,6 +1028,21 @@ def scenario_smtp_auth_cleartext(args):
         message_record("cleartext-5", msg, meta, "dave@example.test", ["alice@example.test"],
                        client_input=client_input, server_reply=queued_reply(sess), transfer="DATA"))
 
+    # 5) smtplib AUTH PLAIN (alice), an old-style non-MIME mail: report.pdf uuencoded in the text body
+    sess, log, conn, n = open_smtplib(port)
+    user, pw = "alice", PASSWORDS["alice"]
+    rep = conn.login(user, pw)
+    sess["credentials"].append(cleartext_cred("PLAIN", user, pw, [rep[0], rep[1].decode()]))
+    msg, meta = msg_uuencoded("cleartext-6", "Alice <alice@example.test>", "Bob <bob@example.test>",
+                              "Report, uuencoded the old way",
+                              "Hi Bob,\n\nhere is the report as a uuencoded block (no MIME); save this mail\n"
+                              "and run uudecode on it to get report.pdf back.\n\n",
+                              "\nRegards,\nAlice\n", "report.pdf", 19)
+    smtp_session_smtplib(sess, conn, "cleartext-6", msg, meta, "alice@example.test", ["bob@example.test"])
+    sess["messages_sent"][-1]["transfer"] = "DATA"
+    conn.quit()
+    finish(sess, log, n)
+
 
 # -- POP3
 POP3_MESSAGES = [
@@ -1470,7 +1529,8 @@ DESCRIPTIONS = {
                                 "non-base64 response (535 'Invalid base64 data'), AUTH PLAIN with initial response "
                                 "(235), CHUNKING "
                                 "(BDAT n + BDAT m LAST), PIPELINING (MAIL/RCPT/RCPT/DATA in one write, one 550), "
-                                "RSET, QUIT; swaks AUTH LOGIN + mail",
+                                "RSET, QUIT; swaks AUTH LOGIN + mail; smtplib AUTH PLAIN + an old-style "
+                                "non-MIME mail with report.pdf uuencoded (GNU uuencode) in its text body",
     "pop3.pcap": "Cleartext POP3 on port 110: poplib CAPA, USER/PASS, STAT, LIST, UIDL, RETR 1, RETR 3 (server "
                  "dot-stuffing), TOP 2 5, NOOP, DELE 1, QUIT; curl pop3:// (AUTH CRAM-MD5, LIST, RETR 1); poplib APOP",
     "imap.pcap": "Cleartext IMAP on port 143: imaplib LOGIN, CAPABILITY, LIST, SELECT, FETCH 1:* (FLAGS), UID FETCH "

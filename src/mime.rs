@@ -115,6 +115,17 @@ pub fn parse(bytes: &[u8]) -> MessageView {
             bytes,
         });
     }
+    for part in message.text_bodies() {
+        for (name, bytes) in uudecode_blocks(part.contents()) {
+            view.attachments.push(Attachment {
+                filename: Some(name),
+                content_type: "application/octet-stream".into(),
+                size: bytes.len(),
+                sha256: Sha256::digest(&bytes).into(),
+                bytes,
+            });
+        }
+    }
     view.parts = mime_tree(&message);
     let mut hops: Vec<Hop> = message
         .header_values("Received")
@@ -138,6 +149,55 @@ pub fn parse(bytes: &[u8]) -> MessageView {
     view
 }
 
+/// Files that old mailers put in a text body with uuencode (`begin MODE NAME` ... `end`), as
+/// (name, decoded bytes). Written here because the one crate for it panics on malformed input
+/// and ignores each line's length byte.
+pub fn uudecode_blocks(text: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut lines = text
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    while let Some(line) = lines.next() {
+        let Some(rest) = line.strip_prefix(b"begin ") else {
+            continue;
+        };
+        let mut words = rest.splitn(2, |&b| b == b' ');
+        let mode_ok = words
+            .next()
+            .is_some_and(|m| !m.is_empty() && m.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let Some(name) = words.next().filter(|n| mode_ok && !n.is_empty()) else {
+            continue;
+        };
+        let mut bytes = Vec::new();
+        let mut ended = false;
+        for line in lines.by_ref() {
+            if line == b"end" {
+                ended = true;
+                break;
+            }
+            let Some((&count, data)) = line.split_first() else {
+                continue;
+            };
+            // Each character carries 6 bits, offset by 32 (a backquote stands for 0).
+            let len = usize::from(count.wrapping_sub(32) & 63);
+            let mut decoded = Vec::with_capacity(len + 2);
+            for group in data.chunks(4) {
+                let v: Vec<u32> = (0..4)
+                    .map(|i| u32::from(group.get(i).map_or(0, |c| c.wrapping_sub(32) & 63)))
+                    .collect();
+                let n = (v[0] << 18) | (v[1] << 12) | (v[2] << 6) | v[3];
+                decoded.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
+            }
+            decoded.truncate(len);
+            bytes.extend_from_slice(&decoded);
+        }
+        if ended {
+            found.push((String::from_utf8_lossy(name).into_owned(), bytes));
+        }
+    }
+    found
+}
+
 fn mime_tree(message: &mail_parser::Message<'_>) -> Vec<(usize, String, usize)> {
     let mut out = Vec::new();
     let mut stack = vec![(0u32, 0usize)];
@@ -153,4 +213,32 @@ fn mime_tree(message: &mail_parser::Message<'_>) -> Vec<(usize, String, usize)> 
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uudecode_known_answers() {
+        // `printf 'Cat' | uuencode cat.txt` (GNU sharutils).
+        let text = b"hello\r\nbegin 644 cat.txt\r\n#0V%T\r\n`\r\nend\r\nbye\r\n";
+        assert_eq!(
+            uudecode_blocks(text),
+            vec![("cat.txt".to_string(), b"Cat".to_vec())]
+        );
+        assert!(
+            uudecode_blocks(b"begin 644 x\r\n#0V%T\r\n").is_empty(),
+            "no end line: not a file"
+        );
+        assert!(
+            uudecode_blocks(b"begin here is some text\r\nend\r\n").is_empty(),
+            "not a mode"
+        );
+        assert_eq!(
+            uudecode_blocks(b"begin 600 y\n\xff\xfe\x00\nend\n").len(),
+            1,
+            "garbage lines do not panic"
+        );
+    }
 }
