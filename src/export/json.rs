@@ -36,7 +36,16 @@ struct SessionRecord<'a> {
     gaps: u64,
     state: &'static str,
     capabilities: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    mailbox: Vec<MailboxRecord<'a>>,
     notes: usize,
+}
+
+#[derive(Serialize)]
+struct MailboxRecord<'a> {
+    number: u64,
+    size: Option<u64>,
+    uid: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -82,6 +91,7 @@ struct MessageRecord<'a> {
     complete: bool,
     hole_bytes: u64,
     truncated: bool,
+    partial: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     mail_from: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -174,6 +184,7 @@ impl<W: Write> SessionSink for JsonWriter<W> {
             complete: c.complete,
             hole_bytes: c.hole_bytes,
             truncated: c.truncated,
+            partial: c.partial,
             mail_from: if smtp {
                 Some(c.mail_from.as_deref().unwrap_or(""))
             } else {
@@ -242,6 +253,15 @@ impl<W: Write> SessionSink for JsonWriter<W> {
             gaps: session.gaps,
             state: session.ended.map_or("open", |e| e.name()),
             capabilities: &session.capabilities,
+            mailbox: session
+                .mailbox
+                .iter()
+                .map(|e| MailboxRecord {
+                    number: e.number,
+                    size: e.size,
+                    uid: e.uid.as_deref(),
+                })
+                .collect(),
             notes: session.notes.len(),
         });
     }

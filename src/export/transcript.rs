@@ -78,7 +78,9 @@ pub fn message_lines(message: &Message, full: bool) -> Vec<String> {
     let c = &message.captured;
     let v = &message.view;
     let mut state = Vec::new();
-    if !c.complete {
+    if c.partial {
+        state.push("partial (headers and first lines only)".to_string());
+    } else if !c.complete {
         state.push("incomplete".to_string());
     }
     if c.hole_bytes > 0 {
@@ -96,8 +98,14 @@ pub fn message_lines(message: &Message, full: bool) -> Vec<String> {
             )
         })
         .collect();
+    // SMTP messages and IMAP APPENDs come from the client; POP3 and IMAP fetches from the server.
+    let side = if matches!(message.source, "pop3" | "imap-fetch") {
+        "S"
+    } else {
+        "C"
+    };
     let mut summary = format!(
-        "{} C: [message: {} bytes, subject {:?}",
+        "{} {side}: [message: {} bytes, subject {:?}",
         clock(c.ts),
         c.size,
         sanitize::line(v.subject.as_deref().unwrap_or("").as_bytes())

@@ -50,6 +50,7 @@ impl MessageBuilder {
     ) -> CapturedMessage {
         CapturedMessage {
             truncated: self.size > self.bytes.len() as u64,
+            partial: false,
             bytes: self.bytes,
             size: self.size,
             sha256: self.hasher.finalize().into(),

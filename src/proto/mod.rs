@@ -8,8 +8,10 @@
 
 pub mod framing;
 pub mod message;
+pub mod pop3;
 pub mod sasl;
 pub mod smtp;
+pub use pop3::Pop3Dissector;
 pub use smtp::SmtpDissector;
 
 use crate::capture::Timestamp;
@@ -84,9 +86,18 @@ pub struct CapturedMessage {
     pub hole_bytes: u64,
     /// True when the message was longer than the stored limit.
     pub truncated: bool,
+    /// Only part of a message by design (POP3 TOP, an IMAP header or section fetch).
+    pub partial: bool,
     pub mail_from: Option<String>,
     pub rcpt_to: Vec<String>,
     pub ts: Timestamp,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MailboxEntry {
+    pub number: u64,
+    pub size: Option<u64>,
+    pub uid: Option<String>,
 }
 
 /// Where TLS starts after STARTTLS/STLS: the stream offsets of the first TLS byte each way.
@@ -114,6 +125,8 @@ pub enum ProtoEvent {
     /// The server's capabilities (EHLO keywords, CAPA, CAPABILITY), upper-cased keywords with
     /// their parameters.
     Capabilities(Vec<String>),
+    /// A mailbox listing (POP3 LIST/UIDL): message number, size, unique id, as far as known.
+    Mailbox(Vec<MailboxEntry>),
     Note(Note),
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use crate::capture::Timestamp;
 use crate::mime;
 use crate::ports::Service;
-use crate::proto::{Dissector, Exchange, Note, ProtoEvent, SmtpDissector};
+use crate::proto::{Dissector, Exchange, Note, Pop3Dissector, ProtoEvent, SmtpDissector};
 use crate::tcp::{Direction, Flow, FlowInfo, StreamEvent, StreamSink};
 use model::{Message, Protocol, Session, TlsMode, TlsStatus};
 
@@ -30,6 +30,9 @@ struct Live {
     /// Whether the first client bytes were looked at yet.
     sniffed: bool,
 }
+
+/// Mailbox listing entries kept per session (a hostile server can list endlessly).
+const MAX_MAILBOX_ENTRIES: usize = 100_000;
 
 /// Why TLS is not readable until the TLS stage lands.
 const NOT_DECRYPTED: &str = "TLS decryption is not available yet";
@@ -94,6 +97,24 @@ fn apply(session: &mut Session, event: ProtoEvent, sink: &mut impl SessionSink) 
             };
         }
         ProtoEvent::Capabilities(capabilities) => session.capabilities = capabilities,
+        ProtoEvent::Mailbox(entries) => {
+            // LIST gives sizes and UIDL unique ids: merge them by message number.
+            for entry in entries {
+                let full = session.mailbox.len() >= MAX_MAILBOX_ENTRIES;
+                match session
+                    .mailbox
+                    .iter_mut()
+                    .find(|e| e.number == entry.number)
+                {
+                    Some(known) => {
+                        known.size = entry.size.or(known.size);
+                        known.uid = entry.uid.or(known.uid.take());
+                    }
+                    None if !full => session.mailbox.push(entry),
+                    None => {}
+                }
+            }
+        }
         ProtoEvent::Note(note) => {
             sink.note(session, &note);
             session.notes.push(note);
@@ -104,6 +125,7 @@ fn apply(session: &mut Session, event: ProtoEvent, sink: &mut impl SessionSink) 
 fn dissector_for(service: Option<Service>) -> (Option<Box<dyn Dissector + Send>>, TlsMode) {
     match service {
         Some(Service::Smtp) => (Some(Box::new(SmtpDissector::default())), TlsMode::None),
+        Some(Service::Pop3) => (Some(Box::new(Pop3Dissector::default())), TlsMode::None),
         Some(Service::Smtps | Service::Pop3s | Service::Imaps) => (None, TlsMode::Implicit),
         _ => (None, TlsMode::None),
     }
@@ -132,6 +154,7 @@ impl<S: SessionSink> StreamSink for SessionTable<S> {
             },
             auth: Vec::new(),
             capabilities: Vec::new(),
+            mailbox: Vec::new(),
             exchanges: 0,
             messages: 0,
             gaps: 0,

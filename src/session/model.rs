@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use crate::capture::Timestamp;
 use crate::mime::MessageView;
 use crate::ports::Service;
-use crate::proto::{AuthAttempt, CapturedMessage, Note, Upgrade};
+use crate::proto::{AuthAttempt, CapturedMessage, MailboxEntry, Note, Upgrade};
 use crate::tcp::FlowEnd;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +77,8 @@ pub struct Session {
     pub tls: TlsStatus,
     pub auth: Vec<AuthAttempt>,
     pub capabilities: Vec<String>,
+    /// The mailbox as POP3 LIST and UIDL showed it.
+    pub mailbox: Vec<MailboxEntry>,
     pub exchanges: u64,
     pub messages: u64,
     pub gaps: u64,

@@ -1,0 +1,548 @@
+//! The POP3 dissector (RFC 1939; CAPA and PIPELINING 2449, STLS 2595, AUTH 5034).
+//!
+//! A reply's shape depends on the command it answers (a positive RETR, TOP, CAPA, or LIST and
+//! UIDL without argument go on until a lone dot), so replies are read against the queue of
+//! commands sent, in order; clients may pipeline when CAPA says PIPELINING. After AUTH and STLS
+//! the client's next bytes depend on the reply, so reading the client waits for it.
+
+pub mod parser;
+
+use std::collections::VecDeque;
+
+use super::framing::{read_dot_body, DotBody, Inbox, Line};
+use super::message::MessageBuilder;
+use super::sasl::Sasl;
+use super::{
+    AuthAttempt, Command, Dissector, Exchange, MailboxEntry, Note, ProtoEvent, Reply, Upgrade,
+};
+use crate::capture::Timestamp;
+use crate::secret::Secret;
+use crate::tcp::Direction;
+use parser::Status;
+
+#[derive(Debug)]
+enum ClientMode {
+    Command,
+    AwaitReply,
+    SaslResponse,
+    Tls,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Other,
+    User(String),
+    Pass(String),
+    Apop(String, String),
+    Auth,
+    AuthStep,
+    Retr,
+    Top,
+    List,
+    Uidl,
+    Capa,
+    Stls,
+}
+
+#[derive(Debug)]
+struct Pending {
+    command: Command,
+    kind: Kind,
+    multi_line: bool,
+    unknown: bool,
+}
+
+/// A multi-line reply being read.
+#[derive(Debug)]
+struct Body {
+    pending: Pending,
+    status: Line,
+    at_line_start: bool,
+    /// RETR and TOP: the message; other commands: the listing lines.
+    message: Option<MessageBuilder>,
+    listing: Vec<u8>,
+}
+
+/// Listing bytes kept per reply (LIST, UIDL, CAPA); the rest is counted in a note.
+const MAX_LISTING_BYTES: usize = 1 << 20;
+
+#[derive(Debug)]
+pub struct Pop3Dissector {
+    client: Inbox,
+    server: Inbox,
+    mode: ClientMode,
+    pending: VecDeque<Pending>,
+    body: Option<Body>,
+    sasl: Option<Sasl>,
+    greeted: bool,
+    apop_timestamp: Option<String>,
+    /// The name of the last USER command, for the PASS that follows.
+    pending_user: Option<String>,
+    resync: [bool; 2],
+    encrypted: [u64; 2],
+}
+
+impl Default for Pop3Dissector {
+    fn default() -> Self {
+        Pop3Dissector {
+            client: Inbox::default(),
+            server: Inbox::default(),
+            mode: ClientMode::Command,
+            pending: VecDeque::new(),
+            body: None,
+            sasl: None,
+            greeted: false,
+            apop_timestamp: None,
+            pending_user: None,
+            resync: [false; 2],
+            encrypted: [0; 2],
+        }
+    }
+}
+
+fn note(out: &mut Vec<ProtoEvent>, direction: Direction, ts: Timestamp, text: String) {
+    out.push(ProtoEvent::Note(Note {
+        direction: Some(direction),
+        ts,
+        text,
+    }));
+}
+
+fn reply_of(status: &Line, extra: Vec<String>) -> Reply {
+    let first = status.text();
+    let code = if first.to_ascii_uppercase().starts_with("+OK") {
+        "+OK"
+    } else if first.starts_with('+') {
+        "+"
+    } else {
+        "-ERR"
+    };
+    let enhanced = match parser::status_line(&first) {
+        Some(Status::Done { code: Some(c), .. }) => Some(c.to_string()),
+        _ => None,
+    };
+    let mut lines = vec![first];
+    lines.extend(extra);
+    Reply {
+        code: code.to_string(),
+        enhanced,
+        lines,
+        ts: status.ts,
+        end_offset: status.end_offset,
+    }
+}
+
+impl Dissector for Pop3Dissector {
+    fn data(
+        &mut self,
+        direction: Direction,
+        bytes: &[u8],
+        ts: Timestamp,
+        out: &mut Vec<ProtoEvent>,
+    ) {
+        if matches!(self.mode, ClientMode::Tls) {
+            self.encrypted[direction.index()] += bytes.len() as u64;
+            return;
+        }
+        match direction {
+            Direction::ClientToServer => self.client.push(bytes, ts),
+            Direction::ServerToClient => self.server.push(bytes, ts),
+        }
+        self.pump(out);
+    }
+
+    fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+        if matches!(self.mode, ClientMode::Tls) {
+            return;
+        }
+        match direction {
+            Direction::ClientToServer => {
+                self.client.gap(len, ts);
+                self.resync[0] = true;
+                note(out, direction, ts, format!("{len} bytes from the client were not captured; resynchronising on the next command"));
+            }
+            Direction::ServerToClient => {
+                let lost = self.server.gap(len, ts) as u64 + len;
+                match &mut self.body {
+                    Some(body) => {
+                        body.at_line_start = false;
+                        if let Some(m) = &mut body.message {
+                            m.hole(lost);
+                        }
+                        note(
+                            out,
+                            direction,
+                            ts,
+                            format!("{lost} bytes of a multi-line reply were not captured"),
+                        );
+                    }
+                    None => {
+                        self.resync[1] = true;
+                        note(out, direction, ts, format!("{len} bytes from the server were not captured; resynchronising on the next reply"));
+                    }
+                }
+            }
+        }
+        self.pump(out);
+    }
+
+    fn end(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+        if let Some(body) = self.body.take() {
+            note(
+                out,
+                Direction::ServerToClient,
+                ts,
+                "the capture ended inside a multi-line reply".into(),
+            );
+            self.finish_body(body, false, out);
+        }
+        if let Some(sasl) = self.sasl.take() {
+            out.push(ProtoEvent::Auth(sasl.attempt(None, ts)));
+        }
+        for p in self.pending.drain(..) {
+            out.push(ProtoEvent::Exchange(Exchange {
+                command: Some(p.command),
+                reply: None,
+                unknown_command: p.unknown,
+            }));
+        }
+        let [c, s] = self.encrypted;
+        if c + s > 0 {
+            note(out, Direction::ClientToServer, ts, format!("TLS after STLS: {c} bytes from the client and {s} from the server, not decrypted"));
+        }
+    }
+}
+
+impl Pop3Dissector {
+    fn pump(&mut self, out: &mut Vec<ProtoEvent>) {
+        loop {
+            let client = self.pump_client(out);
+            let server = self.pump_server(out);
+            if !client && !server {
+                break;
+            }
+        }
+    }
+
+    fn pump_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+        let mut progress = false;
+        while matches!(self.mode, ClientMode::Command | ClientMode::SaslResponse) {
+            let Some(line) = self.client.next_line() else {
+                break;
+            };
+            progress = true;
+            self.client_line(line, out);
+        }
+        progress
+    }
+
+    fn push(
+        &mut self,
+        shown: String,
+        verb: String,
+        line: &Line,
+        kind: Kind,
+        multi_line: bool,
+        unknown: bool,
+    ) {
+        self.pending.push_back(Pending {
+            command: Command {
+                line: shown,
+                verb,
+                ts: line.ts,
+                end_offset: line.end_offset,
+            },
+            kind,
+            multi_line,
+            unknown,
+        });
+    }
+
+    fn client_line(&mut self, line: Line, out: &mut Vec<ProtoEvent>) {
+        let text = line.text();
+        if line.overlong {
+            note(
+                out,
+                Direction::ClientToServer,
+                line.ts,
+                format!("command line longer than {} bytes, cut", line.bytes.len()),
+            );
+        }
+        if matches!(self.mode, ClientMode::SaslResponse) {
+            let shown = match &mut self.sasl {
+                Some(sasl) => {
+                    sasl.response(&text);
+                    if sasl.cancelled {
+                        "cancelled".to_string()
+                    } else {
+                        sasl.decoded_step(sasl.response_count().saturating_sub(1))
+                            .unwrap_or_default()
+                    }
+                }
+                None => text.clone(),
+            };
+            self.push(
+                format!("[{shown}]"),
+                "AUTH-RESPONSE".into(),
+                &line,
+                Kind::AuthStep,
+                false,
+                false,
+            );
+            self.mode = ClientMode::AwaitReply;
+            return;
+        }
+        let (verb, args) = parser::command_line(&text);
+        let known = parser::KNOWN_VERBS.contains(&verb.as_str());
+        if self.resync[0] {
+            if !known {
+                return;
+            }
+            self.resync[0] = false;
+        }
+        let multi = parser::multi_line(&verb, args.len());
+        let first = args.first().map(|a| a.to_string()).unwrap_or_default();
+        let (kind, shown) = match verb.as_str() {
+            "USER" => (Kind::User(first), text.clone()),
+            "PASS" => (
+                Kind::Pass(text.get(5..).unwrap_or("").to_string()),
+                "PASS ****".to_string(),
+            ),
+            "APOP" => (
+                Kind::Apop(first, args.get(1).unwrap_or(&"").to_string()),
+                text.clone(),
+            ),
+            "RETR" => (Kind::Retr, text.clone()),
+            "TOP" => (Kind::Top, text.clone()),
+            "LIST" => (Kind::List, text.clone()),
+            "UIDL" => (Kind::Uidl, text.clone()),
+            "CAPA" => (Kind::Capa, text.clone()),
+            "STLS" => (Kind::Stls, text.clone()),
+            "AUTH" if !args.is_empty() => {
+                let sasl = Sasl::new(args[0], args.get(1).copied());
+                let shown = match args.get(1) {
+                    Some(_) => format!(
+                        "AUTH {} [{}]",
+                        sasl.mechanism(),
+                        sasl.decoded_step(0).unwrap_or_default()
+                    ),
+                    None => format!("AUTH {}", sasl.mechanism()),
+                };
+                self.sasl = Some(sasl);
+                (Kind::Auth, shown)
+            }
+            _ => (Kind::Other, text.clone()),
+        };
+        let waits = matches!(kind, Kind::Auth | Kind::Stls);
+        self.push(shown, verb, &line, kind, multi, !known);
+        if waits {
+            self.mode = ClientMode::AwaitReply;
+        }
+    }
+
+    fn pump_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+        if let Some(body) = &mut self.body {
+            let Body {
+                message,
+                listing,
+                at_line_start,
+                ..
+            } = body;
+            let step = read_dot_body(
+                &mut self.server,
+                at_line_start,
+                &mut |bytes| match message {
+                    Some(m) => m.append(bytes),
+                    None => {
+                        let room = MAX_LISTING_BYTES.saturating_sub(listing.len());
+                        listing.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                    }
+                },
+            );
+            return match step {
+                DotBody::Waiting => false,
+                DotBody::Took(_) => true,
+                DotBody::Ended(_) => {
+                    if let Some(body) = self.body.take() {
+                        self.finish_body(body, true, out);
+                    }
+                    true
+                }
+            };
+        }
+        let Some(line) = self.server.next_line() else {
+            return false;
+        };
+        let text = line.text();
+        let Some(status) = parser::status_line(&text) else {
+            if !self.resync[1] {
+                note(
+                    out,
+                    Direction::ServerToClient,
+                    line.ts,
+                    format!("not a POP3 response: {text:?}"),
+                );
+            }
+            return true;
+        };
+        self.resync[1] = false;
+        if !self.greeted && self.pending.is_empty() {
+            self.greeted = true;
+            self.apop_timestamp = parser::apop_timestamp(&text).map(str::to_string);
+            out.push(ProtoEvent::Exchange(Exchange {
+                command: None,
+                reply: Some(reply_of(&line, Vec::new())),
+                unknown_command: false,
+            }));
+            return true;
+        }
+        let Some(pending) = self.pending.pop_front() else {
+            out.push(ProtoEvent::Exchange(Exchange {
+                command: None,
+                reply: Some(reply_of(&line, Vec::new())),
+                unknown_command: false,
+            }));
+            return true;
+        };
+        match status {
+            Status::Continue(challenge) => {
+                if let Some(sasl) = &mut self.sasl {
+                    sasl.challenge(challenge);
+                }
+                self.mode = ClientMode::SaslResponse;
+                self.exchange(pending, reply_of(&line, Vec::new()), out);
+            }
+            Status::Done { ok: true, .. } if pending.multi_line => {
+                let message = matches!(pending.kind, Kind::Retr | Kind::Top)
+                    .then(|| MessageBuilder::new(line.ts));
+                self.body = Some(Body {
+                    pending,
+                    status: line,
+                    at_line_start: true,
+                    message,
+                    listing: Vec::new(),
+                });
+            }
+            Status::Done { ok, .. } => {
+                let reply = reply_of(&line, Vec::new());
+                self.single_line_done(&pending, ok, &reply, out);
+                self.exchange(pending, reply, out);
+            }
+        }
+        true
+    }
+
+    fn exchange(&mut self, pending: Pending, reply: Reply, out: &mut Vec<ProtoEvent>) {
+        out.push(ProtoEvent::Exchange(Exchange {
+            command: Some(pending.command),
+            reply: Some(reply),
+            unknown_command: pending.unknown,
+        }));
+    }
+
+    /// Acts on a single-line reply: credentials, STLS, the end of AUTH.
+    fn single_line_done(
+        &mut self,
+        pending: &Pending,
+        ok: bool,
+        reply: &Reply,
+        out: &mut Vec<ProtoEvent>,
+    ) {
+        match &pending.kind {
+            Kind::Pass(password) => {
+                let username = self.pending_user.take();
+                out.push(ProtoEvent::Auth(AuthAttempt {
+                    mechanism: "USER/PASS".into(),
+                    username,
+                    secret: Some(Secret::new(password.clone())),
+                    success: Some(ok),
+                    ts: reply.ts,
+                }));
+            }
+            Kind::User(name) => self.pending_user = Some(name.clone()),
+            Kind::Apop(name, digest) => out.push(ProtoEvent::Auth(AuthAttempt {
+                mechanism: "APOP".into(),
+                username: Some(name.clone()),
+                // What cracking tools need: the greeting's timestamp and the digest.
+                secret: Some(Secret::new(format!(
+                    "{} {digest}",
+                    self.apop_timestamp.as_deref().unwrap_or("")
+                ))),
+                success: Some(ok),
+                ts: reply.ts,
+            })),
+            Kind::Auth | Kind::AuthStep => {
+                if let Some(sasl) = self.sasl.take() {
+                    out.push(ProtoEvent::Auth(sasl.attempt(Some(ok), reply.ts)));
+                }
+                self.mode = ClientMode::Command;
+            }
+            Kind::Stls => {
+                if ok {
+                    out.push(ProtoEvent::Upgrade(Upgrade {
+                        client_offset: pending.command.end_offset,
+                        server_offset: reply.end_offset,
+                        ts: reply.ts,
+                    }));
+                    self.mode = ClientMode::Tls;
+                    self.encrypted = [self.client.held() as u64, self.server.held() as u64];
+                    self.client.consume(self.client.held());
+                    self.server.consume(self.server.held());
+                } else {
+                    self.mode = ClientMode::Command;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A multi-line reply ended (or was cut off): the message, listing or capabilities in it.
+    fn finish_body(&mut self, body: Body, complete: bool, out: &mut Vec<ProtoEvent>) {
+        let Body {
+            pending,
+            status,
+            message,
+            listing,
+            ..
+        } = body;
+        let text = String::from_utf8_lossy(&listing).into_owned();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let shown = if matches!(pending.kind, Kind::Retr | Kind::Top) {
+            Vec::new()
+        } else {
+            lines.clone()
+        };
+        let kind = pending.kind.clone();
+        self.exchange(pending, reply_of(&status, shown), out);
+        match (kind, message) {
+            (kind @ (Kind::Retr | Kind::Top), Some(message)) => {
+                let mut captured = message.finish(complete, None, Vec::new());
+                captured.partial = matches!(kind, Kind::Top);
+                out.push(ProtoEvent::Message(captured));
+            }
+            (kind @ (Kind::List | Kind::Uidl), _) => {
+                let entries = lines
+                    .iter()
+                    .filter_map(|l| parser::listing_line(l))
+                    .map(|(number, value)| match kind {
+                        Kind::List => MailboxEntry {
+                            number,
+                            size: value.parse().ok(),
+                            uid: None,
+                        },
+                        _ => MailboxEntry {
+                            number,
+                            size: None,
+                            uid: Some(value.to_string()),
+                        },
+                    })
+                    .collect();
+                out.push(ProtoEvent::Mailbox(entries));
+            }
+            (Kind::Capa, _) => out.push(ProtoEvent::Capabilities(
+                lines.iter().map(|l| l.to_ascii_uppercase()).collect(),
+            )),
+            _ => {}
+        }
+    }
+}
