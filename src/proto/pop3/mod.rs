@@ -546,3 +546,168 @@ impl Pop3Dissector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: Direction = Direction::ClientToServer;
+    const S: Direction = Direction::ServerToClient;
+
+    fn run(steps: &[(Direction, &[u8])]) -> Vec<ProtoEvent> {
+        let mut d = Pop3Dissector::default();
+        let mut out = Vec::new();
+        for (i, (direction, bytes)) in steps.iter().enumerate() {
+            d.data(*direction, bytes, Timestamp(i as i64), &mut out);
+        }
+        d.end(Timestamp(99), &mut out);
+        out
+    }
+
+    fn pairs(events: &[ProtoEvent]) -> Vec<(String, String)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                ProtoEvent::Exchange(x) => Some((
+                    x.command.as_ref().map_or(String::new(), |c| c.line.clone()),
+                    x.reply
+                        .as_ref()
+                        .map_or(String::new(), |r| r.lines[0].clone()),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pipelined_commands_pair_with_their_replies() {
+        let events = run(&[
+            (S, b"+OK ready\r\n"),
+            (C, b"STAT\r\nLIST\r\nRETR 9\r\nRETR 1\r\n"),
+            (S, b"+OK 1 6\r\n+OK\r\n1 6\r\n.\r\n-ERR [SYS/PERM] no such message\r\n+OK 6 octets\r\n..hi\r\n.\r\n"),
+        ]);
+        let p = pairs(&events);
+        assert_eq!(
+            p[1..],
+            [
+                ("STAT".into(), "+OK 1 6".into()),
+                ("LIST".into(), "+OK".into()),
+                ("RETR 9".into(), "-ERR [SYS/PERM] no such message".into()),
+                ("RETR 1".into(), "+OK 6 octets".into()),
+            ]
+        );
+        let m: Vec<_> = events
+            .iter()
+            .filter_map(|e| {
+                if let ProtoEvent::Message(m) = e {
+                    Some(m)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(
+            (m.len(), m[0].bytes.as_slice(), m[0].complete),
+            (1, &b".hi\r\n"[..], true)
+        );
+        let enhanced = events.iter().find_map(|e| match e {
+            ProtoEvent::Exchange(x) => x.reply.as_ref()?.enhanced.clone(),
+            _ => None,
+        });
+        assert_eq!(enhanced.as_deref(), Some("SYS/PERM"));
+    }
+
+    #[test]
+    fn stls_offsets_and_credentials() {
+        let events = run(&[
+            (S, b"+OK ready\r\n"),
+            (C, b"USER dave\r\n"),
+            (S, b"+OK\r\n"),
+            (C, b"PASS s3cret\r\n"),
+            (S, b"-ERR [AUTH] bad\r\n"),
+            (C, b"STLS\r\n\x16\x03\x01"),
+            (S, b"+OK Begin TLS\r\n\x16\x03\x03"),
+        ]);
+        let auth = events
+            .iter()
+            .find_map(|e| {
+                if let ProtoEvent::Auth(a) = e {
+                    Some(a)
+                } else {
+                    None
+                }
+            })
+            .unwrap();
+        assert_eq!(
+            (
+                auth.username.as_deref(),
+                auth.secret.as_ref().map(|s| s.expose()),
+                auth.success
+            ),
+            (Some("dave"), Some("s3cret"), Some(false))
+        );
+        assert!(
+            pairs(&events).contains(&("PASS ****".into(), "-ERR [AUTH] bad".into())),
+            "the password is masked"
+        );
+        let up = events
+            .iter()
+            .find_map(|e| {
+                if let ProtoEvent::Upgrade(u) = e {
+                    Some(*u)
+                } else {
+                    None
+                }
+            })
+            .unwrap();
+        assert_eq!(
+            (up.client_offset, up.server_offset),
+            (11 + 13 + 6, 11 + 5 + 17 + 15)
+        );
+    }
+
+    #[test]
+    fn gap_in_a_retrieved_message_is_a_hole() {
+        let mut d = Pop3Dissector::default();
+        let mut out = Vec::new();
+        let t = Timestamp(0);
+        d.data(S, b"+OK\r\n", t, &mut out);
+        d.data(C, b"RETR 1\r\nQUIT\r\n", t, &mut out);
+        d.data(S, b"+OK\r\nSubject: x\r\n", t, &mut out);
+        d.gap(S, 500, t, &mut out);
+        d.data(S, b"tail\r\n.\r\n+OK bye\r\n", t, &mut out);
+        d.end(t, &mut out);
+        let m = out
+            .iter()
+            .find_map(|e| {
+                if let ProtoEvent::Message(m) = e {
+                    Some(m)
+                } else {
+                    None
+                }
+            })
+            .unwrap();
+        assert_eq!((m.hole_bytes, m.complete), (500, false));
+        assert_eq!(pairs(&out).last(), Some(&("QUIT".into(), "+OK bye".into())));
+    }
+
+    #[test]
+    fn unterminated_retrieval_is_reported_incomplete() {
+        let events = run(&[
+            (S, b"+OK\r\n"),
+            (C, b"RETR 1\r\n"),
+            (S, b"+OK\r\nSubject: cut\r\n"),
+        ]);
+        let m = events
+            .iter()
+            .find_map(|e| {
+                if let ProtoEvent::Message(m) = e {
+                    Some(m)
+                } else {
+                    None
+                }
+            })
+            .unwrap();
+        assert!(!m.complete);
+    }
+}
