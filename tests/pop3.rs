@@ -193,13 +193,30 @@ fn received_chain_is_the_relay_path_oldest_first() {
     for message in got.messages.values().flatten() {
         let raw = String::from_utf8_lossy(&message.captured.bytes).to_string();
         let headers = &raw[..raw.find("\r\n\r\n").unwrap()];
-        let received: Vec<usize> = headers.match_indices("\r\nReceived:").map(|(i, _)| i).collect();
+        let received: Vec<usize> = headers
+            .match_indices("\r\nReceived:")
+            .map(|(i, _)| i)
+            .collect();
         let hops = &message.view.hops;
         assert_eq!(hops.len(), received.len(), "one hop per Received header");
-        let positions: Vec<usize> = hops.iter().map(|h| headers.find(h.id.as_deref().unwrap()).unwrap()).collect();
-        assert!(positions.windows(2).all(|w| w[0] > w[1]), "oldest first: {positions:?}");
-        assert_eq!(hops[0].with.as_deref(), Some("ESMTP"), "Postfix received it by SMTP");
-        assert_eq!(hops.last().unwrap().with.as_deref(), Some("LMTP"), "then handed it to Dovecot");
+        let positions: Vec<usize> = hops
+            .iter()
+            .map(|h| headers.find(h.id.as_deref().unwrap()).unwrap())
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] > w[1]),
+            "oldest first: {positions:?}"
+        );
+        assert_eq!(
+            hops[0].with.as_deref(),
+            Some("ESMTP"),
+            "Postfix received it by SMTP"
+        );
+        assert_eq!(
+            hops.last().unwrap().with.as_deref(),
+            Some("LMTP"),
+            "then handed it to Dovecot"
+        );
         checked += 1;
     }
     assert!(checked >= 3);

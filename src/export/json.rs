@@ -174,11 +174,11 @@ impl<W: Write> SessionSink for JsonWriter<W> {
 
     fn message(&mut self, session: &Session, message: &Message) {
         let (c, v) = (&message.captured, &message.view);
-        let smtp = message.source == "smtp";
+        let smtp = message.captured.source == "smtp";
         self.write(&MessageRecord {
             kind: "message",
             session: session.id,
-            source: message.source,
+            source: message.captured.source,
             size: c.size,
             sha256: hex(&c.sha256),
             complete: c.complete,

@@ -99,7 +99,7 @@ pub fn message_lines(message: &Message, full: bool) -> Vec<String> {
         })
         .collect();
     // SMTP messages and IMAP APPENDs come from the client; POP3 and IMAP fetches from the server.
-    let side = if matches!(message.source, "pop3" | "imap-fetch") {
+    let side = if matches!(message.captured.source, "pop3" | "imap-fetch") {
         "S"
     } else {
         "C"

@@ -128,6 +128,11 @@ impl Inbox {
     /// The next whole line, or None until its line end arrives. A line that grows past
     /// MAX_LINE_BYTES is returned cut, marked overlong, and its rest is discarded.
     pub fn next_line(&mut self) -> Option<Line> {
+        self.next_line_within(MAX_LINE_BYTES)
+    }
+
+    /// As [`Inbox::next_line`], with another limit (IMAP's lines carry long lists).
+    pub fn next_line_within(&mut self, max: usize) -> Option<Line> {
         loop {
             let available = self.available();
             let newline = memchr::memchr(b'\n', available);
@@ -140,7 +145,7 @@ impl Inbox {
                 continue;
             }
             return match newline {
-                Some(i) if i < MAX_LINE_BYTES => {
+                Some(i) if i < max => {
                     let bytes = available[..=i].to_vec();
                     let ts = self.consume(i + 1);
                     Some(Line {
@@ -150,9 +155,9 @@ impl Inbox {
                         overlong: false,
                     })
                 }
-                _ if available.len() >= MAX_LINE_BYTES => {
-                    let bytes = available[..MAX_LINE_BYTES].to_vec();
-                    let ts = self.consume(MAX_LINE_BYTES);
+                _ if available.len() >= max => {
+                    let bytes = available[..max].to_vec();
+                    let ts = self.consume(max);
                     self.discarding = true;
                     Some(Line {
                         bytes,

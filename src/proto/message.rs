@@ -44,11 +44,15 @@ impl MessageBuilder {
 
     pub fn finish(
         self,
+        source: &'static str,
         complete: bool,
         mail_from: Option<String>,
         rcpt_to: Vec<String>,
     ) -> CapturedMessage {
         CapturedMessage {
+            source,
+            mailbox: None,
+            uid: None,
             truncated: self.size > self.bytes.len() as u64,
             partial: false,
             bytes: self.bytes,

@@ -7,10 +7,12 @@
 //! folder keeps its grammar (`parser.rs`, pure functions) apart from its state machine (`mod.rs`).
 
 pub mod framing;
+pub mod imap;
 pub mod message;
 pub mod pop3;
 pub mod sasl;
 pub mod smtp;
+pub use imap::ImapDissector;
 pub use pop3::Pop3Dissector;
 pub use smtp::SmtpDissector;
 
@@ -75,6 +77,11 @@ pub struct AuthAttempt {
 /// A message that crossed the wire.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CapturedMessage {
+    /// Where it was seen: "smtp", "pop3", "imap-fetch", "imap-append".
+    pub source: &'static str,
+    /// IMAP: the mailbox and UID it is stored under, as far as the dialogue says.
+    pub mailbox: Option<String>,
+    pub uid: Option<u64>,
     /// The exact message bytes (SMTP: after dot-unstuffing, without the final dot line), up to
     /// [`framing::MAX_MESSAGE_BYTES`]; `size` and `sha256` always cover all of them.
     pub bytes: Vec<u8>,

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use crate::capture::Timestamp;
 use crate::mime;
 use crate::ports::Service;
-use crate::proto::{Dissector, Exchange, Note, Pop3Dissector, ProtoEvent, SmtpDissector};
+use crate::proto::{
+    Dissector, Exchange, ImapDissector, Note, Pop3Dissector, ProtoEvent, SmtpDissector,
+};
 use crate::tcp::{Direction, Flow, FlowInfo, StreamEvent, StreamSink};
 use model::{Message, Protocol, Session, TlsMode, TlsStatus};
 
@@ -73,16 +75,10 @@ fn apply(session: &mut Session, event: ProtoEvent, sink: &mut impl SessionSink) 
         ProtoEvent::Message(captured) => {
             session.messages += 1;
             let view = mime::parse(&captured.bytes);
-            let source = match session.protocol {
-                Protocol::Pop3 => "pop3",
-                Protocol::Imap => "imap-fetch",
-                _ => "smtp",
-            };
             sink.message(
                 session,
                 &Message {
                     session: session.id,
-                    source,
                     captured,
                     view,
                 },
@@ -126,6 +122,7 @@ fn dissector_for(service: Option<Service>) -> (Option<Box<dyn Dissector + Send>>
     match service {
         Some(Service::Smtp) => (Some(Box::new(SmtpDissector::default())), TlsMode::None),
         Some(Service::Pop3) => (Some(Box::new(Pop3Dissector::default())), TlsMode::None),
+        Some(Service::Imap) => (Some(Box::new(ImapDissector::default())), TlsMode::None),
         Some(Service::Smtps | Service::Pop3s | Service::Imaps) => (None, TlsMode::Implicit),
         _ => (None, TlsMode::None),
     }

@@ -101,8 +101,6 @@ impl Session {
 #[derive(Clone, Debug)]
 pub struct Message {
     pub session: u64,
-    /// Where it was seen: "smtp", "pop3", "imap-fetch", "imap-append".
-    pub source: &'static str,
     pub captured: CapturedMessage,
     pub view: MessageView,
 }

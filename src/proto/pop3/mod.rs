@@ -516,7 +516,7 @@ impl Pop3Dissector {
         self.exchange(pending, reply_of(&status, shown), out);
         match (kind, message) {
             (kind @ (Kind::Retr | Kind::Top), Some(message)) => {
-                let mut captured = message.finish(complete, None, Vec::new());
+                let mut captured = message.finish("pop3", complete, None, Vec::new());
                 captured.partial = matches!(kind, Kind::Top);
                 out.push(ProtoEvent::Message(captured));
             }

@@ -211,6 +211,7 @@ impl Dissector for SmtpDissector {
             );
             let t = std::mem::take(&mut self.transaction);
             out.push(ProtoEvent::Message(message.finish(
+                "smtp",
                 false,
                 t.mail_from,
                 t.accepted,
@@ -462,6 +463,7 @@ impl SmtpDissector {
                 if let Some(message) = self.message.take() {
                     let t = &self.transaction;
                     out.push(ProtoEvent::Message(message.finish(
+                        "smtp",
                         true,
                         t.mail_from.clone(),
                         t.accepted.clone(),
@@ -541,6 +543,7 @@ impl SmtpDissector {
         if let Some(message) = self.message.take() {
             let t = &self.transaction;
             out.push(ProtoEvent::Message(message.finish(
+                "smtp",
                 false,
                 t.mail_from.clone(),
                 t.accepted.clone(),
@@ -620,6 +623,7 @@ impl SmtpDissector {
                 if let Some(message) = self.message.take() {
                     let t = std::mem::take(&mut self.transaction);
                     out.push(ProtoEvent::Message(message.finish(
+                        "smtp",
                         true,
                         t.mail_from,
                         t.accepted,

@@ -1,0 +1,697 @@
+//! The IMAP dissector (RFC 9051 and 3501; LITERAL+/- 7888, SASL-IR 4959, IDLE 2177, BINARY
+//! 3516, UIDPLUS 4315).
+//!
+//! Commands and responses are read as whole units with their literals counted (`units`), and
+//! completions pair with commands by tag, so several commands may be in flight. Untagged data
+//! is shown with the oldest command in flight. The client waits for the server where the
+//! protocol makes it: before a synchronising literal (`+` or a refusal), during AUTHENTICATE
+//! (challenges), during IDLE (until DONE), and after STARTTLS.
+//!
+//! Messages: every FETCH literal of a whole message (BODY[], RFC822, BINARY[]) is a message
+//! (imap-fetch) with the selected mailbox and UID; header and part fetches are partial
+//! messages; partial fetches `<origin.length>` of one message are stitched in order until a
+//! chunk comes back shorter than asked. An APPEND's literal is a message (imap-append).
+
+pub mod parser;
+pub mod units;
+
+use super::framing::Inbox;
+use super::message::MessageBuilder;
+use super::sasl::Sasl;
+use super::{
+    AuthAttempt, CapturedMessage, Command, Dissector, Exchange, Note, ProtoEvent, Reply, Upgrade,
+};
+use crate::capture::Timestamp;
+use crate::secret::Secret;
+use crate::tcp::Direction;
+use parser::{Response, Section};
+use units::{Step, Unit, UnitReader};
+
+/// Command names a dialogue resynchronises on after a gap.
+pub const KNOWN_COMMANDS: [&str; 35] = [
+    "CAPABILITY",
+    "LOGIN",
+    "AUTHENTICATE",
+    "STARTTLS",
+    "ID",
+    "ENABLE",
+    "LIST",
+    "LSUB",
+    "STATUS",
+    "NAMESPACE",
+    "SELECT",
+    "EXAMINE",
+    "CREATE",
+    "DELETE",
+    "RENAME",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "APPEND",
+    "FETCH",
+    "STORE",
+    "COPY",
+    "MOVE",
+    "SEARCH",
+    "EXPUNGE",
+    "CLOSE",
+    "UNSELECT",
+    "IDLE",
+    "NOOP",
+    "LOGOUT",
+    "CHECK",
+    "COMPRESS",
+    "UID FETCH",
+    "UID STORE",
+    "UID SEARCH",
+    "UID COPY",
+];
+
+/// Untagged lines kept with one command (a FETCH 1:* of a large mailbox can send many).
+const MAX_UNTAGGED_LINES: usize = 1000;
+
+#[derive(Debug, Default, PartialEq)]
+enum ClientMode {
+    #[default]
+    Command,
+    /// Waiting for the server: AUTHENTICATE and STARTTLS decide how the client goes on.
+    AwaitReply,
+    SaslResponse,
+    /// After IDLE, until the client's DONE.
+    Idle,
+    /// After STARTTLS, or COMPRESS (not inflated yet).
+    Opaque,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Other,
+    Login(String, String),
+    Authenticate,
+    StartTls,
+    Select(String),
+    Fetch,
+    Compress,
+}
+
+#[derive(Debug)]
+struct Pending {
+    tag: String,
+    command: Command,
+    kind: Kind,
+    untagged: Vec<String>,
+    /// A partial fetch's asked length.
+    requested: Option<u64>,
+}
+
+/// A message fetched in pieces (`BODY[]<origin.length>`).
+#[derive(Debug)]
+struct Chunked {
+    uid: Option<u64>,
+    message: MessageBuilder,
+}
+
+#[derive(Debug)]
+pub struct ImapDissector {
+    client: Inbox,
+    server: Inbox,
+    client_reader: UnitReader,
+    server_reader: UnitReader,
+    mode: ClientMode,
+    pending: Vec<Pending>,
+    /// The client holds a synchronising literal until the server's `+`.
+    awaiting_continuation: bool,
+    selected: Option<String>,
+    sasl: Option<Sasl>,
+    greeted: bool,
+    chunked: Option<Chunked>,
+    resync: [bool; 2],
+    opaque: [u64; 2],
+}
+
+fn note(out: &mut Vec<ProtoEvent>, direction: Direction, ts: Timestamp, text: String) {
+    out.push(ProtoEvent::Note(Note {
+        direction: Some(direction),
+        ts,
+        text,
+    }));
+}
+
+fn literal_bytes(unit: &mut Unit) -> Vec<Vec<u8>> {
+    unit.literals
+        .drain(..)
+        .map(|(_, l)| l.finish("imap-fetch", true, None, Vec::new()).bytes)
+        .collect()
+}
+
+impl Default for ImapDissector {
+    fn default() -> Self {
+        ImapDissector {
+            client: Inbox::default(),
+            server: Inbox::default(),
+            client_reader: UnitReader::client(),
+            server_reader: UnitReader::default(),
+            mode: ClientMode::Command,
+            pending: Vec::new(),
+            awaiting_continuation: false,
+            selected: None,
+            sasl: None,
+            greeted: false,
+            chunked: None,
+            resync: [false; 2],
+            opaque: [0; 2],
+        }
+    }
+}
+
+impl Dissector for ImapDissector {
+    fn data(
+        &mut self,
+        direction: Direction,
+        bytes: &[u8],
+        ts: Timestamp,
+        out: &mut Vec<ProtoEvent>,
+    ) {
+        if self.mode == ClientMode::Opaque {
+            self.opaque[direction.index()] += bytes.len() as u64;
+            return;
+        }
+        match direction {
+            Direction::ClientToServer => self.client.push(bytes, ts),
+            Direction::ServerToClient => self.server.push(bytes, ts),
+        }
+        self.pump(out);
+    }
+
+    fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+        if self.mode == ClientMode::Opaque {
+            return;
+        }
+        let (inbox, reader, i) = match direction {
+            Direction::ClientToServer => (&mut self.client, &mut self.client_reader, 0),
+            Direction::ServerToClient => (&mut self.server, &mut self.server_reader, 1),
+        };
+        let held = inbox.gap(len, ts) as u64;
+        if reader.gap(len + held) {
+            note(
+                out,
+                direction,
+                ts,
+                format!("{} bytes inside a literal were not captured", len + held),
+            );
+        } else {
+            self.resync[i] = true;
+            note(
+                out,
+                direction,
+                ts,
+                format!(
+                    "{len} bytes were not captured; resynchronising on the next line that parses"
+                ),
+            );
+        }
+        self.pump(out);
+    }
+
+    fn end(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+        for (direction, reader) in [
+            (Direction::ClientToServer, &mut self.client_reader),
+            (Direction::ServerToClient, &mut self.server_reader),
+        ] {
+            if reader.abandon().is_some() {
+                note(
+                    out,
+                    direction,
+                    ts,
+                    "the capture ended inside a command or response".into(),
+                );
+            }
+        }
+        if let Some(chunked) = self.chunked.take() {
+            let mut m = chunked
+                .message
+                .finish("imap-fetch", false, None, Vec::new());
+            m.partial = true;
+            m.mailbox = self.selected.clone();
+            m.uid = chunked.uid;
+            out.push(ProtoEvent::Message(m));
+        }
+        if let Some(sasl) = self.sasl.take() {
+            out.push(ProtoEvent::Auth(sasl.attempt(None, ts)));
+        }
+        for p in self.pending.drain(..) {
+            out.push(ProtoEvent::Exchange(Exchange {
+                command: Some(p.command),
+                reply: None,
+                unknown_command: false,
+            }));
+        }
+        let [c, s] = self.opaque;
+        if c + s > 0 {
+            note(out, Direction::ClientToServer, ts, format!("after STARTTLS or COMPRESS: {c} bytes from the client and {s} from the server, not decoded"));
+        }
+    }
+}
+
+impl ImapDissector {
+    fn pump(&mut self, out: &mut Vec<ProtoEvent>) {
+        loop {
+            let client = self.pump_client(out);
+            let server = self.pump_server(out);
+            if !client && !server {
+                break;
+            }
+        }
+    }
+
+    fn pump_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+        let mut progress = false;
+        while matches!(
+            self.mode,
+            ClientMode::Command | ClientMode::SaslResponse | ClientMode::Idle
+        ) {
+            match self.client_reader.step(&mut self.client) {
+                Step::Waiting => break,
+                Step::Progress => progress = true,
+                Step::NeedsContinuation => {
+                    self.awaiting_continuation = true;
+                    progress = true;
+                    break;
+                }
+                Step::Unit(unit) => {
+                    progress = true;
+                    self.client_unit(unit, out);
+                }
+            }
+        }
+        progress
+    }
+
+    fn client_unit(&mut self, mut unit: Unit, out: &mut Vec<ProtoEvent>) {
+        if unit.overlong {
+            note(
+                out,
+                Direction::ClientToServer,
+                unit.ts,
+                "a command line longer than the limit was cut".into(),
+            );
+        }
+        match self.mode {
+            ClientMode::SaslResponse => {
+                if let Some(sasl) = &mut self.sasl {
+                    sasl.response(&unit.text);
+                    let shown = if sasl.cancelled {
+                        "cancelled".to_string()
+                    } else {
+                        sasl.decoded_step(sasl.response_count().saturating_sub(1))
+                            .unwrap_or_default()
+                    };
+                    if let Some(p) = self
+                        .pending
+                        .iter_mut()
+                        .rev()
+                        .find(|p| matches!(p.kind, Kind::Authenticate))
+                    {
+                        p.command.line.push_str(&format!(" [{shown}]"));
+                    }
+                }
+                self.mode = ClientMode::AwaitReply;
+                return;
+            }
+            ClientMode::Idle => {
+                if unit.text.eq_ignore_ascii_case("DONE") {
+                    if let Some(p) = self.pending.last_mut() {
+                        p.command.line.push_str(" ... DONE");
+                    }
+                    self.mode = ClientMode::Command;
+                } else {
+                    note(
+                        out,
+                        Direction::ClientToServer,
+                        unit.ts,
+                        format!("during IDLE the client sent {:?}, not DONE", unit.text),
+                    );
+                }
+                return;
+            }
+            _ => {}
+        }
+        let Some((tag, name, args)) = parser::command(&unit.text) else {
+            if !self.resync[0] {
+                note(
+                    out,
+                    Direction::ClientToServer,
+                    unit.ts,
+                    format!("not an IMAP command: {:?}", unit.text),
+                );
+            }
+            return;
+        };
+        let known = KNOWN_COMMANDS.contains(&name.as_str());
+        if self.resync[0] && !known {
+            return;
+        }
+        self.resync[0] = false;
+        let (tag, args) = (tag.to_string(), args.to_string());
+        let mut shown = unit.text.clone();
+        let kind = match name.as_str() {
+            "LOGIN" => {
+                let mut literals = literal_bytes(&mut unit).into_iter();
+                let words = parser::astrings(&args, &mut literals);
+                let user = words.first().cloned().unwrap_or_default();
+                shown = format!("{tag} LOGIN {user} ****");
+                Kind::Login(user, words.get(1).cloned().unwrap_or_default())
+            }
+            "AUTHENTICATE" => {
+                let mut words = args.split(' ');
+                let mechanism = words.next().unwrap_or("");
+                let initial = words.next();
+                let sasl = Sasl::new(mechanism, initial);
+                if initial.is_some() {
+                    shown = format!(
+                        "{tag} AUTHENTICATE {} [{}]",
+                        sasl.mechanism(),
+                        sasl.decoded_step(0).unwrap_or_default()
+                    );
+                }
+                self.sasl = Some(sasl);
+                self.mode = ClientMode::AwaitReply;
+                Kind::Authenticate
+            }
+            "STARTTLS" => {
+                self.mode = ClientMode::AwaitReply;
+                Kind::StartTls
+            }
+            "COMPRESS" => {
+                self.mode = ClientMode::AwaitReply;
+                Kind::Compress
+            }
+            "SELECT" | "EXAMINE" => {
+                let mut literals = literal_bytes(&mut unit).into_iter();
+                Kind::Select(
+                    parser::astrings(&args, &mut literals)
+                        .into_iter()
+                        .next()
+                        .unwrap_or_default(),
+                )
+            }
+            "IDLE" => {
+                self.mode = ClientMode::Idle;
+                Kind::Other
+            }
+            "APPEND" => {
+                let mailbox = parser::astrings(
+                    args.split(' ').next().unwrap_or(""),
+                    &mut std::iter::empty(),
+                )
+                .into_iter()
+                .next();
+                if let Some((_, literal)) = unit.literals.pop() {
+                    let mut message = literal.finish("imap-append", true, None, Vec::new());
+                    message.mailbox = mailbox;
+                    out.push(ProtoEvent::Message(message));
+                }
+                Kind::Other
+            }
+            "FETCH" | "UID FETCH" => Kind::Fetch,
+            _ => Kind::Other,
+        };
+        self.pending.push(Pending {
+            requested: parser::requested_length(&args),
+            tag,
+            command: Command {
+                line: shown,
+                verb: name,
+                ts: unit.ts,
+                end_offset: unit.end_offset,
+            },
+            kind,
+            untagged: Vec::new(),
+        });
+    }
+
+    fn pump_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+        match self.server_reader.step(&mut self.server) {
+            Step::Waiting => false,
+            Step::Progress | Step::NeedsContinuation => true,
+            Step::Unit(unit) => {
+                self.server_unit(unit, out);
+                true
+            }
+        }
+    }
+
+    fn server_unit(&mut self, unit: Unit, out: &mut Vec<ProtoEvent>) {
+        let Some(response) = parser::response(&unit.text) else {
+            if !self.resync[1] {
+                note(
+                    out,
+                    Direction::ServerToClient,
+                    unit.ts,
+                    format!("not an IMAP response: {:?}", unit.text),
+                );
+            }
+            return;
+        };
+        self.resync[1] = false;
+        match response {
+            Response::Continue(text) => self.continuation(text.to_string(), &unit, out),
+            Response::Untagged(rest) => {
+                let rest = rest.to_string();
+                if !self.greeted {
+                    self.greeted = true;
+                    let reply = Reply {
+                        code: "*".into(),
+                        enhanced: None,
+                        lines: vec![unit.text.clone()],
+                        ts: unit.ts,
+                        end_offset: unit.end_offset,
+                    };
+                    out.push(ProtoEvent::Exchange(Exchange {
+                        command: None,
+                        reply: Some(reply),
+                        unknown_command: false,
+                    }));
+                    return;
+                }
+                if rest.to_ascii_uppercase().starts_with("CAPABILITY ") {
+                    out.push(ProtoEvent::Capabilities(
+                        rest.split(' ')
+                            .skip(1)
+                            .map(str::to_ascii_uppercase)
+                            .collect(),
+                    ));
+                }
+                let (text, ts, end_offset) = (unit.text.clone(), unit.ts, unit.end_offset);
+                if !unit.literals.is_empty() {
+                    self.fetched(unit, out);
+                }
+                match self.pending.first_mut() {
+                    Some(p) if p.untagged.len() < MAX_UNTAGGED_LINES => p.untagged.push(text),
+                    Some(_) => {}
+                    None => {
+                        let reply = Reply {
+                            code: "*".into(),
+                            enhanced: None,
+                            lines: vec![text],
+                            ts,
+                            end_offset,
+                        };
+                        out.push(ProtoEvent::Exchange(Exchange {
+                            command: None,
+                            reply: Some(reply),
+                            unknown_command: false,
+                        }));
+                    }
+                }
+            }
+            Response::Tagged { tag, status, code } => {
+                let (tag, code) = (tag.to_string(), code.map(str::to_string));
+                self.completed(&tag, status, code, &unit, out);
+            }
+        }
+    }
+
+    fn continuation(&mut self, text: String, unit: &Unit, out: &mut Vec<ProtoEvent>) {
+        if self.awaiting_continuation {
+            self.awaiting_continuation = false;
+            self.client_reader.release();
+            return;
+        }
+        match self.mode {
+            ClientMode::AwaitReply if self.sasl.is_some() => {
+                if let Some(sasl) = &mut self.sasl {
+                    sasl.challenge(&text);
+                }
+                if let Some(p) = self
+                    .pending
+                    .iter_mut()
+                    .rev()
+                    .find(|p| matches!(p.kind, Kind::Authenticate))
+                {
+                    p.untagged.push(unit.text.clone());
+                }
+                self.mode = ClientMode::SaslResponse;
+            }
+            ClientMode::Idle => {
+                if let Some(p) = self.pending.last_mut() {
+                    p.untagged.push(unit.text.clone());
+                }
+            }
+            _ => note(
+                out,
+                Direction::ServerToClient,
+                unit.ts,
+                format!("continuation request nobody waits for: {:?}", unit.text),
+            ),
+        }
+    }
+
+    /// A FETCH response with literals: the messages and parts in it.
+    fn fetched(&mut self, mut unit: Unit, out: &mut Vec<ProtoEvent>) {
+        let uid = parser::fetch_uid(&unit.text);
+        let requested = self
+            .pending
+            .iter()
+            .find(|p| matches!(p.kind, Kind::Fetch))
+            .and_then(|p| p.requested);
+        let literals: Vec<(usize, MessageBuilder)> = unit.literals.drain(..).collect();
+        for (position, literal) in literals {
+            let section = parser::section_before_literal(&unit.text[..position]);
+            let finish =
+                |m: MessageBuilder, partial: bool, mailbox: &Option<String>| -> CapturedMessage {
+                    let mut message = m.finish("imap-fetch", true, None, Vec::new());
+                    message.partial = partial;
+                    message.mailbox = mailbox.clone();
+                    message.uid = uid;
+                    message
+                };
+            match section {
+                Section::Whole => {
+                    out.push(ProtoEvent::Message(finish(literal, false, &self.selected)))
+                }
+                Section::Part(_) => {
+                    out.push(ProtoEvent::Message(finish(literal, true, &self.selected)))
+                }
+                Section::Chunk(origin) => {
+                    let chunk = literal.finish("imap-fetch", true, None, Vec::new());
+                    let continues = self
+                        .chunked
+                        .as_ref()
+                        .is_some_and(|c| c.uid == uid && c.message.size() == origin);
+                    if !continues {
+                        if let Some(old) = self.chunked.take() {
+                            let mut m = old.message.finish("imap-fetch", false, None, Vec::new());
+                            m.partial = true;
+                            out.push(ProtoEvent::Message(m));
+                        }
+                        if origin != 0 {
+                            note(out, Direction::ServerToClient, unit.ts, format!("a partial fetch from byte {origin} without the bytes before it"));
+                            continue;
+                        }
+                        self.chunked = Some(Chunked {
+                            uid,
+                            message: MessageBuilder::new(unit.ts),
+                        });
+                    }
+                    if let Some(c) = &mut self.chunked {
+                        c.message.append(&chunk.bytes);
+                    }
+                    // A chunk shorter than asked is the last one: the message is whole.
+                    if requested.is_some_and(|r| chunk.size < r) {
+                        if let Some(c) = self.chunked.take() {
+                            out.push(ProtoEvent::Message(finish(
+                                c.message,
+                                false,
+                                &self.selected,
+                            )));
+                        }
+                    }
+                }
+                Section::Other => {}
+            }
+        }
+    }
+
+    fn completed(
+        &mut self,
+        tag: &str,
+        status: String,
+        code: Option<String>,
+        unit: &Unit,
+        out: &mut Vec<ProtoEvent>,
+    ) {
+        if self.awaiting_continuation && self.client_reader.in_progress() {
+            // A command refused before its literal was sent: the literal never comes.
+            if let Some(refused) = self.client_reader.abandon() {
+                self.awaiting_continuation = false;
+                self.client_unit(refused, out);
+            }
+        }
+        let Some(index) = self.pending.iter().position(|p| p.tag == tag) else {
+            note(
+                out,
+                Direction::ServerToClient,
+                unit.ts,
+                format!("completion for unknown tag {tag:?}"),
+            );
+            return;
+        };
+        let pending = self.pending.remove(index);
+        let ok = status == "OK";
+        match &pending.kind {
+            Kind::Login(user, password) => out.push(ProtoEvent::Auth(AuthAttempt {
+                mechanism: "LOGIN".into(),
+                username: Some(user.clone()),
+                secret: Some(Secret::new(password.clone())),
+                success: Some(ok),
+                ts: unit.ts,
+            })),
+            Kind::Authenticate => {
+                if let Some(sasl) = self.sasl.take() {
+                    out.push(ProtoEvent::Auth(sasl.attempt(Some(ok), unit.ts)));
+                }
+                self.mode = ClientMode::Command;
+            }
+            Kind::StartTls | Kind::Compress => {
+                if ok {
+                    if matches!(pending.kind, Kind::StartTls) {
+                        out.push(ProtoEvent::Upgrade(Upgrade {
+                            client_offset: pending.command.end_offset,
+                            server_offset: unit.end_offset,
+                            ts: unit.ts,
+                        }));
+                    } else {
+                        note(
+                            out,
+                            Direction::ClientToServer,
+                            unit.ts,
+                            "COMPRESS=DEFLATE: the rest is compressed and not inflated yet".into(),
+                        );
+                    }
+                    self.mode = ClientMode::Opaque;
+                    self.opaque = [self.client.held() as u64, self.server.held() as u64];
+                    self.client.consume(self.client.held());
+                    self.server.consume(self.server.held());
+                } else {
+                    self.mode = ClientMode::Command;
+                }
+            }
+            Kind::Select(mailbox) if ok => self.selected = Some(mailbox.clone()),
+            _ => {}
+        }
+        let mut lines = pending.untagged;
+        lines.push(unit.text.clone());
+        let reply = Reply {
+            code: status,
+            enhanced: code,
+            lines,
+            ts: unit.ts,
+            end_offset: unit.end_offset,
+        };
+        out.push(ProtoEvent::Exchange(Exchange {
+            command: Some(pending.command),
+            reply: Some(reply),
+            unknown_command: false,
+        }));
+    }
+}
