@@ -622,8 +622,9 @@ impl ImapDissector {
     ) {
         if self.awaiting_continuation && self.client_reader.in_progress() {
             // A command refused before its literal was sent: the literal never comes.
-            if let Some(refused) = self.client_reader.abandon() {
+            if let Some(mut refused) = self.client_reader.abandon() {
                 self.awaiting_continuation = false;
+                refused.literals.clear();
                 self.client_unit(refused, out);
             }
         }
@@ -693,5 +694,192 @@ impl ImapDissector {
             reply: Some(reply),
             unknown_command: false,
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: Direction = Direction::ClientToServer;
+    const S: Direction = Direction::ServerToClient;
+
+    fn feed(d: &mut ImapDissector, steps: &[(Direction, &[u8])]) -> Vec<ProtoEvent> {
+        let mut out = Vec::new();
+        for (direction, bytes) in steps {
+            d.data(*direction, bytes, Timestamp(0), &mut out);
+        }
+        out
+    }
+
+    fn completed(events: &[ProtoEvent]) -> Vec<(String, String)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                ProtoEvent::Exchange(Exchange {
+                    command: Some(c),
+                    reply,
+                    ..
+                }) => Some((
+                    c.line.clone(),
+                    reply.as_ref().map_or("-".into(), |r| r.code.clone()),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn commands_in_flight_pair_by_tag_and_a_refused_literal_is_not_read() {
+        let mut d = ImapDissector::default();
+        let mut out = feed(&mut d, &[
+            (S, b"* OK ready\r\n"),
+            (C, b"a1 NOOP\r\na2 CAPABILITY\r\na3 APPEND Drafts {5}\r\n"),
+            (S, b"* CAPABILITY IMAP4rev1\r\na2 OK done\r\na1 OK noop\r\na3 NO [TRYCREATE] no mailbox\r\n"),
+            (C, b"a4 LOGOUT\r\n"),
+            (S, b"* BYE\r\na4 OK bye\r\n"),
+        ]);
+        d.end(Timestamp(0), &mut out);
+        assert_eq!(
+            completed(&out),
+            vec![
+                ("a2 CAPABILITY".into(), "OK".into()),
+                ("a1 NOOP".into(), "OK".into()),
+                ("a3 APPEND Drafts {5}".into(), "NO".into()),
+                ("a4 LOGOUT".into(), "OK".into()),
+            ]
+        );
+        assert!(
+            !out.iter().any(|e| matches!(e, ProtoEvent::Message(_))),
+            "the refused literal never came"
+        );
+    }
+
+    #[test]
+    fn literal_login_and_a_literal_with_line_ends_inside() {
+        let mut d = ImapDissector::default();
+        let out = feed(
+            &mut d,
+            &[
+                (S, b"* OK ready\r\n"),
+                (C, b"a1 LOGIN {4}\r\n"),
+                (S, b"+ go\r\n"),
+                (C, b"erin {7+}\r\np\r\n\r\nss\r\n"),
+                (S, b"a1 OK hi\r\n"),
+                (C, b"a2 SELECT INBOX\r\n"),
+                (S, b"a2 OK [READ-WRITE] sel\r\n"),
+                (C, b"a3 FETCH 1 BODY[]\r\n"),
+                (
+                    S,
+                    b"* 1 FETCH (UID 9 BODY[] {11}\r\nA: b\r\n\r\n.\r\n)\r\na3 OK\r\n",
+                ),
+            ],
+        );
+        let auth = out
+            .iter()
+            .find_map(|e| {
+                if let ProtoEvent::Auth(a) = e {
+                    Some(a)
+                } else {
+                    None
+                }
+            })
+            .unwrap();
+        assert_eq!(
+            (
+                auth.username.as_deref(),
+                auth.secret.as_ref().map(|s| s.expose())
+            ),
+            (Some("erin"), Some("p\r\n\r\nss"))
+        );
+        let m = out
+            .iter()
+            .find_map(|e| {
+                if let ProtoEvent::Message(m) = e {
+                    Some(m)
+                } else {
+                    None
+                }
+            })
+            .unwrap();
+        assert_eq!(
+            (m.bytes.as_slice(), m.uid, m.mailbox.as_deref()),
+            (&b"A: b\r\n\r\n.\r\n"[..], Some(9), Some("INBOX"))
+        );
+    }
+
+    #[test]
+    fn hostile_literals_and_endless_tags() {
+        let mut d = ImapDissector::default();
+        let mut out = feed(
+            &mut d,
+            &[
+                (S, b"* OK ready\r\n"),
+                (C, b"a1 FETCH 1 BODY[]\r\n"),
+                (S, b"* 1 FETCH (BODY[] {4294967296}\r\nonly this much"),
+            ],
+        );
+        d.gap(S, 1000, Timestamp(0), &mut out);
+        d.data(S, b"and more", Timestamp(0), &mut out);
+        assert!(
+            d.server.held() < 100,
+            "literal bytes are taken as they come, not held"
+        );
+        d.end(Timestamp(0), &mut out);
+        let notes: Vec<&str> = out
+            .iter()
+            .filter_map(|e| {
+                if let ProtoEvent::Note(n) = e {
+                    Some(n.text.as_str())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert!(
+            notes.iter().any(|n| n.contains("inside a literal")),
+            "{notes:?}"
+        );
+        assert!(
+            notes.iter().any(|n| n.contains("ended inside")),
+            "{notes:?}"
+        );
+        assert_eq!(
+            completed(&out),
+            vec![("a1 FETCH 1 BODY[]".into(), "-".into())],
+            "a tag never completed is reported"
+        );
+    }
+
+    #[test]
+    fn starttls_offsets_and_idle() {
+        let mut d = ImapDissector::default();
+        let out = feed(
+            &mut d,
+            &[
+                (S, b"* OK ready\r\n"),
+                (C, b"a1 IDLE\r\n"),
+                (S, b"+ idling\r\n* 2 EXISTS\r\n"),
+                (C, b"DONE\r\n"),
+                (S, b"a1 OK idle done\r\n"),
+                (C, b"a2 STARTTLS\r\n\x16\x03\x01"),
+                (S, b"a2 OK Begin TLS\r\n\x16\x03\x03"),
+            ],
+        );
+        assert_eq!(completed(&out)[0], ("a1 IDLE ... DONE".into(), "OK".into()));
+        let up = out
+            .iter()
+            .find_map(|e| {
+                if let ProtoEvent::Upgrade(u) = e {
+                    Some(*u)
+                } else {
+                    None
+                }
+            })
+            .unwrap();
+        assert_eq!(
+            (up.client_offset, up.server_offset),
+            (9 + 6 + 13, 12 + 22 + 17 + 17)
+        );
     }
 }
