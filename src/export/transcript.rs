@@ -79,7 +79,7 @@ pub fn message_lines(message: &Message, full: bool) -> Vec<String> {
     let v = &message.view;
     let mut state = Vec::new();
     if c.partial {
-        state.push("partial (headers and first lines only)".to_string());
+        state.push("partial: only the headers or a part".to_string());
     } else if !c.complete {
         state.push("incomplete".to_string());
     }
