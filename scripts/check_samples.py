@@ -9,7 +9,9 @@ the wire: every sent message (dot-stuffed, followed by ".CRLF") in the client->s
 every fetched message in the server->client bytes, credentials where they are visible, and
 each sent message's attachments decode to the recorded file (MIME parts with the email package,
 uuencoded blocks line by line with binascii.a2b_uu).
-TLS streams are decrypted with the key log (or the secrets embedded in the pcapng).
+TLS streams are decrypted with the key log (or the secrets embedded in the pcapng); IMAP
+sessions with "compress" (COMPRESS=DEFLATE) are inflated after the recorded stream offsets.
+Gzip-compressed captures (.pcap.gz) are read by tshark directly.
 Exit status 1 on any failure.
 """
 import base64
@@ -22,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+import zlib
 
 FAILS = []
 ATTACHMENTS_CHECKED = [0]
@@ -191,6 +194,30 @@ def imap_literal_hashes(b, chunks=False):
     return out
 
 
+def inflate_after(label, comp, cb, sb):
+    """IMAP COMPRESS=DEFLATE (RFC 4978): the bytes of each direction up to the recorded offset are
+    plain, the rest one raw deflate stream (wbits -15).  Returns (client, server) bytes with the
+    deflated parts inflated; checks that the plain parts end with the COMPRESS command and its OK."""
+    co, so = comp["client_offset"], comp["server_offset"]
+    tag = comp["command_tag"].encode()
+    if not cb[:co].endswith(tag + b" COMPRESS DEFLATE\r\n"):
+        fail("%s: client bytes before offset %d do not end with '%s COMPRESS DEFLATE'" % (label, co, comp["command_tag"]))
+    if not re.search(rb"(?m)^" + re.escape(tag) + rb" OK [^\r\n]*\r\n\Z", sb[:so]):
+        fail("%s: server bytes before offset %d do not end with the tagged OK for %s" % (label, so, comp["command_tag"]))
+    out = []
+    for side, b, off in (("client", cb, co), ("server", sb, so)):
+        if len(b) <= off:
+            fail("%s: no %s bytes after the COMPRESS offset %d" % (label, side, off))
+            out.append(b)
+            continue
+        try:
+            out.append(b[:off] + zlib.decompressobj(-15).decompress(b[off:]))
+        except zlib.error as e:
+            fail("%s: %s bytes after offset %d do not inflate: %s" % (label, side, off, e))
+            out.append(b)
+    return out[0], out[1]
+
+
 def creds_visible(cred, cb, protocol):
     u, p = cred["username"].encode(), cred["password"].encode()
     mech = cred["mechanism"]
@@ -250,6 +277,8 @@ def check_capture(root, name, cap):
                 fail("%s stream %d: TLS not decrypted" % (name, st))
             cb, sb = cb + tcb, sb + tsb
         label = "%s stream %d (%s %s/%d)" % (name, st, s["client"], s["protocol"], s["server_port"])
+        if s.get("compress"):
+            cb, sb = inflate_after(label, s["compress"], cb, sb)
         sent = {**smtp_payloads(cb), **smtp_bdat_payloads(cb)} if s["protocol"] == "smtp" else {}
         for m in s.get("messages_sent", []):
             if m["sha256"] not in sent:

@@ -1254,6 +1254,213 @@ def IMAP_MESSAGES_IDLE():
                       "This message was delivered while the client was in IDLE.\n", 35)
 
 
+# -- IMAP COMPRESS=DEFLATE (RFC 4978): scripted raw-socket client
+IMAP_COMPRESS_MESSAGES = [IMAP_MESSAGES[0], IMAP_MESSAGES[1]]
+
+
+class RawIMAP:
+    """Scripted IMAP client on a plain socket.  After enable_deflate() every write is raw deflate
+    (wbits -15) ended by a Z_SYNC_FLUSH, and everything read is inflated (RFC 4978).  Counts the TCP
+    payload bytes in each direction so the stream offsets where compression starts can be recorded."""
+
+    def __init__(self, server=SERVER4, port=143):
+        self.commands, self.replies, self.writes = [], [], []
+        self.buf = b""            # server bytes (inflated once deflate is on) not consumed yet
+        self.sent = self.received = 0   # TCP payload bytes on the wire, each direction
+        self.comp = self.decomp = None
+        self.sock = socket.create_connection((server, port), timeout=TIMEOUT)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.greeting = self.readline().decode("utf-8", "replace")
+
+    def _fill(self):
+        data = self.sock.recv(262144)
+        if not data:
+            raise RuntimeError("server closed the connection")
+        self.received += len(data)
+        self.buf += self.decomp.decompress(data) if self.decomp else data
+
+    def readline(self):
+        for _ in range(100000):  # bounded
+            i = self.buf.find(CRLF)
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 2:]
+                return line
+            self._fill()
+        raise RuntimeError("no complete line")
+
+    def read(self, n):
+        for _ in range(100000):  # bounded
+            if len(self.buf) >= n:
+                out, self.buf = self.buf[:n], self.buf[n:]
+                return out
+            self._fill()
+        raise RuntimeError("short literal")
+
+    def _send(self, data):
+        wire = self.comp.compress(data) + self.comp.flush(zlib.Z_SYNC_FLUSH) if self.comp else data
+        self.sock.sendall(wire)
+        self.sent += len(wire)
+        self.writes.append({"size": len(data), "wire_size": len(wire), "deflated": self.comp is not None})
+
+    def write_line(self, line):
+        self.commands.append(line)
+        self._send(line.encode("utf-8") + CRLF)
+
+    def write_literal(self, payload):
+        """the literal and the CRLF that ends the command line, in one write"""
+        self.commands.append({"payload": "imap-literal", "wire_size": len(payload), "wire_sha256": sha256(payload)})
+        self._send(payload + CRLF)
+
+    def response(self, tag):
+        """read up to the tagged reply: (tagged line, untagged lines, literals)"""
+        untagged, literals = [], []
+        for _ in range(10000):  # bounded
+            line = self.readline()
+            for _ in range(100):  # literals inside this response line
+                m = re.search(rb"\{(\d+)\}$", line)
+                if not m:
+                    break
+                lit = self.read(int(m.group(1)))
+                literals.append(lit)
+                line = line + b"<literal %d bytes>" % len(lit) + self.readline()
+            text = line.decode("utf-8", "replace")
+            if text.startswith(tag + " "):
+                self.replies.append(text)
+                if not text.startswith(tag + " OK"):
+                    raise RuntimeError("IMAP %s failed: %s" % (tag, text))
+                return text, untagged, literals
+            untagged.append(text)
+        raise RuntimeError("no tagged reply for %s" % tag)
+
+    def command(self, tag, rest):
+        self.write_line("%s %s" % (tag, rest))
+        return self.response(tag)
+
+    def enable_deflate(self):
+        if self.buf:
+            raise RuntimeError("unexpected bytes after the COMPRESS reply: %r" % self.buf[:40])
+        self.comp = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        self.decomp = zlib.decompressobj(-15)
+        return self.sent, self.received
+
+    def close(self):
+        self.sock.close()
+
+
+def scenario_imap_compress(args):
+    truth = Truth(["erin"])
+    user, pw = "erin", PASSWORDS["erin"]
+    with open(os.path.join(args.state, "prepared-imap-compress-erin.json")) as f:
+        uid = json.load(f)["messages"][-1]["stored"]["uid"]  # the one with the PNG attachment
+    sess = new_session("scripted raw-socket IMAP client (Python %s socket + zlib)" % sys.version.split()[0],
+                       "imap", 143)
+    n = len(CONNECTIONS)
+    c = RawIMAP()
+    sess["greeting"] = c.greeting
+    c.command("a1", 'LOGIN %s "%s"' % (user, pw))
+    sess["credentials"].append({"mechanism": "LOGIN", "username": user, "password": pw, "success": True})
+    _, untagged, _ = c.command("a2", "CAPABILITY")
+    caps = next((u for u in untagged if u.startswith("* CAPABILITY ")), "")
+    if "COMPRESS=DEFLATE" not in caps.split():
+        raise RuntimeError("server does not offer COMPRESS=DEFLATE: %r" % caps)
+    sess["capability"] = caps
+    c.command("a3", "COMPRESS DEFLATE")
+    client_off, server_off = c.enable_deflate()
+    sess["compress"] = {"command_tag": "a3", "mechanism": "DEFLATE", "client_offset": client_off,
+                        "server_offset": server_off,
+                        "note": "offsets count TCP payload bytes of each direction from the start of the "
+                                "connection: everything from there on is one raw deflate stream (RFC 1951, no "
+                                "zlib header; zlib wbits=-15); the client ends each write with Z_SYNC_FLUSH"}
+    _, untagged, _ = c.command("a4", "SELECT INBOX")
+    sess["select_exists"] = next(int(u.split()[1]) for u in untagged if u.endswith(" EXISTS"))
+    cmd = "UID FETCH %d (BODY[])" % uid
+    _, _, lits = c.command("a5", cmd)
+    fetched = [truth.describe(cmd, lits[0])]
+    amsg, ameta = msg_simple("imap-compress-append-1", "Erin <erin@example.test>", "Alice <alice@example.test>",
+                             "Saved copy (APPEND inside DEFLATE)",
+                             "This copy was stored with IMAP APPEND after COMPRESS DEFLATE.\n.\nErin\n", 36)
+    c.write_line('a6 APPEND Sent (\\Seen) "05-Mar-2026 10:36:00 +0300" {%d}' % len(amsg))
+    cont = c.readline().decode("utf-8", "replace")
+    if not cont.startswith("+"):
+        raise RuntimeError("no continuation for APPEND: %r" % cont)
+    c.write_literal(amsg)
+    tagged, _, _ = c.response("a6")
+    appended = {"id": "imap-compress-append-1", "mailbox": "Sent", "flags": "(\\Seen)",
+                "internaldate": '"05-Mar-2026 10:36:00 +0300"', **digest(amsg), **ameta,
+                "continuation": cont, "server_reply": tagged.split(" ", 2)[2]}
+    c.command("a7", "NOOP")
+    _, untagged, _ = c.command("a8", "LOGOUT")
+    c.close()
+    sess["compress"]["client_wire_bytes"], sess["compress"]["server_wire_bytes"] = c.sent, c.received
+    truth.refresh()
+    appended["stored"] = next(({k: v for k, v in i.items() if not k.startswith("_")}
+                               for i in truth.index.values() if i["mailbox"] == "Sent" and i["_wire"] == amsg), None)
+    sess["messages_fetched"] = fetched
+    sess["messages_appended"] = [appended]
+    sess["commands"] = c.commands
+    sess["commands_note"] = ("exact lines the client wrote, without CRLF; from a4 on they are inside the client's "
+                             "deflate stream (each write compressed and Z_SYNC_FLUSHed); the literal summarised")
+    sess["writes"] = c.writes
+    sess["replies"] = c.replies
+    sess["client_port"], sess["client_ip"] = CONNECTIONS[n][3], CONNECTIONS[n][2]
+
+
+# -- IMAP: a ~10 MB message APPENDed and fetched back (imaplib)
+LARGE_ZEROS = 7500000  # base64 -> 10,000,000 characters
+
+
+def msg_large():
+    data = bytes(LARGE_ZEROS)
+    b = "=_mailscope_large"
+    body = ("From: Erin <erin@example.test>\nTo: Erin <erin@example.test>\nSubject: Large message (10 MB)\n"
+            "Date: %s\nMessage-ID: <imap-large-1@client.example.test>\nMIME-Version: 1.0\n"
+            "Content-Type: multipart/mixed; boundary=\"%s\"\n\n"
+            "--%s\nContent-Type: text/plain; charset=UTF-8\n\nA large attachment of zero bytes follows.\n\n"
+            "--%s\nContent-Type: application/octet-stream; name=\"zeros.bin\"\nContent-Transfer-Encoding: base64\n"
+            "Content-Disposition: attachment; filename=\"zeros.bin\"\n\n%s\n--%s--\n"
+            % (MSG_DATE % 37, b, b, b, b64_lines(data), b))
+    att = {"filename": "zeros.bin", "content_type": "application/octet-stream",
+           "source": "generated: %d zero bytes (not in samples/files)" % LARGE_ZEROS, **digest(data)}
+    return crlf(body), {"subject": "Large message (10 MB)", "subject_raw": "Large message (10 MB)",
+                        "attachments": [att]}
+
+
+def scenario_imap_large(args):
+    truth = Truth(["erin"])
+    user, pw = "erin", PASSWORDS["erin"]
+    log = Log("imap")
+    sess = new_session(py_client("imaplib"), "imap", 143)
+    n = len(CONNECTIONS)
+    conn = imap_class(imaplib.IMAP4, log)(SERVER4, 143, timeout=TIMEOUT)
+    sess["greeting"] = conn.welcome.decode()
+    conn.login(user, pw)
+    sess["credentials"].append({"mechanism": "LOGIN", "username": user, "password": pw, "success": True})
+    typ, data = conn.select("INBOX")
+    amsg, ameta = msg_large()
+    idate = imaplib.Time2Internaldate(datetime.datetime(2026, 3, 5, 10, 37, 0,
+                                                        tzinfo=datetime.timezone(datetime.timedelta(hours=3))))
+    typ, data = conn.append("INBOX", None, idate, amsg)
+    reply = data[-1].decode() if data else ""
+    m = re.search(r"APPENDUID \d+ (\d+)", reply)
+    if typ != "OK" or not m:
+        raise RuntimeError("APPEND of the large message failed: %s %r" % (typ, data))
+    uid = int(m.group(1))
+    appended = {"id": "imap-large-1", "mailbox": "INBOX", "flags": None, "internaldate": idate,
+                **digest(amsg), **ameta, "server_reply": reply}
+    conn.noop()
+    cmd = "UID FETCH %d (BODY[])" % uid
+    typ, data = conn.uid("FETCH", str(uid), "(BODY[])")
+    lit = literal_of(data)[0]
+    fetched = [truth.describe(cmd, lit)]
+    conn.logout()
+    truth.refresh()
+    appended["stored"] = next(({k: v for k, v in i.items() if not k.startswith("_")}
+                               for i in truth.index.values() if i["mailbox"] == "INBOX" and i["_wire"] == amsg), None)
+    sess["messages_fetched"] = fetched
+    sess["messages_appended"] = [appended]
+    finish(sess, log, n)
+
+
 # -- TLS mixed
 def scenario_tls_mixed(args):
     keylog = args.keylog
@@ -1380,6 +1587,8 @@ SCENARIOS = {
     "smtp-auth-cleartext": (scenario_smtp_auth_cleartext, []),
     "pop3": (scenario_pop3, [("dave", POP3_MESSAGES)]),
     "imap": (scenario_imap, [("erin", IMAP_MESSAGES)]),
+    "imap-compress": (scenario_imap_compress, [("erin", IMAP_COMPRESS_MESSAGES)]),
+    "imap-large": (scenario_imap_large, [("erin", [])]),
     "tls-mixed": (scenario_tls_mixed, [("dave", TLS_MIXED_DAVE), ("erin", TLS_MIXED_ERIN)]),
     "small": (scenario_small, []),
 }
@@ -1536,6 +1745,13 @@ DESCRIPTIONS = {
     "imap.pcap": "Cleartext IMAP on port 143: imaplib LOGIN, CAPABILITY, LIST, SELECT, FETCH 1:* (FLAGS), UID FETCH "
                  "BODY[], BODY.PEEK[HEADER], chunked BODY.PEEK[]<off.1000>, APPEND with a literal, IDLE with an "
                  "EXISTS push, LOGOUT; curl imap:// (AUTHENTICATE PLAIN with SASL-IR, LIST, UID FETCH)",
+    "imap-compress.pcap": "Cleartext IMAP on port 143 with COMPRESS=DEFLATE (RFC 4978), scripted raw-socket client: "
+                          "LOGIN, CAPABILITY, a3 COMPRESS DEFLATE, then both directions raw deflate (sessions[].compress "
+                          "has the stream offsets): SELECT INBOX, UID FETCH BODY[] (PNG attachment), APPEND to Sent with "
+                          "a synchronising literal, NOOP, LOGOUT",
+    "imap-large.pcap.gz": "Cleartext IMAP on port 143, gzip-compressed pcap: imaplib LOGIN, SELECT, APPEND of a ~10 MB "
+                          "message (base64 attachment of 7,500,000 zero bytes) with a synchronising literal, NOOP, "
+                          "UID FETCH BODY[] of it (one ~10 MB literal over many TCP segments), LOGOUT",
     "tls-mixed.pcapng": "TLS mix (pcapng): SMTPS 465 (TLS 1.3, AUTH PLAIN, one mail), IMAPS 993 (TLS 1.3), POP3S 995 "
                         "(TLS 1.2), IMAP STARTTLS on 143, POP3 STLS on 110, curl imaps://; key log in tls-mixed.keys",
     "tls-mixed-secrets.pcapng": "tls-mixed.pcapng with tls-mixed.keys embedded as a pcapng Decryption Secrets Block",
@@ -1622,7 +1838,8 @@ def cmd_manifest(args):
                 s["client_ip"] = src
                 s["tcp_stream"] = stream
             entry["sessions"] = sess
-        prep = sorted(f for f in os.listdir(args.state) if f.startswith("prepared-%s-" % sessions)) if sessions else []
+        prep = sorted(f for f in os.listdir(args.state)  # exact names: "imap" must not pick up "imap-large"
+                      if sessions and f in ["prepared-%s-%s.json" % (sessions, u) for u in PASSWORDS])
         if prep:
             entry["prepared_mailboxes"] = [json.load(open(os.path.join(args.state, f))) for f in prep]
         manifest["captures"][cap["file"]] = entry
