@@ -106,7 +106,10 @@ pub fn parse(bytes: &[u8]) -> MessageView {
         .map(|t| t.into_owned())
         .or_else(|| message.body_html(0).map(|t| t.into_owned()));
     // A header-only fetch of a multipart message leaves an empty multipart "part": not a file.
-    for part in message.attachments().filter(|p| !content_type(*p).starts_with("multipart/")) {
+    for part in message
+        .attachments()
+        .filter(|p| !content_type(*p).starts_with("multipart/"))
+    {
         let bytes = part.contents().to_vec();
         view.attachments.push(Attachment {
             filename: part.attachment_name().map(str::to_string),

@@ -11,6 +11,10 @@
 //! (imap-fetch) with the selected mailbox and UID; header and part fetches are partial
 //! messages; partial fetches `<origin.length>` of one message are stitched in order until a
 //! chunk comes back shorter than asked. An APPEND's literal is a message (imap-append).
+//!
+//! COMPRESS=DEFLATE (RFC 4978): after its tagged OK each direction is one raw deflate stream,
+//! inflated here and read as before. A corrupt stream, or a gap in it, ends reading that
+//! direction (deflate cannot resume); the bytes are counted.
 
 pub mod parser;
 pub mod units;
@@ -65,6 +69,9 @@ pub const KNOWN_COMMANDS: [&str; 35] = [
     "UID SEARCH",
     "UID COPY",
 ];
+
+/// Inflated bytes produced per step.
+const INFLATE_CHUNK: usize = 64 * 1024;
 
 /// Untagged lines kept with one command (a FETCH 1:* of a large mailbox can send many).
 const MAX_UNTAGGED_LINES: usize = 1000;
@@ -126,6 +133,10 @@ pub struct ImapDissector {
     chunked: Option<Chunked>,
     resync: [bool; 2],
     opaque: [u64; 2],
+    /// After COMPRESS=DEFLATE: each direction's inflater.
+    inflaters: [Option<flate2::Decompress>; 2],
+    /// A direction whose deflate stream broke (or lost bytes): not read any further.
+    undecodable: [bool; 2],
 }
 
 fn note(out: &mut Vec<ProtoEvent>, direction: Direction, ts: Timestamp, text: String) {
@@ -159,6 +170,8 @@ impl Default for ImapDissector {
             chunked: None,
             resync: [false; 2],
             opaque: [0; 2],
+            inflaters: [None, None],
+            undecodable: [false; 2],
         }
     }
 }
@@ -171,8 +184,13 @@ impl Dissector for ImapDissector {
         ts: Timestamp,
         out: &mut Vec<ProtoEvent>,
     ) {
-        if self.mode == ClientMode::Opaque {
-            self.opaque[direction.index()] += bytes.len() as u64;
+        let i = direction.index();
+        if self.mode == ClientMode::Opaque || self.undecodable[i] {
+            self.opaque[i] += bytes.len() as u64;
+            return;
+        }
+        if self.inflaters[i].is_some() {
+            self.inflate(direction, bytes, ts, true, out);
             return;
         }
         match direction {
@@ -183,7 +201,13 @@ impl Dissector for ImapDissector {
     }
 
     fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
-        if self.mode == ClientMode::Opaque {
+        if self.mode == ClientMode::Opaque || self.undecodable[direction.index()] {
+            return;
+        }
+        if self.inflaters[direction.index()].take().is_some() {
+            // A deflate stream cannot go on past missing bytes.
+            self.undecodable[direction.index()] = true;
+            note(out, direction, ts, format!("{len} compressed bytes were not captured; the rest of this direction cannot be inflated"));
             return;
         }
         let (inbox, reader, i) = match direction {
@@ -247,12 +271,69 @@ impl Dissector for ImapDissector {
         }
         let [c, s] = self.opaque;
         if c + s > 0 {
-            note(out, Direction::ClientToServer, ts, format!("after STARTTLS or COMPRESS: {c} bytes from the client and {s} from the server, not decoded"));
+            note(out, Direction::ClientToServer, ts, format!("after STARTTLS, or past a broken deflate stream: {c} bytes from the client and {s} from the server, not decoded"));
         }
     }
 }
 
 impl ImapDissector {
+    /// COMPRESS=DEFLATE took effect (RFC 4978): from here both directions are one raw deflate
+    /// stream each. What both sides already hold past this point is compressed.
+    fn start_compression(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+        self.mode = ClientMode::Command;
+        for direction in [Direction::ClientToServer, Direction::ServerToClient] {
+            let inbox = match direction {
+                Direction::ClientToServer => &mut self.client,
+                Direction::ServerToClient => &mut self.server,
+            };
+            let held = inbox.available().to_vec();
+            inbox.consume(held.len());
+            self.inflaters[direction.index()] = Some(flate2::Decompress::new(false));
+            self.inflate(direction, &held, ts, false, out);
+        }
+    }
+
+    /// Inflates one direction's bytes into its inbox. With `pump`, the inflated bytes are read
+    /// as they come, so that a little input that inflates to much is never held whole.
+    fn inflate(
+        &mut self,
+        direction: Direction,
+        mut input: &[u8],
+        ts: Timestamp,
+        pump: bool,
+        out: &mut Vec<ProtoEvent>,
+    ) {
+        let i = direction.index();
+        let Some(mut inflater) = self.inflaters[i].take() else {
+            return;
+        };
+        let mut buffer = vec![0u8; INFLATE_CHUNK];
+        loop {
+            let (before_in, before_out) = (inflater.total_in(), inflater.total_out());
+            let result = inflater.decompress(input, &mut buffer, flate2::FlushDecompress::Sync);
+            let used = (inflater.total_in() - before_in) as usize;
+            let made = (inflater.total_out() - before_out) as usize;
+            if let Err(e) = result {
+                note(out, direction, ts, format!("the deflate stream is corrupt ({e}); the rest of this direction is not read"));
+                self.undecodable[i] = true;
+                self.opaque[i] += input.len() as u64;
+                return;
+            }
+            input = &input[used..];
+            match direction {
+                Direction::ClientToServer => self.client.push(&buffer[..made], ts),
+                Direction::ServerToClient => self.server.push(&buffer[..made], ts),
+            }
+            if pump {
+                self.pump(out);
+            }
+            if (used == 0 && made == 0) || (input.is_empty() && made < buffer.len()) {
+                break;
+            }
+        }
+        self.inflaters[i] = Some(inflater);
+    }
+
     fn pump(&mut self, out: &mut Vec<ProtoEvent>) {
         loop {
             let client = self.pump_client(out);
@@ -661,18 +742,13 @@ impl ImapDissector {
                             server_offset: unit.end_offset,
                             ts: unit.ts,
                         }));
+                        self.mode = ClientMode::Opaque;
+                        self.opaque = [self.client.held() as u64, self.server.held() as u64];
+                        self.client.consume(self.client.held());
+                        self.server.consume(self.server.held());
                     } else {
-                        note(
-                            out,
-                            Direction::ClientToServer,
-                            unit.ts,
-                            "COMPRESS=DEFLATE: the rest is compressed and not inflated yet".into(),
-                        );
+                        self.start_compression(unit.ts, out);
                     }
-                    self.mode = ClientMode::Opaque;
-                    self.opaque = [self.client.held() as u64, self.server.held() as u64];
-                    self.client.consume(self.client.held());
-                    self.server.consume(self.server.held());
                 } else {
                     self.mode = ClientMode::Command;
                 }
@@ -849,6 +925,65 @@ mod tests {
             vec![("a1 FETCH 1 BODY[]".into(), "-".into())],
             "a tag never completed is reported"
         );
+    }
+
+    fn deflate(compressor: &mut flate2::Compress, text: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(text.len() + 64);
+        compressor
+            .compress_vec(text, &mut out, flate2::FlushCompress::Sync)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn compress_deflate_is_inflated_and_garbage_is_reported() {
+        let mut d = ImapDissector::default();
+        let (mut c, mut s) = (
+            flate2::Compress::new(flate2::Compression::default(), false),
+            flate2::Compress::new(flate2::Compression::default(), false),
+        );
+        let mut out = feed(
+            &mut d,
+            &[(S, b"* OK ready\r\n"), (C, b"a1 COMPRESS DEFLATE\r\n")],
+        );
+        let first = deflate(&mut c, b"a2 SELECT INBOX\r\n");
+        // The server's OK and its first compressed bytes in one segment.
+        let mut server = b"a1 OK DEFLATE active\r\n".to_vec();
+        server.extend(deflate(&mut s, b"a2 OK [READ-WRITE] done\r\n"));
+        out.extend(feed(&mut d, &[(C, &first), (S, &server)]));
+        let body = vec![b'x'; 300_000];
+        let mut literal = format!("* 1 FETCH (UID 7 BODY[] {{{}}}\r\n", body.len()).into_bytes();
+        literal.extend(&body);
+        literal.extend(b")\r\na3 OK\r\n");
+        let fetch = deflate(&mut c, b"a3 UID FETCH 7 BODY[]\r\n");
+        let reply = deflate(&mut s, &literal);
+        assert!(reply.len() < 5000, "it compresses");
+        out.extend(feed(&mut d, &[(C, &fetch), (S, &reply)]));
+        assert_eq!(
+            completed(&out)[1..],
+            [
+                ("a2 SELECT INBOX".into(), "OK".into()),
+                ("a3 UID FETCH 7 BODY[]".into(), "OK".into())
+            ]
+        );
+        let m = out
+            .iter()
+            .find_map(|e| {
+                if let ProtoEvent::Message(m) = e {
+                    Some(m)
+                } else {
+                    None
+                }
+            })
+            .unwrap();
+        assert_eq!(
+            (m.size, m.uid, m.mailbox.as_deref()),
+            (300_000, Some(7), Some("INBOX"))
+        );
+        let garbage = feed(&mut d, &[(C, b"\xff\xff\xff not deflate")]);
+        assert!(garbage.iter().any(
+            |e| matches!(e, ProtoEvent::Note(n) if n.text.contains("deflate stream is corrupt"))
+        ));
     }
 
     #[test]

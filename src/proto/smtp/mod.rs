@@ -363,14 +363,22 @@ impl SmtpDissector {
                 ),
                 text.clone(),
             ),
-            "RCPT" => (
-                Kind::Rcpt(
-                    parser::path_arg(command.args, "TO")
-                        .map(|p| p.mailbox.to_string())
-                        .unwrap_or_default(),
-                ),
-                text.clone(),
-            ),
+            "RCPT" => {
+                let path = parser::path_arg(command.args, "TO");
+                if let Some(p) = path.as_ref().filter(|p| !p.route.is_empty()) {
+                    let hops = [p.route.clone(), vec![p.mailbox]].concat().join(" -> ");
+                    note(
+                        out,
+                        Direction::ClientToServer,
+                        line.ts,
+                        format!("source-routed recipient (RFC 821 route): {hops}"),
+                    );
+                }
+                (
+                    Kind::Rcpt(path.map(|p| p.mailbox.to_string()).unwrap_or_default()),
+                    text.clone(),
+                )
+            }
             "RSET" => (Kind::Reset, text.clone()),
             "DATA" => (Kind::Data, text.clone()),
             "STARTTLS" => (Kind::StartTls, text.clone()),

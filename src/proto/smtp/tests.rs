@@ -357,3 +357,15 @@ fn malformed_auth_is_noted_and_yields_no_credentials() {
         (None, Some(false))
     );
 }
+
+#[test]
+fn source_route_is_shown_as_a_route() {
+    let events = run(&[
+        (S, b"220 mx\r\n"),
+        (C, b"RCPT TO:<@relay1.test,@relay2.test:user@host.test>\r\n"),
+        (S, b"250 ok\r\n"),
+    ]);
+    assert!(notes(&events).contains(
+        &"source-routed recipient (RFC 821 route): relay1.test -> relay2.test -> user@host.test"
+    ));
+}
