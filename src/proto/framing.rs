@@ -101,6 +101,14 @@ impl Inbox {
         self.offset
     }
 
+    /// Takes everything held (bytes that are not the dialogue's any more: TLS after STARTTLS);
+    /// returns how many.
+    pub fn take_all(&mut self) -> u64 {
+        let held = self.held();
+        self.consume(held);
+        held as u64
+    }
+
     /// Takes `n` bytes; returns the capture time of the chunk that held the last of them.
     pub fn consume(&mut self, n: usize) -> Timestamp {
         let n = n.min(self.held());

@@ -137,6 +137,15 @@ pub enum ProtoEvent {
     Note(Note),
 }
 
+/// Adds a note from one side of the dialogue.
+pub(crate) fn note(out: &mut Vec<ProtoEvent>, direction: Direction, ts: Timestamp, text: String) {
+    out.push(ProtoEvent::Note(Note {
+        direction: Some(direction),
+        ts,
+        text,
+    }));
+}
+
 /// A protocol dissector for one connection.
 pub trait Dissector {
     fn data(

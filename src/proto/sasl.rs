@@ -38,10 +38,6 @@ impl Sasl {
         sasl
     }
 
-    pub fn response_count(&self) -> usize {
-        self.responses.len()
-    }
-
     pub fn mechanism(&self) -> &str {
         &self.mechanism
     }
@@ -71,6 +67,17 @@ impl Sasl {
                 self.responses.push(text.as_bytes().to_vec());
             }
         }
+    }
+
+    /// Takes the client's next response and returns it as the dialogue shows it (decoded, with
+    /// secrets masked).
+    pub fn respond(&mut self, text: &str) -> String {
+        self.response(text);
+        if self.cancelled {
+            return "cancelled".to_string();
+        }
+        self.decoded_step(self.responses.len().saturating_sub(1))
+            .unwrap_or_default()
     }
 
     /// The decoded challenges and responses, for display: `Username:`, `alice`, ... Secrets are

@@ -23,7 +23,7 @@ use super::framing::Inbox;
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
-    AuthAttempt, CapturedMessage, Command, Dissector, Exchange, Note, ProtoEvent, Reply, Upgrade,
+    note, AuthAttempt, CapturedMessage, Command, Dissector, Exchange, ProtoEvent, Reply, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -137,14 +137,6 @@ pub struct ImapDissector {
     inflaters: [Option<flate2::Decompress>; 2],
     /// A direction whose deflate stream broke (or lost bytes): not read any further.
     undecodable: [bool; 2],
-}
-
-fn note(out: &mut Vec<ProtoEvent>, direction: Direction, ts: Timestamp, text: String) {
-    out.push(ProtoEvent::Note(Note {
-        direction: Some(direction),
-        ts,
-        text,
-    }));
 }
 
 fn literal_bytes(unit: &mut Unit) -> Vec<Vec<u8>> {
@@ -379,13 +371,7 @@ impl ImapDissector {
         match self.mode {
             ClientMode::SaslResponse => {
                 if let Some(sasl) = &mut self.sasl {
-                    sasl.response(&unit.text);
-                    let shown = if sasl.cancelled {
-                        "cancelled".to_string()
-                    } else {
-                        sasl.decoded_step(sasl.response_count().saturating_sub(1))
-                            .unwrap_or_default()
-                    };
+                    let shown = sasl.respond(&unit.text);
                     if let Some(p) = self
                         .pending
                         .iter_mut()
@@ -743,9 +729,7 @@ impl ImapDissector {
                             ts: unit.ts,
                         }));
                         self.mode = ClientMode::Opaque;
-                        self.opaque = [self.client.held() as u64, self.server.held() as u64];
-                        self.client.consume(self.client.held());
-                        self.server.consume(self.server.held());
+                        self.opaque = [self.client.take_all(), self.server.take_all()];
                     } else {
                         self.start_compression(unit.ts, out);
                     }

@@ -13,7 +13,7 @@ use super::framing::{read_dot_body, DotBody, Inbox, Line};
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
-    AuthAttempt, Command, Dissector, Exchange, MailboxEntry, Note, ProtoEvent, Reply, Upgrade,
+    note, AuthAttempt, Command, Dissector, Exchange, MailboxEntry, ProtoEvent, Reply, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -98,14 +98,6 @@ impl Default for Pop3Dissector {
             encrypted: [0; 2],
         }
     }
-}
-
-fn note(out: &mut Vec<ProtoEvent>, direction: Direction, ts: Timestamp, text: String) {
-    out.push(ProtoEvent::Note(Note {
-        direction: Some(direction),
-        ts,
-        text,
-    }));
 }
 
 fn reply_of(status: &Line, extra: Vec<String>) -> Reply {
@@ -270,15 +262,7 @@ impl Pop3Dissector {
         }
         if matches!(self.mode, ClientMode::SaslResponse) {
             let shown = match &mut self.sasl {
-                Some(sasl) => {
-                    sasl.response(&text);
-                    if sasl.cancelled {
-                        "cancelled".to_string()
-                    } else {
-                        sasl.decoded_step(sasl.response_count().saturating_sub(1))
-                            .unwrap_or_default()
-                    }
-                }
+                Some(sasl) => sasl.respond(&text),
                 None => text.clone(),
             };
             self.push(
@@ -485,9 +469,7 @@ impl Pop3Dissector {
                         ts: reply.ts,
                     }));
                     self.mode = ClientMode::Tls;
-                    self.encrypted = [self.client.held() as u64, self.server.held() as u64];
-                    self.client.consume(self.client.held());
-                    self.server.consume(self.server.held());
+                    self.encrypted = [self.client.take_all(), self.server.take_all()];
                 } else {
                     self.mode = ClientMode::Command;
                 }

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use super::framing::{read_dot_body, DotBody, Inbox, Line};
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
-use super::{Command, Dissector, Exchange, Note, ProtoEvent, Reply, Upgrade};
+use super::{note, Command, Dissector, Exchange, ProtoEvent, Reply, Upgrade};
 use crate::capture::Timestamp;
 use crate::tcp::Direction;
 
@@ -112,14 +112,6 @@ impl Default for SmtpDissector {
 /// A reply cut off at this many lines is taken as ended (a hostile server could send endless
 /// continuation lines).
 const MAX_REPLY_LINES: usize = 1000;
-
-fn note(out: &mut Vec<ProtoEvent>, direction: Direction, ts: Timestamp, text: String) {
-    out.push(ProtoEvent::Note(Note {
-        direction: Some(direction),
-        ts,
-        text,
-    }));
-}
 
 impl Dissector for SmtpDissector {
     fn data(
@@ -324,15 +316,7 @@ impl SmtpDissector {
         }
         if matches!(self.mode, ClientMode::SaslResponse) {
             let shown = match &mut self.sasl {
-                Some(sasl) => {
-                    sasl.response(&text);
-                    match sasl.cancelled {
-                        true => "cancelled".to_string(),
-                        false => sasl
-                            .decoded_step(sasl.response_count().saturating_sub(1))
-                            .unwrap_or_default(),
-                    }
-                }
+                Some(sasl) => sasl.respond(&text),
                 None => text.clone(),
             };
             self.push_command(
@@ -647,9 +631,7 @@ impl SmtpDissector {
                     }));
                     self.mode = ClientMode::Tls;
                     // What both sides hold past the upgrade point is already TLS.
-                    self.encrypted = [self.client.held() as u64, self.server.held() as u64];
-                    self.client.consume(self.client.held());
-                    self.server.consume(self.server.held());
+                    self.encrypted = [self.client.take_all(), self.server.take_all()];
                 } else {
                     self.mode = ClientMode::Command;
                 }
