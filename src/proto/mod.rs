@@ -137,6 +137,48 @@ pub enum ProtoEvent {
     Note(Note),
 }
 
+impl ProtoEvent {
+    pub fn as_exchange(&self) -> Option<&Exchange> {
+        if let ProtoEvent::Exchange(x) = self {
+            Some(x)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_auth(&self) -> Option<&AuthAttempt> {
+        if let ProtoEvent::Auth(a) = self {
+            Some(a)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_message(&self) -> Option<&CapturedMessage> {
+        if let ProtoEvent::Message(m) = self {
+            Some(m)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_upgrade(&self) -> Option<&Upgrade> {
+        if let ProtoEvent::Upgrade(u) = self {
+            Some(u)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_note(&self) -> Option<&Note> {
+        if let ProtoEvent::Note(n) = self {
+            Some(n)
+        } else {
+            None
+        }
+    }
+}
+
 /// Adds a note from one side of the dialogue.
 pub(crate) fn note(out: &mut Vec<ProtoEvent>, direction: Direction, ts: Timestamp, text: String) {
     out.push(ProtoEvent::Note(Note {

@@ -835,16 +835,7 @@ mod tests {
                 ),
             ],
         );
-        let auth = out
-            .iter()
-            .find_map(|e| {
-                if let ProtoEvent::Auth(a) = e {
-                    Some(a)
-                } else {
-                    None
-                }
-            })
-            .unwrap();
+        let auth = out.iter().find_map(ProtoEvent::as_auth).unwrap();
         assert_eq!(
             (
                 auth.username.as_deref(),
@@ -852,16 +843,7 @@ mod tests {
             ),
             (Some("erin"), Some("p\r\n\r\nss"))
         );
-        let m = out
-            .iter()
-            .find_map(|e| {
-                if let ProtoEvent::Message(m) = e {
-                    Some(m)
-                } else {
-                    None
-                }
-            })
-            .unwrap();
+        let m = out.iter().find_map(ProtoEvent::as_message).unwrap();
         assert_eq!(
             (m.bytes.as_slice(), m.uid, m.mailbox.as_deref()),
             (&b"A: b\r\n\r\n.\r\n"[..], Some(9), Some("INBOX"))
@@ -888,13 +870,8 @@ mod tests {
         d.end(Timestamp(0), &mut out);
         let notes: Vec<&str> = out
             .iter()
-            .filter_map(|e| {
-                if let ProtoEvent::Note(n) = e {
-                    Some(n.text.as_str())
-                } else {
-                    None
-                }
-            })
+            .filter_map(ProtoEvent::as_note)
+            .map(|n| n.text.as_str())
             .collect();
         assert!(
             notes.iter().any(|n| n.contains("inside a literal")),
@@ -950,16 +927,7 @@ mod tests {
                 ("a3 UID FETCH 7 BODY[]".into(), "OK".into())
             ]
         );
-        let m = out
-            .iter()
-            .find_map(|e| {
-                if let ProtoEvent::Message(m) = e {
-                    Some(m)
-                } else {
-                    None
-                }
-            })
-            .unwrap();
+        let m = out.iter().find_map(ProtoEvent::as_message).unwrap();
         assert_eq!(
             (m.size, m.uid, m.mailbox.as_deref()),
             (300_000, Some(7), Some("INBOX"))
@@ -986,16 +954,7 @@ mod tests {
             ],
         );
         assert_eq!(completed(&out)[0], ("a1 IDLE ... DONE".into(), "OK".into()));
-        let up = out
-            .iter()
-            .find_map(|e| {
-                if let ProtoEvent::Upgrade(u) = e {
-                    Some(*u)
-                } else {
-                    None
-                }
-            })
-            .unwrap();
+        let up = out.iter().find_map(ProtoEvent::as_upgrade).unwrap();
         assert_eq!(
             (up.client_offset, up.server_offset),
             (9 + 6 + 13, 12 + 22 + 17 + 17)

@@ -578,16 +578,7 @@ mod tests {
                 ("RETR 1".into(), "+OK 6 octets".into()),
             ]
         );
-        let m: Vec<_> = events
-            .iter()
-            .filter_map(|e| {
-                if let ProtoEvent::Message(m) = e {
-                    Some(m)
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let m: Vec<_> = events.iter().filter_map(ProtoEvent::as_message).collect();
         assert_eq!(
             (m.len(), m[0].bytes.as_slice(), m[0].complete),
             (1, &b".hi\r\n"[..], true)
@@ -610,16 +601,7 @@ mod tests {
             (C, b"STLS\r\n\x16\x03\x01"),
             (S, b"+OK Begin TLS\r\n\x16\x03\x03"),
         ]);
-        let auth = events
-            .iter()
-            .find_map(|e| {
-                if let ProtoEvent::Auth(a) = e {
-                    Some(a)
-                } else {
-                    None
-                }
-            })
-            .unwrap();
+        let auth = events.iter().find_map(ProtoEvent::as_auth).unwrap();
         assert_eq!(
             (
                 auth.username.as_deref(),
@@ -632,16 +614,7 @@ mod tests {
             pairs(&events).contains(&("PASS ****".into(), "-ERR [AUTH] bad".into())),
             "the password is masked"
         );
-        let up = events
-            .iter()
-            .find_map(|e| {
-                if let ProtoEvent::Upgrade(u) = e {
-                    Some(*u)
-                } else {
-                    None
-                }
-            })
-            .unwrap();
+        let up = events.iter().find_map(ProtoEvent::as_upgrade).unwrap();
         assert_eq!(
             (up.client_offset, up.server_offset),
             (11 + 13 + 6, 11 + 5 + 17 + 15)
@@ -659,16 +632,7 @@ mod tests {
         d.gap(S, 500, t, &mut out);
         d.data(S, b"tail\r\n.\r\n+OK bye\r\n", t, &mut out);
         d.end(t, &mut out);
-        let m = out
-            .iter()
-            .find_map(|e| {
-                if let ProtoEvent::Message(m) = e {
-                    Some(m)
-                } else {
-                    None
-                }
-            })
-            .unwrap();
+        let m = out.iter().find_map(ProtoEvent::as_message).unwrap();
         assert_eq!((m.hole_bytes, m.complete), (500, false));
         assert_eq!(pairs(&out).last(), Some(&("QUIT".into(), "+OK bye".into())));
     }
@@ -680,16 +644,7 @@ mod tests {
             (C, b"RETR 1\r\n"),
             (S, b"+OK\r\nSubject: cut\r\n"),
         ]);
-        let m = events
-            .iter()
-            .find_map(|e| {
-                if let ProtoEvent::Message(m) = e {
-                    Some(m)
-                } else {
-                    None
-                }
-            })
-            .unwrap();
+        let m = events.iter().find_map(ProtoEvent::as_message).unwrap();
         assert!(!m.complete);
     }
 }

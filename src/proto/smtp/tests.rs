@@ -34,28 +34,14 @@ fn exchanges(events: &[ProtoEvent]) -> Vec<(Option<String>, Option<String>)> {
 }
 
 fn messages(events: &[ProtoEvent]) -> Vec<&crate::proto::CapturedMessage> {
-    events
-        .iter()
-        .filter_map(|e| {
-            if let ProtoEvent::Message(m) = e {
-                Some(m)
-            } else {
-                None
-            }
-        })
-        .collect()
+    events.iter().filter_map(ProtoEvent::as_message).collect()
 }
 
 fn notes(events: &[ProtoEvent]) -> Vec<&str> {
     events
         .iter()
-        .filter_map(|e| {
-            if let ProtoEvent::Note(n) = e {
-                Some(n.text.as_str())
-            } else {
-                None
-            }
-        })
+        .filter_map(ProtoEvent::as_note)
+        .map(|n| n.text.as_str())
         .collect()
 }
 
@@ -157,16 +143,7 @@ fn one_byte_at_a_time_gives_the_same_result() {
             .collect::<Vec<_>>(),
         vec![&b"hello\r\n"[..], b"abcde"]
     );
-    let auth: Vec<_> = whole
-        .iter()
-        .filter_map(|e| {
-            if let ProtoEvent::Auth(a) = e {
-                Some(a)
-            } else {
-                None
-            }
-        })
-        .collect();
+    let auth: Vec<_> = whole.iter().filter_map(ProtoEvent::as_auth).collect();
     assert_eq!(auth.len(), 1);
     assert_eq!(
         (
@@ -192,16 +169,7 @@ fn starttls_reports_both_offsets_and_stops_reading() {
         (S, b"220 2.0.0 Ready\r\n\x16\x03\x03\x00\x02ok"),
         (C, b"\x17\x03\x03 encrypted EHLO"),
     ]);
-    let upgrade = events
-        .iter()
-        .find_map(|e| {
-            if let ProtoEvent::Upgrade(u) = e {
-                Some(*u)
-            } else {
-                None
-            }
-        })
-        .unwrap();
+    let upgrade = events.iter().find_map(ProtoEvent::as_upgrade).unwrap();
     assert_eq!(
         (upgrade.client_offset, upgrade.server_offset),
         (8 + 10, 8 + 22 + 17)
@@ -342,16 +310,7 @@ fn malformed_auth_is_noted_and_yields_no_credentials() {
     assert!(notes(&events)
         .iter()
         .any(|n| n.contains("not valid base64")));
-    let auth: Vec<_> = events
-        .iter()
-        .filter_map(|e| {
-            if let ProtoEvent::Auth(a) = e {
-                Some(a)
-            } else {
-                None
-            }
-        })
-        .collect();
+    let auth: Vec<_> = events.iter().filter_map(ProtoEvent::as_auth).collect();
     assert_eq!(
         (auth[0].username.as_ref(), auth[0].success),
         (None, Some(false))
