@@ -224,3 +224,47 @@ fn tags_and_commands_agree_with_tshark() {
         .collect();
     assert_eq!(ours, theirs);
 }
+
+/// The mailbox view follows SELECT's data and the updates IDLE brought, as the client saw them.
+#[test]
+fn mailbox_state_follows_select_and_idle() {
+    let manifest = common::manifest();
+    let expected = &manifest["captures"]["imap.pcap"]["sessions"][0];
+    let got = common::dialogues(&common::sample("imap.pcap"));
+    let port = expected["client_port"].as_u64().unwrap();
+    let session = got
+        .sessions
+        .iter()
+        .find(|s| u64::from(s.client.port()) == port)
+        .unwrap();
+    let states = &got.selected[&session.id];
+    let after = |verb: &str| {
+        states
+            .iter()
+            .find(|(v, _)| v == verb)
+            .and_then(|(_, s)| s.clone())
+            .unwrap()
+    };
+    let selected = after("SELECT");
+    assert_eq!(
+        (selected.name.as_str(), selected.exists),
+        ("INBOX", expected["select_exists"].as_u64())
+    );
+    let during_idle: Vec<u64> = expected["idle"]["untagged_during_idle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| {
+            l.as_str()?
+                .strip_prefix("* ")?
+                .strip_suffix(" EXISTS")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(
+        after("IDLE").exists,
+        during_idle.last().copied(),
+        "the message delivered during IDLE"
+    );
+}

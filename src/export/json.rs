@@ -78,6 +78,9 @@ struct ExchangeRecord<'a> {
     enhanced_code: Option<&'a str>,
     latency_ms: Option<f64>,
     unknown_command: bool,
+    /// IMAP: the selected mailbox after this exchange.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mailbox: Option<&'a crate::proto::MailboxState>,
 }
 
 #[derive(Serialize)]
@@ -92,6 +95,10 @@ struct MessageRecord<'a> {
     hole_bytes: u64,
     truncated: bool,
     partial: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mailbox: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mail_from: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -169,6 +176,7 @@ impl<W: Write> SessionSink for JsonWriter<W> {
             enhanced_code: reply.and_then(|r| r.enhanced.as_deref()),
             latency_ms,
             unknown_command: exchange.unknown_command,
+            mailbox: session.selected.as_ref(),
         });
     }
 
@@ -185,6 +193,8 @@ impl<W: Write> SessionSink for JsonWriter<W> {
             hole_bytes: c.hole_bytes,
             truncated: c.truncated,
             partial: c.partial,
+            mailbox: c.mailbox.as_deref(),
+            uid: c.uid,
             mail_from: if smtp {
                 Some(c.mail_from.as_deref().unwrap_or(""))
             } else {

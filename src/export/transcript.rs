@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 
 use super::time;
-use crate::proto::{Exchange, Note};
+use crate::proto::{Exchange, MailboxState, Note};
 use crate::sanitize;
 use crate::session::model::{Message, Session};
 use crate::session::SessionSink;
@@ -128,6 +128,31 @@ pub fn message_lines(message: &Message, full: bool) -> Vec<String> {
     lines
 }
 
+/// The selected IMAP mailbox as the dialogue has it now.
+pub fn mailbox_line(state: Option<&MailboxState>) -> String {
+    let Some(s) = state else {
+        return "                [no mailbox selected]".to_string();
+    };
+    let mut parts = vec![format!(
+        "mailbox {}{}",
+        sanitize::line(s.name.as_bytes()),
+        if s.read_only { " (read-only)" } else { "" }
+    )];
+    let numbers = [
+        ("exists", s.exists),
+        ("recent", s.recent),
+        ("first unseen", s.unseen),
+        ("UIDVALIDITY", s.uidvalidity),
+        ("UIDNEXT", s.uidnext),
+    ];
+    parts.extend(
+        numbers
+            .iter()
+            .filter_map(|(name, v)| v.map(|v| format!("{name} {v}"))),
+    );
+    format!("                [{}]", parts.join(", "))
+}
+
 fn clock(ts: crate::capture::Timestamp) -> String {
     time::utc(ts).get(11..).unwrap_or_default().to_string()
 }
@@ -136,6 +161,8 @@ fn clock(ts: crate::capture::Timestamp) -> String {
 struct Buffered {
     lines: Vec<String>,
     cut: usize,
+    /// The IMAP mailbox state last shown.
+    shown_state: Option<MailboxState>,
 }
 
 impl Buffered {
@@ -174,10 +201,12 @@ impl<W: Write> TranscriptWriter<W> {
 
 impl<W: Write> SessionSink for TranscriptWriter<W> {
     fn exchange(&mut self, session: &Session, exchange: &Exchange) {
-        self.sessions
-            .entry(session.id)
-            .or_default()
-            .push(exchange_lines(exchange));
+        let buffered = self.sessions.entry(session.id).or_default();
+        buffered.push(exchange_lines(exchange));
+        if session.selected != buffered.shown_state {
+            buffered.shown_state = session.selected.clone();
+            buffered.push(vec![mailbox_line(session.selected.as_ref())]);
+        }
     }
 
     fn message(&mut self, session: &Session, message: &Message) {

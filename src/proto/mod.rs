@@ -100,6 +100,20 @@ pub struct CapturedMessage {
     pub ts: Timestamp,
 }
 
+/// What an IMAP client and server believe about the selected mailbox, from SELECT's data and
+/// the untagged updates that follow (EXISTS, RECENT, EXPUNGE, FLAGS, UIDVALIDITY, UIDNEXT).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MailboxState {
+    pub name: String,
+    pub read_only: bool,
+    pub exists: Option<u64>,
+    pub recent: Option<u64>,
+    pub unseen: Option<u64>,
+    pub uidvalidity: Option<u64>,
+    pub uidnext: Option<u64>,
+    pub flags: Option<String>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MailboxEntry {
     pub number: u64,
@@ -134,6 +148,8 @@ pub enum ProtoEvent {
     Capabilities(Vec<String>),
     /// A mailbox listing (POP3 LIST/UIDL): message number, size, unique id, as far as known.
     Mailbox(Vec<MailboxEntry>),
+    /// The IMAP selected mailbox changed (None: nothing is selected any more).
+    Selected(Option<MailboxState>),
     Note(Note),
 }
 

@@ -93,6 +93,7 @@ fn apply(session: &mut Session, event: ProtoEvent, sink: &mut impl SessionSink) 
             };
         }
         ProtoEvent::Capabilities(capabilities) => session.capabilities = capabilities,
+        ProtoEvent::Selected(state) => session.selected = state,
         ProtoEvent::Mailbox(entries) => {
             // LIST gives sizes and UIDL unique ids: merge them by message number.
             for entry in entries {
@@ -152,6 +153,7 @@ impl<S: SessionSink> StreamSink for SessionTable<S> {
             auth: Vec::new(),
             capabilities: Vec::new(),
             mailbox: Vec::new(),
+            selected: None,
             exchanges: 0,
             messages: 0,
             gaps: 0,

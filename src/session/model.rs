@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use crate::capture::Timestamp;
 use crate::mime::MessageView;
 use crate::ports::Service;
-use crate::proto::{AuthAttempt, CapturedMessage, MailboxEntry, Note, Upgrade};
+use crate::proto::{AuthAttempt, CapturedMessage, MailboxEntry, MailboxState, Note, Upgrade};
 use crate::tcp::FlowEnd;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +79,8 @@ pub struct Session {
     pub capabilities: Vec<String>,
     /// The mailbox as POP3 LIST and UIDL showed it.
     pub mailbox: Vec<MailboxEntry>,
+    /// IMAP: the selected mailbox as the dialogue so far has it.
+    pub selected: Option<MailboxState>,
     pub exchanges: u64,
     pub messages: u64,
     pub gaps: u64,

@@ -126,6 +126,8 @@ pub struct Dialogues {
     pub exchanges: BTreeMap<u64, Vec<mailscope::proto::Exchange>>,
     pub messages: BTreeMap<u64, Vec<mailscope::session::model::Message>>,
     pub notes: BTreeMap<u64, Vec<String>>,
+    /// IMAP: the selected mailbox after each exchange, with the exchange's command verb.
+    pub selected: BTreeMap<u64, Vec<(String, Option<mailscope::proto::MailboxState>)>>,
 }
 
 impl mailscope::session::SessionSink for Dialogues {
@@ -138,6 +140,15 @@ impl mailscope::session::SessionSink for Dialogues {
             .entry(session.id)
             .or_default()
             .push(exchange.clone());
+        let verb = exchange
+            .command
+            .as_ref()
+            .map(|c| c.verb.clone())
+            .unwrap_or_default();
+        self.selected
+            .entry(session.id)
+            .or_default()
+            .push((verb, session.selected.clone()));
     }
     fn message(
         &mut self,

@@ -23,7 +23,8 @@ use super::framing::Inbox;
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
-    note, AuthAttempt, CapturedMessage, Command, Dissector, Exchange, ProtoEvent, Reply, Upgrade,
+    note, AuthAttempt, CapturedMessage, Command, Dissector, Exchange, MailboxState, ProtoEvent,
+    Reply, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -95,7 +96,7 @@ enum Kind {
     Login(String, String),
     Authenticate,
     StartTls,
-    Select(String),
+    Select,
     Fetch,
     Compress,
 }
@@ -127,7 +128,10 @@ pub struct ImapDissector {
     pending: Vec<Pending>,
     /// The client holds a synchronising literal until the server's `+`.
     awaiting_continuation: bool,
-    selected: Option<String>,
+    /// The selected mailbox as both sides see it, and one being selected (until its OK).
+    state: Option<MailboxState>,
+    selecting: Option<MailboxState>,
+    state_changed: bool,
     sasl: Option<Sasl>,
     greeted: bool,
     chunked: Option<Chunked>,
@@ -156,7 +160,9 @@ impl Default for ImapDissector {
             mode: ClientMode::Command,
             pending: Vec::new(),
             awaiting_continuation: false,
-            selected: None,
+            state: None,
+            selecting: None,
+            state_changed: false,
             sasl: None,
             greeted: false,
             chunked: None,
@@ -247,7 +253,7 @@ impl Dissector for ImapDissector {
                 .message
                 .finish("imap-fetch", false, None, Vec::new());
             m.partial = true;
-            m.mailbox = self.selected.clone();
+            m.mailbox = self.selected();
             m.uid = chunked.uid;
             out.push(ProtoEvent::Message(m));
         }
@@ -268,7 +274,40 @@ impl Dissector for ImapDissector {
     }
 }
 
+/// EXAMINE selects read-only.
+fn name_is_examine(text: &str) -> bool {
+    text.split(' ')
+        .nth(1)
+        .is_some_and(|c| c.eq_ignore_ascii_case("EXAMINE"))
+}
+
 impl ImapDissector {
+    fn selected(&self) -> Option<String> {
+        self.state.as_ref().map(|s| s.name.clone())
+    }
+
+    /// Applies an untagged update to the mailbox being selected, else to the selected one.
+    fn update_mailbox(&mut self, update: parser::MailboxUpdate<'_>) {
+        let changes_selected = self.selecting.is_none();
+        let Some(state) = self.selecting.as_mut().or(self.state.as_mut()) else {
+            return;
+        };
+        match update {
+            parser::MailboxUpdate::Exists(n) => state.exists = Some(n),
+            parser::MailboxUpdate::Recent(n) => state.recent = Some(n),
+            parser::MailboxUpdate::Expunge => {
+                state.exists = state.exists.map(|n| n.saturating_sub(1))
+            }
+            parser::MailboxUpdate::Flags(flags) => state.flags = Some(flags.to_string()),
+            parser::MailboxUpdate::Code(name, value) => match name {
+                "UIDVALIDITY" => state.uidvalidity = Some(value),
+                "UIDNEXT" => state.uidnext = Some(value),
+                _ => state.unseen = Some(value),
+            },
+        }
+        self.state_changed |= changes_selected;
+    }
+
     /// COMPRESS=DEFLATE took effect (RFC 4978): from here both directions are one raw deflate
     /// stream each. What both sides already hold past this point is compressed.
     fn start_compression(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
@@ -454,12 +493,16 @@ impl ImapDissector {
             }
             "SELECT" | "EXAMINE" => {
                 let mut literals = literal_bytes(&mut unit).into_iter();
-                Kind::Select(
-                    parser::astrings(&args, &mut literals)
-                        .into_iter()
-                        .next()
-                        .unwrap_or_default(),
-                )
+                let name = parser::astrings(&args, &mut literals)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                self.selecting = Some(MailboxState {
+                    name: name.clone(),
+                    read_only: name_is_examine(&unit.text),
+                    ..MailboxState::default()
+                });
+                Kind::Select
             }
             "IDLE" => {
                 self.mode = ClientMode::Idle;
@@ -539,6 +582,9 @@ impl ImapDissector {
                         unknown_command: false,
                     }));
                     return;
+                }
+                if let Some(update) = parser::mailbox_update(&rest) {
+                    self.update_mailbox(update);
                 }
                 if rest.to_ascii_uppercase().starts_with("CAPABILITY ") {
                     out.push(ProtoEvent::Capabilities(
@@ -633,11 +679,13 @@ impl ImapDissector {
                     message
                 };
             match section {
-                Section::Whole => {
-                    out.push(ProtoEvent::Message(finish(literal, false, &self.selected)))
-                }
+                Section::Whole => out.push(ProtoEvent::Message(finish(
+                    literal,
+                    false,
+                    &self.selected(),
+                ))),
                 Section::Part(_) => {
-                    out.push(ProtoEvent::Message(finish(literal, true, &self.selected)))
+                    out.push(ProtoEvent::Message(finish(literal, true, &self.selected())))
                 }
                 Section::Chunk(origin) => {
                     let chunk = literal.finish("imap-fetch", true, None, Vec::new());
@@ -669,7 +717,7 @@ impl ImapDissector {
                             out.push(ProtoEvent::Message(finish(
                                 c.message,
                                 false,
-                                &self.selected,
+                                &self.selected(),
                             )));
                         }
                     }
@@ -737,8 +785,25 @@ impl ImapDissector {
                     self.mode = ClientMode::Command;
                 }
             }
-            Kind::Select(mailbox) if ok => self.selected = Some(mailbox.clone()),
+            Kind::Select => {
+                // SELECT deselects at once; the new mailbox is selected only if it succeeds.
+                let selecting = self.selecting.take();
+                self.state = selecting.filter(|_| ok).map(|mut s| {
+                    s.read_only |= code
+                        .as_deref()
+                        .is_some_and(|c| c.eq_ignore_ascii_case("READ-ONLY"));
+                    s
+                });
+                self.state_changed = true;
+            }
+            Kind::Other if ok && matches!(pending.command.verb.as_str(), "CLOSE" | "UNSELECT") => {
+                self.state = None;
+                self.state_changed = true;
+            }
             _ => {}
+        }
+        if std::mem::take(&mut self.state_changed) {
+            out.push(ProtoEvent::Selected(self.state.clone()));
         }
         let mut lines = pending.untagged;
         lines.push(unit.text.clone());

@@ -139,6 +139,43 @@ pub fn section_before_literal(before: &str) -> Section {
     }
 }
 
+/// An untagged update to the selected mailbox's state.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MailboxUpdate<'a> {
+    Exists(u64),
+    Recent(u64),
+    Expunge,
+    Flags(&'a str),
+    /// `OK [UIDVALIDITY n]`, `[UIDNEXT n]`, `[UNSEEN n]`.
+    Code(&'a str, u64),
+}
+
+/// `mailbox-data` and `message-data` that change what the mailbox holds (RFC 9051 7.3, 7.4),
+/// from an untagged response without its `* `.
+pub fn mailbox_update(untagged: &str) -> Option<MailboxUpdate<'_>> {
+    let (first, rest) = untagged.split_once(' ').unwrap_or((untagged, ""));
+    if let Ok(n) = first.parse::<u64>() {
+        return match rest.to_ascii_uppercase().as_str() {
+            "EXISTS" => Some(MailboxUpdate::Exists(n)),
+            "RECENT" => Some(MailboxUpdate::Recent(n)),
+            "EXPUNGE" => Some(MailboxUpdate::Expunge),
+            _ => None,
+        };
+    }
+    if first.eq_ignore_ascii_case("FLAGS") {
+        return Some(MailboxUpdate::Flags(rest));
+    }
+    if first.eq_ignore_ascii_case("OK") {
+        let code = rest.strip_prefix('[')?.split(']').next()?;
+        let (name, value) = code.split_once(' ')?;
+        let name = ["UIDVALIDITY", "UIDNEXT", "UNSEEN"]
+            .into_iter()
+            .find(|k| k.eq_ignore_ascii_case(name))?;
+        return Some(MailboxUpdate::Code(name, value.trim().parse().ok()?));
+    }
+    None
+}
+
 /// `UID n` inside a FETCH response.
 pub fn fetch_uid(text: &str) -> Option<u64> {
     let upper = text.to_ascii_uppercase();
@@ -209,6 +246,18 @@ mod tests {
             Section::Other
         );
         assert_eq!(fetch_uid("* 2 FETCH (UID 17 FLAGS ())"), Some(17));
+        assert_eq!(mailbox_update("3 EXISTS"), Some(MailboxUpdate::Exists(3)));
+        assert_eq!(mailbox_update("1 expunge"), Some(MailboxUpdate::Expunge));
+        assert_eq!(
+            mailbox_update("OK [UIDVALIDITY 1795732103] UIDs valid"),
+            Some(MailboxUpdate::Code("UIDVALIDITY", 1795732103))
+        );
+        assert_eq!(
+            mailbox_update("FLAGS (\\Seen)"),
+            Some(MailboxUpdate::Flags("(\\Seen)"))
+        );
+        assert_eq!(mailbox_update("OK [PERMANENTFLAGS (\\*)] x"), None);
+        assert_eq!(mailbox_update("2 FETCH (FLAGS ())"), None);
         assert_eq!(
             requested_length("UID FETCH 2 (UID BODY.PEEK[]<1000.1000>)"),
             Some(1000)
