@@ -32,14 +32,6 @@ pub struct LiveSource {
     stop: Arc<AtomicBool>,
 }
 
-/// Kernel and libpcap counters at the end of a live capture.
-#[derive(Debug, Clone, Copy)]
-pub struct LiveStats {
-    pub received: u32,
-    pub dropped_by_kernel: u32,
-    pub dropped_by_interface: u32,
-}
-
 impl LiveSource {
     pub fn open(options: LiveOptions) -> Result<LiveSource, CaptureError> {
         let name = options.interface.clone();
@@ -66,14 +58,6 @@ impl LiveSource {
             capture,
             link,
             stop: options.stop,
-        })
-    }
-
-    pub fn stats(&mut self) -> Option<LiveStats> {
-        self.capture.stats().ok().map(|s| LiveStats {
-            received: s.received,
-            dropped_by_kernel: s.dropped,
-            dropped_by_interface: s.if_dropped,
         })
     }
 }

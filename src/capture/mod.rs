@@ -28,10 +28,6 @@ impl Timestamp {
         )
     }
 
-    pub fn secs_f64(self) -> f64 {
-        self.0 as f64 / 1e9
-    }
-
     /// Nanoseconds elapsed since `earlier` (zero if `earlier` is later: captures are not always
     /// in time order).
     pub fn since(self, earlier: Timestamp) -> u64 {

@@ -18,8 +18,6 @@ use crate::capture::{Frame, LinkType, Timestamp};
 use crate::ports::MailPorts;
 use crate::tcp::SeqNumber;
 
-pub use defrag::MAX_PENDING_DATAGRAMS;
-
 /// The TCP flags the reassembler acts on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpFlags {
@@ -120,10 +118,6 @@ impl Decoder {
             warned_links: HashSet::new(),
             stats: DecodeStats::default(),
         }
-    }
-
-    pub fn ports(&self) -> &MailPorts {
-        &self.ports
     }
 
     /// Decodes one frame. Counts every drop; warns once per interface about a link type it cannot

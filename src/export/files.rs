@@ -62,10 +62,6 @@ impl OutputDir {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// A new, unused path for `name` (already safe) in `folder` (a path this type made, or
     /// the root), adding `-2`, `-3`... before the extension when taken.
     fn claim(&mut self, folder: &Path, name: &str) -> PathBuf {

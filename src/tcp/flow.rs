@@ -101,8 +101,4 @@ impl Flow {
     pub fn stream(&self, direction: Direction) -> &HalfStream {
         &self.half[direction.index()]
     }
-
-    pub fn gaps(&self) -> u64 {
-        self.half.iter().map(|h| h.stats.gaps).sum()
-    }
 }
