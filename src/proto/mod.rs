@@ -195,6 +195,32 @@ impl ProtoEvent {
     }
 }
 
+/// The two sides of a dialogue, each read as far as it can go. Reading one side can let the
+/// other go on (a reply decides how the client's held bytes are read), so both are read in turn
+/// until neither moves.
+pub(crate) trait TwoSides {
+    fn pump_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool;
+    fn pump_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool;
+
+    fn pump(&mut self, out: &mut Vec<ProtoEvent>) {
+        loop {
+            let client = self.pump_client(out);
+            let server = self.pump_server(out);
+            if !client && !server {
+                break;
+            }
+        }
+    }
+}
+
+/// Notes a command line cut at its length limit.
+pub(crate) fn note_overlong(out: &mut Vec<ProtoEvent>, line: &framing::Line) {
+    if line.overlong {
+        let text = format!("command line longer than {} bytes, cut", line.bytes.len());
+        note(out, Direction::ClientToServer, line.ts, text);
+    }
+}
+
 /// Adds a note from one side of the dialogue.
 pub(crate) fn note(out: &mut Vec<ProtoEvent>, direction: Direction, ts: Timestamp, text: String) {
     out.push(ProtoEvent::Note(Note {

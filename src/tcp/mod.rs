@@ -144,19 +144,12 @@ impl FlowTable {
             self.sweep(sink);
         }
         let key = FlowKey::of(segment.src, segment.dst);
-        if let Some(flow) = self.flows.get(&key) {
-            if flow.end.is_some() && is_new_connection(flow, segment) {
-                let old = self.flows.remove(&key);
-                old.inspect(|f| sink.flow_removed(f));
-            }
-        }
-        if !self.flows.contains_key(&key) {
-            if self.flows.len() >= self.limits.max_flows {
-                self.evict_idlest(sink);
-            }
-            let flow = self.new_flow(segment);
-            sink.flow_opened(&flow.info);
-            self.flows.insert(key, flow);
+        let known = self
+            .flows
+            .get(&key)
+            .is_some_and(|f| !(f.end.is_some() && is_new_connection(f, segment)));
+        if !known {
+            self.open_flow(key, segment, sink);
         }
         let Some(flow) = self.flows.get_mut(&key) else {
             return;
@@ -168,6 +161,20 @@ impl FlowTable {
         if self.pending_bytes > self.limits.max_pending_bytes {
             self.relieve_pending(segment, sink);
         }
+    }
+
+    /// A segment that no flow in the table takes: a new connection, possibly on the ports of
+    /// one that ended (which then leaves the table).
+    fn open_flow(&mut self, key: FlowKey, segment: &TcpSegment<'_>, sink: &mut dyn StreamSink) {
+        if let Some(old) = self.flows.remove(&key) {
+            sink.flow_removed(&old);
+        }
+        if self.flows.len() >= self.limits.max_flows {
+            self.evict_idlest(sink);
+        }
+        let flow = self.new_flow(segment);
+        sink.flow_opened(&flow.info);
+        self.flows.insert(key, flow);
     }
 
     /// Ends every open flow (the capture is over) and empties the table, in flow order.

@@ -24,7 +24,7 @@ use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
     note, AuthAttempt, CapturedMessage, Command, Dissector, Exchange, MailboxState, ProtoEvent,
-    Reply, Upgrade,
+    Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -365,17 +365,7 @@ impl ImapDissector {
         self.inflaters[i] = Some(inflater);
     }
 
-    fn pump(&mut self, out: &mut Vec<ProtoEvent>) {
-        loop {
-            let client = self.pump_client(out);
-            let server = self.pump_server(out);
-            if !client && !server {
-                break;
-            }
-        }
-    }
-
-    fn pump_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+    fn read_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
         let mut progress = false;
         while matches!(
             self.mode,
@@ -539,7 +529,7 @@ impl ImapDissector {
         });
     }
 
-    fn pump_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+    fn read_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
         match self.server_reader.step(&mut self.server) {
             Step::Waiting => false,
             Step::Progress | Step::NeedsContinuation => true,
@@ -819,6 +809,16 @@ impl ImapDissector {
             reply: Some(reply),
             unknown_command: false,
         }));
+    }
+}
+
+impl TwoSides for ImapDissector {
+    fn pump_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+        self.read_client(out)
+    }
+
+    fn pump_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+        self.read_server(out)
     }
 }
 

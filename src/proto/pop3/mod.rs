@@ -13,7 +13,8 @@ use super::framing::{read_dot_body, DotBody, Inbox, Line};
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
-    note, AuthAttempt, Command, Dissector, Exchange, MailboxEntry, ProtoEvent, Reply, Upgrade,
+    note, note_overlong, AuthAttempt, Command, Dissector, Exchange, MailboxEntry, ProtoEvent,
+    Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -206,17 +207,7 @@ impl Dissector for Pop3Dissector {
 }
 
 impl Pop3Dissector {
-    fn pump(&mut self, out: &mut Vec<ProtoEvent>) {
-        loop {
-            let client = self.pump_client(out);
-            let server = self.pump_server(out);
-            if !client && !server {
-                break;
-            }
-        }
-    }
-
-    fn pump_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+    fn read_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
         let mut progress = false;
         while matches!(self.mode, ClientMode::Command | ClientMode::SaslResponse) {
             let Some(line) = self.client.next_line() else {
@@ -252,14 +243,7 @@ impl Pop3Dissector {
 
     fn client_line(&mut self, line: Line, out: &mut Vec<ProtoEvent>) {
         let text = line.text();
-        if line.overlong {
-            note(
-                out,
-                Direction::ClientToServer,
-                line.ts,
-                format!("command line longer than {} bytes, cut", line.bytes.len()),
-            );
-        }
+        note_overlong(out, &line);
         if matches!(self.mode, ClientMode::SaslResponse) {
             let shown = match &mut self.sasl {
                 Some(sasl) => sasl.respond(&text),
@@ -324,7 +308,7 @@ impl Pop3Dissector {
         }
     }
 
-    fn pump_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+    fn read_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
         if let Some(body) = &mut self.body {
             let Body {
                 message,
@@ -526,6 +510,16 @@ impl Pop3Dissector {
             )),
             _ => {}
         }
+    }
+}
+
+impl TwoSides for Pop3Dissector {
+    fn pump_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+        self.read_client(out)
+    }
+
+    fn pump_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+        self.read_server(out)
     }
 }
 

@@ -16,7 +16,9 @@ use std::collections::VecDeque;
 use super::framing::{read_dot_body, DotBody, Inbox, Line};
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
-use super::{note, Command, Dissector, Exchange, ProtoEvent, Reply, Upgrade};
+use super::{
+    note, note_overlong, Command, Dissector, Exchange, ProtoEvent, Reply, TwoSides, Upgrade,
+};
 use crate::capture::Timestamp;
 use crate::tcp::Direction;
 
@@ -249,16 +251,6 @@ impl Dissector for SmtpDissector {
 
 impl SmtpDissector {
     /// Reads what both sides hold, for as long as either makes progress.
-    fn pump(&mut self, out: &mut Vec<ProtoEvent>) {
-        loop {
-            let client = self.pump_client(out);
-            let server = self.pump_server(out);
-            if !client && !server {
-                break;
-            }
-        }
-    }
-
     fn report_drops(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
         for (i, (direction, dropped)) in [
             (Direction::ClientToServer, self.client.dropped),
@@ -282,7 +274,7 @@ impl SmtpDissector {
         }
     }
 
-    fn pump_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+    fn read_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
         let mut progress = false;
         loop {
             let step = match self.mode {
@@ -306,14 +298,7 @@ impl SmtpDissector {
 
     fn client_line(&mut self, line: Line, out: &mut Vec<ProtoEvent>) {
         let text = line.text();
-        if line.overlong {
-            note(
-                out,
-                Direction::ClientToServer,
-                line.ts,
-                format!("command line longer than {} bytes, cut", line.bytes.len()),
-            );
-        }
+        note_overlong(out, &line);
         if matches!(self.mode, ClientMode::SaslResponse) {
             let shown = match &mut self.sasl {
                 Some(sasl) => sasl.respond(&text),
@@ -494,7 +479,7 @@ impl SmtpDissector {
         true
     }
 
-    fn pump_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+    fn read_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
         let mut progress = false;
         while let Some(line) = self.server.next_line() {
             progress = true;
@@ -661,3 +646,13 @@ impl SmtpDissector {
 
 #[cfg(test)]
 mod tests;
+
+impl TwoSides for SmtpDissector {
+    fn pump_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+        self.read_client(out)
+    }
+
+    fn pump_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
+        self.read_server(out)
+    }
+}
