@@ -79,6 +79,25 @@ fn check_capture(file: &str, truth: &[serde_json::Value], stitched: &mut usize) 
                 );
                 assert_eq!(m.captured.mailbox.as_deref(), Some("INBOX"));
                 assert_eq!(m.captured.uid, f["maildir"]["uid"].as_u64(), "{what}: UID");
+            } else {
+                // A header fetch attaches to the whole message with the UID the server stored
+                // it under, whichever was fetched first.
+                let uid = f["maildir"]["uid"].as_u64();
+                let fetched_whole = truth_fetched
+                    .iter()
+                    .any(|t| t["kind"] == "full" && t["maildir"]["uid"].as_u64() == uid);
+                if fetched_whole {
+                    let whole = fetched
+                        .iter()
+                        .find(|w| !w.captured.partial && w.captured.uid == uid)
+                        .unwrap();
+                    assert!(
+                        m.part_of == Some(whole.id) || whole.parts.contains(&m.id),
+                        "{what}: {} is linked to message {} (UID {uid:?})",
+                        f["command"],
+                        whole.id
+                    );
+                }
             }
             let chunked = f["command"].as_str().unwrap().contains("chunks");
             *stitched += usize::from(chunked);
@@ -101,6 +120,8 @@ fn check_capture(file: &str, truth: &[serde_json::Value], stitched: &mut usize) 
                 "{what}: as Dovecot stored it"
             );
             assert_eq!(m.captured.mailbox.as_deref(), a["mailbox"].as_str());
+            let flags = a["flags"].as_str().unwrap_or("").trim_matches(['(', ')']);
+            assert_eq!(m.captured.flags.join(" "), flags, "{what}: APPEND flags");
         }
 
         let sent: Vec<String> = expected["commands"]

@@ -87,6 +87,7 @@ struct ExchangeRecord<'a> {
 struct MessageRecord<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
+    id: u64,
     session: u64,
     source: &'static str,
     size: u64,
@@ -98,7 +99,17 @@ struct MessageRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     mailbox: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    uidvalidity: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     uid: Option<u64>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    flags: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    section: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    part_of: Option<u64>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    parts: &'a [u64],
     #[serde(skip_serializing_if = "Option::is_none")]
     mail_from: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -185,6 +196,7 @@ impl<W: Write> SessionSink for JsonWriter<W> {
         let smtp = message.captured.source == "smtp";
         self.write(&MessageRecord {
             kind: "message",
+            id: message.id,
             session: session.id,
             source: message.captured.source,
             size: c.size,
@@ -194,7 +206,12 @@ impl<W: Write> SessionSink for JsonWriter<W> {
             truncated: c.truncated,
             partial: c.partial,
             mailbox: c.mailbox.as_deref(),
+            uidvalidity: c.uidvalidity,
             uid: c.uid,
+            flags: &c.flags,
+            section: c.section.as_deref(),
+            part_of: message.part_of,
+            parts: &message.parts,
             mail_from: if smtp {
                 Some(c.mail_from.as_deref().unwrap_or(""))
             } else {

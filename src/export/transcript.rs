@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 
 use super::time;
-use crate::proto::{Exchange, MailboxState, Note};
+use crate::proto::{CapturedMessage, Exchange, MailboxState, Note};
 use crate::sanitize;
 use crate::session::model::{Message, Session};
 use crate::session::SessionSink;
@@ -73,18 +73,46 @@ pub fn exchange_lines(exchange: &Exchange) -> Vec<String> {
     lines
 }
 
+/// Where an IMAP message is stored, as the dialogue says: ` in INBOX UID 7 (\Seen)`.
+fn stored_as(c: &CapturedMessage) -> String {
+    let Some(mailbox) = &c.mailbox else {
+        return String::new();
+    };
+    let mut place = format!(" in {}", sanitize::line(mailbox.as_bytes()));
+    if let Some(uid) = c.uid {
+        place.push_str(&format!(" UID {uid}"));
+    }
+    if !c.flags.is_empty() {
+        place.push_str(&format!(
+            " ({})",
+            sanitize::line(c.flags.join(" ").as_bytes())
+        ));
+    }
+    place
+}
+
 /// A message as one summary line, or its full text.
 pub fn message_lines(message: &Message, full: bool) -> Vec<String> {
     let c = &message.captured;
     let v = &message.view;
     let mut state = Vec::new();
     if c.partial {
-        state.push("partial: only the headers or a part".to_string());
+        state.push(match &c.section {
+            Some(section) => format!("part {}", sanitize::line(section.as_bytes())),
+            None => "partial: only the headers or a part".to_string(),
+        });
+        if let Some(whole) = message.part_of {
+            state.push(format!("of message #{whole}"));
+        }
     } else if !c.complete {
         state.push("incomplete".to_string());
     }
     if c.hole_bytes > 0 {
         state.push(format!("{} bytes missing", c.hole_bytes));
+    }
+    if !message.parts.is_empty() {
+        let parts: Vec<String> = message.parts.iter().map(|p| format!("#{p}")).collect();
+        state.push(format!("its parts fetched before: {}", parts.join(" ")));
     }
     let attachments: Vec<String> = v
         .attachments
@@ -105,8 +133,10 @@ pub fn message_lines(message: &Message, full: bool) -> Vec<String> {
         "C"
     };
     let mut summary = format!(
-        "{} {side}: [message: {} bytes, subject {:?}",
+        "{} {side}: [message #{}{}: {} bytes, subject {:?}",
         clock(c.ts),
+        message.id,
+        stored_as(c),
         c.size,
         sanitize::line(v.subject.as_deref().unwrap_or("").as_bytes())
     );

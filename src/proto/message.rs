@@ -52,7 +52,12 @@ impl MessageBuilder {
         CapturedMessage {
             source,
             mailbox: None,
+            uidvalidity: None,
             uid: None,
+            flags: Vec::new(),
+            section: None,
+            part_of: None,
+            parts: Vec::new(),
             truncated: self.size > self.bytes.len() as u64,
             partial: false,
             bytes: self.bytes,

@@ -79,9 +79,18 @@ pub struct AuthAttempt {
 pub struct CapturedMessage {
     /// Where it was seen: "smtp", "pop3", "imap-fetch", "imap-append".
     pub source: &'static str,
-    /// IMAP: the mailbox and UID it is stored under, as far as the dialogue says.
+    /// IMAP: the mailbox, UIDVALIDITY, UID and flags it is stored under, as far as the dialogue
+    /// says.
     pub mailbox: Option<String>,
+    pub uidvalidity: Option<u64>,
     pub uid: Option<u64>,
+    pub flags: Vec<String>,
+    /// IMAP: the section of a part fetch (`HEADER`, `1.2`, `TEXT`).
+    pub section: Option<String>,
+    /// IMAP, by the session's message numbers (0 for its first message): the whole message this
+    /// part belongs to, captured before it; or for a whole message, its parts captured before it.
+    pub part_of: Option<usize>,
+    pub parts: Vec<usize>,
     /// The exact message bytes (SMTP: after dot-unstuffing, without the final dot line), up to
     /// [`framing::MAX_MESSAGE_BYTES`]; `size` and `sha256` always cover all of them.
     pub bytes: Vec<u8>,

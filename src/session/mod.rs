@@ -12,7 +12,8 @@ use crate::capture::Timestamp;
 use crate::mime;
 use crate::ports::Service;
 use crate::proto::{
-    Dissector, Exchange, ImapDissector, Note, Pop3Dissector, ProtoEvent, SmtpDissector,
+    CapturedMessage, Dissector, Exchange, ImapDissector, Note, Pop3Dissector, ProtoEvent,
+    SmtpDissector,
 };
 use crate::tcp::{Direction, Flow, FlowInfo, StreamEvent, StreamSink};
 use model::{Message, Protocol, Session, TlsMode, TlsStatus};
@@ -31,10 +32,14 @@ struct Live {
     dissector: Option<Box<dyn Dissector + Send>>,
     /// Whether the first client bytes were looked at yet.
     sniffed: bool,
+    /// The capture-wide ids of the session's messages, in order (parts link to them).
+    message_ids: Vec<u64>,
 }
 
 /// Mailbox listing entries kept per session (a hostile server can list endlessly).
 const MAX_MAILBOX_ENTRIES: usize = 100_000;
+/// Message ids remembered per session for linking parts to their message.
+const MAX_LINKED_MESSAGES: usize = 1_000_000;
 
 /// Why TLS is not readable until the TLS stage lands.
 const NOT_DECRYPTED: &str = "TLS decryption is not available yet";
@@ -43,6 +48,8 @@ pub struct SessionTable<S: SessionSink> {
     live: HashMap<u64, Live>,
     pub sink: S,
     events: Vec<ProtoEvent>,
+    /// The id the next message gets.
+    next_message: u64,
 }
 
 impl<S: SessionSink> SessionTable<S> {
@@ -51,6 +58,7 @@ impl<S: SessionSink> SessionTable<S> {
             live: HashMap::new(),
             sink,
             events: Vec::new(),
+            next_message: 1,
         }
     }
 
@@ -59,12 +67,42 @@ impl<S: SessionSink> SessionTable<S> {
             return;
         };
         for event in self.events.drain(..) {
-            apply(&mut live.session, event, &mut self.sink);
+            if let ProtoEvent::Message(captured) = event {
+                let message = link(live, captured, self.next_message);
+                self.next_message += 1;
+                live.session.messages += 1;
+                self.sink.message(&live.session, &message);
+            } else {
+                apply(&mut live.session, event, &mut self.sink);
+            }
         }
     }
 }
 
-/// Updates the session with one dissector event and passes it on.
+/// A captured message given its id, its view, and the ids of the messages it is linked to.
+fn link(live: &mut Live, captured: CapturedMessage, id: u64) -> Message {
+    let ids = &live.message_ids;
+    let part_of = captured.part_of.and_then(|n| ids.get(n).copied());
+    let parts = captured
+        .parts
+        .iter()
+        .filter_map(|&n| ids.get(n).copied())
+        .collect();
+    if live.message_ids.len() < MAX_LINKED_MESSAGES {
+        live.message_ids.push(id);
+    }
+    let view = mime::parse(&captured.bytes);
+    Message {
+        id,
+        session: live.session.id,
+        captured,
+        view,
+        part_of,
+        parts,
+    }
+}
+
+/// Updates the session with one dissector event (other than a message) and passes it on.
 fn apply(session: &mut Session, event: ProtoEvent, sink: &mut impl SessionSink) {
     match event {
         ProtoEvent::Exchange(exchange) => {
@@ -72,18 +110,7 @@ fn apply(session: &mut Session, event: ProtoEvent, sink: &mut impl SessionSink) 
             sink.exchange(session, &exchange);
         }
         ProtoEvent::Auth(attempt) => session.auth.push(attempt),
-        ProtoEvent::Message(captured) => {
-            session.messages += 1;
-            let view = mime::parse(&captured.bytes);
-            sink.message(
-                session,
-                &Message {
-                    session: session.id,
-                    captured,
-                    view,
-                },
-            );
-        }
+        ProtoEvent::Message(_) => {}
         ProtoEvent::Upgrade(upgrade) => {
             session.tls = TlsStatus {
                 mode: TlsMode::StartTls,
@@ -166,6 +193,7 @@ impl<S: SessionSink> StreamSink for SessionTable<S> {
                 session,
                 dissector,
                 sniffed: false,
+                message_ids: Vec::new(),
             },
         );
     }

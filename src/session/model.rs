@@ -102,7 +102,13 @@ impl Session {
 /// A message with what it says about itself.
 #[derive(Clone, Debug)]
 pub struct Message {
+    /// Numbered across the capture from 1, in the order messages are complete.
+    pub id: u64,
     pub session: u64,
     pub captured: CapturedMessage,
     pub view: MessageView,
+    /// IMAP: the whole message this part belongs to, when it was captured before it.
+    pub part_of: Option<u64>,
+    /// IMAP: for a whole message, its parts captured before it.
+    pub parts: Vec<u64>,
 }

@@ -16,6 +16,7 @@
 //! inflated here and read as before. A corrupt stream, or a gap in it, ends reading that
 //! direction (deflate cannot resume); the bytes are counted.
 
+pub mod catalog;
 pub mod parser;
 pub mod units;
 
@@ -29,6 +30,7 @@ use super::{
 use crate::capture::Timestamp;
 use crate::secret::Secret;
 use crate::tcp::Direction;
+use catalog::{Catalog, Slot};
 use parser::{Response, Section};
 use units::{Step, Unit, UnitReader};
 
@@ -114,7 +116,7 @@ struct Pending {
 /// A message fetched in pieces (`BODY[]<origin.length>`).
 #[derive(Debug)]
 struct Chunked {
-    uid: Option<u64>,
+    slot: Option<Slot>,
     message: MessageBuilder,
 }
 
@@ -135,6 +137,10 @@ pub struct ImapDissector {
     sasl: Option<Sasl>,
     greeted: bool,
     chunked: Option<Chunked>,
+    /// The selected mailbox's messages as the dialogue identifies them.
+    catalog: Catalog,
+    /// Messages reported so far: the next one's number in the session.
+    messages: usize,
     resync: [bool; 2],
     opaque: [u64; 2],
     /// After COMPRESS=DEFLATE: each direction's inflater.
@@ -166,6 +172,8 @@ impl Default for ImapDissector {
             sasl: None,
             greeted: false,
             chunked: None,
+            catalog: Catalog::default(),
+            messages: 0,
             resync: [false; 2],
             opaque: [0; 2],
             inflaters: [None, None],
@@ -248,15 +256,7 @@ impl Dissector for ImapDissector {
                 );
             }
         }
-        if let Some(chunked) = self.chunked.take() {
-            let mut m = chunked
-                .message
-                .finish("imap-fetch", false, None, Vec::new());
-            m.partial = true;
-            m.mailbox = self.selected();
-            m.uid = chunked.uid;
-            out.push(ProtoEvent::Message(m));
-        }
+        self.flush_chunked(out);
         if let Some(sasl) = self.sasl.take() {
             out.push(ProtoEvent::Auth(sasl.attempt(None, ts)));
         }
@@ -282,8 +282,9 @@ fn name_is_examine(text: &str) -> bool {
 }
 
 impl ImapDissector {
-    fn selected(&self) -> Option<String> {
-        self.state.as_ref().map(|s| s.name.clone())
+    fn emit(&mut self, message: CapturedMessage, out: &mut Vec<ProtoEvent>) {
+        self.messages += 1;
+        out.push(ProtoEvent::Message(message));
     }
 
     /// Applies an untagged update to the mailbox being selected, else to the selected one.
@@ -295,8 +296,11 @@ impl ImapDissector {
         match update {
             parser::MailboxUpdate::Exists(n) => state.exists = Some(n),
             parser::MailboxUpdate::Recent(n) => state.recent = Some(n),
-            parser::MailboxUpdate::Expunge => {
-                state.exists = state.exists.map(|n| n.saturating_sub(1))
+            parser::MailboxUpdate::Expunge(seq) => {
+                state.exists = state.exists.map(|n| n.saturating_sub(1));
+                if changes_selected {
+                    self.catalog.expunge(seq);
+                }
             }
             parser::MailboxUpdate::Flags(flags) => state.flags = Some(flags.to_string()),
             parser::MailboxUpdate::Code(name, value) => match name {
@@ -508,7 +512,8 @@ impl ImapDissector {
                 if let Some((_, literal)) = unit.literals.pop() {
                     let mut message = literal.finish("imap-append", true, None, Vec::new());
                     message.mailbox = mailbox;
-                    out.push(ProtoEvent::Message(message));
+                    message.flags = parser::append_flags(&args).unwrap_or_default();
+                    self.emit(message, out);
                 }
                 Kind::Other
             }
@@ -585,8 +590,8 @@ impl ImapDissector {
                     ));
                 }
                 let (text, ts, end_offset) = (unit.text.clone(), unit.ts, unit.end_offset);
-                if !unit.literals.is_empty() {
-                    self.fetched(unit, out);
+                if let Some(seq) = parser::fetch_seq(&rest) {
+                    self.fetched(seq, unit, out);
                 }
                 match self.pending.first_mut() {
                     Some(p) if p.untagged.len() < MAX_UNTAGGED_LINES => p.untagged.push(text),
@@ -649,9 +654,14 @@ impl ImapDissector {
         }
     }
 
-    /// A FETCH response with literals: the messages and parts in it.
-    fn fetched(&mut self, mut unit: Unit, out: &mut Vec<ProtoEvent>) {
-        let uid = parser::fetch_uid(&unit.text);
+    /// A FETCH response about message `seq`: what it says of the message, and the messages and
+    /// parts in its literals.
+    fn fetched(&mut self, seq: u64, mut unit: Unit, out: &mut Vec<ProtoEvent>) {
+        let slot = self.catalog.seen(
+            seq,
+            parser::fetch_uid(&unit.text),
+            parser::fetch_flags(&unit.text),
+        );
         let requested = self
             .pending
             .iter()
@@ -659,61 +669,92 @@ impl ImapDissector {
             .and_then(|p| p.requested);
         let literals: Vec<(usize, MessageBuilder)> = unit.literals.drain(..).collect();
         for (position, literal) in literals {
-            let section = parser::section_before_literal(&unit.text[..position]);
-            let finish =
-                |m: MessageBuilder, partial: bool, mailbox: &Option<String>| -> CapturedMessage {
-                    let mut message = m.finish("imap-fetch", true, None, Vec::new());
-                    message.partial = partial;
-                    message.mailbox = mailbox.clone();
-                    message.uid = uid;
-                    message
-                };
-            match section {
-                Section::Whole => out.push(ProtoEvent::Message(finish(
-                    literal,
-                    false,
-                    &self.selected(),
-                ))),
-                Section::Part(_) => {
-                    out.push(ProtoEvent::Message(finish(literal, true, &self.selected())))
+            let finished = |m: MessageBuilder| m.finish("imap-fetch", true, None, Vec::new());
+            match parser::section_before_literal(&unit.text[..position]) {
+                Section::Whole => self.emit_fetched(finished(literal), slot, None, out),
+                Section::Part(section) => {
+                    self.emit_fetched(finished(literal), slot, Some(section), out)
                 }
                 Section::Chunk(origin) => {
-                    let chunk = literal.finish("imap-fetch", true, None, Vec::new());
-                    let continues = self
-                        .chunked
-                        .as_ref()
-                        .is_some_and(|c| c.uid == uid && c.message.size() == origin);
-                    if !continues {
-                        if let Some(old) = self.chunked.take() {
-                            let mut m = old.message.finish("imap-fetch", false, None, Vec::new());
-                            m.partial = true;
-                            out.push(ProtoEvent::Message(m));
-                        }
-                        if origin != 0 {
-                            note(out, Direction::ServerToClient, unit.ts, format!("a partial fetch from byte {origin} without the bytes before it"));
-                            continue;
-                        }
-                        self.chunked = Some(Chunked {
-                            uid,
-                            message: MessageBuilder::new(unit.ts),
-                        });
-                    }
-                    if let Some(c) = &mut self.chunked {
-                        c.message.append(&chunk.bytes);
-                    }
-                    // A chunk shorter than asked is the last one: the message is whole.
-                    if requested.is_some_and(|r| chunk.size < r) {
-                        if let Some(c) = self.chunked.take() {
-                            out.push(ProtoEvent::Message(finish(
-                                c.message,
-                                false,
-                                &self.selected(),
-                            )));
-                        }
-                    }
+                    let chunk = finished(literal);
+                    self.chunk(chunk, origin, slot, requested, unit.ts, out)
                 }
                 Section::Other => {}
             }
+        }
+    }
+
+    /// A fetched message or part: placed in the selected mailbox and linked with the rest of
+    /// its message.
+    fn emit_fetched(
+        &mut self,
+        mut message: CapturedMessage,
+        slot: Option<Slot>,
+        section: Option<String>,
+        out: &mut Vec<ProtoEvent>,
+    ) {
+        if let Some(state) = &self.state {
+            message.mailbox = Some(state.name.clone());
+            message.uidvalidity = state.uidvalidity;
+        }
+        if let Some(slot) = slot {
+            message.uid = self.catalog.uid(slot);
+            message.flags = self.catalog.flags(slot);
+            match section {
+                None => message.parts = self.catalog.whole(slot, self.messages),
+                Some(_) => message.part_of = self.catalog.part(slot, self.messages),
+            }
+        }
+        message.partial = section.is_some();
+        message.section = section;
+        self.emit(message, out);
+    }
+
+    /// One piece of a message fetched in pieces: stitched to the ones before it, and the whole
+    /// message reported when a piece comes back shorter than asked.
+    fn chunk(
+        &mut self,
+        chunk: CapturedMessage,
+        origin: u64,
+        slot: Option<Slot>,
+        requested: Option<u64>,
+        ts: Timestamp,
+        out: &mut Vec<ProtoEvent>,
+    ) {
+        let continues = self
+            .chunked
+            .as_ref()
+            .is_some_and(|c| c.slot == slot && c.message.size() == origin);
+        if !continues {
+            self.flush_chunked(out);
+            if origin != 0 {
+                let text =
+                    format!("a partial fetch from byte {origin} without the bytes before it");
+                note(out, Direction::ServerToClient, ts, text);
+                return;
+            }
+            self.chunked = Some(Chunked {
+                slot,
+                message: MessageBuilder::new(ts),
+            });
+        }
+        if let Some(c) = &mut self.chunked {
+            c.message.append(&chunk.bytes);
+        }
+        if requested.is_some_and(|r| chunk.size < r) {
+            if let Some(c) = self.chunked.take() {
+                let whole = c.message.finish("imap-fetch", true, None, Vec::new());
+                self.emit_fetched(whole, c.slot, None, out);
+            }
+        }
+    }
+
+    /// Pieces that stopped before the message's end: the first bytes of it, as a part.
+    fn flush_chunked(&mut self, out: &mut Vec<ProtoEvent>) {
+        if let Some(c) = self.chunked.take() {
+            let section = format!("<0.{}>", c.message.size());
+            let prefix = c.message.finish("imap-fetch", false, None, Vec::new());
+            self.emit_fetched(prefix, c.slot, Some(section), out);
         }
     }
 
@@ -778,6 +819,7 @@ impl ImapDissector {
             Kind::Select => {
                 // SELECT deselects at once; the new mailbox is selected only if it succeeds.
                 let selecting = self.selecting.take();
+                self.catalog.clear();
                 self.state = selecting.filter(|_| ok).map(|mut s| {
                     s.read_only |= code
                         .as_deref()
@@ -787,6 +829,7 @@ impl ImapDissector {
                 self.state_changed = true;
             }
             Kind::Other if ok && matches!(pending.command.verb.as_str(), "CLOSE" | "UNSELECT") => {
+                self.catalog.clear();
                 self.state = None;
                 self.state_changed = true;
             }

@@ -144,7 +144,7 @@ pub fn section_before_literal(before: &str) -> Section {
 pub enum MailboxUpdate<'a> {
     Exists(u64),
     Recent(u64),
-    Expunge,
+    Expunge(u64),
     Flags(&'a str),
     /// `OK [UIDVALIDITY n]`, `[UIDNEXT n]`, `[UNSEEN n]`.
     Code(&'a str, u64),
@@ -158,7 +158,7 @@ pub fn mailbox_update(untagged: &str) -> Option<MailboxUpdate<'_>> {
         return match rest.to_ascii_uppercase().as_str() {
             "EXISTS" => Some(MailboxUpdate::Exists(n)),
             "RECENT" => Some(MailboxUpdate::Recent(n)),
-            "EXPUNGE" => Some(MailboxUpdate::Expunge),
+            "EXPUNGE" => Some(MailboxUpdate::Expunge(n)),
             _ => None,
         };
     }
@@ -176,15 +176,54 @@ pub fn mailbox_update(untagged: &str) -> Option<MailboxUpdate<'_>> {
     None
 }
 
+/// The sequence number of a FETCH response (`n FETCH (...)`, without its `* `).
+pub fn fetch_seq(untagged: &str) -> Option<u64> {
+    let (number, rest) = untagged.split_once(' ')?;
+    let verb = rest.get(..6)?;
+    verb.eq_ignore_ascii_case("FETCH ")
+        .then(|| number.parse().ok())
+        .flatten()
+}
+
+/// The value after a FETCH data item name (`UID 7`, `FLAGS (\Seen)`): the item must start the
+/// list or follow a space, so that `X-UID` or a header field name does not count.
+fn fetch_item<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let upper = text.to_ascii_uppercase();
+    let mut from = 0;
+    while let Some(at) = upper[from..].find(name).map(|i| i + from) {
+        let before = upper[..at].chars().next_back();
+        let after = at + name.len();
+        if matches!(before, Some('(' | ' ')) && upper[after..].starts_with(' ') {
+            return Some(&text[after + 1..]);
+        }
+        from = after;
+    }
+    None
+}
+
 /// `UID n` inside a FETCH response.
 pub fn fetch_uid(text: &str) -> Option<u64> {
-    let upper = text.to_ascii_uppercase();
-    let at = upper.find("UID ")?;
-    text[at + 4..]
+    fetch_item(text, "UID")?
         .split(|c: char| !c.is_ascii_digit())
         .next()?
         .parse()
         .ok()
+}
+
+/// `FLAGS (...)` inside a FETCH response.
+pub fn fetch_flags(text: &str) -> Option<Vec<String>> {
+    flag_list(fetch_item(text, "FLAGS")?.strip_prefix('(')?)
+}
+
+/// The flags an APPEND stores the message with (`mailbox (\Seen) "date" {n}`).
+pub fn append_flags(args: &str) -> Option<Vec<String>> {
+    flag_list(&args[args.find(" (")? + 2..])
+}
+
+/// A flag list from after its `(`.
+fn flag_list(list: &str) -> Option<Vec<String>> {
+    let list = &list[..list.find(')')?];
+    Some(list.split_whitespace().map(str::to_string).collect())
 }
 
 /// `<origin.length>` of a partial fetch in a command: the length asked for.
@@ -246,8 +285,21 @@ mod tests {
             Section::Other
         );
         assert_eq!(fetch_uid("* 2 FETCH (UID 17 FLAGS ())"), Some(17));
+        assert_eq!(fetch_uid("2 FETCH (BODY[HEADER.FIELDS (X-UID)] {3}"), None);
+        assert_eq!(fetch_seq("12 fetch (FLAGS ())"), Some(12));
+        assert_eq!(fetch_seq("12 EXISTS"), None);
+        assert_eq!(
+            fetch_flags("2 FETCH (UID 3 FLAGS (\\Seen $Junk) BODY[] {4}"),
+            Some(vec!["\\Seen".to_string(), "$Junk".to_string()])
+        );
+        assert_eq!(fetch_flags("2 FETCH (UID 3)"), None);
+        assert_eq!(
+            append_flags("Sent (\\Seen) \"5-Mar-2026 10:34:00 +0300\" {4}"),
+            Some(vec!["\\Seen".to_string()])
+        );
+        assert_eq!(append_flags("Sent {4}"), None);
         assert_eq!(mailbox_update("3 EXISTS"), Some(MailboxUpdate::Exists(3)));
-        assert_eq!(mailbox_update("1 expunge"), Some(MailboxUpdate::Expunge));
+        assert_eq!(mailbox_update("1 expunge"), Some(MailboxUpdate::Expunge(1)));
         assert_eq!(
             mailbox_update("OK [UIDVALIDITY 1795732103] UIDs valid"),
             Some(MailboxUpdate::Code("UIDVALIDITY", 1795732103))
