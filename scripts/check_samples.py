@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Check samples/ against samples/MANIFEST.json with tshark.
 
-    check_samples.py [SAMPLES_DIR]        (default: samples/ next to scripts/)
+    check_samples.py [SAMPLES_DIR] [--only FILE ...]   (default: samples/ next to scripts/)
 
 For every capture: packet count and link type as recorded, no lost segments, one TCP
 connection per recorded session, and (unless packets are truncated) the truth data is on
@@ -11,6 +11,10 @@ each sent message's attachments decode to the recorded file (MIME parts with the
 uuencoded blocks line by line with binascii.a2b_uu).
 TLS streams are decrypted with the key log (or the secrets embedded in the pcapng); IMAP
 sessions with "compress" (COMPRESS=DEFLATE) are inflated after the recorded stream offsets.
+Sessions with "keylogged": false must not decrypt.  Sessions with tshark_decrypted_records
+(tls-ciphers.pcap) are compared with tls_facts(): client random, version, encrypt_then_mac in
+the ServerHello, key log lines, decrypted record counts and the sha256 of the decrypted
+application data against the recorded plaintext.
 Gzip-compressed captures (.pcap.gz) are read by tshark directly.
 Exit status 1 on any failure.
 """
@@ -42,24 +46,27 @@ def tshark(args, timeout=300):
     return p.stdout.decode("utf-8", "replace")
 
 
-def follow(path, kind, streams, extra=(), server_ports=None):
+def follow(path, kind, streams, extra=(), server_ports=None, chunks=None):
     """{stream: (client_bytes, server_bytes)} via tshark -z follow,KIND,raw,N.
 
     tshark calls the first endpoint that sent data "Node 0" (unindented lines); for TLS that can be
-    the server, so the direction is fixed up with the session's server port."""
+    the server, so the direction is fixed up with the session's server port.  With chunks (a dict),
+    chunks[stream] = [client, server] counts the hex lines: for follow,tls one line per decrypted
+    application-data record (Wireshark's TLS follow tap keeps one entry per record)."""
     if not streams:
         return {}
     args = ["-r", path, "-q"] + list(extra)
     for s in streams:
         args += ["-z", "follow,%s,raw,%d" % (kind, s)]
     out = tshark(args)
-    res, node0 = {}, {}
+    res, node0, lines = {}, {}, {}
     cur = None
     for line in out.splitlines():
         m = re.match(r"Filter: tcp.stream eq (\d+)", line)
         if m:
             cur = int(m.group(1))
             res[cur] = [bytearray(), bytearray()]
+            lines[cur] = [0, 0]
             continue
         m = re.match(r"Node 0: .*:(\d+)$", line)
         if m and cur is not None:
@@ -69,11 +76,15 @@ def follow(path, kind, streams, extra=(), server_ports=None):
         h = line.strip()
         if re.fullmatch(r"[0-9a-f]+", h):
             res[cur][1 if line.startswith("\t") else 0] += bytes.fromhex(h)
+            lines[cur][1 if line.startswith("\t") else 0] += 1
     out = {}
     for k, (a, b) in res.items():
+        na, nb = lines[k]
         if server_ports and node0.get(k) == server_ports.get(k):
-            a, b = b, a
+            a, b, na, nb = b, a, nb, na
         out[k] = (bytes(a), bytes(b))
+        if chunks is not None:
+            chunks[k] = [na, nb]
     return out
 
 def sha(b):
@@ -236,6 +247,133 @@ def creds_visible(cred, cb, protocol):
     return True
 
 
+# ---------------------------------------------------------------- TLS truth (tls-ciphers.pcap)
+def keylog_randoms(path):
+    """{client random (hex): sorted labels} of an NSS key log file"""
+    out = {}
+    if path and os.path.exists(path):
+        for line in open(path, "rb").read().decode("ascii", "replace").splitlines():
+            parts = line.split()
+            if len(parts) == 3 and not line.startswith("#"):
+                out.setdefault(parts[1].lower(), set()).add(parts[0])
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _ints(field):
+    return [int(x, 0) for x in field.split(",") if x]
+
+
+def tls_facts(path, sessions, keylog_path=None, decode_as=None):
+    """What tshark sees of each TLS session, {tcp_stream: facts}:
+    client_random and tls_version (ClientHello / ServerHello), encrypt_then_mac / extended_master_secret
+    (extension 22 / 23 in a TLS 1.2 ServerHello), client_hello_ticket_len (length of the session_ticket extension the client offered),
+    keylog_labels (key log lines for the client random), decrypted_records (application-data records
+    tshark decrypts with the key log: entries of -z follow,tls,raw), inner_app_data_records (records with
+    tls.record.content_type 23 when decrypting: the inner type for TLS 1.3), encrypted_records (records
+    whose type on the wire is 23, read without keys: TLS 1.2 application data, TLS 1.3 everything
+    encrypted) and plaintext (sha256/size of the decrypted application data per direction)."""
+    by_stream = {s["tcp_stream"]: s for s in sessions if s.get("tls")}
+    if not by_stream:
+        return {}
+    base = ["-d", decode_as] if decode_as else []
+    keys = base + (["-o", "tls.keylog_file:" + keylog_path] if keylog_path else [])
+    labels = keylog_randoms(keylog_path)
+    facts = {st: {"client_random": None, "tls_version": None, "encrypt_then_mac": None,
+                  "extended_master_secret": None, "client_hello_ticket_len": 0} for st in by_stream}
+
+    def side(st, port):
+        return 0 if port == by_stream[st]["client_port"] else 1
+
+    out = tshark(["-r", path] + base + ["-Y", "tls.handshake.type == 1 || tls.handshake.type == 2", "-T", "fields",
+                                        "-e", "tcp.stream", "-e", "tcp.srcport", "-e", "tls.handshake.type",
+                                        "-e", "tls.handshake.random", "-e", "tls.handshake.extension.type",
+                                        "-e", "tls.handshake.extension.len",
+                                        "-e", "tls.handshake.extensions.supported_version"])
+    for line in out.splitlines():
+        st, port, types, rnd, ext, extlen, sv = (line.split("\t") + [""] * 7)[:7]
+        if not st or int(st) not in by_stream:
+            continue
+        st, f = int(st), facts[int(st)]
+        ext, extlen = _ints(ext), _ints(extlen)
+        if side(st, int(port)) == 0 and 1 in _ints(types):
+            f["client_random"] = rnd.split(",")[0].replace(":", "").lower()
+            f["client_hello_ticket_len"] = sum(l for t, l in zip(ext, extlen) if t == 35)
+        elif side(st, int(port)) == 1 and 2 in _ints(types):
+            f["tls_version"] = "TLSv1.3" if 0x0304 in _ints(sv) else "TLSv1.2"
+            f["server_hello_extensions"] = ext
+            f["encrypt_then_mac"] = (22 in ext) if f["tls_version"] == "TLSv1.2" else None
+            f["extended_master_secret"] = (23 in ext) if f["tls_version"] == "TLSv1.2" else None
+    for st, f in facts.items():
+        f["keylog_labels"] = labels.get(f["client_random"] or "-", [])
+    # record counts per direction, without and with the key log
+    for key, extra in (("wire", base), ("keys", keys)):
+        out = tshark(["-r", path] + extra + ["-Y", "tls", "-T", "fields", "-e", "tcp.stream", "-e", "tcp.srcport",
+                                             "-e", "tls.record.content_type", "-e", "tls.record.opaque_type"])
+        for st in facts:
+            facts[st]["_" + key] = [[0, 0], [0, 0]]  # [content_type 23, opaque_type 23] x [client, server]
+        for line in out.splitlines():
+            st, port, ct, ot = (line.split("\t") + [""] * 4)[:4]
+            if not st or int(st) not in by_stream:
+                continue
+            c = facts[int(st)]["_" + key]
+            d = side(int(st), int(port))
+            c[0][d] += _ints(ct).count(23)
+            c[1][d] += _ints(ot).count(23)
+    chunks = {}
+    data = follow(path, "tls", sorted(by_stream), keys, {st: s["server_port"] for st, s in by_stream.items()}, chunks)
+    for st, f in facts.items():
+        w, k = f.pop("_wire"), f.pop("_keys")
+        cb, sb = data.get(st, (b"", b""))
+        n = chunks.get(st, [0, 0])
+        f["decrypted_records"] = {"client": n[0], "server": n[1]}
+        f["inner_app_data_records"] = {"client": k[0][0], "server": k[0][1]}
+        f["encrypted_records"] = {"client": w[0][0] + w[1][0], "server": w[0][1] + w[1][1]}
+        f["plaintext"] = {"client_sha256": sha(cb), "client_size": len(cb), "server_sha256": sha(sb),
+                          "server_size": len(sb)}
+    return facts
+
+
+def tls_truth_problems(s, f):
+    """Differences between a session's recorded TLS truth and what tshark sees (tls_facts): [problem, ...]"""
+    t, p = s["tls"], []
+    if f["client_random"] is None or f["tls_version"] is None:
+        return ["no ClientHello/ServerHello found"]
+    if t.get("client_random", f["client_random"]) != f["client_random"]:
+        p.append("client_random %s, ClientHello has %s" % (t.get("client_random"), f["client_random"]))
+    if t["version"] != f["tls_version"]:
+        p.append("version %s, ServerHello says %s" % (t["version"], f["tls_version"]))
+    etm = t.get("encrypt_then_mac")  # null: not applicable (AEAD suite, TLS 1.3) - then never negotiated
+    if (etm is None and f["encrypt_then_mac"]) or (etm is not None and etm != f["encrypt_then_mac"]):
+        p.append("encrypt_then_mac %r, ServerHello extensions %r" % (etm, f.get("server_hello_extensions")))
+    if "extended_master_secret" in t and t["extended_master_secret"] != f["extended_master_secret"]:
+        p.append("extended_master_secret %r, ServerHello extensions %r" % (t["extended_master_secret"],
+                                                                          f.get("server_hello_extensions")))
+    keylogged = bool(f["keylog_labels"])
+    if t.get("keylogged") != keylogged:
+        p.append("keylogged %r, key log lines for the client random: %r" % (t.get("keylogged"), f["keylog_labels"]))
+    if t.get("resumed") and t.get("resumption") == "session ticket" and not f["client_hello_ticket_len"]:
+        p.append("resumed by session ticket, but the ClientHello offers no ticket")
+    dec = f["decrypted_records"]
+    if keylogged:
+        pt = s.get("plaintext") or {}
+        for d in ("client", "server"):
+            if pt.get(d + "_sha256") is not None and (pt[d + "_sha256"], pt[d + "_size"]) != (
+                    f["plaintext"][d + "_sha256"], f["plaintext"][d + "_size"]):
+                p.append("%s plaintext recorded %s/%d bytes, tshark decrypts %s/%d bytes" % (
+                    d, pt[d + "_sha256"][:16], pt[d + "_size"], f["plaintext"][d + "_sha256"][:16],
+                    f["plaintext"][d + "_size"]))
+        # every application-data record decrypted: TLS 1.2 all type-23 records, TLS 1.3 all inner type 23
+        want = f["inner_app_data_records"] if f["tls_version"] == "TLSv1.3" else f["encrypted_records"]
+        if dec != want or not dec["client"] or not dec["server"]:
+            p.append("decrypted records %r, application-data records %r" % (dec, want))
+    elif dec["client"] or dec["server"] or f["plaintext"]["client_size"] or f["plaintext"]["server_size"]:
+        p.append("tshark decrypts %r records without key log lines" % dec)
+    for k in ("decrypted_records", "encrypted_records"):
+        if "tshark_" + k in s and s["tshark_" + k] != f[k]:
+            p.append("tshark_%s %r, tshark now counts %r" % (k, s["tshark_" + k], f[k]))
+    return p
+
+
 def check_capture(root, name, cap):
     path = os.path.join(root, name)
     keylog = cap.get("keylog")
@@ -271,12 +409,16 @@ def check_capture(root, name, cap):
     for s in sessions:
         st = s["tcp_stream"]
         cb, sb = plain.get(st, (b"", b""))
+        label = "%s stream %d (%s %s/%d)" % (name, st, s["client"], s["protocol"], s["server_port"])
         if s.get("tls"):
             tcb, tsb = tls.get(st, (b"", b""))
+            if s["tls"].get("keylogged") is False:  # deliberately without key log lines
+                if tcb or tsb:
+                    fail("%s: decrypted although the key log has no lines for it" % label)
+                continue  # nothing after the handshake is readable: no truth to find on the wire
             if not tcb or not tsb:
                 fail("%s stream %d: TLS not decrypted" % (name, st))
             cb, sb = cb + tcb, sb + tsb
-        label = "%s stream %d (%s %s/%d)" % (name, st, s["client"], s["protocol"], s["server_port"])
         if s.get("compress"):
             cb, sb = inflate_after(label, s["compress"], cb, sb)
         sent = {**smtp_payloads(cb), **smtp_bdat_payloads(cb)} if s["protocol"] == "smtp" else {}
@@ -302,13 +444,31 @@ def check_capture(root, name, cap):
         for c in s.get("credentials", []):
             if c.get("success") and not creds_visible(c, cb, s["protocol"]):
                 fail("%s: credentials %s/%s not visible in (decrypted) client bytes" % (label, c["mechanism"], c["username"]))
+    if any("tshark_decrypted_records" in s for s in sessions):
+        facts = tls_facts(path, sessions, os.path.join(root, keylog) if keylog else None, cap.get("tshark_decode_as"))
+        for s in sessions:
+            if s.get("tls") and "tshark_decrypted_records" in s:
+                for problem in tls_truth_problems(s, facts[s["tcp_stream"]]):
+                    fail("%s stream %d (%s %s/%d): %s" % (name, s["tcp_stream"], s["client"], s["protocol"],
+                                                          s["server_port"], problem))
     return len(decoded)
 
 
 def main():
-    root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples")
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("root", nargs="?",
+                    default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples"))
+    ap.add_argument("--only", action="append", metavar="FILE", help="check only this capture (repeatable)")
+    args = ap.parse_args()
+    root = args.root
     man = json.load(open(os.path.join(root, "MANIFEST.json")))
+    for name in args.only or []:
+        if name not in man["captures"]:
+            fail("%s: not in %s/MANIFEST.json" % (name, root))
     for name, cap in man["captures"].items():
+        if args.only and name not in args.only:
+            continue
         path = os.path.join(root, name)
         if hashlib.sha256(open(path, "rb").read()).hexdigest() != cap["sha256"]:
             fail("%s: file sha256 differs from MANIFEST" % name)

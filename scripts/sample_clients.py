@@ -6,9 +6,10 @@ Used by scripts/make-samples, which starts tcpdump around each `run` step:
     sample_clients.py files     --dir samples/files        # attachment files (deterministic)
     sample_clients.py prepare   SCENARIO --state DIR       # uncaptured: reset + fill mailboxes
     sample_clients.py run       SCENARIO --state DIR [--keylog FILE] [--ipv6]
-    sample_clients.py manifest  --state DIR --samples DIR  # writes samples/MANIFEST.json
+    sample_clients.py manifest  --state DIR --samples DIR [--merge MANIFEST]  # writes samples/MANIFEST.json
 
-Every client connects only to 127.0.0.1 or ::1.  IPv4 clients bind their source address
+Clients are Python's smtplib/poplib/imaplib, curl, swaks and (tls-ciphers, for TLS 1.3 suites)
+openssl s_client.  Every client connects only to 127.0.0.1 or ::1.  IPv4 clients bind their source address
 to CLIENT_IP (default 127.0.0.10) so the captures can be filtered to our own sessions.
 
 Truth data ("sha256" of a sent message) is always over the exact message bytes the server
@@ -1568,6 +1569,355 @@ TLS_MIXED_ERIN = [lambda: msg_simple("tls-erin-1", "Alice <alice@example.test>",
                                      "Secret for Erin", "Read me over IMAPS.\n", 43)]
 
 
+# -- TLS cipher coverage (tls-ciphers.pcap)
+# TLS 1.2 sessions: Python ssl with maximum_version TLSv1_2 and set_ciphers(); TLS 1.3 suites cannot be
+# chosen from Python, so those sessions are `openssl s_client -tls1_3 -ciphersuites ...` driven through
+# its stdin/stdout.  Every session records the exact application data the client wrote to and read from
+# the TLS layer (sessions[].plaintext); the manifest step checks it against tshark's decryption.
+SSL_OP_NO_ENCRYPT_THEN_MAC = 0x80000  # OpenSSL 3 ssl.h: SSL_OP_BIT(19); Python's ssl does not name it
+OPENSSL = "OpenSSL %s s_client" % (tool_version(["openssl", "version"]).split()[1]
+                                   if shutil.which("openssl") else "?")
+TLS_CIPHERS_PORTS = (25, 465, 993, 995)
+
+
+class RecordingSSLSocket(ssl.SSLSocket):
+    """SSLSocket that keeps every application-data byte written to (send) and read from (read) TLS.
+    smtplib/imaplib/poplib write with sendall() -> send() and read through makefile() -> recv_into()
+    -> read(), so this sees exactly what the client library exchanged over TLS."""
+
+    def app_data(self):
+        d = self.__dict__  # SSLSocket objects are made by _create(), not __init__
+        if "_app_out" not in d:
+            d["_app_out"], d["_app_in"] = bytearray(), bytearray()
+        return d["_app_out"], d["_app_in"]
+
+    def send(self, data, flags=0):
+        tls = self._sslobj is not None
+        n = super().send(data, flags)
+        if tls:
+            self.app_data()[0].extend(bytes(data[:n]))
+        return n
+
+    def read(self, len=1024, buffer=None):
+        r = super().read(len, buffer)
+        if buffer is not None:
+            self.app_data()[1].extend(bytes(memoryview(buffer)[:r]))
+        else:
+            self.app_data()[1].extend(r)
+        return r
+
+
+def plaintext_record(client_bytes, server_bytes, how):
+    return {"client_sha256": sha256(client_bytes), "client_size": len(client_bytes),
+            "server_sha256": sha256(server_bytes), "server_size": len(server_bytes), "recorded_by": how}
+
+
+def py_tls_ctx(keylog, ciphers=None, no_etm=False, max_version=ssl.TLSVersion.TLSv1_2):
+    ctx = client_ctx(keylog, max_version)
+    config = {"library": "Python %s ssl (%s)" % (sys.version.split()[0], ssl.OPENSSL_VERSION),
+              "maximum_version": max_version.name if max_version else None, "set_ciphers": ciphers,
+              "keylog_filename": bool(keylog)}
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    if no_etm:
+        ctx.options |= SSL_OP_NO_ENCRYPT_THEN_MAC
+        config["options_added"] = "0x80000 SSL_OP_NO_ENCRYPT_THEN_MAC"
+    ctx.sslsocket_class = RecordingSSLSocket
+    return ctx, config
+
+
+def py_tls_info(sock, ctx, keylog, config):
+    info = tls_info(sock, "implicit", keylog)
+    aead = next((c["aead"] for c in ctx.get_ciphers() if c["name"] == info["cipher"]), None)
+    # expectation, checked against the ServerHello's extensions by the manifest step:
+    # OpenSSL offers and accepts encrypt_then_mac (RFC 7366) for CBC suites unless told not to
+    etm = None if info["version"] != "TLSv1.2" or aead else not config.get("options_added")
+    info.update({"encrypt_then_mac": etm, "resumed": bool(sock.session_reused), "keylogged": bool(keylog),
+                 "client_config": config})
+    return info
+
+
+def py_tls_finish(sess, log, n, sock):
+    finish(sess, log, n)
+    out, inp = sock.app_data()
+    sess["plaintext"] = plaintext_record(bytes(out), bytes(inp),
+                                         "Python: ssl.SSLSocket subclass recording send() and read()")
+
+
+def tls_imaps_py(truth, keylog, ciphers=None, no_etm=False, max_version=ssl.TLSVersion.TLSv1_2):
+    ctx, config = py_tls_ctx(keylog, ciphers, no_etm, max_version)
+    log = Log("imap")
+    sess = new_session(py_client("imaplib"), "imap", 993)
+    n = len(CONNECTIONS)
+    conn = imap_class(imaplib.IMAP4_SSL, log)(SERVER4, 993, ssl_context=ctx, timeout=TIMEOUT)
+    sock = conn.sock
+    sess["tls"] = py_tls_info(sock, ctx, keylog, config)
+    sess["greeting"] = conn.welcome.decode()
+    conn.login("erin", PASSWORDS["erin"])
+    sess["credentials"].append({"mechanism": "LOGIN", "username": "erin", "password": PASSWORDS["erin"],
+                                "success": True})
+    conn.select("INBOX")
+    typ, data = conn.uid("FETCH", "1", "(BODY.PEEK[])")
+    sess["messages_fetched"] = [truth.describe("UID FETCH 1 (BODY.PEEK[])", literal_of(data)[0])]
+    conn.logout()
+    py_tls_finish(sess, log, n, sock)
+    return sess
+
+
+def tls_pop3s_py(truth, keylog, ciphers, no_etm=False):
+    ctx, config = py_tls_ctx(keylog, ciphers, no_etm)
+    log = Log("pop3")
+    sess = new_session(py_client("poplib"), "pop3", 995)
+    n = len(CONNECTIONS)
+    conn = pop3_class(poplib.POP3_SSL, log)(SERVER4, 995, context=ctx, timeout=TIMEOUT)
+    sock = conn.sock
+    sess["tls"] = py_tls_info(sock, ctx, keylog, config)
+    sess["greeting"] = conn.getwelcome().decode()
+    conn.user("dave")
+    conn.pass_(PASSWORDS["dave"])
+    sess["credentials"].append({"mechanism": "USER/PASS", "username": "dave", "password": PASSWORDS["dave"],
+                                "success": True})
+    sess["stat"] = list(conn.stat())
+    _, lines, _ = conn.retr(1)
+    sess["messages_fetched"] = [truth.describe("RETR 1", pop_lines(lines))]
+    conn.quit()
+    py_tls_finish(sess, log, n, sock)
+    return sess
+
+
+class LSMTP_SSL_Session(LSMTP_SSL):
+    """SMTP_SSL that offers a saved TLS session (ticket / session id) for resumption."""
+    tls_session = None
+
+    def _get_socket(self, host, port, timeout):
+        raw = smtplib.SMTP._get_socket(self, host, port, timeout)
+        return self.context.wrap_socket(raw, server_hostname=self._host, session=self.tls_session)
+
+
+def tls_smtps_py(keylog, ciphers, mail=None, resume=None):
+    """SMTPS 465: EHLO, with mail=(mid, minute) AUTH PLAIN + one mail, else NOOP; QUIT.
+    resume=(session index, ssl.SSLSession, SSLContext, config) offers that session with the context
+    that made it.  Returns (sess, SSLSession, SSLContext, config)."""
+    ctx, config = resume[2:] if resume else py_tls_ctx(keylog, ciphers)  # resumption needs the same SSLContext
+    log = Log("smtp")
+    sess = new_session(py_client("smtplib"), "smtp", 465)
+    n = len(CONNECTIONS)
+    conn = LSMTP_SSL_Session(local_hostname=EHLO_NAME, timeout=TIMEOUT, context=ctx)
+    conn._mlog = log
+    if resume:
+        conn.tls_session = resume[1]
+    conn.connect(SERVER4, 465)
+    sock = conn.sock
+    sess["tls"] = py_tls_info(sock, ctx, keylog, config)
+    if resume:
+        sess["tls"]["resumes_session"] = resume[0]
+        sess["tls"]["offered_session_has_ticket"] = resume[1].has_ticket
+    saved = sock.session
+    conn.ehlo()
+    if mail:
+        mid, minute = mail
+        conn.login("carol", PASSWORDS["carol"])
+        sess["credentials"].append({"mechanism": "PLAIN", "username": "carol", "password": PASSWORDS["carol"],
+                                    "success": True})
+        msg, meta = msg_simple(mid, "Carol <carol@example.test>", "alice@example.test",
+                               "Cipher check %s" % config["set_ciphers"],
+                               "Sent over SMTPS with %s.\n.\n" % sess["tls"]["cipher"], minute)
+        smtp_session_smtplib(sess, conn, mid, msg, meta, "carol@example.test", ["alice@example.test"])
+    else:
+        conn.noop()
+    conn.quit()
+    py_tls_finish(sess, log, n, sock)
+    return sess, saved, ctx, config
+
+
+class SClient:
+    """`openssl s_client -quiet` as a scripted client: we write its stdin (the application data it
+    sends) and read its stdout (with -quiet exactly the application data it received)."""
+
+    def __init__(self, port, args, keylog):
+        argv = ["openssl", "s_client", "-connect", "%s:%d" % (SERVER4, port), "-bind", "%s:0" % CLIENT_IP,
+                "-CAfile", CA_FILE, "-verify_return_error", "-verify_ip", SERVER4,
+                "-quiet", "-brief", "-nocommands"] + list(args)
+        self.args = list(args)
+        if keylog:
+            argv += ["-keylogfile", keylog]
+        self.argv = argv
+        self.sent = bytearray()
+        self.buf = bytearray()
+        self.err = bytearray()
+        self.pos = 0
+        self.commands, self.replies = [], []
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        import threading
+        self.threads = [threading.Thread(target=self._pump, args=(self.p.stdout, self.buf), daemon=True),
+                        threading.Thread(target=self._pump, args=(self.p.stderr, self.err), daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    @staticmethod
+    def _pump(f, into):
+        for _ in range(1000000):  # bounded; ends at EOF
+            b = os.read(f.fileno(), 65536)
+            if not b:
+                break
+            into.extend(b)
+
+    def expect(self, pattern, timeout=20):
+        """wait until the received bytes after the last match match pattern (bytes regex)"""
+        deadline = time.time() + timeout
+        rx = re.compile(pattern)
+        while time.time() < deadline:
+            m = rx.search(bytes(self.buf), self.pos)
+            if m:
+                self.pos = m.end()
+                return m
+            if self.p.poll() is not None and not any(t.is_alive() for t in self.threads[:1]):
+                m = rx.search(bytes(self.buf), self.pos)
+                if m:
+                    self.pos = m.end()
+                    return m
+                break
+            time.sleep(0.02)
+        raise RuntimeError("s_client: no %r within %ds; got %r; stderr %r" % (
+            pattern, timeout, bytes(self.buf[self.pos:])[-300:], bytes(self.err)[-500:]))
+
+    def write(self, line):
+        b = line.encode("utf-8") + CRLF
+        self.commands.append(line)
+        self.sent += b
+        self.p.stdin.write(b)
+        self.p.stdin.flush()
+
+    def close(self, timeout=20):
+        """close stdin; the server closes the connection after LOGOUT/QUIT and s_client exits"""
+        self.p.stdin.close()
+        try:
+            self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()  # our own child, by its Popen handle
+            self.p.wait(timeout=10)
+            raise RuntimeError("s_client did not exit: %r" % bytes(self.err)[-500:])
+        for t in self.threads:
+            t.join(timeout=10)
+        err = self.err.decode("utf-8", "replace")
+        m1 = re.search(r"Protocol version: (\S+)", err)
+        m2 = re.search(r"Ciphersuite: (\S+)", err)
+        if not (m1 and m2) or "verify error" in err.lower():
+            raise RuntimeError("s_client: no handshake summary / verify error: %s" % err[-1000:])
+        return m1.group(1), m2.group(1), self.p.returncode
+
+    def fill(self, sess, mode, keylog):
+        version, cipher, rc = self.close()
+        sess["argv"] = [a.replace(ROOT + "/", "") for a in self.argv]  # cmd_run writes $STATE for the state dir
+        sess["exit_code"] = rc
+        sess["tls"] = {"mode": mode, "version": version, "cipher": cipher,
+                       "keylog": os.path.basename(keylog) if keylog else None,
+                       "encrypt_then_mac": None, "resumed": False, "keylogged": bool(keylog),
+                       "client_config": {"library": OPENSSL, "tls_args": self.args}}
+        sess["commands"] = self.commands
+        sess["commands_note"] = "lines written to s_client's stdin (each + CRLF), all sent inside TLS"
+        sess["replies"] = self.replies
+        sess["plaintext"] = plaintext_record(bytes(self.sent), bytes(self.buf),
+                                             "openssl s_client -quiet: bytes fed to its stdin / read from its stdout")
+
+
+def tls_imaps_sclient(truth, keylog, suite):
+    sess = new_session(OPENSSL, "imap", 993)
+    c = SClient(993, ["-tls1_3", "-ciphersuites", suite], keylog)
+    sess["greeting"] = c.expect(rb"\* OK [^\r\n]*\r\n").group(0).decode().rstrip()
+    for tag, cmd in (("a1", 'LOGIN erin "%s"' % PASSWORDS["erin"]), ("a2", "SELECT INBOX"),
+                     ("a3", "UID FETCH 1 (BODY.PEEK[])"), ("a4", "LOGOUT")):
+        start = c.pos
+        c.write("%s %s" % (tag, cmd))
+        m = c.expect(rb"(?m)^" + tag.encode() + rb" (OK|NO|BAD)[^\r\n]*\r\n")
+        c.replies.append(m.group(0).decode().rstrip())
+        if m.group(1) != b"OK":
+            raise RuntimeError("s_client IMAP %s failed: %r" % (cmd, m.group(0)))
+        if tag == "a3":
+            resp = bytes(c.buf[start:m.start()])
+            lm = re.search(rb"\{(\d+)\}\r\n", resp)
+            lit = resp[lm.end():lm.end() + int(lm.group(1))]
+            sess["messages_fetched"] = [truth.describe("UID FETCH 1 (BODY.PEEK[])", lit)]
+    sess["credentials"].append({"mechanism": "LOGIN", "username": "erin", "password": PASSWORDS["erin"],
+                                "success": True})
+    c.fill(sess, "implicit", keylog)
+    return sess
+
+
+def tls_pop3s_sclient(truth, keylog, suite):
+    sess = new_session(OPENSSL, "pop3", 995)
+    c = SClient(995, ["-tls1_3", "-ciphersuites", suite], keylog)
+    sess["greeting"] = c.expect(rb"\+OK [^\r\n]*\r\n").group(0).decode().rstrip()
+    for cmd in ("USER dave", "PASS " + PASSWORDS["dave"], "STAT", "RETR 1", "QUIT"):
+        c.write(cmd)
+        m = c.expect(rb"(?m)^(\+OK|-ERR)[^\r\n]*\r\n")
+        c.replies.append(m.group(0).decode().rstrip())
+        if m.group(1) != b"+OK":
+            raise RuntimeError("s_client POP3 %s failed: %r" % (cmd, m.group(0)))
+        if cmd == "STAT":
+            sess["stat"] = [int(x) for x in m.group(0).split()[1:3]]
+        if cmd == "RETR 1":
+            body = c.expect(rb"\r\n\.\r\n")
+            raw = bytes(c.buf[m.end():body.start() + 2])
+            sess["messages_fetched"] = [truth.describe("RETR 1", re.sub(rb"(?m)^\.\.", b".", raw))]
+    sess["credentials"].append({"mechanism": "USER/PASS", "username": "dave", "password": PASSWORDS["dave"],
+                                "success": True})
+    c.fill(sess, "implicit", keylog)
+    return sess
+
+
+def tls_smtp_starttls_sclient(keylog):
+    sess = new_session(OPENSSL, "smtp", 25)
+    c = SClient(25, ["-starttls", "smtp", "-name", EHLO_NAME, "-tls1_3"], keylog)
+    for cmd in ("EHLO " + EHLO_NAME, "QUIT"):
+        c.write(cmd)
+        m = c.expect(rb"(?m)^(\d{3}) [^\r\n]*\r\n")
+        c.replies.append(m.group(0).decode().rstrip())
+    c.fill(sess, "starttls", keylog)
+    sess["replies"] = group_smtp_replies(bytes(c.buf).decode("utf-8", "replace").split("\r\n"))
+    sess["cleartext_note"] = ("before the handshake s_client itself reads the 220 greeting and sends "
+                              "'EHLO %s' and 'STARTTLS' in cleartext (not in commands/plaintext)" % EHLO_NAME)
+    return sess
+
+
+def scenario_tls_ciphers(args):
+    keylog = args.keylog
+    os.environ.pop("SSLKEYLOGFILE", None)  # create_default_context() would log every context to it
+    truth = Truth(["dave", "erin"])
+    # TLS 1.2, Python ssl, one suite each
+    tls_imaps_py(truth, keylog, "ECDHE-RSA-AES128-GCM-SHA256")
+    tls_pop3s_py(truth, keylog, "ECDHE-RSA-CHACHA20-POLY1305")
+    tls_smtps_py(keylog, "ECDHE-RSA-AES128-SHA256", mail=("ciphers-1", 44))        # CBC, encrypt_then_mac
+    tls_imaps_py(truth, keylog, "ECDHE-RSA-AES256-SHA", no_etm=True)               # CBC HMAC-SHA1, MAC-then-encrypt
+    tls_pop3s_py(truth, keylog, "ECDHE-RSA-AES256-SHA384")                         # CBC HMAC-SHA384, SHA384 PRF
+    tls_imaps_py(truth, keylog, "AES128-CCM")                                      # RSA key exchange, CCM
+    tls_pop3s_py(truth, keylog, "AES128-CCM8")                                     # RSA key exchange, CCM 8-byte tag
+    # TLS 1.2 resumption: a full handshake, then a second connection offering its ticket
+    first, saved, ctx, config = tls_smtps_py(keylog, "ECDHE-RSA-AES256-GCM-SHA384")
+    second = tls_smtps_py(keylog, None, resume=(len(SESSIONS) - 1, saved, ctx, config))[0]
+    if not second["tls"]["resumed"] or first["tls"]["resumed"]:
+        raise RuntimeError("TLS 1.2 resumption on 465 did not happen: %r" % second["tls"])
+    # TLS 1.3 suites, openssl s_client
+    tls_imaps_sclient(truth, keylog, "TLS_AES_128_GCM_SHA256")
+    tls_pop3s_sclient(truth, keylog, "TLS_CHACHA20_POLY1305_SHA256")
+    tls_imaps_sclient(truth, keylog, "TLS_AES_128_CCM_SHA256")
+    tls_smtp_starttls_sclient(keylog)
+    # TLS 1.3 without key log: no secrets for this client random
+    tls_imaps_py(truth, None, None, max_version=None)
+    for s in SESSIONS:  # each client offered one suite (or the defaults): it must be the negotiated one
+        cc = s["tls"]["client_config"]
+        args = cc.get("tls_args", [])
+        asked = cc.get("set_ciphers") or (args[args.index("-ciphersuites") + 1] if "-ciphersuites" in args else None)
+        if asked and asked != s["tls"]["cipher"]:
+            raise RuntimeError("asked for %s, negotiated %s" % (asked, s["tls"]["cipher"]))
+
+
+TLS_CIPHERS_DAVE = [lambda: msg_simple("ciphers-dave-1", "Alice <alice@example.test>", "dave@example.test",
+                                       "Cipher suites for Dave", "Read me over many TLS cipher suites.\n.\n", 45)]
+TLS_CIPHERS_ERIN = [lambda: msg_simple("ciphers-erin-1", "Alice <alice@example.test>", "erin@example.test",
+                                       "Cipher suites for Erin", "Read me over IMAPS, TLS 1.2 and 1.3.\n", 46)]
+
+
 # -- variants: one small SMTP session
 def scenario_small(args):
     server = SERVER6 if args.ipv6 else SERVER4
@@ -1590,6 +1940,7 @@ SCENARIOS = {
     "imap-compress": (scenario_imap_compress, [("erin", IMAP_COMPRESS_MESSAGES)]),
     "imap-large": (scenario_imap_large, [("erin", [])]),
     "tls-mixed": (scenario_tls_mixed, [("dave", TLS_MIXED_DAVE), ("erin", TLS_MIXED_ERIN)]),
+    "tls-ciphers": (scenario_tls_ciphers, [("dave", TLS_CIPHERS_DAVE), ("erin", TLS_CIPHERS_ERIN)]),
     "small": (scenario_small, []),
 }
 
@@ -1755,6 +2106,14 @@ DESCRIPTIONS = {
     "tls-mixed.pcapng": "TLS mix (pcapng): SMTPS 465 (TLS 1.3, AUTH PLAIN, one mail), IMAPS 993 (TLS 1.3), POP3S 995 "
                         "(TLS 1.2), IMAP STARTTLS on 143, POP3 STLS on 110, curl imaps://; key log in tls-mixed.keys",
     "tls-mixed-secrets.pcapng": "tls-mixed.pcapng with tls-mixed.keys embedded as a pcapng Decryption Secrets Block",
+    "tls-ciphers.pcap": "TLS cipher-suite coverage, 14 sessions on 993/995/465/25, key log in tls-ciphers.keys: "
+                        "TLS 1.2 (Python ssl, one suite each) ECDHE-RSA-AES128-GCM-SHA256, "
+                        "ECDHE-RSA-CHACHA20-POLY1305, ECDHE-RSA-AES128-SHA256 (CBC, encrypt_then_mac), "
+                        "ECDHE-RSA-AES256-SHA (CBC, no encrypt_then_mac), ECDHE-RSA-AES256-SHA384 (CBC), AES128-CCM "
+                        "and AES128-CCM8 (RSA key exchange), ECDHE-RSA-AES256-GCM-SHA384 twice (the second resumed "
+                        "with a session ticket); TLS 1.3 (openssl s_client) TLS_AES_128_GCM_SHA256, "
+                        "TLS_CHACHA20_POLY1305_SHA256, TLS_AES_128_CCM_SHA256, SMTP STARTTLS on 25; and one TLS 1.3 "
+                        "IMAPS session whose secrets are not in the key log",
     "variants/smtp-small-nsec.pcap": "Small SMTP session (smtplib, port 25), nanosecond-resolution pcap, the base of the "
                                      "other smtp-small variants",
     "variants/smtp-small.pcap": "Same packets, microsecond pcap (little-endian)",
@@ -1773,6 +2132,65 @@ DESCRIPTIONS = {
 }
 
 
+CAPTURE_NOTES = {
+    "tls-ciphers.pcap": [
+        "Made by `scripts/make-samples --only tls-ciphers` (also part of the full run). TLS 1.2 sessions: Python "
+        "ssl with maximum_version TLSv1_2 and set_ciphers(one suite); the ECDHE-RSA-AES256-SHA session also sets "
+        "0x80000 (SSL_OP_NO_ENCRYPT_THEN_MAC) so its ServerHello has no encrypt_then_mac extension. TLS 1.3 "
+        "suites cannot be chosen from Python: those sessions are `openssl s_client -tls1_3 -ciphersuites SUITE "
+        "-quiet -brief -keylogfile ...` (argv in sessions[].argv) driven line by line through stdin/stdout. All "
+        "servers are the lab's real Postfix (465, 25) and Dovecot (993, 995); no openssl s_server was needed.",
+        "sessions[].tls: mode/version/cipher as the client reported them; encrypt_then_mac: true/false for TLS 1.2 "
+        "CBC suites (extension 22 in the ServerHello), null for AEAD suites and TLS 1.3; resumed (abbreviated "
+        "handshake) with resumes_session (index in sessions[]) and resumption; extended_master_secret: "
+        "extension 23 in the TLS 1.2 ServerHello (null for TLS 1.3); client_random: from the ClientHello (hex); "
+        "keylogged: whether "
+        "tls-ciphers.keys has lines for this client_random (the last session deliberately has none); "
+        "keylog_labels: those lines' labels. The two RSA-key-exchange sessions (AES128-CCM, AES128-CCM8) also "
+        "have an `RSA` line in the key log (OpenSSL logs the first 8 bytes of the encrypted pre-master secret "
+        "and the pre-master secret) besides their CLIENT_RANDOM line; the resumed session has its own "
+        "CLIENT_RANDOM line (new client random, same master secret as the session it resumes).",
+        "sessions[].plaintext: sha256/size of the exact application data the client wrote to (client_*) and read "
+        "from (server_*) the TLS layer over the whole connection (STARTTLS: only after the upgrade). Python: an "
+        "ssl.SSLSocket subclass recording send()/read(); s_client: the bytes fed to its stdin and read from its "
+        "stdout (-quiet: application data only). For keylogged sessions they equal what tshark decrypts.",
+        "sessions[].tshark_decrypted_records {client, server}: application-data records tshark 4.0 decrypts with "
+        "the key log, counted as the entries of `tshark -r tls-ciphers.pcap -o tls.keylog_file:tls-ciphers.keys "
+        "-q -z follow,tls,raw,STREAM` (the TLS follow tap keeps one entry per decrypted record), split by "
+        "direction. Cross-checked: TLS 1.3 - equal to the records whose decrypted inner tls.record.content_type "
+        "is 23; TLS 1.2 - equal to tshark_encrypted_records (every application-data record decrypted). "
+        "sessions[].tshark_encrypted_records: records whose type on the wire is 23 (tls.record.content_type 23 "
+        "or tls.record.opaque_type 23 read without keys): TLS 1.2 application data; TLS 1.3 every encrypted "
+        "record (EncryptedExtensions..Finished, NewSessionTicket, application data, close_notify). tshark needs "
+        "no -d: 465/993/995 are TLS ports and SMTP STARTTLS on 25 is followed into TLS. "
+        "scripts/check_samples.py recomputes all of this (tls_facts).",
+    ],
+}
+
+
+def tls_session_truth(path, keylog_path, sess, decode_as=None):
+    """tls-ciphers: add what tshark sees (client random, EtM, key log lines, decrypted record counts) to
+    each TLS session and stop if it contradicts what the client recorded (scripts/check_samples.py)."""
+    sys.path.insert(0, HERE)
+    import check_samples
+    facts = check_samples.tls_facts(path, sess, keylog_path, decode_as)
+    for s in sess:
+        if not s.get("tls"):
+            continue
+        f = facts[s["tcp_stream"]]
+        t = s["tls"]
+        t["client_random"] = f["client_random"]
+        t["extended_master_secret"] = f["extended_master_secret"]
+        t["keylog_labels"] = f["keylog_labels"]
+        if t.get("resumed"):
+            t["resumption"] = "session ticket" if f["client_hello_ticket_len"] else "session id"
+        s["tshark_decrypted_records"] = f["decrypted_records"]
+        s["tshark_encrypted_records"] = f["encrypted_records"]
+        problems = check_samples.tls_truth_problems(s, f)
+        if problems:
+            raise SystemExit("%s stream %d: %s" % (os.path.basename(path), s["tcp_stream"], "; ".join(problems)))
+
+
 def cmd_manifest(args):
     samples = args.samples
     plan = {"captures": []}
@@ -1783,7 +2201,12 @@ def cmd_manifest(args):
     for cap in plan["captures"]:
         cap["description"] = DESCRIPTIONS[cap["file"]]
     pw = PASSWORDS
-    manifest = {
+    if args.merge:  # --only: keep every other byte of the installed manifest, add/replace these captures
+        with open(args.merge) as f:
+            manifest = json.load(f)
+    else:
+        manifest = None
+    full = {
         "generator": "scripts/make-samples (sudo scripts/make-samples)",
         "generated_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "notes": [
@@ -1808,6 +2231,8 @@ def cmd_manifest(args):
         "attachments": {"files/" + n: digest(read_file(n)) for n in sorted(FILES)},
         "captures": {},
     }
+    if manifest is None:
+        manifest = full
     for cap in plan["captures"]:
         path = os.path.join(samples, cap["file"])
         entry = {"description": cap["description"], **digest(open(path, "rb").read()), **capinfos(path)}
@@ -1819,6 +2244,8 @@ def cmd_manifest(args):
         for k in ("keylog", "derived_from", "derivation", "embedded_secrets", "note"):
             if cap.get(k):
                 entry[k] = cap[k]
+        if cap["file"] in CAPTURE_NOTES:
+            entry["notes"] = CAPTURE_NOTES[cap["file"]]
         if cap.get("keylog"):
             kp = os.path.join(samples, cap["keylog"])
             kl = open(kp, "rb").read()
@@ -1837,6 +2264,9 @@ def cmd_manifest(args):
                 s["client_port"] = sport
                 s["client_ip"] = src
                 s["tcp_stream"] = stream
+            if cap.get("tls_truth"):
+                tls_session_truth(path, os.path.join(samples, cap["keylog"]) if cap.get("keylog") else None,
+                                  sess, cap.get("decode_as"))
             entry["sessions"] = sess
         prep = sorted(f for f in os.listdir(args.state)  # exact names: "imap" must not pick up "imap-large"
                       if sessions and f in ["prepared-%s-%s.json" % (sessions, u) for u in PASSWORDS])
@@ -1846,7 +2276,8 @@ def cmd_manifest(args):
     with open(os.path.join(samples, "MANIFEST.json"), "w") as f:
         json.dump(manifest, f, indent=1, ensure_ascii=False)
         f.write("\n")
-    print("[manifest] %d captures" % len(manifest["captures"]))
+    print("[manifest] %d captures%s" % (len(manifest["captures"]), " (merged %s into %s)" % (
+        ", ".join(c["file"] for c in plan["captures"]), args.merge) if args.merge else ""))
 
 
 def main():
@@ -1866,6 +2297,8 @@ def main():
     p = sub.add_parser("manifest")
     p.add_argument("--state", required=True)
     p.add_argument("--samples", required=True)
+    p.add_argument("--merge", metavar="MANIFEST", help="start from this MANIFEST.json and only add/replace the "
+                   "planned captures (everything else stays byte for byte)")
     args = ap.parse_args()
     {"files": cmd_files, "prepare": cmd_prepare, "run": cmd_run, "manifest": cmd_manifest}[args.cmd](args)
 
