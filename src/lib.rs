@@ -31,3 +31,4 @@ pub mod sanitize;
 pub mod secret;
 pub mod session;
 pub mod tcp;
+pub mod tls;

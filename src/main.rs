@@ -19,6 +19,7 @@ use mailscope::pipeline::{Analyzer, Config, RunReport};
 use mailscope::ports::{MailPorts, PortAssignment};
 use mailscope::session::{SessionSink, SessionTable};
 use mailscope::tcp::Direction;
+use mailscope::tls::{KeyLog, KeyLogFile};
 
 /// See mail traffic on the wire: SMTP, POP3 and IMAP from captures and live interfaces.
 #[derive(Parser)]
@@ -266,8 +267,50 @@ fn sessions(input: &Input, sink: &mut impl SessionSink) -> Result<ExitCode, Stri
     let mut sources = open_sources(input, &config.ports)?;
     let mut analyzer = Analyzer::new(config);
     let mut table = SessionTable::new(sink);
+    let live = input.interface.is_some();
+    table.keys_may_come = live;
+    table.followed = load_keys(&input.common, &mut table.keys)?;
+    if !live {
+        table.followed.clear();
+    }
     let report = analyzer.run(&mut sources, &mut table);
+    if !input.common.quiet {
+        describe_keys(&table.keys);
+    }
     Ok(finish(&report, &analyzer, input.common.quiet))
+}
+
+/// Reads the key logs named with --keylog and in SSLKEYLOGFILE; they stay open to be followed
+/// as they grow.
+fn load_keys(common: &Common, keys: &mut KeyLog) -> Result<Vec<KeyLogFile>, String> {
+    let from_env = std::env::var_os("SSLKEYLOGFILE").filter(|p| !p.is_empty());
+    let mut files = Vec::new();
+    for path in common
+        .keylogs
+        .iter()
+        .map(std::path::PathBuf::from)
+        .chain(from_env.map(Into::into))
+    {
+        let mut file = KeyLogFile::new(&path);
+        file.poll(keys)
+            .map_err(|e| format!("cannot read key log {}: {e}", path.display()))?;
+        keys.finish();
+        files.push(file);
+    }
+    Ok(files)
+}
+
+fn describe_keys(keys: &KeyLog) {
+    if keys.lines == 0 && keys.malformed == 0 {
+        return;
+    }
+    eprintln!(
+        "mailscope: TLS keys for {} connections ({} key log lines, {} malformed, {} not used)",
+        keys.sessions(),
+        keys.lines,
+        keys.malformed,
+        keys.ignored
+    );
 }
 
 fn export(files: Vec<String>, dir: &str, common: Common) -> Result<ExitCode, String> {

@@ -18,8 +18,6 @@ pub struct Config {
 pub struct Analyzer {
     decoder: Decoder,
     table: FlowTable,
-    /// TLS key log text found in the captures (pcapng Decryption Secrets Blocks).
-    pub embedded_keylog: Vec<u8>,
     pub frames: u64,
 }
 
@@ -36,7 +34,6 @@ impl Analyzer {
         Analyzer {
             decoder: Decoder::new(config.ports.clone()),
             table: FlowTable::new(config.ports, config.limits),
-            embedded_keylog: Vec::new(),
             frames: 0,
         }
     }
@@ -49,12 +46,7 @@ impl Analyzer {
                     self.table.process(&segment, sink);
                 }
             }
-            Record::TlsKeyLog(text) => {
-                self.embedded_keylog.extend_from_slice(text);
-                if !text.ends_with(b"\n") {
-                    self.embedded_keylog.push(b'\n');
-                }
-            }
+            Record::TlsKeyLog(text) => sink.keylog(text),
         }
     }
 

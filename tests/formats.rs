@@ -156,7 +156,7 @@ fn decryption_secrets_block_is_kept() {
         lines.sort();
         lines
     };
-    let embedded = String::from_utf8(analyzer.embedded_keylog.clone()).unwrap();
+    let embedded = String::from_utf8(sink.keylog.clone()).unwrap();
     assert!(!embedded.is_empty());
     assert_eq!(secret_lines(&embedded), secret_lines(&keys));
 }

@@ -54,8 +54,14 @@ struct TlsRecord<'a> {
     version: Option<&'a str>,
     cipher: Option<&'a str>,
     sni: Option<&'a str>,
+    alpn: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate: Option<&'a crate::tls::handshake::CertificateInfo>,
+    resumed: bool,
     decrypted: bool,
     error: Option<&'a str>,
+    records_decrypted: u64,
+    records_undecrypted: u64,
 }
 
 #[derive(Serialize)]
@@ -249,6 +255,7 @@ impl<W: Write> SessionSink for JsonWriter<W> {
     }
 
     fn session_end(&mut self, session: &Session) {
+        let tls = &session.tls.info;
         self.write(&SessionRecord {
             kind: "session",
             id: session.id,
@@ -259,11 +266,16 @@ impl<W: Write> SessionSink for JsonWriter<W> {
             end: seconds(session.end),
             tls: TlsRecord {
                 mode: session.tls.mode.name(),
-                version: None,
-                cipher: None,
-                sni: None,
-                decrypted: session.tls.decrypted,
-                error: session.tls.error.as_deref(),
+                version: tls.version.as_deref(),
+                cipher: tls.cipher.as_deref(),
+                sni: tls.sni.as_deref(),
+                alpn: tls.alpn.as_deref(),
+                certificate: tls.certificate.as_ref(),
+                resumed: tls.resumed,
+                decrypted: session.tls.decrypted(),
+                error: session.tls.error(),
+                records_decrypted: tls.records_decrypted,
+                records_undecrypted: tls.records_undecrypted,
             },
             auth: session
                 .auth

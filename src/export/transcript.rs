@@ -16,11 +16,7 @@ pub const MAX_TRANSCRIPT_LINES: usize = 200_000;
 
 /// The header line of a session.
 pub fn header(session: &Session) -> String {
-    let tls = match (&session.tls.mode, &session.tls.error) {
-        (crate::session::model::TlsMode::None, _) => "no TLS".to_string(),
-        (mode, Some(error)) => format!("TLS {} (not decrypted: {error})", mode.name()),
-        (mode, None) => format!("TLS {}", mode.name()),
-    };
+    let tls = tls_summary(session);
     format!(
         "=== session {}: {} -> {} {}, {tls}, user {}, {} UTC, {}, {}",
         session.id,
@@ -35,6 +31,32 @@ pub fn header(session: &Session) -> String {
         time::duration(session.end.since(session.start)),
         session.ended.map_or("open", |e| e.name()),
     )
+}
+
+/// TLS in a few words: `TLS starttls, TLS1.3 TLS_AES_256_GCM_SHA384, SNI mx.example, decrypted`.
+fn tls_summary(session: &Session) -> String {
+    let tls = &session.tls;
+    if tls.mode == crate::session::model::TlsMode::None {
+        return "no TLS".into();
+    }
+    let mut parts = vec![format!("TLS {}", tls.mode.name())];
+    let info = &tls.info;
+    if let (Some(version), Some(cipher)) = (&info.version, &info.cipher) {
+        parts.push(format!("{version} {cipher}"));
+    }
+    if let Some(sni) = &info.sni {
+        parts.push(format!("SNI {}", sanitize::line(sni.as_bytes())));
+    }
+    if info.resumed {
+        parts.push("resumed".into());
+    }
+    parts.push(match tls.error() {
+        None if tls.decrypted() => "decrypted".into(),
+        None => "not decrypted".into(),
+        Some(error) if info.records_decrypted > 0 => format!("decrypted in part: {error}"),
+        Some(error) => format!("not decrypted: {error}"),
+    });
+    parts.join(", ")
 }
 
 /// The lines of one exchange.

@@ -101,12 +101,11 @@ impl Inbox {
         self.offset
     }
 
-    /// Takes everything held (bytes that are not the dialogue's any more: TLS after STARTTLS);
-    /// returns how many.
-    pub fn take_all(&mut self) -> u64 {
-        let held = self.held();
-        self.consume(held);
-        held as u64
+    /// Takes everything held: bytes that are not the dialogue's any more (TLS after STARTTLS).
+    pub fn take_held(&mut self) -> Vec<u8> {
+        let held = self.available().to_vec();
+        self.consume(held.len());
+        held
     }
 
     /// Takes `n` bytes; returns the capture time of the chunk that held the last of them.

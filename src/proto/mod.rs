@@ -131,11 +131,14 @@ pub struct MailboxEntry {
 }
 
 /// Where TLS starts after STARTTLS/STLS: the stream offsets of the first TLS byte each way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upgrade {
     pub client_offset: u64,
     pub server_offset: u64,
     pub ts: Timestamp,
+    /// What each side (client, server) had already sent past the upgrade point: the start of
+    /// its TLS. The dissector reads only decrypted bytes after an upgrade.
+    pub held: [Vec<u8>; 2],
 }
 
 /// Something the dissector noticed that the user should know.

@@ -1,12 +1,14 @@
 //! Sessions: the fifth stage. Per connection, the session layer picks a dissector (by the
 //! server's port, checked against the first bytes: a TLS handshake where cleartext was expected
-//! means implicit TLS), feeds it the two byte streams, and turns what it reports into the
-//! [`model`] users see, handing each finished piece to a [`SessionSink`] as soon as it is
-//! complete (so that a live capture can be followed).
+//! means implicit TLS), feeds it the two byte streams (through TLS decryption for implicit TLS
+//! and after STARTTLS), and turns what it reports into the [`model`] users see, handing each
+//! finished piece to a [`SessionSink`] as soon as it is complete (so that a live capture can
+//! be followed).
 
 pub mod model;
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use crate::capture::Timestamp;
 use crate::mime;
@@ -16,6 +18,7 @@ use crate::proto::{
     SmtpDissector,
 };
 use crate::tcp::{Direction, Flow, FlowInfo, StreamEvent, StreamSink};
+use crate::tls::{KeyLog, KeyLogFile, TlsConnection, TlsEvent};
 use model::{Message, Protocol, Session, TlsMode, TlsStatus};
 
 /// The outputs: told about each piece as it is complete.
@@ -30,6 +33,8 @@ pub trait SessionSink {
 struct Live {
     session: Session,
     dissector: Option<Box<dyn Dissector + Send>>,
+    /// Implicit TLS from the start, or after STARTTLS: the dissector reads what it decrypts.
+    tls: Option<TlsConnection>,
     /// Whether the first client bytes were looked at yet.
     sniffed: bool,
     /// The capture-wide ids of the session's messages, in order (parts link to them).
@@ -38,11 +43,10 @@ struct Live {
 
 /// Mailbox listing entries kept per session (a hostile server can list endlessly).
 const MAX_MAILBOX_ENTRIES: usize = 100_000;
+/// How often followed key logs are read again.
+const KEYLOG_POLL: Duration = Duration::from_millis(200);
 /// Message ids remembered per session for linking parts to their message.
 const MAX_LINKED_MESSAGES: usize = 1_000_000;
-
-/// Why TLS is not readable until the TLS stage lands.
-const NOT_DECRYPTED: &str = "TLS decryption is not available yet";
 
 pub struct SessionTable<S: SessionSink> {
     live: HashMap<u64, Live>,
@@ -50,6 +54,13 @@ pub struct SessionTable<S: SessionSink> {
     events: Vec<ProtoEvent>,
     /// The id the next message gets.
     next_message: u64,
+    /// TLS secrets: from key log files, and from the captures' Decryption Secrets Blocks.
+    pub keys: KeyLog,
+    /// The key log is followed as it grows (live capture): protected records wait for keys.
+    pub keys_may_come: bool,
+    /// Key log files read again as they grow.
+    pub followed: Vec<KeyLogFile>,
+    last_poll: Option<Instant>,
 }
 
 impl<S: SessionSink> SessionTable<S> {
@@ -59,6 +70,22 @@ impl<S: SessionSink> SessionTable<S> {
             sink,
             events: Vec::new(),
             next_message: 1,
+            keys: KeyLog::default(),
+            keys_may_come: false,
+            followed: Vec::new(),
+            last_poll: None,
+        }
+    }
+
+    /// Reads what was added to the followed key logs, at most every `KEYLOG_POLL`.
+    fn poll_keys(&mut self) {
+        if self.followed.is_empty() || self.last_poll.is_some_and(|t| t.elapsed() < KEYLOG_POLL) {
+            return;
+        }
+        self.last_poll = Some(Instant::now());
+        for file in &mut self.followed {
+            // A key log being rewritten can vanish for a moment: the next poll reads it.
+            let _ = file.poll(&mut self.keys);
         }
     }
 
@@ -112,12 +139,8 @@ fn apply(session: &mut Session, event: ProtoEvent, sink: &mut impl SessionSink) 
         ProtoEvent::Auth(attempt) => session.auth.push(attempt),
         ProtoEvent::Message(_) => {}
         ProtoEvent::Upgrade(upgrade) => {
-            session.tls = TlsStatus {
-                mode: TlsMode::StartTls,
-                decrypted: false,
-                error: Some(NOT_DECRYPTED.into()),
-                upgrade: Some(upgrade),
-            };
+            session.tls.mode = TlsMode::StartTls;
+            session.tls.upgrade = Some(upgrade);
         }
         ProtoEvent::Capabilities(capabilities) => session.capabilities = capabilities,
         ProtoEvent::Selected(state) => session.selected = state,
@@ -147,12 +170,87 @@ fn apply(session: &mut Session, event: ProtoEvent, sink: &mut impl SessionSink) 
 }
 
 fn dissector_for(service: Option<Service>) -> (Option<Box<dyn Dissector + Send>>, TlsMode) {
-    match service {
-        Some(Service::Smtp) => (Some(Box::new(SmtpDissector::default())), TlsMode::None),
-        Some(Service::Pop3) => (Some(Box::new(Pop3Dissector::default())), TlsMode::None),
-        Some(Service::Imap) => (Some(Box::new(ImapDissector::default())), TlsMode::None),
-        Some(Service::Smtps | Service::Pop3s | Service::Imaps) => (None, TlsMode::Implicit),
-        _ => (None, TlsMode::None),
+    let dissector: Box<dyn Dissector + Send> = match service {
+        Some(Service::Smtp | Service::Smtps) => Box::new(SmtpDissector::default()),
+        Some(Service::Pop3 | Service::Pop3s) => Box::new(Pop3Dissector::default()),
+        Some(Service::Imap | Service::Imaps) => Box::new(ImapDissector::default()),
+        None => return (None, TlsMode::None),
+    };
+    let implicit = matches!(
+        service,
+        Some(Service::Smtps | Service::Pop3s | Service::Imaps)
+    );
+    let mode = if implicit {
+        TlsMode::Implicit
+    } else {
+        TlsMode::None
+    };
+    (Some(dissector), mode)
+}
+
+/// One direction's bytes on to the dissector: through TLS when the connection has it. A
+/// STARTTLS that took effect starts TLS with what each side had already sent past it.
+fn feed(
+    live: &mut Live,
+    keys: &KeyLog,
+    keys_may_come: bool,
+    direction: Direction,
+    bytes: &[u8],
+    ts: Timestamp,
+    events: &mut Vec<ProtoEvent>,
+) {
+    if let Some(tls) = live.tls.as_mut() {
+        let mut out = Vec::new();
+        tls.data(direction, bytes, ts, keys, &mut out);
+        dissect_tls(live, out, events);
+        return;
+    }
+    if let Some(d) = live.dissector.as_mut() {
+        d.data(direction, bytes, ts, events);
+    }
+    let held = events.iter_mut().find_map(|e| match e {
+        ProtoEvent::Upgrade(upgrade) => Some((std::mem::take(&mut upgrade.held), upgrade.ts)),
+        _ => None,
+    });
+    if let Some(([client, server], ts)) = held {
+        events.push(ProtoEvent::Note(Note {
+            direction: None,
+            ts,
+            text: "TLS from here on (what follows is decrypted, where the key log allows)".into(),
+        }));
+        live.tls = Some(TlsConnection::new(keys_may_come));
+        for (direction, bytes) in [
+            (Direction::ClientToServer, client),
+            (Direction::ServerToClient, server),
+        ] {
+            feed(live, keys, keys_may_come, direction, &bytes, ts, events);
+        }
+    }
+}
+
+/// What TLS made of some bytes: plaintext for the dissector, notes for the session.
+fn dissect_tls(live: &mut Live, out: Vec<TlsEvent>, events: &mut Vec<ProtoEvent>) {
+    for event in out {
+        match event {
+            TlsEvent::Plaintext {
+                direction,
+                bytes,
+                ts,
+            } => {
+                if let Some(d) = live.dissector.as_mut() {
+                    d.data(direction, &bytes, ts, events);
+                }
+            }
+            TlsEvent::Note {
+                direction,
+                ts,
+                text,
+            } => events.push(ProtoEvent::Note(Note {
+                direction: Some(direction),
+                ts,
+                text,
+            })),
+        }
     }
 }
 
@@ -162,6 +260,11 @@ fn looks_like_tls(bytes: &[u8]) -> bool {
 }
 
 impl<S: SessionSink> StreamSink for SessionTable<S> {
+    fn keylog(&mut self, text: &[u8]) {
+        self.keys.add(text);
+        self.keys.finish();
+    }
+
     fn flow_opened(&mut self, flow: &FlowInfo) {
         let (dissector, mode) = dissector_for(flow.service);
         let session = Session {
@@ -173,9 +276,8 @@ impl<S: SessionSink> StreamSink for SessionTable<S> {
             end: Timestamp::default(),
             tls: TlsStatus {
                 mode,
-                decrypted: false,
-                error: (mode == TlsMode::Implicit).then(|| NOT_DECRYPTED.to_string()),
                 upgrade: None,
+                info: Default::default(),
             },
             auth: Vec::new(),
             capabilities: Vec::new(),
@@ -192,6 +294,7 @@ impl<S: SessionSink> StreamSink for SessionTable<S> {
             Live {
                 session,
                 dissector,
+                tls: (mode == TlsMode::Implicit).then(|| TlsConnection::new(self.keys_may_come)),
                 sniffed: false,
                 message_ids: Vec::new(),
             },
@@ -199,6 +302,7 @@ impl<S: SessionSink> StreamSink for SessionTable<S> {
     }
 
     fn stream_event(&mut self, flow: &FlowInfo, direction: Direction, event: StreamEvent<'_>) {
+        self.poll_keys();
         let Some(live) = self.live.get_mut(&flow.id) else {
             return;
         };
@@ -206,14 +310,9 @@ impl<S: SessionSink> StreamSink for SessionTable<S> {
             StreamEvent::Data { bytes, ts, .. } => {
                 if direction == Direction::ClientToServer && !live.sniffed {
                     live.sniffed = true;
-                    if live.dissector.is_some() && looks_like_tls(bytes) {
-                        live.dissector = None;
-                        live.session.tls = TlsStatus {
-                            mode: TlsMode::Implicit,
-                            decrypted: false,
-                            error: Some(NOT_DECRYPTED.into()),
-                            upgrade: None,
-                        };
+                    if live.tls.is_none() && looks_like_tls(bytes) {
+                        live.tls = Some(TlsConnection::new(self.keys_may_come));
+                        live.session.tls.mode = TlsMode::Implicit;
                         self.events.push(ProtoEvent::Note(Note {
                             direction: Some(direction),
                             ts,
@@ -221,13 +320,24 @@ impl<S: SessionSink> StreamSink for SessionTable<S> {
                         }));
                     }
                 }
-                if let Some(d) = live.dissector.as_mut() {
-                    d.data(direction, bytes, ts, &mut self.events);
-                }
+                let keys = &self.keys;
+                feed(
+                    live,
+                    keys,
+                    self.keys_may_come,
+                    direction,
+                    bytes,
+                    ts,
+                    &mut self.events,
+                );
             }
             StreamEvent::Gap { len, ts } => {
                 live.session.gaps += 1;
-                if let Some(d) = live.dissector.as_mut() {
+                if let Some(tls) = live.tls.as_mut() {
+                    let mut out = Vec::new();
+                    tls.gap(direction, len, ts, &mut out);
+                    dissect_tls(live, out, &mut self.events);
+                } else if let Some(d) = live.dissector.as_mut() {
                     d.gap(direction, len, ts, &mut self.events);
                 }
             }
@@ -238,6 +348,12 @@ impl<S: SessionSink> StreamSink for SessionTable<S> {
 
     fn flow_ended(&mut self, flow: &Flow) {
         if let Some(live) = self.live.get_mut(&flow.info.id) {
+            if let Some(tls) = live.tls.as_mut() {
+                let mut out = Vec::new();
+                tls.end(&self.keys, &mut out);
+                live.session.tls.info = tls.info.clone();
+                dissect_tls(live, out, &mut self.events);
+            }
             if let Some(d) = live.dissector.as_mut() {
                 d.end(flow.last_ts, &mut self.events);
             }

@@ -8,6 +8,7 @@ use crate::mime::MessageView;
 use crate::ports::Service;
 use crate::proto::{AuthAttempt, CapturedMessage, MailboxEntry, MailboxState, Note, Upgrade};
 use crate::tcp::FlowEnd;
+use crate::tls::TlsInfo;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -59,10 +60,21 @@ impl TlsMode {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TlsStatus {
     pub mode: TlsMode,
-    pub decrypted: bool,
-    /// Why the TLS part is not readable.
-    pub error: Option<String>,
+    /// Where STARTTLS or STLS took effect.
     pub upgrade: Option<Upgrade>,
+    /// What the TLS layer saw and made of it.
+    pub info: TlsInfo,
+}
+
+impl TlsStatus {
+    pub fn decrypted(&self) -> bool {
+        self.mode != TlsMode::None && self.info.decrypted()
+    }
+
+    /// Why the TLS part is not (all) readable.
+    pub fn error(&self) -> Option<&str> {
+        self.info.error.as_deref()
+    }
 }
 
 #[derive(Clone, Debug)]

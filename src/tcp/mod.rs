@@ -49,6 +49,8 @@ pub enum StreamEvent<'a> {
 /// The stage above the flow table.
 pub trait StreamSink {
     fn flow_opened(&mut self, _flow: &FlowInfo) {}
+    /// TLS secrets the capture carries (a pcapng Decryption Secrets Block).
+    fn keylog(&mut self, _text: &[u8]) {}
     fn stream_event(&mut self, flow: &FlowInfo, direction: Direction, event: StreamEvent<'_>);
     /// The connection is over: no stream event follows for it.
     fn flow_ended(&mut self, _flow: &Flow) {}

@@ -32,11 +32,17 @@ pub struct Collected {
     /// Keyed by (flow id, direction index).
     pub streams: BTreeMap<(u64, usize), Delivered>,
     pub packets: BTreeMap<(u64, usize), u64>,
+    /// Key log text the capture carried.
+    pub keylog: Vec<u8>,
 }
 
 impl StreamSink for Collected {
     fn flow_opened(&mut self, flow: &FlowInfo) {
         self.flows.insert(flow.id, flow.clone());
+    }
+
+    fn keylog(&mut self, text: &[u8]) {
+        self.keylog.extend_from_slice(text);
     }
 
     fn stream_event(&mut self, flow: &FlowInfo, direction: Direction, event: StreamEvent<'_>) {

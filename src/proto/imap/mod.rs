@@ -88,8 +88,6 @@ enum ClientMode {
     SaslResponse,
     /// After IDLE, until the client's DONE.
     Idle,
-    /// After STARTTLS, or COMPRESS (not inflated yet).
-    Opaque,
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +140,7 @@ pub struct ImapDissector {
     /// Messages reported so far: the next one's number in the session.
     messages: usize,
     resync: [bool; 2],
+    /// Bytes past a broken deflate stream, not read: [client, server].
     opaque: [u64; 2],
     /// After COMPRESS=DEFLATE: each direction's inflater.
     inflaters: [Option<flate2::Decompress>; 2],
@@ -191,7 +190,7 @@ impl Dissector for ImapDissector {
         out: &mut Vec<ProtoEvent>,
     ) {
         let i = direction.index();
-        if self.mode == ClientMode::Opaque || self.undecodable[i] {
+        if self.undecodable[i] {
             self.opaque[i] += bytes.len() as u64;
             return;
         }
@@ -207,7 +206,7 @@ impl Dissector for ImapDissector {
     }
 
     fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
-        if self.mode == ClientMode::Opaque || self.undecodable[direction.index()] {
+        if self.undecodable[direction.index()] {
             return;
         }
         if self.inflaters[direction.index()].take().is_some() {
@@ -269,7 +268,7 @@ impl Dissector for ImapDissector {
         }
         let [c, s] = self.opaque;
         if c + s > 0 {
-            note(out, Direction::ClientToServer, ts, format!("after STARTTLS, or past a broken deflate stream: {c} bytes from the client and {s} from the server, not decoded"));
+            note(out, Direction::ClientToServer, ts, format!("past a broken deflate stream: {c} bytes from the client and {s} from the server, not decoded"));
         }
     }
 }
@@ -806,9 +805,9 @@ impl ImapDissector {
                             client_offset: pending.command.end_offset,
                             server_offset: unit.end_offset,
                             ts: unit.ts,
+                            held: [self.client.take_held(), self.server.take_held()],
                         }));
-                        self.mode = ClientMode::Opaque;
-                        self.opaque = [self.client.take_all(), self.server.take_all()];
+                        self.mode = ClientMode::Command;
                     } else {
                         self.start_compression(unit.ts, out);
                     }

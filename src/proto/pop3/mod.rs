@@ -26,7 +26,6 @@ enum ClientMode {
     Command,
     AwaitReply,
     SaslResponse,
-    Tls,
 }
 
 #[derive(Debug, Clone)]
@@ -80,7 +79,6 @@ pub struct Pop3Dissector {
     /// The name of the last USER command, for the PASS that follows.
     pending_user: Option<String>,
     resync: [bool; 2],
-    encrypted: [u64; 2],
 }
 
 impl Default for Pop3Dissector {
@@ -96,7 +94,6 @@ impl Default for Pop3Dissector {
             apop_timestamp: None,
             pending_user: None,
             resync: [false; 2],
-            encrypted: [0; 2],
         }
     }
 }
@@ -133,10 +130,6 @@ impl Dissector for Pop3Dissector {
         ts: Timestamp,
         out: &mut Vec<ProtoEvent>,
     ) {
-        if matches!(self.mode, ClientMode::Tls) {
-            self.encrypted[direction.index()] += bytes.len() as u64;
-            return;
-        }
         match direction {
             Direction::ClientToServer => self.client.push(bytes, ts),
             Direction::ServerToClient => self.server.push(bytes, ts),
@@ -145,9 +138,6 @@ impl Dissector for Pop3Dissector {
     }
 
     fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
-        if matches!(self.mode, ClientMode::Tls) {
-            return;
-        }
         match direction {
             Direction::ClientToServer => {
                 self.client.gap(len, ts);
@@ -198,10 +188,6 @@ impl Dissector for Pop3Dissector {
                 reply: None,
                 unknown_command: p.unknown,
             }));
-        }
-        let [c, s] = self.encrypted;
-        if c + s > 0 {
-            note(out, Direction::ClientToServer, ts, format!("TLS after STLS: {c} bytes from the client and {s} from the server, not decrypted"));
         }
     }
 }
@@ -451,9 +437,9 @@ impl Pop3Dissector {
                         client_offset: pending.command.end_offset,
                         server_offset: reply.end_offset,
                         ts: reply.ts,
+                        held: [self.client.take_held(), self.server.take_held()],
                     }));
-                    self.mode = ClientMode::Tls;
-                    self.encrypted = [self.client.take_all(), self.server.take_all()];
+                    self.mode = ClientMode::Command;
                 } else {
                     self.mode = ClientMode::Command;
                 }

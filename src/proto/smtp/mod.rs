@@ -38,8 +38,6 @@ enum ClientMode {
     Bdat {
         remaining: u64,
     },
-    /// After STARTTLS: the rest is TLS.
-    Tls,
 }
 
 /// What a command asked for, so that its reply can be acted on.
@@ -87,8 +85,6 @@ pub struct SmtpDissector {
     sasl: Option<Sasl>,
     /// Skipping to the next line that parses, after a gap: [client, server].
     resync: [bool; 2],
-    /// TLS bytes after STARTTLS, not decrypted: [client, server].
-    encrypted: [u64; 2],
     /// Held bytes already reported as dropped.
     dropped_reported: [u64; 2],
 }
@@ -105,7 +101,6 @@ impl Default for SmtpDissector {
             message: None,
             sasl: None,
             resync: [false; 2],
-            encrypted: [0; 2],
             dropped_reported: [0; 2],
         }
     }
@@ -123,10 +118,6 @@ impl Dissector for SmtpDissector {
         ts: Timestamp,
         out: &mut Vec<ProtoEvent>,
     ) {
-        if matches!(self.mode, ClientMode::Tls) {
-            self.encrypted[direction.index()] += bytes.len() as u64;
-            return;
-        }
         match direction {
             Direction::ClientToServer => self.client.push(bytes, ts),
             Direction::ServerToClient => self.server.push(bytes, ts),
@@ -136,9 +127,6 @@ impl Dissector for SmtpDissector {
     }
 
     fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
-        if matches!(self.mode, ClientMode::Tls) {
-            return;
-        }
         match direction {
             Direction::ClientToServer => {
                 let lost = self.client.gap(len, ts) as u64 + len;
@@ -242,10 +230,6 @@ impl Dissector for SmtpDissector {
                 );
             }
         }
-        let [c, s] = self.encrypted;
-        if c + s > 0 {
-            note(out, Direction::ClientToServer, ts, format!("TLS after STARTTLS: {c} bytes from the client and {s} from the server, not decrypted"));
-        }
     }
 }
 
@@ -287,7 +271,7 @@ impl SmtpDissector {
                 },
                 ClientMode::Data { .. } => self.data_body(out),
                 ClientMode::Bdat { .. } => self.bdat_chunk(),
-                ClientMode::AwaitReply | ClientMode::Tls => false,
+                ClientMode::AwaitReply => false,
             };
             if !step {
                 return progress;
@@ -609,14 +593,15 @@ impl SmtpDissector {
             }
             Kind::StartTls => {
                 if reply.code == "220" {
+                    // What both sides hold past the upgrade point is already TLS; what comes
+                    // back decrypted starts the dialogue afresh (RFC 3207 4.2).
                     out.push(ProtoEvent::Upgrade(Upgrade {
                         client_offset: pending.command.end_offset,
                         server_offset: reply.end_offset,
                         ts: reply.ts,
+                        held: [self.client.take_held(), self.server.take_held()],
                     }));
-                    self.mode = ClientMode::Tls;
-                    // What both sides hold past the upgrade point is already TLS.
-                    self.encrypted = [self.client.take_all(), self.server.take_all()];
+                    self.mode = ClientMode::Command;
                 } else {
                     self.mode = ClientMode::Command;
                 }

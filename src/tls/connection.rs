@@ -1,0 +1,605 @@
+//! One TLS connection seen from the wire: the handshake read as it passes, record keys made from
+//! the key log when a side starts protecting its records, and the application data handed on
+//! as plaintext. When something stops decryption the status says what, once.
+
+use std::collections::VecDeque;
+
+use tls_parser::{TlsCipherEnc, TlsCipherEncMode, TlsCipherMac, TlsCipherSuite, TlsPRF};
+
+use super::cipher::{DirectionKeys, MacHash, OpenError, Protection, RecordCipher};
+use super::handshake::{self, CertificateInfo, ClientHello, HandshakeReader, ServerHello};
+use super::keylog::{KeyLog, Secrets};
+use super::keys::{self, Hash};
+use super::record::{self, Record, RecordReader};
+use crate::capture::Timestamp;
+use crate::tcp::Direction;
+
+const TLS10: u16 = 0x0301;
+const TLS13: u16 = 0x0304;
+
+/// Records held per side while waiting for a key that may still be logged (live capture).
+const MAX_WAITING_BYTES: usize = 1 << 20;
+
+/// What a session shows of its TLS.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    pub version: Option<String>,
+    pub cipher: Option<String>,
+    pub sni: Option<String>,
+    pub alpn: Option<String>,
+    pub certificate: Option<CertificateInfo>,
+    pub resumed: bool,
+    /// Records opened, both sides together.
+    pub records_decrypted: u64,
+    /// Protected records that could not be opened.
+    pub records_undecrypted: u64,
+    /// Why (part of) the connection could not be read, first reason only.
+    pub error: Option<String>,
+}
+
+impl TlsInfo {
+    pub fn decrypted(&self) -> bool {
+        self.error.is_none() && self.records_decrypted > 0
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum TlsEvent {
+    Plaintext {
+        direction: Direction,
+        bytes: Vec<u8>,
+        ts: Timestamp,
+    },
+    Note {
+        direction: Direction,
+        ts: Timestamp,
+        text: String,
+    },
+}
+
+#[derive(Default)]
+struct Side {
+    records: RecordReader,
+    handshake: HandshakeReader,
+    /// From here on this side's records are protected.
+    protected: bool,
+    cipher: Option<RecordCipher>,
+    /// TLS 1.3: the traffic secret in use, for KeyUpdate.
+    secret: Vec<u8>,
+    /// Protected records kept until a key is logged.
+    waiting: VecDeque<Record>,
+    waiting_bytes: usize,
+    /// Nothing more is read from this side.
+    stopped: bool,
+    /// Bytes before the first record that are not TLS (sent after STARTTLS, before the hello).
+    skipped: u64,
+    opened: u64,
+}
+
+/// The negotiated suite, as far as decryption needs it.
+#[derive(Clone, Copy)]
+struct Suite {
+    protection: Protection,
+    hash: Hash,
+}
+
+pub struct TlsConnection {
+    pub info: TlsInfo,
+    client_hello: Option<ClientHello>,
+    server_hello: Option<ServerHello>,
+    suite: Option<Suite>,
+    sides: [Side; 2],
+    /// Keys may still be logged (a live capture following its key log): wait, within bounds.
+    keys_may_come: bool,
+}
+
+fn version_name(version: u16) -> String {
+    match version {
+        0x0300 => "SSL3.0".into(),
+        0x0301 => "TLS1.0".into(),
+        0x0302 => "TLS1.1".into(),
+        0x0303 => "TLS1.2".into(),
+        0x0304 => "TLS1.3".into(),
+        other => format!("0x{other:04x}"),
+    }
+}
+
+/// How the suite protects records, or why it is not supported.
+fn suite(id: u16, version: u16) -> Result<(Suite, &'static str), String> {
+    let Some(suite) = TlsCipherSuite::from_id(id) else {
+        return Err(format!("unknown cipher suite 0x{id:04x}"));
+    };
+    let key_len = suite.enc_key_size();
+    let protection = match (suite.enc, suite.enc_mode, suite.mac) {
+        (TlsCipherEnc::Aes, TlsCipherEncMode::Gcm, _) => Protection::Gcm { key_len },
+        (TlsCipherEnc::Chacha20_Poly1305, _, _) => Protection::ChaCha20Poly1305,
+        (TlsCipherEnc::Aes, TlsCipherEncMode::Ccm, _) => Protection::Ccm {
+            key_len,
+            tag_len: if suite.name.contains("CCM_8") { 8 } else { 16 },
+        },
+        (TlsCipherEnc::Aes, TlsCipherEncMode::Cbc, mac) if version < TLS13 => {
+            let mac = match mac {
+                TlsCipherMac::HmacSha1 => MacHash::Sha1,
+                TlsCipherMac::HmacSha256 => MacHash::Sha256,
+                TlsCipherMac::HmacSha384 => MacHash::Sha384,
+                _ => return Err(format!("cipher not supported: {}", suite.name)),
+            };
+            Protection::Cbc { key_len, mac }
+        }
+        _ => return Err(format!("cipher not supported: {}", suite.name)),
+    };
+    let hash = if version < 0x0303 {
+        Hash::Md5Sha1
+    } else if suite.prf == TlsPRF::Sha384 || suite.name.ends_with("_SHA384") {
+        Hash::Sha384
+    } else {
+        Hash::Sha256
+    };
+    Ok((Suite { protection, hash }, suite.name))
+}
+
+impl TlsConnection {
+    pub fn new(keys_may_come: bool) -> TlsConnection {
+        TlsConnection {
+            info: TlsInfo::default(),
+            client_hello: None,
+            server_hello: None,
+            suite: None,
+            sides: [Side::default(), Side::default()],
+            keys_may_come,
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.info.error.get_or_insert(reason);
+    }
+
+    fn tls13(&self) -> bool {
+        self.server_hello
+            .as_ref()
+            .is_some_and(|h| h.version == TLS13)
+    }
+
+    pub fn data(
+        &mut self,
+        direction: Direction,
+        mut bytes: &[u8],
+        ts: Timestamp,
+        keys: &KeyLog,
+        out: &mut Vec<TlsEvent>,
+    ) {
+        let i = direction.index();
+        if self.sides[i].stopped {
+            return;
+        }
+        if self.sides[i].records.records == 0 && self.sides[i].records.held() == 0 {
+            // What comes before the first handshake record is not TLS: bytes a client or
+            // server slipped in after STARTTLS (the CVE-2011-0411 family).
+            let start = bytes
+                .windows(2)
+                .position(|w| w == [record::HANDSHAKE, 3])
+                .unwrap_or(bytes.len());
+            if start > 0 {
+                self.sides[i].skipped += start as u64;
+                let shown = crate::sanitize::line(&bytes[..start.min(200)]);
+                out.push(TlsEvent::Note {
+                    direction,
+                    ts,
+                    text: format!("{start} bytes that are not TLS before the handshake: {shown}"),
+                });
+                bytes = &bytes[start..];
+            }
+        }
+        let mut records = Vec::new();
+        let framed = self.sides[i]
+            .records
+            .push(bytes, ts, &mut |r| records.push(r));
+        if self.keys_may_come {
+            self.retry_waiting(direction, keys, out);
+        }
+        for record in records {
+            self.record(direction, record, keys, out);
+        }
+        if let Err(e) = framed {
+            self.sides[i].stopped = true;
+            out.push(TlsEvent::Note {
+                direction,
+                ts,
+                text: format!("the TLS stream cannot be followed further: {}", e.0),
+            });
+            self.fail("the TLS stream broke off (not a TLS record)".into());
+        }
+    }
+
+    /// Bytes lost in one direction: its record boundaries and sequence numbers are gone.
+    pub fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<TlsEvent>) {
+        let side = &mut self.sides[direction.index()];
+        if side.stopped {
+            return;
+        }
+        side.stopped = true;
+        out.push(TlsEvent::Note {
+            direction,
+            ts,
+            text: format!(
+                "{len} TLS bytes were not captured; this direction is not decrypted from here on"
+            ),
+        });
+        self.fail("gap in the stream".into());
+    }
+
+    /// The connection is over: what was still waiting for a key never got one.
+    pub fn end(&mut self, keys: &KeyLog, out: &mut Vec<TlsEvent>) {
+        for direction in [Direction::ClientToServer, Direction::ServerToClient] {
+            self.retry_waiting(direction, keys, out);
+            let side = &mut self.sides[direction.index()];
+            self.info.records_undecrypted += side.waiting.len() as u64;
+            side.waiting.clear();
+        }
+        if self.client_hello.is_none() && self.sides.iter().any(|s| s.records.records > 0) {
+            self.fail("handshake not captured".into());
+        } else if self.server_hello.is_none() && self.client_hello.is_some() {
+            self.fail("the server never answered the ClientHello".into());
+        } else if self.info.records_decrypted + self.info.records_undecrypted == 0 {
+            self.fail("the handshake did not finish in the capture".into());
+        }
+    }
+
+    fn record(
+        &mut self,
+        direction: Direction,
+        mut record: Record,
+        keys: &KeyLog,
+        out: &mut Vec<TlsEvent>,
+    ) {
+        let i = direction.index();
+        if record.content_type == record::CHANGE_CIPHER_SPEC {
+            // TLS 1.3 sends it only for middleboxes; before it, it starts protection.
+            if !self.tls13() {
+                self.sides[i].protected = true;
+                self.install_tls12(direction, keys);
+            }
+            return;
+        }
+        if !self.sides[i].protected {
+            match record.content_type {
+                record::HANDSHAKE => {
+                    let messages = self.sides[i].handshake.push(&record.body);
+                    for (kind, body) in messages {
+                        self.handshake(direction, kind, &body, record.ts, keys, out);
+                    }
+                }
+                record::ALERT => out.extend(alert(direction, &record.body, record.ts)),
+                _ => out.push(TlsEvent::Note {
+                    direction,
+                    ts: record.ts,
+                    text: format!(
+                        "a record of type {} before the handshake protected anything",
+                        record.content_type
+                    ),
+                }),
+            }
+            return;
+        }
+        if self.sides[i].cipher.is_none() {
+            let side = &mut self.sides[i];
+            if self.keys_may_come && side.waiting_bytes + record.body.len() <= MAX_WAITING_BYTES {
+                side.waiting_bytes += record.body.len();
+                side.waiting.push_back(record);
+            } else {
+                self.info.records_undecrypted += 1;
+            }
+            return;
+        }
+        self.open(direction, &mut record, keys, out);
+    }
+
+    fn open(
+        &mut self,
+        direction: Direction,
+        record: &mut Record,
+        keys: &KeyLog,
+        out: &mut Vec<TlsEvent>,
+    ) {
+        let i = direction.index();
+        let tls13 = self.tls13();
+        let Some(cipher) = self.sides[i].cipher.as_mut() else {
+            return;
+        };
+        if let Err(e) = cipher.open(record) {
+            let side = &mut self.sides[i];
+            side.stopped = true;
+            self.info.records_undecrypted += 1;
+            let reason = match (e, side.opened) {
+                (OpenError::Authentication, 0) => {
+                    "key present but the first record fails authentication (wrong key)".to_string()
+                }
+                (OpenError::Authentication, n) => {
+                    format!(
+                        "record {} failed authentication (changed on the way?)",
+                        n + 1
+                    )
+                }
+                (OpenError::Malformed, _) => "a protected record too short for its cipher".into(),
+            };
+            out.push(TlsEvent::Note {
+                direction,
+                ts: record.ts,
+                text: format!("{reason}; this direction is not decrypted from here on"),
+            });
+            self.fail(reason);
+            return;
+        }
+        self.sides[i].opened += 1;
+        self.info.records_decrypted += 1;
+        let content_type = if tls13 {
+            // TLSInnerPlaintext: content, the real type, then zero padding.
+            let end = record.body.iter().rposition(|&b| b != 0);
+            let Some(end) = end else {
+                return;
+            };
+            let kind = record.body[end];
+            record.body.truncate(end);
+            kind
+        } else {
+            record.content_type
+        };
+        match content_type {
+            record::APPLICATION_DATA => out.push(TlsEvent::Plaintext {
+                direction,
+                bytes: std::mem::take(&mut record.body),
+                ts: record.ts,
+            }),
+            record::HANDSHAKE => {
+                let messages = self.sides[i].handshake.push(&record.body);
+                for (kind, body) in messages {
+                    self.handshake(direction, kind, &body, record.ts, keys, out);
+                }
+            }
+            record::ALERT => out.extend(alert(direction, &record.body, record.ts)),
+            _ => {}
+        }
+    }
+
+    fn handshake(
+        &mut self,
+        direction: Direction,
+        kind: u8,
+        body: &[u8],
+        ts: Timestamp,
+        keys: &KeyLog,
+        out: &mut Vec<TlsEvent>,
+    ) {
+        match (direction, kind) {
+            (Direction::ClientToServer, handshake::CLIENT_HELLO) => {
+                let Some(hello) = handshake::client_hello(body) else {
+                    return out.push(note(direction, ts, "a ClientHello that does not parse"));
+                };
+                self.info.sni = hello.sni.clone();
+                self.client_hello = Some(hello);
+            }
+            (Direction::ServerToClient, handshake::SERVER_HELLO) => {
+                let Some(hello) = handshake::server_hello(body) else {
+                    return out.push(note(direction, ts, "a ServerHello that does not parse"));
+                };
+                if hello.hello_retry {
+                    return out.push(note(
+                        direction,
+                        ts,
+                        "HelloRetryRequest: the client says hello again",
+                    ));
+                }
+                self.info.version = Some(version_name(hello.version));
+                self.info.alpn = hello.alpn.clone();
+                match suite(hello.cipher_suite, hello.version) {
+                    Ok((suite, name)) => {
+                        self.info.cipher = Some(name.to_string());
+                        self.suite = Some(suite);
+                    }
+                    Err(reason) => {
+                        self.info.cipher = Some(reason.clone());
+                        self.fail(reason);
+                    }
+                }
+                let tls13 = hello.version == TLS13;
+                // TLS 1.3 echoes the session id for middleboxes; a PSK is what resumes it.
+                self.info.resumed = if tls13 {
+                    hello.pre_shared_key
+                } else {
+                    self.client_hello.as_ref().is_some_and(|c| {
+                        !c.session_id.is_empty() && c.session_id == hello.session_id
+                    })
+                };
+                self.server_hello = Some(hello);
+                if tls13 {
+                    for side in [Direction::ServerToClient, Direction::ClientToServer] {
+                        self.sides[side.index()].protected = true;
+                        self.install_tls13(side, "HANDSHAKE", keys);
+                    }
+                }
+            }
+            (Direction::ServerToClient, handshake::CERTIFICATE) => {
+                self.info.certificate = handshake::certificate(body, self.tls13());
+            }
+            (_, handshake::FINISHED) if self.tls13() => {
+                // The side's handshake is over: its application traffic keys take over.
+                self.install_tls13(direction, "TRAFFIC", keys);
+            }
+            (_, handshake::KEY_UPDATE) if self.tls13() => self.key_update(direction),
+            _ => {}
+        }
+    }
+
+    fn secrets<'k>(&mut self, keys: &'k KeyLog) -> Option<&'k Secrets> {
+        let Some(hello) = &self.client_hello else {
+            self.fail("handshake not captured".into());
+            return None;
+        };
+        let found = keys.secrets(&hello.random);
+        if found.is_none() && !self.keys_may_come {
+            self.fail("no key for this client random".into());
+        }
+        found
+    }
+
+    /// TLS 1.2 and earlier: both directions' keys come from the master secret.
+    fn install_tls12(&mut self, direction: Direction, keys: &KeyLog) {
+        let (Some(suite), Some(server)) = (self.suite, self.server_hello.clone()) else {
+            return self.fail("handshake not captured".into());
+        };
+        let Some(secrets) = self.secrets(keys) else {
+            return;
+        };
+        let Some(master) = secrets.master.clone() else {
+            return self.fail("the key log has no CLIENT_RANDOM line for this connection".into());
+        };
+        let Some(client) = &self.client_hello else {
+            return;
+        };
+        let p = suite.protection;
+        let (mac, key, iv) = (p.mac_key_len(), p.key_len(), p.fixed_iv_len());
+        let block = keys::key_block(
+            suite.hash,
+            &master,
+            &client.random,
+            &server.random,
+            2 * (mac + key + iv),
+        );
+        let part = |n: usize, len: usize, base: usize| &block[base + n * len..base + (n + 1) * len];
+        let n = direction.index();
+        let keys = DirectionKeys {
+            mac_key: part(n, mac, 0),
+            key: part(n, key, 2 * mac),
+            iv: part(n, iv, 2 * (mac + key)),
+        };
+        let cipher = RecordCipher::new(
+            p,
+            keys,
+            false,
+            server.version <= TLS10,
+            server.encrypt_then_mac,
+        );
+        self.sides[direction.index()].cipher = cipher;
+    }
+
+    /// TLS 1.3: the direction's handshake or application traffic secret from the key log.
+    fn install_tls13(&mut self, direction: Direction, stage: &str, keys: &KeyLog) {
+        let Some(suite) = self.suite else {
+            return;
+        };
+        let Some(secrets) = self.secrets(keys) else {
+            return;
+        };
+        let (secret, label) = match (direction, stage) {
+            (Direction::ClientToServer, "HANDSHAKE") => {
+                (&secrets.client_handshake, "CLIENT_HANDSHAKE_TRAFFIC_SECRET")
+            }
+            (Direction::ServerToClient, "HANDSHAKE") => {
+                (&secrets.server_handshake, "SERVER_HANDSHAKE_TRAFFIC_SECRET")
+            }
+            (Direction::ClientToServer, _) => (&secrets.client_traffic, "CLIENT_TRAFFIC_SECRET_0"),
+            (Direction::ServerToClient, _) => (&secrets.server_traffic, "SERVER_TRAFFIC_SECRET_0"),
+        };
+        let Some(secret) = secret.clone() else {
+            if !self.keys_may_come {
+                self.fail(format!("the key log has no {label} for this connection"));
+            }
+            self.sides[direction.index()].cipher = None;
+            return;
+        };
+        self.set_tls13_secret(direction, suite, secret);
+    }
+
+    fn set_tls13_secret(&mut self, direction: Direction, suite: Suite, secret: Vec<u8>) {
+        let key = keys::expand_label(suite.hash, &secret, "key", suite.protection.key_len());
+        let iv = keys::expand_label(suite.hash, &secret, "iv", 12);
+        let side = &mut self.sides[direction.index()];
+        side.cipher = match (key, iv) {
+            (Some(key), Some(iv)) => RecordCipher::new(
+                suite.protection,
+                DirectionKeys {
+                    key: &key,
+                    iv: &iv,
+                    mac_key: &[],
+                },
+                true,
+                false,
+                false,
+            ),
+            _ => None,
+        };
+        side.secret = secret;
+    }
+
+    /// KeyUpdate (RFC 8446 4.6.3): the sender's next records use the next traffic secret.
+    fn key_update(&mut self, direction: Direction) {
+        let Some(suite) = self.suite else {
+            return;
+        };
+        let current = &self.sides[direction.index()].secret;
+        if let Some(next) =
+            keys::expand_label(suite.hash, current, "traffic upd", suite.hash.output_len())
+        {
+            self.set_tls13_secret(direction, suite, next);
+        }
+    }
+
+    /// Records that waited for a key: opened if it came.
+    fn retry_waiting(&mut self, direction: Direction, keys: &KeyLog, out: &mut Vec<TlsEvent>) {
+        let i = direction.index();
+        if self.sides[i].waiting.is_empty() || self.sides[i].cipher.is_some() {
+            return;
+        }
+        if self.tls13() {
+            self.install_tls13(direction, "HANDSHAKE", keys);
+        } else {
+            self.install_tls12(direction, keys);
+        }
+        if self.sides[i].cipher.is_none() {
+            return;
+        }
+        while let Some(mut record) = self.sides[i].waiting.pop_front() {
+            self.sides[i].waiting_bytes -= record.body.len();
+            self.open(direction, &mut record, keys, out);
+        }
+    }
+}
+
+fn note(direction: Direction, ts: Timestamp, text: &str) -> TlsEvent {
+    TlsEvent::Note {
+        direction,
+        ts,
+        text: text.to_string(),
+    }
+}
+
+/// An alert, named (RFC 8446 6); close_notify is the normal end and says nothing.
+fn alert(direction: Direction, body: &[u8], ts: Timestamp) -> Option<TlsEvent> {
+    let (level, description) = (body.first().copied(), body.get(1).copied());
+    let name = match description {
+        Some(0) => return None,
+        Some(10) => "unexpected_message",
+        Some(20) => "bad_record_mac",
+        Some(40) => "handshake_failure",
+        Some(42) => "bad_certificate",
+        Some(45) => "certificate_expired",
+        Some(46) => "certificate_unknown",
+        Some(48) => "unknown_ca",
+        Some(50) => "decode_error",
+        Some(51) => "decrypt_error",
+        Some(70) => "protocol_version",
+        Some(71) => "insufficient_security",
+        Some(80) => "internal_error",
+        Some(86) => "inappropriate_fallback",
+        Some(112) => "unrecognized_name",
+        Some(116) => "certificate_required",
+        Some(120) => "no_application_protocol",
+        _ => "other",
+    };
+    let level = if level == Some(2) { "fatal" } else { "warning" };
+    Some(note(
+        direction,
+        ts,
+        &format!("TLS alert ({level}): {name} ({})", description.unwrap_or(0)),
+    ))
+}

@@ -1,0 +1,206 @@
+//! Handshake messages: joined across records (a message may span several, a record may hold
+//! several), and the ones we read parsed: ClientHello and ServerHello with tls-parser, the
+//! server's certificate with x509-parser.
+
+use tls_parser::{
+    parse_tls_extensions, parse_tls_message_handshake, SNIType, TlsExtension, TlsMessage,
+    TlsMessageHandshake,
+};
+
+pub const CLIENT_HELLO: u8 = 1;
+pub const SERVER_HELLO: u8 = 2;
+pub const NEW_SESSION_TICKET: u8 = 4;
+pub const CERTIFICATE: u8 = 11;
+pub const FINISHED: u8 = 20;
+pub const KEY_UPDATE: u8 = 24;
+
+/// A handshake message longer than this is not read (certificate chains are well under it).
+const MAX_MESSAGE: usize = 256 * 1024;
+
+/// The random a TLS 1.3 ServerHello carries when it is a HelloRetryRequest (RFC 8446 4.1.3).
+const HELLO_RETRY_RANDOM: [u8; 32] = [
+    0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
+    0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+];
+
+/// Joins one direction's handshake bytes into whole messages.
+#[derive(Debug, Default)]
+pub struct HandshakeReader {
+    held: Vec<u8>,
+    /// A message too long to read was met: the rest of the handshake is not parsed.
+    pub overlong: bool,
+}
+
+impl HandshakeReader {
+    /// Adds handshake record bytes; returns the whole messages (type, body) they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        if self.overlong {
+            return Vec::new();
+        }
+        self.held.extend_from_slice(bytes);
+        let mut messages = Vec::new();
+        let mut at = 0;
+        while let Some(header) = self.held.get(at..at + 4) {
+            let len = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
+            if len > MAX_MESSAGE {
+                self.overlong = true;
+                self.held.clear();
+                return messages;
+            }
+            let Some(body) = self.held.get(at + 4..at + 4 + len) else {
+                break;
+            };
+            messages.push((header[0], body.to_vec()));
+            at += 4 + len;
+        }
+        self.held.drain(..at);
+        messages
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientHello {
+    pub random: [u8; 32],
+    pub session_id: Vec<u8>,
+    pub sni: Option<String>,
+    pub alpn: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerHello {
+    pub random: [u8; 32],
+    pub session_id: Vec<u8>,
+    /// The negotiated version (supported_versions for TLS 1.3), as its two bytes.
+    pub version: u16,
+    pub cipher_suite: u16,
+    pub encrypt_then_mac: bool,
+    pub alpn: Option<String>,
+    pub hello_retry: bool,
+    /// TLS 1.3: the server accepted a pre-shared key (a resumed session).
+    pub pre_shared_key: bool,
+}
+
+/// The message with its 4-byte header again, as tls-parser reads it.
+fn framed(kind: u8, body: &[u8]) -> Vec<u8> {
+    let len = (body.len() as u32).to_be_bytes();
+    [&[kind, len[1], len[2], len[3]][..], body].concat()
+}
+
+fn extensions(raw: Option<&[u8]>) -> Vec<TlsExtension<'_>> {
+    raw.and_then(|r| parse_tls_extensions(r).ok())
+        .map(|(_, e)| e)
+        .unwrap_or_default()
+}
+
+fn text(bytes: &[u8]) -> String {
+    crate::sanitize::line(bytes)
+}
+
+pub fn client_hello(body: &[u8]) -> Option<ClientHello> {
+    let message = framed(CLIENT_HELLO, body);
+    let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello)))) =
+        parse_tls_message_handshake(&message)
+    else {
+        return None;
+    };
+    let mut parsed = ClientHello {
+        random: hello.random.try_into().ok()?,
+        session_id: hello.session_id.unwrap_or_default().to_vec(),
+        ..ClientHello::default()
+    };
+    for extension in extensions(hello.ext) {
+        match extension {
+            TlsExtension::SNI(names) => {
+                parsed.sni = names
+                    .iter()
+                    .find(|(kind, _)| *kind == SNIType::HostName)
+                    .map(|(_, name)| text(name));
+            }
+            TlsExtension::ALPN(protocols) => {
+                parsed.alpn = protocols.iter().map(|p| text(p)).collect();
+            }
+            _ => {}
+        }
+    }
+    Some(parsed)
+}
+
+pub fn server_hello(body: &[u8]) -> Option<ServerHello> {
+    let message = framed(SERVER_HELLO, body);
+    let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ServerHello(hello)))) =
+        parse_tls_message_handshake(&message)
+    else {
+        return None;
+    };
+    let random: [u8; 32] = hello.random.try_into().ok()?;
+    let mut parsed = ServerHello {
+        random,
+        session_id: hello.session_id.unwrap_or_default().to_vec(),
+        version: hello.version.0,
+        cipher_suite: hello.cipher.0,
+        encrypt_then_mac: false,
+        alpn: None,
+        hello_retry: random == HELLO_RETRY_RANDOM,
+        pre_shared_key: false,
+    };
+    for extension in extensions(hello.ext) {
+        match extension {
+            TlsExtension::SupportedVersions(versions) => {
+                if let Some(v) = versions.first() {
+                    parsed.version = v.0;
+                }
+            }
+            TlsExtension::EncryptThenMac => parsed.encrypt_then_mac = true,
+            TlsExtension::PreSharedKey(_) => parsed.pre_shared_key = true,
+            TlsExtension::ALPN(protocols) => parsed.alpn = protocols.first().map(|p| text(p)),
+            _ => {}
+        }
+    }
+    Some(parsed)
+}
+
+/// What users want to know of the server's certificate.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CertificateInfo {
+    pub subject: String,
+    pub issuer: String,
+    pub not_before: String,
+    pub not_after: String,
+}
+
+/// The first (the server's own) certificate of a Certificate message. TLS 1.3 adds a request
+/// context before the list and extensions after each entry (RFC 8446 4.4.2).
+pub fn certificate(body: &[u8], tls13: bool) -> Option<CertificateInfo> {
+    let list = if tls13 {
+        let context = *body.first()? as usize;
+        body.get(1 + context..)?
+    } else {
+        body
+    };
+    let first = list.get(3..)?;
+    let len = u32::from_be_bytes([0, *first.first()?, *first.get(1)?, *first.get(2)?]) as usize;
+    let der = first.get(3..3 + len)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let validity = cert.validity();
+    Some(CertificateInfo {
+        subject: text(cert.subject().to_string().as_bytes()),
+        issuer: text(cert.issuer().to_string().as_bytes()),
+        not_before: validity.not_before.to_string(),
+        not_after: validity.not_after.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_joined_across_records_and_split_within_one() {
+        let mut reader = HandshakeReader::default();
+        assert!(reader.push(&[1, 0, 0, 3, 0xaa]).is_empty());
+        let got = reader.push(&[0xbb, 0xcc, 20, 0, 0, 1, 0xdd, 11]);
+        assert_eq!(got, vec![(1, vec![0xaa, 0xbb, 0xcc]), (20, vec![0xdd])]);
+        assert!(reader.push(&[0xff, 0xff, 0xff]).is_empty());
+        assert!(reader.overlong, "a 16 MB message is not held");
+    }
+}

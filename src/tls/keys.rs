@@ -1,0 +1,146 @@
+//! Record keys from logged secrets: the TLS 1.0-1.2 PRF over the master secret (RFC 5246 5,
+//! RFC 2246 5) and the TLS 1.3 HKDF-Expand-Label (RFC 8446 7.1). The primitives are the
+//! RustCrypto hmac/hkdf/sha crates; only the TLS-specific framing of them is written here.
+
+use hmac::{Hmac, Mac};
+use md5::Md5;
+use sha1::Sha1;
+use sha2::{Sha256, Sha384};
+
+/// The hash a suite's PRF or key schedule is built on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hash {
+    /// TLS 1.0 and 1.1: MD5 and SHA-1 together.
+    Md5Sha1,
+    Sha256,
+    Sha384,
+}
+
+impl Hash {
+    pub fn output_len(self) -> usize {
+        match self {
+            Hash::Md5Sha1 => 36,
+            Hash::Sha256 => 32,
+            Hash::Sha384 => 48,
+        }
+    }
+}
+
+/// P_hash (RFC 5246 5): HMAC chained until `out` is full.
+fn p_hash<M: Mac + hmac::digest::KeyInit + Clone>(secret: &[u8], seed: &[u8], out: &mut [u8]) {
+    let Ok(keyed) = <M as hmac::digest::KeyInit>::new_from_slice(secret) else {
+        return;
+    };
+    let mut a = {
+        let mut m = keyed.clone();
+        m.update(seed);
+        m.finalize().into_bytes().to_vec()
+    };
+    let mut filled = 0;
+    while filled < out.len() {
+        let mut m = keyed.clone();
+        m.update(&a);
+        m.update(seed);
+        let block = m.finalize().into_bytes();
+        let n = block.len().min(out.len() - filled);
+        out[filled..filled + n].copy_from_slice(&block[..n]);
+        filled += n;
+        let mut m = keyed.clone();
+        m.update(&a);
+        a = m.finalize().into_bytes().to_vec();
+    }
+}
+
+/// PRF(secret, label, seed) of `len` bytes.
+pub fn prf(hash: Hash, secret: &[u8], label: &[u8], seed: &[u8], len: usize) -> Vec<u8> {
+    let seed = [label, seed].concat();
+    let mut out = vec![0; len];
+    match hash {
+        Hash::Sha256 => p_hash::<Hmac<Sha256>>(secret, &seed, &mut out),
+        Hash::Sha384 => p_hash::<Hmac<Sha384>>(secret, &seed, &mut out),
+        Hash::Md5Sha1 => {
+            // Each half of the secret keys one hash (the halves share a byte when it is odd).
+            let half = secret.len().div_ceil(2);
+            let mut sha = vec![0; len];
+            p_hash::<Hmac<Md5>>(&secret[..half], &seed, &mut out);
+            p_hash::<Hmac<Sha1>>(&secret[secret.len() - half..], &seed, &mut sha);
+            out.iter_mut().zip(sha).for_each(|(o, s)| *o ^= s);
+        }
+    }
+    out
+}
+
+/// TLS 1.2 and earlier: the key block of `len` bytes for this connection.
+pub fn key_block(
+    hash: Hash,
+    master: &[u8],
+    client_random: &[u8],
+    server_random: &[u8],
+    len: usize,
+) -> Vec<u8> {
+    let seed = [server_random, client_random].concat();
+    prf(hash, master, b"key expansion", &seed, len)
+}
+
+/// HKDF-Expand-Label(secret, label, "", len) of TLS 1.3.
+pub fn expand_label(hash: Hash, secret: &[u8], label: &str, len: usize) -> Option<Vec<u8>> {
+    let full = format!("tls13 {label}");
+    let mut info = Vec::with_capacity(4 + full.len());
+    info.extend_from_slice(&(len as u16).to_be_bytes());
+    info.push(full.len() as u8);
+    info.extend_from_slice(full.as_bytes());
+    info.push(0);
+    let mut out = vec![0; len];
+    let expanded = match hash {
+        Hash::Sha256 => hkdf::Hkdf::<Sha256>::from_prk(secret)
+            .ok()?
+            .expand(&info, &mut out),
+        Hash::Sha384 => hkdf::Hkdf::<Sha384>::from_prk(secret)
+            .ok()?
+            .expand(&info, &mut out),
+        Hash::Md5Sha1 => return None,
+    };
+    expanded.ok().map(|_| out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The TLS 1.2 PRF test vector for SHA-256 published on the IETF TLS list (also in
+    /// Go's crypto/tls prf_test.go).
+    #[test]
+    fn prf_sha256_vector() {
+        let secret = unhex("9bbe436ba940f017b17652849a71db35");
+        let seed = unhex("a0ba9f936cda311827a6f796ffd5198c");
+        let out = prf(Hash::Sha256, &secret, b"test label", &seed, 100);
+        assert_eq!(
+            out,
+            unhex(
+                "e3f229ba727be17b8d122620557cd453c2aab21d07c3d495329b52d4e61edb5a6b301791e90d35c9c9a46b4e14baf9af0fa022f7077def17abfd3797c0564bab4fbc91666e9def9b97fce34f796789baa48082d122ee42c5a72e5a5110fff70187347b66"
+            )
+        );
+    }
+
+    /// RFC 8448 (TLS 1.3 traces), simple 1-RTT handshake: the server handshake traffic key
+    /// and IV from its secret.
+    #[test]
+    fn expand_label_rfc8448() {
+        let secret = unhex("b67b7d690cc16c4e75e54213cb2d37b4e9c912bcded9105d42befd59d391ad38");
+        assert_eq!(
+            expand_label(Hash::Sha256, &secret, "key", 16).unwrap(),
+            unhex("3fce516009c21727d0f2e4e86ee403bc")
+        );
+        assert_eq!(
+            expand_label(Hash::Sha256, &secret, "iv", 12).unwrap(),
+            unhex("5d313eb2671276ee13000b30")
+        );
+    }
+}
