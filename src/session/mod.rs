@@ -26,6 +26,8 @@ pub trait SessionSink {
     fn exchange(&mut self, session: &Session, exchange: &Exchange);
     fn message(&mut self, session: &Session, message: &Message);
     fn note(&mut self, _session: &Session, _note: &Note) {}
+    /// Bytes TLS decrypted, in order per direction (what the dissector reads next).
+    fn decrypted(&mut self, _session: &Session, _direction: Direction, _bytes: &[u8]) {}
     /// The connection ended; the session is final.
     fn session_end(&mut self, session: &Session);
 }
@@ -190,6 +192,7 @@ fn dissector_for(service: Option<Service>) -> (Option<Box<dyn Dissector + Send>>
 
 /// One direction's bytes on to the dissector: through TLS when the connection has it. A
 /// STARTTLS that took effect starts TLS with what each side had already sent past it.
+#[allow(clippy::too_many_arguments)]
 fn feed(
     live: &mut Live,
     keys: &KeyLog,
@@ -198,11 +201,12 @@ fn feed(
     bytes: &[u8],
     ts: Timestamp,
     events: &mut Vec<ProtoEvent>,
+    sink: &mut impl SessionSink,
 ) {
     if let Some(tls) = live.tls.as_mut() {
         let mut out = Vec::new();
         tls.data(direction, bytes, ts, keys, &mut out);
-        dissect_tls(live, out, events);
+        dissect_tls(live, out, events, sink);
         return;
     }
     if let Some(d) = live.dissector.as_mut() {
@@ -223,13 +227,27 @@ fn feed(
             (Direction::ClientToServer, client),
             (Direction::ServerToClient, server),
         ] {
-            feed(live, keys, keys_may_come, direction, &bytes, ts, events);
+            feed(
+                live,
+                keys,
+                keys_may_come,
+                direction,
+                &bytes,
+                ts,
+                events,
+                sink,
+            );
         }
     }
 }
 
 /// What TLS made of some bytes: plaintext for the dissector, notes for the session.
-fn dissect_tls(live: &mut Live, out: Vec<TlsEvent>, events: &mut Vec<ProtoEvent>) {
+fn dissect_tls(
+    live: &mut Live,
+    out: Vec<TlsEvent>,
+    events: &mut Vec<ProtoEvent>,
+    sink: &mut impl SessionSink,
+) {
     for event in out {
         match event {
             TlsEvent::Plaintext {
@@ -237,6 +255,7 @@ fn dissect_tls(live: &mut Live, out: Vec<TlsEvent>, events: &mut Vec<ProtoEvent>
                 bytes,
                 ts,
             } => {
+                sink.decrypted(&live.session, direction, &bytes);
                 if let Some(d) = live.dissector.as_mut() {
                     d.data(direction, &bytes, ts, events);
                 }
@@ -320,15 +339,17 @@ impl<S: SessionSink> StreamSink for SessionTable<S> {
                         }));
                     }
                 }
-                let keys = &self.keys;
+                let (keys, sink) = (&self.keys, &mut self.sink);
+                let may_come = self.keys_may_come;
                 feed(
                     live,
                     keys,
-                    self.keys_may_come,
+                    may_come,
                     direction,
                     bytes,
                     ts,
                     &mut self.events,
+                    sink,
                 );
             }
             StreamEvent::Gap { len, ts } => {
@@ -336,7 +357,7 @@ impl<S: SessionSink> StreamSink for SessionTable<S> {
                 if let Some(tls) = live.tls.as_mut() {
                     let mut out = Vec::new();
                     tls.gap(direction, len, ts, &mut out);
-                    dissect_tls(live, out, &mut self.events);
+                    dissect_tls(live, out, &mut self.events, &mut self.sink);
                 } else if let Some(d) = live.dissector.as_mut() {
                     d.gap(direction, len, ts, &mut self.events);
                 }
@@ -352,7 +373,7 @@ impl<S: SessionSink> StreamSink for SessionTable<S> {
                 let mut out = Vec::new();
                 tls.end(&self.keys, &mut out);
                 live.session.tls.info = tls.info.clone();
-                dissect_tls(live, out, &mut self.events);
+                dissect_tls(live, out, &mut self.events, &mut self.sink);
             }
             if let Some(d) = live.dissector.as_mut() {
                 d.end(flow.last_ts, &mut self.events);
@@ -378,6 +399,9 @@ impl<S: SessionSink> SessionSink for &mut S {
     }
     fn note(&mut self, session: &Session, note: &Note) {
         (**self).note(session, note)
+    }
+    fn decrypted(&mut self, session: &Session, direction: Direction, bytes: &[u8]) {
+        (**self).decrypted(session, direction, bytes)
     }
     fn session_end(&mut self, session: &Session) {
         (**self).session_end(session)

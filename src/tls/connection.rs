@@ -33,6 +33,8 @@ pub struct TlsInfo {
     pub records_decrypted: u64,
     /// Protected records that could not be opened.
     pub records_undecrypted: u64,
+    /// Application data records opened: [client, server].
+    pub application_records: [u64; 2],
     /// Why (part of) the connection could not be read, first reason only.
     pub error: Option<String>,
 }
@@ -345,11 +347,14 @@ impl TlsConnection {
             record.content_type
         };
         match content_type {
-            record::APPLICATION_DATA => out.push(TlsEvent::Plaintext {
-                direction,
-                bytes: std::mem::take(&mut record.body),
-                ts: record.ts,
-            }),
+            record::APPLICATION_DATA => {
+                self.info.application_records[i] += 1;
+                out.push(TlsEvent::Plaintext {
+                    direction,
+                    bytes: std::mem::take(&mut record.body),
+                    ts: record.ts,
+                })
+            }
             record::HANDSHAKE => {
                 let messages = self.sides[i].handshake.push(&record.body);
                 for (kind, body) in messages {

@@ -89,6 +89,19 @@ impl KeyLog {
             self.malformed += 1;
             return;
         };
+        let used = matches!(
+            label,
+            "CLIENT_RANDOM"
+                | "CLIENT_HANDSHAKE_TRAFFIC_SECRET"
+                | "SERVER_HANDSHAKE_TRAFFIC_SECRET"
+                | "CLIENT_TRAFFIC_SECRET_0"
+                | "SERVER_TRAFFIC_SECRET_0"
+        );
+        if !used {
+            // EXPORTER_SECRET, the EARLY secrets, OpenSSL's RSA pre-master lines, new labels.
+            self.ignored += 1;
+            return;
+        }
         let (Some(random), Some(secret)) = (unhex(random), unhex(secret)) else {
             self.malformed += 1;
             return;
@@ -97,15 +110,7 @@ impl KeyLog {
             self.malformed += 1;
             return;
         };
-        let known = matches!(
-            label,
-            "CLIENT_RANDOM"
-                | "CLIENT_HANDSHAKE_TRAFFIC_SECRET"
-                | "SERVER_HANDSHAKE_TRAFFIC_SECRET"
-                | "CLIENT_TRAFFIC_SECRET_0"
-                | "SERVER_TRAFFIC_SECRET_0"
-        );
-        if !known || (self.sessions.len() >= MAX_SESSIONS && !self.sessions.contains_key(&random)) {
+        if self.sessions.len() >= MAX_SESSIONS && !self.sessions.contains_key(&random) {
             self.ignored += 1;
             return;
         }
@@ -178,8 +183,9 @@ mod tests {
             format!(
                 "# a comment\nCLIENT_RANDOM {random} {}\r\nEXPORTER_SECRET {random} 00\n\
                  CLIENT_TRAFFIC_SECRET_0 {random} 0102\nCLIENT_RANDOM zz 00\nCLIENT_RANDOM {random}\n\
-                 SERVER_TRAFFIC_SECRET_0 {random} 03",
-                "11".repeat(48)
+                 RSA 0011223344556677 {}\nSERVER_TRAFFIC_SECRET_0 {random} 03",
+                "11".repeat(48),
+                "22".repeat(48)
             )
             .as_bytes(),
         );
@@ -190,6 +196,6 @@ mod tests {
         keys.add(b"04\n");
         let s = keys.secrets(&[0xab; 32]).unwrap();
         assert_eq!(s.server_traffic.as_deref(), Some(&[3, 4][..]));
-        assert_eq!((keys.lines, keys.malformed, keys.ignored), (7, 2, 2));
+        assert_eq!((keys.lines, keys.malformed, keys.ignored), (8, 2, 3));
     }
 }

@@ -134,6 +134,8 @@ pub struct Dialogues {
     pub notes: BTreeMap<u64, Vec<String>>,
     /// IMAP: the selected mailbox after each exchange, with the exchange's command verb.
     pub selected: BTreeMap<u64, Vec<(String, Option<mailscope::proto::MailboxState>)>>,
+    /// What TLS decrypted, per (session, direction index).
+    pub decrypted: BTreeMap<(u64, usize), Vec<u8>>,
 }
 
 impl mailscope::session::SessionSink for Dialogues {
@@ -176,18 +178,36 @@ impl mailscope::session::SessionSink for Dialogues {
             .or_default()
             .push(note.text.clone());
     }
+    fn decrypted(
+        &mut self,
+        session: &mailscope::session::model::Session,
+        direction: Direction,
+        bytes: &[u8],
+    ) {
+        self.decrypted
+            .entry((session.id, direction.index()))
+            .or_default()
+            .extend_from_slice(bytes);
+    }
     fn session_end(&mut self, session: &mailscope::session::model::Session) {
         self.sessions.push(session.clone());
     }
 }
 
 pub fn dialogues(path: &Path) -> Dialogues {
+    dialogues_with_keys(path, b"").0
+}
+
+/// The dialogues of a capture decrypted with this key log text; also the key log as read.
+pub fn dialogues_with_keys(path: &Path, keylog: &[u8]) -> (Dialogues, mailscope::tls::KeyLog) {
     let source = FileSource::open(path.to_str().expect("utf-8 path")).expect("open capture");
     let mut analyzer = Analyzer::new(Config::default());
     let mut table = mailscope::session::SessionTable::new(Dialogues::default());
+    table.keys.add(keylog);
+    table.keys.finish();
     let report = analyzer.run(&mut [Box::new(source) as Box<dyn PacketSource>], &mut table);
     assert!(report.faults.is_empty(), "{:?}", report.faults);
-    table.sink
+    (table.sink, table.keys)
 }
 
 /// samples/MANIFEST.json: what the clients that made the samples sent and received.

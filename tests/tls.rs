@@ -1,0 +1,310 @@
+//! TLS decryption on real captures made with OpenSSL clients (Python ssl, openssl s_client,
+//! curl) against Postfix and Dovecot: every cipher suite of tls-ciphers.pcap decrypts to the
+//! exact bytes the client wrote and read (sha256 from the client side), with as many
+//! application records as tshark decrypts with the same key log and tshark's cipher suite.
+//! The STARTTLS and implicit sessions of the other captures give the credentials and messages
+//! the clients sent and fetched. Wrong, cut and foreign key logs never yield plaintext.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use mailscope::session::model::Session;
+use sha2::{Digest, Sha256};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn keys(name: &str) -> Vec<u8> {
+    std::fs::read(common::sample(name)).unwrap()
+}
+
+fn session_by_port<'a>(sessions: &'a [Session], truth: &serde_json::Value) -> &'a Session {
+    let port = truth["client_port"].as_u64().unwrap();
+    sessions
+        .iter()
+        .find(|s| u64::from(s.client.port()) == port)
+        .unwrap_or_else(|| panic!("no session from port {port}"))
+}
+
+/// tshark's cipher suite per client port, from the ServerHello.
+fn tshark_suites(file: &str) -> BTreeMap<u16, u16> {
+    let out = Command::new("tshark")
+        .args(["-r", common::sample(file).to_str().unwrap()])
+        .args(["-Y", "tls.handshake.type == 2", "-T", "fields"])
+        .args(["-e", "tcp.dstport", "-e", "tls.handshake.ciphersuite"])
+        .output()
+        .expect("tshark runs");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (port, suite) = l.split_once('\t')?;
+            let suite = suite.split(',').next()?.trim_start_matches("0x");
+            Some((port.parse().ok()?, u16::from_str_radix(suite, 16).ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn every_cipher_suite_decrypts_to_what_the_client_wrote_and_read() {
+    let manifest = common::manifest();
+    let capture = &manifest["captures"]["tls-ciphers.pcap"];
+    let (got, _) = common::dialogues_with_keys(
+        &common::sample("tls-ciphers.pcap"),
+        &keys("tls-ciphers.keys"),
+    );
+    let suites = tshark_suites("tls-ciphers.pcap");
+    let truth = capture["sessions"].as_array().unwrap();
+    assert!(truth.len() >= 13);
+    for expected in truth {
+        let session = session_by_port(&got.sessions, expected);
+        let tls = &session.tls.info;
+        let what = format!("session {} ({})", session.id, expected["tls"]["cipher"]);
+        let version = expected["tls"]["version"]
+            .as_str()
+            .unwrap()
+            .replace("TLSv", "TLS");
+        assert_eq!(tls.version.as_deref(), Some(version.as_str()), "{what}");
+        let ours = tls_parser::TlsCipherSuite::from_name(tls.cipher.as_deref().unwrap())
+            .unwrap_or_else(|| panic!("{what}: {:?} is an IANA name", tls.cipher));
+        assert_eq!(
+            Some(&ours.id.0),
+            suites.get(&session.client.port()),
+            "{what}: tshark's cipher suite"
+        );
+        assert_eq!(tls.resumed, expected["tls"]["resumed"] == true, "{what}");
+        let plaintext = |i: usize| {
+            got.decrypted
+                .get(&(session.id, i))
+                .cloned()
+                .unwrap_or_default()
+        };
+        if expected["tls"]["keylogged"] == false {
+            assert!(!session.tls.decrypted(), "{what}");
+            assert_eq!(session.tls.error(), Some("no key for this client random"));
+            assert!(plaintext(0).is_empty() && plaintext(1).is_empty());
+            assert!(
+                !got.exchanges.contains_key(&session.id),
+                "{what}: nothing dissected"
+            );
+            continue;
+        }
+        assert!(session.tls.decrypted(), "{what}: {:?}", session.tls.error());
+        for (i, side) in ["client", "server"].into_iter().enumerate() {
+            let bytes = plaintext(i);
+            assert_eq!(
+                bytes.len() as u64,
+                expected["plaintext"][format!("{side}_size")]
+                    .as_u64()
+                    .unwrap(),
+                "{what}: {side} plaintext size"
+            );
+            assert_eq!(
+                hex(&Sha256::digest(&bytes)),
+                expected["plaintext"][format!("{side}_sha256")],
+                "{what}: {side} plaintext"
+            );
+            assert_eq!(
+                tls.application_records[i],
+                expected["tshark_decrypted_records"][side].as_u64().unwrap(),
+                "{what}: {side} records tshark decrypts"
+            );
+        }
+    }
+}
+
+/// The dialogue inside TLS: the credentials the clients gave and the messages they sent or
+/// fetched, for STARTTLS (587, 143, 110) and implicit TLS (465, 993, 995), from a key log
+/// file and from the capture's own Decryption Secrets Block.
+#[test]
+fn credentials_and_messages_inside_tls_match_the_clients() {
+    let manifest = common::manifest();
+    let mut checked = 0;
+    for (file, keylog) in [
+        ("smtp-auth-starttls.pcap", keys("smtp-auth-starttls.keys")),
+        ("tls-mixed.pcapng", keys("tls-mixed.keys")),
+        ("tls-mixed-secrets.pcapng", Vec::new()),
+    ] {
+        let (got, _) = common::dialogues_with_keys(&common::sample(file), &keylog);
+        for expected in manifest["captures"][file]["sessions"].as_array().unwrap() {
+            let session = session_by_port(&got.sessions, expected);
+            let what = format!("{file} session {}", session.id);
+            assert!(session.tls.decrypted(), "{what}: {:?}", session.tls.error());
+            let mode = expected["tls"]["mode"].as_str().unwrap();
+            assert_eq!(session.tls.mode.name(), mode, "{what}");
+            for credential in expected["credentials"].as_array().unwrap() {
+                let user = credential["username"].as_str().unwrap();
+                let attempt = session
+                    .auth
+                    .iter()
+                    .find(|a| a.username.as_deref() == Some(user))
+                    .unwrap_or_else(|| panic!("{what}: {user} authenticates"));
+                assert_eq!(
+                    attempt.secret.as_ref().map(|s| s.expose()),
+                    credential["password"].as_str(),
+                    "{what}"
+                );
+                assert_eq!(attempt.success, credential["success"].as_bool(), "{what}");
+                checked += 1;
+            }
+            let hashes: Vec<String> = got
+                .messages
+                .get(&session.id)
+                .map(|m| m.iter().map(|m| hex(&m.captured.sha256)).collect())
+                .unwrap_or_default();
+            let sent = expected["messages_sent"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let fetched = expected["messages_fetched"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for m in &sent {
+                assert!(
+                    hashes.contains(&m["sha256"].as_str().unwrap().to_string()),
+                    "{what}: sent {}",
+                    m["id"]
+                );
+                checked += 1;
+            }
+            for m in &fetched {
+                let h = m["received_sha256"].as_str().unwrap().to_string();
+                assert!(hashes.contains(&h), "{what}: fetched {}", m["command"]);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 20, "{checked}");
+}
+
+fn flip_secrets(text: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .map(|line| {
+            let mut fields: Vec<String> = line.split(' ').map(String::from).collect();
+            if let Some(secret) = fields.get_mut(2) {
+                let first = if secret.starts_with('0') { "1" } else { "0" };
+                secret.replace_range(..1, first);
+            }
+            fields.join(" ") + "\n"
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+#[test]
+fn a_wrong_key_is_named_and_gives_no_plaintext() {
+    let wrong = flip_secrets(&keys("tls-ciphers.keys"));
+    let (got, _) = common::dialogues_with_keys(&common::sample("tls-ciphers.pcap"), &wrong);
+    for session in &got.sessions {
+        assert!(!session.tls.decrypted());
+        let error = session.tls.error().unwrap();
+        if session.tls.info.records_undecrypted > 0 && !error.contains("no key") {
+            assert!(
+                error.contains("wrong key"),
+                "session {}: {error}",
+                session.id
+            );
+        }
+        assert!(!got.decrypted.keys().any(|(id, _)| *id == session.id));
+        if session.tls.mode == mailscope::session::model::TlsMode::Implicit {
+            assert!(
+                !got.exchanges.contains_key(&session.id),
+                "session {}",
+                session.id
+            );
+        }
+    }
+}
+
+#[test]
+fn a_cut_key_log_decrypts_what_it_has_and_says_what_it_lacks() {
+    let full = keys("tls-ciphers.keys");
+    let cut = &full[..full.len() / 2];
+    let (got, keylog) = common::dialogues_with_keys(&common::sample("tls-ciphers.pcap"), cut);
+    assert_eq!(
+        keylog.malformed,
+        u64::from(!cut.ends_with(b"\n")),
+        "the cut line"
+    );
+    let (decrypted, not): (Vec<&Session>, Vec<&Session>) =
+        got.sessions.iter().partition(|s| s.tls.decrypted());
+    assert!(!decrypted.is_empty() && !not.is_empty());
+    for session in not {
+        let error = session.tls.error().unwrap();
+        assert!(
+            error.contains("no key") || error.contains("the key log has no"),
+            "session {}: {error}",
+            session.id
+        );
+    }
+}
+
+#[test]
+fn keys_for_other_connections_only() {
+    let (got, _) = common::dialogues_with_keys(
+        &common::sample("tls-mixed.pcapng"),
+        &keys("tls-ciphers.keys"),
+    );
+    assert_eq!(got.sessions.len(), 6);
+    for session in &got.sessions {
+        assert_eq!(session.tls.error(), Some("no key for this client random"));
+        assert!(
+            session.tls.info.version.is_some(),
+            "the handshake is still read"
+        );
+    }
+    assert!(got.decrypted.is_empty());
+}
+
+/// Losing a segment in the middle of a TLS stream stops that direction at the gap: what came
+/// before stays, nothing after it is guessed.
+#[test]
+fn a_gap_stops_decryption_at_the_gap() {
+    let path = common::sample("tls-ciphers.pcap");
+    let mut frames = common::frames(&path);
+    let (whole, _) = common::dialogues_with_keys(&path, &keys("tls-ciphers.keys"));
+    // The last big segment from a POP3S server: the RETR reply, past the handshake, with
+    // the reply to QUIT still to come. (Ethernet, IPv4 without options, as tcpdump wrote it.)
+    let payload = |data: &[u8]| {
+        data.len()
+            .saturating_sub(34 + usize::from(data[46] >> 4) * 4)
+    };
+    let at = frames
+        .iter()
+        .rposition(|f| f.data[34..36] == 995u16.to_be_bytes() && payload(&f.data) > 200)
+        .unwrap();
+    frames.remove(at);
+    let source = mailscope::capture::MemorySource { frames };
+    let mut analyzer = mailscope::pipeline::Analyzer::new(Default::default());
+    let mut table = mailscope::session::SessionTable::new(common::Dialogues::default());
+    table.keys.add(&keys("tls-ciphers.keys"));
+    table.keys.finish();
+    analyzer.run(
+        &mut [Box::new(source) as Box<dyn mailscope::capture::PacketSource>],
+        &mut table,
+    );
+    let cut = table.sink;
+    let hit: Vec<&Session> = cut
+        .sessions
+        .iter()
+        .filter(|s| s.tls.error() == Some("gap in the stream"))
+        .collect();
+    assert_eq!(hit.len(), 1);
+    let id = hit[0].id;
+    for i in 0..2 {
+        let before = whole.decrypted.get(&(id, i)).cloned().unwrap_or_default();
+        let after = cut.decrypted.get(&(id, i)).cloned().unwrap_or_default();
+        assert!(
+            before.starts_with(&after),
+            "only a prefix of the true plaintext"
+        );
+    }
+    let lost = whole.decrypted.get(&(id, 1)).map_or(0, Vec::len)
+        - cut.decrypted.get(&(id, 1)).map_or(0, Vec::len);
+    assert!(lost > 0);
+}
