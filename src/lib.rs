@@ -23,6 +23,7 @@
 pub mod capture;
 pub mod decode;
 pub mod export;
+pub mod hex;
 pub mod mime;
 pub mod pipeline;
 pub mod ports;

@@ -2,21 +2,27 @@
 //! done by the `mailscope` library.
 
 use std::io::{self, BufWriter, IsTerminal, Write};
+use std::ops::ControlFlow;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use mailscope::capture::{FileSource, LiveOptions, LiveSource, PacketSource, DEFAULT_LIVE_SNAPLEN};
+use mailscope::capture::{
+    FileSource, LiveOptions, LiveSource, PacketSource, Record, DEFAULT_LIVE_SNAPLEN,
+};
 use mailscope::export::files::OutputDir;
 use mailscope::export::flows::{describe_stats, write_table, FlowCollector};
 use mailscope::export::folder::ExportWriter;
 use mailscope::export::follow::{FollowMode, FollowWriter};
 use mailscope::export::json::JsonWriter;
+use mailscope::export::pcapng::PcapngWriter;
 use mailscope::export::transcript::TranscriptWriter;
 use mailscope::pipeline::{Analyzer, Config, RunReport};
 use mailscope::ports::{MailPorts, PortAssignment};
+use mailscope::proto::Exchange;
+use mailscope::session::model::{Message, Session};
 use mailscope::session::{SessionSink, SessionTable};
 use mailscope::tcp::Direction;
 use mailscope::tls::{KeyLog, KeyLogFile};
@@ -82,6 +88,10 @@ struct Output {
     /// With --text: messages in full instead of a summary line.
     #[arg(long, requires = "text")]
     full: bool,
+    /// Write the capture as pcapng with the TLS secrets of its connections embedded, so that
+    /// Wireshark opens it decrypted with no key log beside it.
+    #[arg(long, value_name = "OUT.pcapng", conflicts_with_all = ["json", "text"])]
+    inject_secrets: Option<String>,
 }
 
 #[derive(Args)]
@@ -178,6 +188,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 let mut writer = JsonWriter::new(BufWriter::new(io::stdout().lock()));
                 let code = sessions(input, &mut writer)?;
                 writer.error.take().map_or(Ok(code), write_failed)
+            } else if let Some(out) = &output.inject_secrets {
+                inject_secrets(input, out)
             } else if output.text {
                 let mut writer =
                     TranscriptWriter::new(BufWriter::new(io::stdout().lock()), output.full);
@@ -263,6 +275,11 @@ fn flows(input: &Input, json: bool) -> Result<ExitCode, String> {
 
 /// Dissects the input into sessions and hands them to `sink` as they complete.
 fn sessions(input: &Input, sink: &mut impl SessionSink) -> Result<ExitCode, String> {
+    dissect(input, sink).map(|(code, _)| code)
+}
+
+/// `sessions`, also giving the TLS keys that were read (files and the captures' own).
+fn dissect(input: &Input, sink: &mut impl SessionSink) -> Result<(ExitCode, KeyLog), String> {
     let config = input.common.config();
     let mut sources = open_sources(input, &config.ports)?;
     let mut analyzer = Analyzer::new(config);
@@ -277,7 +294,66 @@ fn sessions(input: &Input, sink: &mut impl SessionSink) -> Result<ExitCode, Stri
     if !input.common.quiet {
         describe_keys(&table.keys);
     }
-    Ok(finish(&report, &analyzer, input.common.quiet))
+    Ok((finish(&report, &analyzer, input.common.quiet), table.keys))
+}
+
+/// The client randoms of the TLS connections in a capture.
+#[derive(Default)]
+struct ClientRandoms(Vec<[u8; 32]>);
+
+impl SessionSink for ClientRandoms {
+    fn exchange(&mut self, _: &Session, _: &Exchange) {}
+    fn message(&mut self, _: &Session, _: &Message) {}
+    fn session_end(&mut self, session: &Session) {
+        self.0.extend(session.tls.info.client_random);
+    }
+}
+
+/// Reads the input twice: once to learn which secrets its connections use, once to copy its
+/// packets after a Decryption Secrets Block holding them.
+fn inject_secrets(input: &Input, out: &str) -> Result<ExitCode, String> {
+    if input.interface.is_some() || input.files.iter().any(|f| f == "-") {
+        return Err("--inject-secrets reads the capture twice: give files, not - or -i".into());
+    }
+    let mut randoms = ClientRandoms::default();
+    let (code, keys) = dissect(input, &mut randoms)?;
+    let secrets: String = randoms.0.iter().map(|r| keys.lines_for(r)).collect();
+    let matched = randoms
+        .0
+        .iter()
+        .filter(|r| keys.secrets(r).is_some())
+        .count();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .map_err(|e| format!("cannot create {out}: {e}"))?;
+    let mut writer = PcapngWriter::new(BufWriter::new(file), secrets.as_bytes())
+        .map_err(|e| format!("cannot write {out}: {e}"))?;
+    let mut failed = None;
+    for mut source in open_sources(input, &MailPorts::default())? {
+        // Read faults were reported by the first pass; here what can be read is copied.
+        let _ = source.read(&mut |record| {
+            if let Record::Frame(frame) = record {
+                if let Err(e) = writer.frame(&frame) {
+                    failed = Some(e);
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        });
+    }
+    let packets = writer.packets;
+    if let Some(e) = failed.map_or_else(|| writer.finish().err(), Some) {
+        return Err(format!("cannot write {out}: {e}"));
+    }
+    if !input.common.quiet {
+        eprintln!(
+            "mailscope: wrote {packets} packets to {out} with the secrets of {matched} of {} TLS connections",
+            randoms.0.len()
+        );
+    }
+    Ok(code)
 }
 
 /// Reads the key logs named with --keylog and in SSLKEYLOGFILE; they stay open to be followed

@@ -9,10 +9,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[test]
 fn messages_commands_and_credentials_match_the_server_and_clients() {
     let manifest = common::manifest();
@@ -64,7 +60,7 @@ fn check_capture(file: &str, truth: &[serde_json::Value], stitched: &mut usize) 
         );
         for (m, f) in fetched.iter().zip(&truth_fetched) {
             assert_eq!(
-                hex(&m.captured.sha256),
+                mailscope::hex::encode(&m.captured.sha256),
                 f["received_sha256"],
                 "{what}: {}",
                 f["command"]
@@ -73,7 +69,7 @@ fn check_capture(file: &str, truth: &[serde_json::Value], stitched: &mut usize) 
             assert_eq!(m.captured.partial, !whole, "{what}: {}", f["command"]);
             if whole {
                 assert_eq!(
-                    hex(&m.captured.sha256),
+                    mailscope::hex::encode(&m.captured.sha256),
                     f["maildir"]["crlf_sha256"],
                     "{what}: the Maildir file"
                 );
@@ -113,9 +109,13 @@ fn check_capture(file: &str, truth: &[serde_json::Value], stitched: &mut usize) 
             .unwrap_or_default();
         assert_eq!(appended.len(), truth_appended.len(), "{what}: appended");
         for (m, a) in appended.iter().zip(&truth_appended) {
-            assert_eq!(hex(&m.captured.sha256), a["sha256"], "{what}: APPEND");
             assert_eq!(
-                hex(&m.captured.sha256),
+                mailscope::hex::encode(&m.captured.sha256),
+                a["sha256"],
+                "{what}: APPEND"
+            );
+            assert_eq!(
+                mailscope::hex::encode(&m.captured.sha256),
                 a["stored"]["crlf_sha256"],
                 "{what}: as Dovecot stored it"
             );

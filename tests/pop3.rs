@@ -9,10 +9,6 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn sessions() -> Vec<Value> {
     let manifest = common::manifest();
     manifest["captures"]["pop3.pcap"]["sessions"]
@@ -43,7 +39,7 @@ fn messages_listing_commands_and_credentials_match_the_server_and_clients() {
         assert_eq!(messages.len(), fetched.len(), "{what}: messages");
         for (m, f) in messages.iter().zip(&fetched) {
             assert_eq!(
-                hex(&m.captured.sha256),
+                mailscope::hex::encode(&m.captured.sha256),
                 f["received_sha256"],
                 "{what}: {}",
                 f["command"]
@@ -53,7 +49,7 @@ fn messages_listing_commands_and_credentials_match_the_server_and_clients() {
             if full {
                 // What Dovecot stored, as POP3 puts it on the wire (CRLF line ends).
                 assert_eq!(
-                    hex(&m.captured.sha256),
+                    mailscope::hex::encode(&m.captured.sha256),
                     f["maildir"]["crlf_sha256"],
                     "{what}: the Maildir file"
                 );

@@ -10,10 +10,6 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The cleartext SMTP sessions of the manifest: (capture file, manifest session).
 fn cleartext_smtp() -> Vec<(String, Value)> {
     let manifest = common::manifest();
@@ -82,7 +78,7 @@ fn messages_envelopes_commands_and_credentials_match_what_the_clients_sent() {
                     continue;
                 }
                 assert_eq!(
-                    hex(&m.captured.sha256),
+                    mailscope::hex::encode(&m.captured.sha256),
                     s["sha256"],
                     "{what}: message bytes"
                 );
@@ -103,8 +99,12 @@ fn messages_envelopes_commands_and_credentials_match_what_the_clients_sent() {
                     s["subject"].as_str(),
                     "{what}: subject"
                 );
-                let ours: BTreeSet<String> =
-                    m.view.attachments.iter().map(|a| hex(&a.sha256)).collect();
+                let ours: BTreeSet<String> = m
+                    .view
+                    .attachments
+                    .iter()
+                    .map(|a| mailscope::hex::encode(&a.sha256))
+                    .collect();
                 let theirs: BTreeSet<String> = s["attachments"]
                     .as_array()
                     .into_iter()

@@ -13,10 +13,6 @@ use std::process::Command;
 use mailscope::session::model::Session;
 use sha2::{Digest, Sha256};
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn keys(name: &str) -> Vec<u8> {
     std::fs::read(common::sample(name)).unwrap()
 }
@@ -103,7 +99,7 @@ fn every_cipher_suite_decrypts_to_what_the_client_wrote_and_read() {
                 "{what}: {side} plaintext size"
             );
             assert_eq!(
-                hex(&Sha256::digest(&bytes)),
+                mailscope::hex::encode(&Sha256::digest(&bytes)),
                 expected["plaintext"][format!("{side}_sha256")],
                 "{what}: {side} plaintext"
             );
@@ -153,7 +149,11 @@ fn credentials_and_messages_inside_tls_match_the_clients() {
             let hashes: Vec<String> = got
                 .messages
                 .get(&session.id)
-                .map(|m| m.iter().map(|m| hex(&m.captured.sha256)).collect())
+                .map(|m| {
+                    m.iter()
+                        .map(|m| mailscope::hex::encode(&m.captured.sha256))
+                        .collect()
+                })
                 .unwrap_or_default();
             let sent = expected["messages_sent"]
                 .as_array()
@@ -307,4 +307,111 @@ fn a_gap_stops_decryption_at_the_gap() {
     let lost = whole.decrypted.get(&(id, 1)).map_or(0, Vec::len)
         - cut.decrypted.get(&(id, 1)).map_or(0, Vec::len);
     assert!(lost > 0);
+}
+
+/// `--inject-secrets` writes a pcapng that both tshark and mailscope decrypt with no key log.
+#[test]
+fn injected_secrets_open_decrypted_without_a_key_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("with-secrets.pcapng");
+    let status = Command::new(env!("CARGO_BIN_EXE_mailscope"))
+        .arg(common::sample("tls-ciphers.pcap"))
+        .args([
+            "--keylog",
+            common::sample("tls-ciphers.keys").to_str().unwrap(),
+        ])
+        .args(["--inject-secrets", out.to_str().unwrap(), "--quiet"])
+        .env_remove("SSLKEYLOGFILE")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (original, _) = common::dialogues_with_keys(
+        &common::sample("tls-ciphers.pcap"),
+        &keys("tls-ciphers.keys"),
+    );
+    let (injected, _) = common::dialogues_with_keys(&out, b"");
+    assert_eq!(injected.decrypted, original.decrypted);
+    assert!(!injected.decrypted.is_empty());
+    let decrypted_by_tshark = |file: &std::path::Path, keylog: Option<&str>| {
+        let mut tshark = Command::new("tshark");
+        tshark.args(["-r", file.to_str().unwrap(), "-Y", "pop || imap || smtp"]);
+        if let Some(k) = keylog {
+            tshark.args(["-o", &format!("tls.keylog_file:{k}")]);
+        }
+        String::from_utf8(tshark.output().unwrap().stdout)
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let with_file = decrypted_by_tshark(
+        &common::sample("tls-ciphers.pcap"),
+        common::sample("tls-ciphers.keys").to_str(),
+    );
+    assert!(with_file > 100);
+    assert_eq!(decrypted_by_tshark(&out, None), with_file);
+}
+
+/// Live capture: the client writes its key log while the capture runs, so records can arrive
+/// before their keys. They wait (within bounds) and are decrypted once the keys are logged;
+/// connections that end before their keys are logged say so and give no plaintext.
+#[test]
+fn records_that_arrive_before_their_keys_wait_for_them() {
+    let path = common::sample("tls-ciphers.pcap");
+    let all_keys = keys("tls-ciphers.keys");
+    let (at_once, _) = common::dialogues_with_keys(&path, &all_keys);
+    let frames = common::frames(&path);
+    // Keys logged in the middle of the first handshake, and half way through the capture.
+    for keys_at in [8, frames.len() / 2] {
+        let late = with_keys_logged_at(&frames, keys_at, &all_keys);
+        for session in &late.sessions {
+            let alone = |d: &BTreeMap<(u64, usize), Vec<u8>>| {
+                [0, 1].map(|i| d.get(&(session.id, i)).cloned())
+            };
+            if session.tls.decrypted() {
+                assert_eq!(alone(&late.decrypted), alone(&at_once.decrypted));
+            } else {
+                assert!(session.tls.error().unwrap().starts_with("no key"));
+                assert_eq!(alone(&late.decrypted), [None, None]);
+            }
+        }
+        let decrypted = late.sessions.iter().filter(|s| s.tls.decrypted()).count();
+        if keys_at == 8 {
+            assert_eq!(
+                decrypted, 13,
+                "all but the connection whose keys were never logged"
+            );
+        } else {
+            assert!(
+                decrypted > 0 && decrypted < 13,
+                "those still open when the keys came"
+            );
+        }
+    }
+}
+
+fn with_keys_logged_at(
+    frames: &[mailscope::capture::MemoryFrame],
+    at: usize,
+    keylog: &[u8],
+) -> common::Dialogues {
+    use mailscope::capture::{Frame, Record};
+    let mut analyzer = mailscope::pipeline::Analyzer::new(Default::default());
+    let mut table = mailscope::session::SessionTable::new(common::Dialogues::default());
+    table.keys_may_come = true;
+    for (i, f) in frames.iter().enumerate() {
+        if i == at {
+            table.keys.add(keylog);
+        }
+        let frame = Frame {
+            index: i as u64 + 1,
+            ts: f.ts,
+            link: f.link,
+            interface: 0,
+            data: &f.data,
+            orig_len: f.data.len() as u32,
+        };
+        analyzer.feed(Record::Frame(frame), &mut table);
+    }
+    analyzer.finish(&mut table);
+    table.sink
 }

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::capture::Timestamp;
+use crate::hex;
 use crate::proto::{Exchange, Note};
 use crate::session::model::{Message, Session};
 use crate::session::SessionSink;
@@ -13,10 +14,6 @@ use crate::session::SessionSink;
 /// Unix seconds with microseconds.
 fn seconds(ts: Timestamp) -> f64 {
     ts.0.div_euclid(1000) as f64 / 1e6
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Serialize)]
@@ -51,6 +48,7 @@ struct MailboxRecord<'a> {
 #[derive(Serialize)]
 struct TlsRecord<'a> {
     mode: &'static str,
+    client_random: Option<String>,
     version: Option<&'a str>,
     cipher: Option<&'a str>,
     sni: Option<&'a str>,
@@ -206,7 +204,7 @@ impl<W: Write> SessionSink for JsonWriter<W> {
             session: session.id,
             source: message.captured.source,
             size: c.size,
-            sha256: hex(&c.sha256),
+            sha256: hex::encode(&c.sha256),
             complete: c.complete,
             hole_bytes: c.hole_bytes,
             truncated: c.truncated,
@@ -236,7 +234,7 @@ impl<W: Write> SessionSink for JsonWriter<W> {
                     filename: a.filename.as_deref(),
                     content_type: &a.content_type,
                     size: a.size,
-                    sha256: hex(&a.sha256),
+                    sha256: hex::encode(&a.sha256),
                 })
                 .collect(),
             received: &v.hops,
@@ -266,6 +264,7 @@ impl<W: Write> SessionSink for JsonWriter<W> {
             end: seconds(session.end),
             tls: TlsRecord {
                 mode: session.tls.mode.name(),
+                client_random: tls.client_random.map(|r| hex::encode(&r)),
                 version: tls.version.as_deref(),
                 cipher: tls.cipher.as_deref(),
                 sni: tls.sni.as_deref(),

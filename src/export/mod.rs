@@ -6,5 +6,6 @@ pub mod flows;
 pub mod folder;
 pub mod follow;
 pub mod json;
+pub mod pcapng;
 pub mod time;
 pub mod transcript;

@@ -368,6 +368,9 @@ impl<S: SessionSink> StreamSink for SessionTable<S> {
     }
 
     fn flow_ended(&mut self, flow: &Flow) {
+        // Keys for a connection are often logged just as it ends: read them before judging.
+        self.last_poll = None;
+        self.poll_keys();
         if let Some(live) = self.live.get_mut(&flow.info.id) {
             if let Some(tls) = live.tls.as_mut() {
                 let mut out = Vec::new();

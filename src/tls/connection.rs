@@ -23,6 +23,8 @@ const MAX_WAITING_BYTES: usize = 1 << 20;
 /// What a session shows of its TLS.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsInfo {
+    /// The ClientHello's random: what key logs are keyed by.
+    pub client_random: Option<[u8; 32]>,
     pub version: Option<String>,
     pub cipher: Option<String>,
     pub sni: Option<String>,
@@ -235,8 +237,11 @@ impl TlsConnection {
         for direction in [Direction::ClientToServer, Direction::ServerToClient] {
             self.retry_waiting(direction, keys, out);
             let side = &mut self.sides[direction.index()];
-            self.info.records_undecrypted += side.waiting.len() as u64;
-            side.waiting.clear();
+            if !side.waiting.is_empty() {
+                self.info.records_undecrypted += side.waiting.len() as u64;
+                side.waiting.clear();
+                self.fail("no key for this client random (none was logged by the end)".into());
+            }
         }
         if self.client_hello.is_none() && self.sides.iter().any(|s| s.records.records > 0) {
             self.fail("handshake not captured".into());
@@ -381,6 +386,7 @@ impl TlsConnection {
                     return out.push(note(direction, ts, "a ClientHello that does not parse"));
                 };
                 self.info.sni = hello.sni.clone();
+                self.info.client_random = Some(hello.random);
                 self.client_hello = Some(hello);
             }
             (Direction::ServerToClient, handshake::SERVER_HELLO) => {

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use crate::hex;
+
 /// Client randoms remembered; a key log is written by clients we trust, but may be huge.
 const MAX_SESSIONS: usize = 1_000_000;
 /// A line longer than this is not a key log line (the longest real one is under 250 bytes).
@@ -39,6 +41,29 @@ pub struct KeyLog {
 impl KeyLog {
     pub fn secrets(&self, client_random: &[u8; 32]) -> Option<&Secrets> {
         self.sessions.get(client_random)
+    }
+
+    /// The key log lines for one connection, as an NSS key log file has them.
+    pub fn lines_for(&self, client_random: &[u8; 32]) -> String {
+        let Some(secrets) = self.sessions.get(client_random) else {
+            return String::new();
+        };
+        let random = hex::encode(client_random);
+        [
+            ("CLIENT_RANDOM", &secrets.master),
+            ("CLIENT_HANDSHAKE_TRAFFIC_SECRET", &secrets.client_handshake),
+            ("SERVER_HANDSHAKE_TRAFFIC_SECRET", &secrets.server_handshake),
+            ("CLIENT_TRAFFIC_SECRET_0", &secrets.client_traffic),
+            ("SERVER_TRAFFIC_SECRET_0", &secrets.server_traffic),
+        ]
+        .into_iter()
+        .filter_map(|(label, secret)| {
+            Some(format!(
+                "{label} {random} {}\n",
+                hex::encode(secret.as_ref()?)
+            ))
+        })
+        .collect()
     }
 
     pub fn sessions(&self) -> usize {
@@ -102,7 +127,11 @@ impl KeyLog {
             self.ignored += 1;
             return;
         }
-        let (Some(random), Some(secret)) = (unhex(random), unhex(secret)) else {
+        if random.len() > 64 || secret.len() > 256 {
+            self.malformed += 1;
+            return;
+        }
+        let (Some(random), Some(secret)) = (hex::decode(random), hex::decode(secret)) else {
             self.malformed += 1;
             return;
         };
@@ -124,16 +153,6 @@ impl KeyLog {
         };
         *slot = Some(secret);
     }
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || text.len() > 256 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// A key log file read as it grows (a live capture's client keeps writing it).

@@ -107,23 +107,20 @@ pub fn expand_label(hash: Hash, secret: &[u8], label: &str, len: usize) -> Optio
 mod tests {
     use super::*;
 
-    fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+    fn decode(text: &str) -> Vec<u8> {
+        crate::hex::decode(text).unwrap()
     }
 
     /// The TLS 1.2 PRF test vector for SHA-256 published on the IETF TLS list (also in
     /// Go's crypto/tls prf_test.go).
     #[test]
     fn prf_sha256_vector() {
-        let secret = unhex("9bbe436ba940f017b17652849a71db35");
-        let seed = unhex("a0ba9f936cda311827a6f796ffd5198c");
+        let secret = decode("9bbe436ba940f017b17652849a71db35");
+        let seed = decode("a0ba9f936cda311827a6f796ffd5198c");
         let out = prf(Hash::Sha256, &secret, b"test label", &seed, 100);
         assert_eq!(
             out,
-            unhex(
+            decode(
                 "e3f229ba727be17b8d122620557cd453c2aab21d07c3d495329b52d4e61edb5a6b301791e90d35c9c9a46b4e14baf9af0fa022f7077def17abfd3797c0564bab4fbc91666e9def9b97fce34f796789baa48082d122ee42c5a72e5a5110fff70187347b66"
             )
         );
@@ -133,14 +130,14 @@ mod tests {
     /// and IV from its secret.
     #[test]
     fn expand_label_rfc8448() {
-        let secret = unhex("b67b7d690cc16c4e75e54213cb2d37b4e9c912bcded9105d42befd59d391ad38");
+        let secret = decode("b67b7d690cc16c4e75e54213cb2d37b4e9c912bcded9105d42befd59d391ad38");
         assert_eq!(
             expand_label(Hash::Sha256, &secret, "key", 16).unwrap(),
-            unhex("3fce516009c21727d0f2e4e86ee403bc")
+            decode("3fce516009c21727d0f2e4e86ee403bc")
         );
         assert_eq!(
             expand_label(Hash::Sha256, &secret, "iv", 12).unwrap(),
-            unhex("5d313eb2671276ee13000b30")
+            decode("5d313eb2671276ee13000b30")
         );
     }
 }
