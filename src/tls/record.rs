@@ -11,7 +11,7 @@ pub const APPLICATION_DATA: u8 = 23;
 /// The largest record body any TLS version allows (2^14 plus the most expansion, RFC 5246 6.2.3).
 const MAX_BODY: usize = (1 << 14) + 2048;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Record {
     pub content_type: u8,
     pub version: [u8; 2],
