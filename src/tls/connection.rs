@@ -92,6 +92,8 @@ pub struct TlsConnection {
     client_hello: Option<ClientHello>,
     server_hello: Option<ServerHello>,
     suite: Option<Suite>,
+    /// A HelloRetryRequest came: this is TLS 1.3 before the real ServerHello says so.
+    hello_retried: bool,
     sides: [Side; 2],
     /// Keys may still be logged (a live capture following its key log): wait, within bounds.
     keys_may_come: bool,
@@ -149,6 +151,7 @@ impl TlsConnection {
             client_hello: None,
             server_hello: None,
             suite: None,
+            hello_retried: false,
             sides: [Side::default(), Side::default()],
             keys_may_come,
         }
@@ -159,9 +162,11 @@ impl TlsConnection {
     }
 
     fn tls13(&self) -> bool {
-        self.server_hello
-            .as_ref()
-            .is_some_and(|h| h.version == TLS13)
+        self.hello_retried
+            || self
+                .server_hello
+                .as_ref()
+                .is_some_and(|h| h.version == TLS13)
     }
 
     pub fn data(
@@ -394,6 +399,7 @@ impl TlsConnection {
                     return out.push(note(direction, ts, "a ServerHello that does not parse"));
                 };
                 if hello.hello_retry {
+                    self.hello_retried = true;
                     return out.push(note(
                         direction,
                         ts,
