@@ -11,10 +11,11 @@ each sent message's attachments decode to the recorded file (MIME parts with the
 uuencoded blocks line by line with binascii.a2b_uu).
 TLS streams are decrypted with the key log (or the secrets embedded in the pcapng); IMAP
 sessions with "compress" (COMPRESS=DEFLATE) are inflated after the recorded stream offsets.
-Sessions with "keylogged": false must not decrypt.  Sessions with tshark_decrypted_records
-(tls-ciphers.pcap) are compared with tls_facts(): client random, version, encrypt_then_mac in
-the ServerHello, key log lines, decrypted record counts and the sha256 of the decrypted
-application data against the recorded plaintext.
+Sessions with "keylogged": false must not decrypt.  Captures with "escapes" (hostile-escapes.pcap):
+each escape sequence is counted again in the SMTP client bytes and the IMAP server bytes.
+Sessions with tshark_decrypted_records (tls-ciphers.pcap) are compared with tls_facts(): client
+random, version, encrypt_then_mac in the ServerHello, key log lines, decrypted record counts and
+the sha256 of the decrypted application data against the recorded plaintext.
 Gzip-compressed captures (.pcap.gz) are read by tshark directly.
 Exit status 1 on any failure.
 """
@@ -178,6 +179,13 @@ def attachment_problems(msg, rec):
             problems.append("%s: decodes to %d bytes sha256 %s, manifest says %d bytes %s"
                             % (name, len(data), sha(data)[:16], att["size"], att["sha256"][:16]))
     return problems
+
+
+def escape_count(data, seq, match):
+    """occurrences of an escape sequence (manifest "escapes": match "bytes") or of CRs not followed by LF ("bare-cr")"""
+    if match == "bare-cr":
+        return len(re.findall(rb"\r(?!\n)", data))
+    return data.count(seq)
 
 
 def pop3_hashes(sb):
@@ -406,9 +414,14 @@ def check_capture(root, name, cap):
     ports = {s["tcp_stream"]: s["server_port"] for s in sessions}
     plain = follow(path, "tcp", streams, server_ports=ports)
     tls = follow(path, "tls", [s["tcp_stream"] for s in sessions if s.get("tls")], extra, ports)
+    legs = {"smtp_client": b"", "imap_server": b""}  # hostile-escapes: where the escapes are counted again
     for s in sessions:
         st = s["tcp_stream"]
         cb, sb = plain.get(st, (b"", b""))
+        if s["protocol"] == "smtp" and not s.get("tls"):
+            legs["smtp_client"] += cb
+        if s["protocol"] == "imap" and not s.get("tls"):
+            legs["imap_server"] += sb
         label = "%s stream %d (%s %s/%d)" % (name, st, s["client"], s["protocol"], s["server_port"])
         if s.get("tls"):
             tcb, tsb = tls.get(st, (b"", b""))
@@ -444,6 +457,12 @@ def check_capture(root, name, cap):
         for c in s.get("credentials", []):
             if c.get("success") and not creds_visible(c, cb, s["protocol"]):
                 fail("%s: credentials %s/%s not visible in (decrypted) client bytes" % (label, c["mechanism"], c["username"]))
+    for e in cap.get("escapes", []):
+        for leg, want in (("smtp_client", e["in_ehlo_line"] + e["in_sent_message"]),
+                          ("imap_server", e["in_imap_literal"])):
+            got = escape_count(legs[leg], bytes.fromhex(e["hex"]), e["match"])
+            if got != want:
+                fail("%s: escape %s: %d in the %s bytes, manifest says %d" % (name, e["python"], got, leg, want))
     if any("tshark_decrypted_records" in s for s in sessions):
         facts = tls_facts(path, sessions, os.path.join(root, keylog) if keylog else None, cap.get("tshark_decode_as"))
         for s in sessions:

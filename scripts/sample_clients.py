@@ -1931,6 +1931,236 @@ def scenario_small(args):
     finish(sess, log, n)
 
 
+# -- hostile-escapes: terminal escape sequences in the SMTP dialogue and the message, fetched again over IMAP
+ESC_CLEAR = "\x1b[2J"                      # CSI 2 J: erase the whole screen
+ESC_HOME = "\x1b[H"                        # CSI H: cursor to row 1, column 1
+OSC_TITLE = "\x1b]0;pwned\x07"             # OSC 0: set the window/icon title, ended by BEL
+OSC52 = "\x1b]52;c;ZWNobyBwd25lZA==\x07"   # OSC 52: write base64("echo pwned") to the clipboard
+RLO = "\u202e"                             # RIGHT-TO-LEFT OVERRIDE (UTF-8 e2 80 ae)
+SGR_RED = "\x1b[31m"                       # CSI 31 m: red foreground
+SGR_RESET = "\x1b[0m"                      # CSI 0 m: reset attributes
+BARE_CR = "\r"                             # CR not followed by LF: the terminal returns to column 1
+HOSTILE_EHLO = "evil" + ESC_CLEAR + OSC_TITLE + ".example.test"
+HOSTILE_SUBJECT = "Invoice " + ESC_CLEAR + ESC_HOME + OSC_TITLE + OSC52 + "March " + RLO + "fdp.exe"
+HOSTILE_FILENAME = ".." + SGR_RED + "/evil.txt"
+HOSTILE_ATTACHMENT = b"The name of this attachment holds ESC [31m and a '/' after '..'.\n"
+HOSTILE_FROM = "mallory@client.example.test"
+HOSTILE_RCPT = "erin@example.test"
+
+# name, the string, where the client sends it, "bytes" (count the UTF-8 bytes) or "bare-cr" (CR not before LF)
+HOSTILE_ESCAPES = [
+    ("clear screen (CSI 2 J)", ESC_CLEAR, ["EHLO", "Subject", "body"], "bytes"),
+    ("cursor home (CSI H)", ESC_HOME, ["Subject", "body"], "bytes"),
+    ("window title (OSC 0 ... BEL)", OSC_TITLE, ["EHLO", "Subject", "body"], "bytes"),
+    ("clipboard write (OSC 52 ... BEL)", OSC52, ["Subject", "body"], "bytes"),
+    ("right-to-left override U+202E", RLO, ["Subject", "body"], "bytes"),
+    ("red foreground (CSI 31 m)", SGR_RED, ["attachment filename (Content-Type name, Content-Disposition filename)",
+                                            "body"], "bytes"),
+    ("reset attributes (CSI 0 m)", SGR_RESET, ["body"], "bytes"),
+    ("bare CR (0d not followed by 0a)", BARE_CR, ["body"], "bare-cr"),
+]
+
+
+def escape_count(data, text, match):
+    """occurrences of one escape in bytes: its UTF-8 bytes, or CRs not followed by LF"""
+    if match == "bare-cr":
+        return len(re.findall(rb"\r(?!\n)", data))
+    return data.count(text.encode("utf-8"))
+
+
+def msg_hostile():
+    """hostile-escapes: raw (unencoded) escapes in Subject, body and attachment filename; 8bit UTF-8"""
+    b = "=_mailscope_hostile"
+    text = ("Hello Erin,\n"
+            "\n" +
+            ESC_CLEAR + ESC_HOME + "This line starts with clear screen (ESC [2J) and cursor home (ESC [H).\n" +
+            OSC_TITLE + "This line starts with a window title change to 'pwned' (OSC 0, BEL).\n" +
+            OSC52 + "This line starts with a clipboard write of 'echo pwned' (OSC 52, BEL).\n" +
+            RLO + "This line starts with a right-to-left override (U+202E).\n" +
+            "Amount due: 100 EUR" + BARE_CR + "Amount due: 999 EUR (after a bare CR)\n" +
+            SGR_RED + "This text is red" + SGR_RESET + ", this is not.\n"
+            "\n"
+            "-- \n"
+            "Mallory\n")
+    body = ("From: Mallory <%s>\n"
+            "To: Erin <%s>\n"
+            "Subject: %s\n"
+            "Date: %s\n"
+            "Message-ID: <hostile-escapes-1@client.example.test>\n"
+            "MIME-Version: 1.0\n"
+            "Content-Type: multipart/mixed; boundary=\"%s\"\n"
+            "\n"
+            "--%s\n"
+            "Content-Type: text/plain; charset=UTF-8\n"
+            "Content-Transfer-Encoding: 8bit\n"
+            "\n"
+            "%s"
+            "\n"
+            "--%s\n"
+            "Content-Type: text/plain; name=\"%s\"\n"
+            "Content-Transfer-Encoding: base64\n"
+            "Content-Disposition: attachment; filename=\"%s\"\n"
+            "\n"
+            "%s\n"
+            "--%s--\n" % (HOSTILE_FROM, HOSTILE_RCPT, HOSTILE_SUBJECT, MSG_DATE % 52, b, b, text, b,
+                          HOSTILE_FILENAME, HOSTILE_FILENAME, b64_lines(HOSTILE_ATTACHMENT), b))
+    msg = crlf(body)
+    if msg.count(b"\r") - msg.count(b"\r\n") != 1:
+        raise RuntimeError("hostile message: expected exactly one bare CR")
+    att = {"filename": HOSTILE_FILENAME, "content_type": "text/plain",
+           "source": "HOSTILE_ATTACHMENT in scripts/sample_clients.py", **digest(HOSTILE_ATTACHMENT)}
+    return msg, {"subject": HOSTILE_SUBJECT, "subject_raw": HOSTILE_SUBJECT,
+                 "subject_python": ascii(HOSTILE_SUBJECT), "subject_raw_hex": HOSTILE_SUBJECT.encode("utf-8").hex(),
+                 "raw_8bit_headers": True, "attachments": [att]}
+
+
+def header_lines(block):
+    """b'A: x\\r\\n y\\r\\nB: z\\r\\n' -> ['A: x\\r\\n y', 'B: z'] (unfolded only by keeping continuations)"""
+    out = []
+    for line in block.split(CRLF):
+        if not line:
+            continue
+        if line[:1] in (b" ", b"\t") and out:
+            out[-1] += "\r\n" + line.decode("utf-8", "replace")
+        else:
+            out.append(line.decode("utf-8", "replace"))
+    return out
+
+
+def stored_changes(sent, stored):
+    """bytes of the sent message that differ in the stored one (CRLF form), both aligned at their end; the
+    servers only prepend header lines, so the stored bytes before the sent message's length are not compared"""
+    if len(stored) < len(sent):
+        raise RuntimeError("stored message shorter than the sent one")
+    tail = stored[len(stored) - len(sent):]
+    out = []
+    for i, (a, b) in enumerate(zip(sent, tail)):
+        if a != b:
+            line = sent.count(CRLF, 0, i) + 1
+            out.append({"offset_in_sent": i, "line_in_sent": line, "sent_hex": "%02x" % a, "stored_hex": "%02x" % b})
+    if len(out) > 20:
+        raise RuntimeError("stored message differs from the sent one in %d bytes" % len(out))
+    return out
+
+
+def scenario_hostile_escapes(args):
+    user, pw = "erin", PASSWORDS["erin"]
+    # 1) smtplib, port 25: the EHLO name carries escapes (smtplib only refuses CR and LF in commands)
+    log = Log("smtp")
+    sess = new_session(py_client("smtplib"), "smtp", 25)
+    n = len(CONNECTIONS)
+    conn = LSMTP(local_hostname=HOSTILE_EHLO, timeout=TIMEOUT)
+    conn._mlog = log
+    conn.connect(SERVER4, 25)
+    code, text = conn.ehlo()
+    ehlo = {"name": HOSTILE_EHLO, "name_python": ascii(HOSTILE_EHLO), "name_hex": HOSTILE_EHLO.encode().hex(),
+            "reply": [code, text.decode("utf-8", "replace")], "accepted": code == 250}
+    if code != 250:  # keep the refusal on the wire, go on with a clean name
+        code, text = conn.ehlo(EHLO_NAME)
+        ehlo["then"] = {"name": EHLO_NAME, "reply": [code, text.decode("utf-8", "replace")]}
+        if code != 250:
+            raise RuntimeError("EHLO %s refused too: %r" % (EHLO_NAME, (code, text)))
+    sess["ehlo"] = ehlo
+    msg, meta = msg_hostile()
+    smtp_session_smtplib(sess, conn, "hostile-escapes-1", msg, meta, HOSTILE_FROM, [HOSTILE_RCPT],
+                         mail_options=["BODY=8BITMIME"])
+    rec = sess["messages_sent"][-1]
+    conn.quit()
+    finish(sess, log, n)
+    if rec["accepted"] != [HOSTILE_RCPT] or not (rec["server_reply"] or "").startswith("250"):
+        raise RuntimeError("hostile message not accepted: %r %r" % (rec["rejected"], rec["server_reply"]))
+
+    # what Postfix + Dovecot LMTP stored (uncaptured: the Maildir file)
+    wait_for_messages(user, 1)
+    time.sleep(0.3)
+    snap = [v for v in maildir_snapshot(user).values() if v["mailbox"] == "INBOX"]
+    if len(snap) != 1:
+        raise RuntimeError("expected exactly one message in %s's INBOX, found %d" % (user, len(snap)))
+    info = snap[0]
+    wire = info["_wire"]
+    stored = {k: v for k, v in info.items() if not k.startswith("_")}
+    stored["ends_with_sent_message"] = wire.endswith(msg)
+    stored["changes"] = stored_changes(msg, wire)
+    stored["prepended_headers"] = header_lines(wire[:len(wire) - len(msg)])
+    pf = next((h for h in stored["prepended_headers"] if "(Postfix)" in h), "")
+    m = re.match(r"Received: from (\S+) ", pf)
+    stored["postfix_received_helo"] = m.group(1) if m else None  # the EHLO name as Postfix wrote it
+    stored["escapes_in_stored_message"] = {name: escape_count(wire, t, m) for name, t, _, m in HOSTILE_ESCAPES}
+    stored["note"] = ("the Maildir file in its CRLF form (crlf_*), aligned at its end with the sent message: "
+                      "changes lists the bytes that differ, prepended_headers what Postfix and Dovecot LMTP added")
+    rec["stored"] = stored
+
+    # 2) imaplib, port 143: LOGIN, SELECT, UID FETCH (BODY[]), LOGOUT; the escapes come back as an IMAP literal
+    truth = Truth([user])
+    log = Log("imap")
+    sess = new_session(py_client("imaplib"), "imap", 143)
+    n = len(CONNECTIONS)
+    conn = imap_class(imaplib.IMAP4, log)(SERVER4, 143, timeout=TIMEOUT)  # imaplib sends CAPABILITY itself
+    sess["greeting"] = conn.welcome.decode()
+    conn.login(user, pw)
+    sess["credentials"].append({"mechanism": "LOGIN", "username": user, "password": pw, "success": True})
+    typ, data = conn.select("INBOX")
+    sess["select_exists"] = int(data[0])
+    uidnext = conn.response("UIDNEXT")[1]
+    truth.refresh()
+    uid = next(v["uid"] for v in truth.index.values() if v["mailbox"] == "INBOX")
+    if uidnext and uidnext[0] and int(uidnext[0]) != uid + 1:
+        raise RuntimeError("UIDNEXT %r, Maildir uid %r" % (uidnext, uid))
+    cmd = "UID FETCH %d (BODY[])" % uid
+    typ, data = conn.uid("FETCH", str(uid), "(BODY[])")
+    lit = literal_of(data)[0]
+    fetched = truth.describe(cmd, lit)
+    fetched["ends_with_sent_message"] = lit.endswith(msg)
+    fetched["changes"] = stored_changes(msg, lit)
+    fetched["escapes_in_literal"] = {name: escape_count(lit, t, m) for name, t, _, m in HOSTILE_ESCAPES}
+    conn.logout()
+    sess["messages_fetched"] = [fetched]
+    finish(sess, log, n)
+
+
+def hostile_escapes_field(sessions):
+    """manifest "escapes": each sequence as a Python literal and as hex (UTF-8), where the client put it, and how
+    often its bytes occur on each leg: the EHLO line and the message as sent (SMTP client bytes), the message as
+    stored (Maildir file, CRLF form) and as fetched (the IMAP literal)"""
+    msg = msg_hostile()[0]
+    smtp = next(s for s in sessions if s["protocol"] == "smtp")
+    sent = smtp["messages_sent"][0]
+    if sent["sha256"] != sha256(msg):
+        raise SystemExit("hostile-escapes: the message the session sent is not msg_hostile()")
+    ehlo = ("EHLO %s\r\n" % HOSTILE_EHLO).encode("utf-8")
+    stored = sent["stored"]["escapes_in_stored_message"]
+    fetched = next(s for s in sessions if s["protocol"] == "imap")["messages_fetched"][0]["escapes_in_literal"]
+    return [{"name": name, "python": ascii(text), "hex": text.encode("utf-8").hex(), "match": match,
+             "sent_in": where, "in_ehlo_line": escape_count(ehlo, text, match),
+             "in_sent_message": escape_count(msg, text, match), "in_stored_message": stored[name],
+             "in_imap_literal": fetched[name]} for name, text, where, match in HOSTILE_ESCAPES]
+
+
+def hostile_server_handling(sessions):
+    """manifest "server_handling": what Postfix and Dovecot did with the escapes, written from the sessions' truth"""
+    smtp = next(s for s in sessions if s["protocol"] == "smtp")
+    imap = next(s for s in sessions if s["protocol"] == "imap")
+    ehlo, sent = smtp["ehlo"], smtp["messages_sent"][0]
+    st, fe = sent["stored"], imap["messages_fetched"][0]
+    out = ["EHLO %s: %d %s%s" % (ehlo["name_python"], ehlo["reply"][0], "accepted" if ehlo["accepted"] else "refused",
+                                 "" if ehlo["accepted"] else "; then EHLO %s: %d" % (ehlo["then"]["name"],
+                                                                                     ehlo["then"]["reply"][0])),
+           "Postfix's Received header names the client by the EHLO name as %s" % ascii(st["postfix_received_helo"]),
+           "message (raw escapes in Subject, body and attachment filename): %s%s"
+           % (sent["server_reply"], "; refused: %r" % sent["rejected"] if sent["rejected"] else "")]
+    if st["changes"]:
+        out.append("stored (Maildir, CRLF form) after %d prepended header lines, with %d changed byte(s): %s; every "
+                   "other byte as sent" % (len(st["prepended_headers"]), len(st["changes"]), ", ".join(
+                       "line %d offset %d %s -> %s" % (c["line_in_sent"], c["offset_in_sent"], c["sent_hex"],
+                                                      c["stored_hex"]) for c in st["changes"])))
+    else:
+        out.append("stored (Maildir, CRLF form) byte for byte as sent after %d prepended header lines"
+                   % len(st["prepended_headers"]))
+    out.append("IMAP %s: literal %s the stored Maildir file (CRLF form)" % (
+        fe["command"], "equal to" if fe["matches_maildir"] == "equal" else "NOT equal to"))
+    return out
+
+
 SCENARIOS = {
     "smtp-plain": (scenario_smtp_plain, []),
     "smtp-auth-starttls": (scenario_smtp_auth_starttls, []),
@@ -1942,6 +2172,7 @@ SCENARIOS = {
     "tls-mixed": (scenario_tls_mixed, [("dave", TLS_MIXED_DAVE), ("erin", TLS_MIXED_ERIN)]),
     "tls-ciphers": (scenario_tls_ciphers, [("dave", TLS_CIPHERS_DAVE), ("erin", TLS_CIPHERS_ERIN)]),
     "small": (scenario_small, []),
+    "hostile-escapes": (scenario_hostile_escapes, [("erin", [])]),
 }
 
 
@@ -2129,10 +2360,33 @@ DESCRIPTIONS = {
     "variants/multi-interface.pcapng": "mergecap of variants/smtp-small-sll2.pcap and variants/smtp-ipv6.pcap: one "
                                        "pcapng with two interfaces of different link types (Linux cooked v2, "
                                        "Ethernet)",
+    "hostile-escapes.pcap": "Terminal escape sequences from a hostile client, 2 sessions from 127.0.0.10: smtplib on port "
+                            "25 with ESC sequences in the EHLO name, raw in the Subject (clear screen, cursor home, "
+                            "OSC 0 title, OSC 52 clipboard write, U+202E), in the 8bit body (also a bare CR) and in "
+                            "the attachment filename '..\\x1b[31m/evil.txt', to erin; then imaplib LOGIN, SELECT "
+                            "INBOX, UID FETCH (BODY[]) of the delivered message, LOGOUT",
 }
 
 
 CAPTURE_NOTES = {
+    "hostile-escapes.pcap": [
+        "Made by `scripts/make-samples --only hostile-escapes` (also part of the full run). A terminal UI showing this "
+        "capture must render every escape visibly (e.g. as \\x1b / \\u202e) and never write them to the terminal.",
+        "escapes[]: name, python (a Python string literal), hex (its UTF-8 bytes), match (bytes: count those bytes; "
+        "bare-cr: CRs not followed by LF), sent_in, and how often it occurs in_ehlo_line (the EHLO command line), "
+        "in_sent_message (the DATA bytes), in_stored_message (the Maildir file, CRLF form) and in_imap_literal (the "
+        "UID FETCH literal). scripts/check_samples.py counts them again in the SMTP client bytes (EHLO + DATA) and "
+        "the IMAP server bytes.",
+        "sessions[0].ehlo: the EHLO name (also as name_python / name_hex) and Postfix's reply. "
+        "sessions[0].messages_sent[0]: sha256/size of the exact bytes sent in DATA, subject_python / subject_raw_hex, "
+        "and stored: the Maildir file Dovecot LMTP wrote (sha256/size of the LF file, crlf_* of its CRLF form), "
+        "prepended_headers (Return-Path, Delivered-To, both Received headers), postfix_received_helo (the EHLO name "
+        "as Postfix's Received header shows it) and changes (bytes of the sent message that differ in the stored "
+        "one, aligned at the end). sessions[1].messages_fetched[0]: the IMAP literal (received_sha256 = "
+        "maildir.crlf_sha256) with the same changes. server_handling: a summary of these facts.",
+        "MANIFEST.json holds no raw control or bidi characters: JSON escapes ESC/BEL/CR as \\u001b/\\u0007/"
+        "\\r, and U+202E is written as \\u202e.",
+    ],
     "tls-ciphers.pcap": [
         "Made by `scripts/make-samples --only tls-ciphers` (also part of the full run). TLS 1.2 sessions: Python "
         "ssl with maximum_version TLSv1_2 and set_ciphers(one suite); the ECDHE-RSA-AES256-SHA session also sets "
@@ -2267,15 +2521,22 @@ def cmd_manifest(args):
             if cap.get("tls_truth"):
                 tls_session_truth(path, os.path.join(samples, cap["keylog"]) if cap.get("keylog") else None,
                                   sess, cap.get("decode_as"))
+            if cap.get("escapes"):
+                entry["escapes"] = hostile_escapes_field(sess)
+                entry["server_handling"] = hostile_server_handling(sess)
             entry["sessions"] = sess
         prep = sorted(f for f in os.listdir(args.state)  # exact names: "imap" must not pick up "imap-large"
                       if sessions and f in ["prepared-%s-%s.json" % (sessions, u) for u in PASSWORDS])
         if prep:
             entry["prepared_mailboxes"] = [json.load(open(os.path.join(args.state, f))) for f in prep]
         manifest["captures"][cap["file"]] = entry
+    text = json.dumps(manifest, indent=1, ensure_ascii=False)
+    # C1 controls and bidi/invisible format characters (hostile-escapes' U+202E) as \uXXXX JSON escapes, so
+    # that MANIFEST.json holds none of them raw (json already escapes C0 controls such as ESC)
+    text = re.sub("[\u0080-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]",
+                  lambda mo: "\\u%04x" % ord(mo.group()), text)
     with open(os.path.join(samples, "MANIFEST.json"), "w") as f:
-        json.dump(manifest, f, indent=1, ensure_ascii=False)
-        f.write("\n")
+        f.write(text + "\n")
     print("[manifest] %d captures%s" % (len(manifest["captures"]), " (merged %s into %s)" % (
         ", ".join(c["file"] for c in plan["captures"]), args.merge) if args.merge else ""))
 
