@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+mod ui;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use mailscope::capture::{
@@ -94,7 +96,7 @@ struct Output {
     inject_secrets: Option<String>,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct Input {
     /// Capture files (pcap, pcapng, gzip-compressed or not; - for standard input).
     files: Vec<String>,
@@ -111,7 +113,7 @@ struct Input {
     common: Common,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct Common {
     /// Treat TCP port N as PROTO (smtp, pop3, imap, or smtps, pop3s, imaps for implicit TLS).
     /// Repeatable.
@@ -196,9 +198,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 let code = sessions(input, &mut writer)?;
                 writer.error.take().map_or(Ok(code), write_failed)
             } else {
-                // The terminal UI is not built yet; until it is, the flow table is the view.
-                eprintln!("mailscope: the terminal UI is not available yet; showing the connections table");
-                flows(input, false)
+                terminal_ui(input)
             }
         }
     }
@@ -354,6 +354,54 @@ fn inject_secrets(input: &Input, out: &str) -> Result<ExitCode, String> {
         );
     }
     Ok(code)
+}
+
+/// The terminal UI on the input; the reading runs on a thread of its own.
+fn terminal_ui(input: &Input) -> Result<ExitCode, String> {
+    if !io::stdout().is_terminal() {
+        return Err("the terminal UI needs a terminal; use --text or --json to print".into());
+    }
+    let config = input.common.config();
+    let mut keys = KeyLog::default();
+    let followed = load_keys(&input.common, &mut keys)?;
+    let live = input.interface.is_some();
+    let total_bytes = (!live && !input.files.iter().any(|f| f == "-"))
+        .then(|| {
+            input
+                .files
+                .iter()
+                .map(|f| std::fs::metadata(f).map(|m| m.len()).ok())
+                .sum::<Option<u64>>()
+        })
+        .flatten();
+    let title = match &input.interface {
+        Some(interface) => format!("live on {interface}"),
+        None => input.files.join(" "),
+    };
+    // Files are opened here too, so that one that cannot be opened is an error before the
+    // screen changes; the reader thread opens them again through the opener.
+    if !live {
+        open_sources(input, &config.ports)?;
+    }
+    let opened = input.clone();
+    let ports = config.ports.clone();
+    let job = ui::Job {
+        open: Box::new(move || open_sources(&opened, &ports)),
+        config,
+        keys,
+        followed: if live { followed } else { Vec::new() },
+        live,
+        total_bytes,
+    };
+    let faults = ui::run(job, title).map_err(|e| format!("terminal: {e}"))?;
+    for fault in &faults {
+        eprintln!("mailscope: {fault} (what was read before it is shown)");
+    }
+    Ok(if faults.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PARTIAL)
+    })
 }
 
 /// Reads the key logs named with --keylog and in SSLKEYLOGFILE; they stay open to be followed

@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use super::time;
 use crate::proto::{CapturedMessage, Exchange, MailboxState, Note};
 use crate::sanitize;
-use crate::session::model::{Message, Session};
+use crate::session::model::{Message, Session, TlsStatus};
 use crate::session::SessionSink;
 
 /// Lines kept per session before the rest is summarised (a hostile session can be endless).
@@ -16,7 +16,7 @@ pub const MAX_TRANSCRIPT_LINES: usize = 200_000;
 
 /// The header line of a session.
 pub fn header(session: &Session) -> String {
-    let tls = tls_summary(session);
+    let tls = tls_summary(&session.tls);
     format!(
         "=== session {}: {} -> {} {}, {tls}, user {}, {} UTC, {}, {}",
         session.id,
@@ -34,8 +34,7 @@ pub fn header(session: &Session) -> String {
 }
 
 /// TLS in a few words: `TLS starttls, TLS1.3 TLS_AES_256_GCM_SHA384, SNI mx.example, decrypted`.
-fn tls_summary(session: &Session) -> String {
-    let tls = &session.tls;
+pub fn tls_summary(tls: &TlsStatus) -> String {
     if tls.mode == crate::session::model::TlsMode::None {
         return "no TLS".into();
     }

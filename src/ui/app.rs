@@ -1,0 +1,426 @@
+//! The UI's state and what each action does to it. Nothing here draws or reads the terminal.
+
+use std::collections::HashSet;
+
+use mailscope::export::files::OutputDir;
+use mailscope::session::model::TlsMode;
+
+use super::store::{Entry, Item, Store};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Screen {
+    Sessions,
+    Dialogue,
+    Ladder,
+    Message,
+    Help,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortKey {
+    Time,
+    Client,
+    Server,
+    Protocol,
+    User,
+    Exchanges,
+    Messages,
+}
+
+impl SortKey {
+    pub fn name(self) -> &'static str {
+        match self {
+            SortKey::Time => "time",
+            SortKey::Client => "client",
+            SortKey::Server => "server",
+            SortKey::Protocol => "protocol",
+            SortKey::User => "user",
+            SortKey::Exchanges => "commands",
+            SortKey::Messages => "messages",
+        }
+    }
+
+    fn next(self) -> SortKey {
+        match self {
+            SortKey::Time => SortKey::Client,
+            SortKey::Client => SortKey::Server,
+            SortKey::Server => SortKey::Protocol,
+            SortKey::Protocol => SortKey::User,
+            SortKey::User => SortKey::Exchanges,
+            SortKey::Exchanges => SortKey::Messages,
+            SortKey::Messages => SortKey::Time,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Top,
+    Bottom,
+    Open,
+    Back,
+    Quit,
+    /// Between the dialogue and its ladder.
+    SwitchPane,
+    StartFilter,
+    FilterChar(char),
+    FilterBackspace,
+    FilterDone,
+    FilterCancel,
+    NextSort,
+    ReverseSort,
+    ToggleTime,
+    ToggleExplain,
+    ToggleSecrets,
+    ToggleFollow,
+    Save,
+    Help,
+    /// A click on the n-th row of the list shown.
+    Click(usize),
+    ScrollUp,
+    ScrollDown,
+}
+
+pub struct App {
+    pub store: Store,
+    pub screen: Screen,
+    history: Vec<Screen>,
+    /// Sessions shown, as indices into the store, filtered and sorted.
+    pub visible: Vec<usize>,
+    visible_generation: Option<u64>,
+    pub selected: usize,
+    pub filter: String,
+    pub editing_filter: bool,
+    pub sort: SortKey,
+    pub descending: bool,
+    /// The session whose dialogue or message is open.
+    pub session: Option<u64>,
+    /// The line selected in the dialogue (or ladder), and in the message view the scroll.
+    pub line: usize,
+    pub message: Option<usize>,
+    pub scroll: usize,
+    pub relative_time: bool,
+    pub explain: bool,
+    pub show_secrets: bool,
+    /// Live capture: keep the newest session in view.
+    pub following: bool,
+    pub expanded: HashSet<(u64, usize)>,
+    pub status: Option<String>,
+    pub title: String,
+    pub live: bool,
+    pub quit: bool,
+    /// Rows of the list on screen and the first one shown (set by the view), for paging and
+    /// clicks.
+    pub page: usize,
+    pub offset: usize,
+    /// Where `s` saves messages and attachments.
+    pub save_dir: std::path::PathBuf,
+    saver: Option<OutputDir>,
+}
+
+impl App {
+    pub fn new(title: String, live: bool) -> App {
+        App {
+            store: Store::default(),
+            screen: Screen::Sessions,
+            history: Vec::new(),
+            visible: Vec::new(),
+            visible_generation: None,
+            selected: 0,
+            filter: String::new(),
+            editing_filter: false,
+            sort: SortKey::Time,
+            descending: false,
+            session: None,
+            line: 0,
+            message: None,
+            scroll: 0,
+            relative_time: false,
+            explain: false,
+            show_secrets: false,
+            following: live,
+            expanded: HashSet::new(),
+            status: None,
+            title,
+            live,
+            quit: false,
+            page: 20,
+            offset: 0,
+            save_dir: std::path::PathBuf::from("mailscope-saved"),
+            saver: None,
+        }
+    }
+
+    /// Recomputes the filtered, sorted list when the store or the query changed.
+    pub fn refresh(&mut self) {
+        if self.visible_generation == Some(self.store.generation) {
+            return;
+        }
+        self.visible_generation = Some(self.store.generation);
+        let query = Query::parse(&self.filter);
+        let mut visible: Vec<usize> = (0..self.store.entries.len())
+            .filter(|&i| query.matches(&self.store.entries[i]))
+            .collect();
+        let entries = &self.store.entries;
+        let key = self.sort;
+        visible.sort_by(|&a, &b| {
+            let (a, b) = (&entries[a], &entries[b]);
+            let order = match key {
+                SortKey::Time => a.first_seen.cmp(&b.first_seen),
+                SortKey::Client => a.row.client.cmp(&b.row.client),
+                SortKey::Server => a.row.server.cmp(&b.row.server),
+                SortKey::Protocol => a.row.protocol.name().cmp(b.row.protocol.name()),
+                SortKey::User => a.row.user().cmp(&b.row.user()),
+                SortKey::Exchanges => a.row.exchanges.cmp(&b.row.exchanges),
+                SortKey::Messages => a.row.messages.cmp(&b.row.messages),
+            };
+            order.then(a.row.id.cmp(&b.row.id))
+        });
+        if self.descending {
+            visible.reverse();
+        }
+        self.visible = visible;
+        if self.following && !self.visible.is_empty() {
+            self.selected = self.visible.len() - 1;
+        }
+        self.selected = self.selected.min(self.visible.len().saturating_sub(1));
+    }
+
+    pub fn selected_entry(&self) -> Option<&Entry> {
+        self.visible
+            .get(self.selected)
+            .map(|&i| &self.store.entries[i])
+    }
+
+    pub fn open_entry(&self) -> Option<&Entry> {
+        self.session.and_then(|id| self.store.get(id))
+    }
+
+    fn go(&mut self, screen: Screen) {
+        self.history.push(self.screen);
+        self.screen = screen;
+    }
+
+    /// Lines of the open dialogue, for moving the cursor: its items.
+    fn dialogue_len(&self) -> usize {
+        self.open_entry().map_or(0, |e| e.items.len())
+    }
+
+    pub fn handle(&mut self, action: Action) {
+        self.status = None;
+        if self.editing_filter {
+            match action {
+                Action::FilterChar(c) => self.filter.push(c),
+                Action::FilterBackspace => {
+                    self.filter.pop();
+                }
+                Action::FilterDone => self.editing_filter = false,
+                Action::FilterCancel => {
+                    self.filter.clear();
+                    self.editing_filter = false;
+                }
+                _ => return,
+            }
+            self.visible_generation = None;
+            self.selected = 0;
+            return;
+        }
+        match action {
+            Action::Quit => self.quit = true,
+            Action::Back => match self.history.pop() {
+                Some(previous) => self.screen = previous,
+                None => self.quit = true,
+            },
+            Action::Help if self.screen != Screen::Help => self.go(Screen::Help),
+            Action::Help => self.handle(Action::Back),
+            Action::StartFilter => {
+                self.editing_filter = true;
+                if self.screen != Screen::Sessions {
+                    self.history.clear();
+                    self.screen = Screen::Sessions;
+                }
+            }
+            Action::NextSort => {
+                self.sort = self.sort.next();
+                self.visible_generation = None;
+            }
+            Action::ReverseSort => {
+                self.descending = !self.descending;
+                self.visible_generation = None;
+            }
+            Action::ToggleTime => self.relative_time = !self.relative_time,
+            Action::ToggleExplain => self.explain = !self.explain,
+            Action::ToggleSecrets => self.show_secrets = !self.show_secrets,
+            Action::ToggleFollow => {
+                self.following = !self.following;
+                self.visible_generation = None;
+            }
+            Action::SwitchPane => match self.screen {
+                Screen::Dialogue => self.screen = Screen::Ladder,
+                Screen::Ladder => self.screen = Screen::Dialogue,
+                _ => {}
+            },
+            Action::Save => self.save(),
+            Action::Open => self.open(),
+            Action::Click(row) if self.screen == Screen::Sessions => {
+                let row = self.offset + row;
+                self.selected = row.min(self.visible.len().saturating_sub(1));
+                self.following = false;
+            }
+            Action::Click(_) => {}
+            movement => self.move_cursor(movement),
+        }
+    }
+
+    fn move_cursor(&mut self, action: Action) {
+        let (position, len) = match self.screen {
+            Screen::Sessions => {
+                self.following = false;
+                (&mut self.selected, self.visible.len())
+            }
+            Screen::Dialogue | Screen::Ladder => {
+                let len = self.dialogue_len();
+                (&mut self.line, len)
+            }
+            Screen::Message | Screen::Help => (&mut self.scroll, usize::MAX / 2),
+        };
+        let last = len.saturating_sub(1);
+        *position = match action {
+            Action::Up | Action::ScrollUp => position.saturating_sub(1),
+            Action::Down | Action::ScrollDown => (*position + 1).min(last),
+            Action::PageUp => position.saturating_sub(self.page),
+            Action::PageDown => (*position + self.page).min(last),
+            Action::Top => 0,
+            Action::Bottom => last,
+            _ => *position,
+        };
+    }
+
+    fn open(&mut self) {
+        match self.screen {
+            Screen::Sessions => {
+                if let Some(id) = self.selected_entry().map(|e| e.row.id) {
+                    self.session = Some(id);
+                    self.line = 0;
+                    self.go(Screen::Dialogue);
+                }
+            }
+            Screen::Dialogue | Screen::Ladder => {
+                let Some(entry) = self.open_entry() else {
+                    return;
+                };
+                let key = (entry.row.id, self.line);
+                let (message, exchange) = match entry.items.get(self.line) {
+                    Some(Item::Message(_)) => (true, false),
+                    Some(Item::Exchange(_)) => (false, true),
+                    _ => (false, false),
+                };
+                if message {
+                    self.message = Some(self.line);
+                    self.scroll = 0;
+                    self.go(Screen::Message);
+                } else if exchange && !self.expanded.remove(&key) {
+                    self.expanded.insert(key);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The open message, or the message under the cursor, as an .eml in the save folder.
+    fn save(&mut self) {
+        let Some(entry) = self.open_entry() else {
+            self.status = Some("open a session's message to save it".into());
+            return;
+        };
+        let index = match self.screen {
+            Screen::Message => self.message,
+            _ => Some(self.line),
+        };
+        let Some(Item::Message(message)) = index.and_then(|i| entry.items.get(i)) else {
+            self.status = Some("select a message line to save it".into());
+            return;
+        };
+        let name = format!(
+            "{}-{}.eml",
+            message.id,
+            message.view.subject.as_deref().unwrap_or("message")
+        );
+        let bytes = message.captured.bytes.clone();
+        let saver = match self.saver.take() {
+            Some(saver) => Ok(saver),
+            None => OutputDir::create(&self.save_dir),
+        };
+        self.status = Some(match saver {
+            Ok(mut saver) => {
+                let result = saver.write(None, &name, "message.eml", &bytes);
+                self.saver = Some(saver);
+                match result {
+                    Ok(path) => format!("saved {}", path.display()),
+                    Err(e) => format!("cannot save: {e}"),
+                }
+            }
+            Err(e) => format!("cannot create {}: {e}", self.save_dir.display()),
+        });
+    }
+}
+
+/// The session filter: words that must all match. `proto:imap`, `user:alice`,
+/// `tls:none|starttls|implicit|decrypted|failed`, `has:attachment|message|auth|gap`, and plain
+/// words matched against the addresses, protocol and user.
+struct Query {
+    terms: Vec<(Option<String>, String)>,
+}
+
+impl Query {
+    fn parse(text: &str) -> Query {
+        Query {
+            terms: text
+                .split_whitespace()
+                .map(|w| match w.split_once(':') {
+                    Some((k, v)) if !k.is_empty() && !v.is_empty() => {
+                        (Some(k.to_lowercase()), v.to_lowercase())
+                    }
+                    _ => (None, w.to_lowercase()),
+                })
+                .collect(),
+        }
+    }
+
+    fn matches(&self, entry: &Entry) -> bool {
+        let row = &entry.row;
+        let user = row.user().unwrap_or("").to_lowercase();
+        self.terms.iter().all(|(key, value)| match key.as_deref() {
+            Some("proto" | "protocol") => row.protocol.name() == value,
+            Some("user") => user.contains(value.as_str()),
+            Some("tls") => match value.as_str() {
+                "none" => row.tls.mode == TlsMode::None,
+                "starttls" => row.tls.mode == TlsMode::StartTls,
+                "implicit" => row.tls.mode == TlsMode::Implicit,
+                "decrypted" => row.tls.decrypted(),
+                "failed" => row.tls.mode != TlsMode::None && !row.tls.decrypted(),
+                _ => false,
+            },
+            Some("has") => match value.as_str() {
+                "attachment" | "attachments" => entry.attachments > 0,
+                "message" | "messages" => row.messages > 0,
+                "auth" => !row.auth.is_empty(),
+                "gap" | "gaps" => row.gaps > 0,
+                _ => false,
+            },
+            _ => {
+                let haystack = format!(
+                    "{} {} {} {user}",
+                    row.client,
+                    row.server,
+                    row.protocol.name()
+                );
+                haystack.contains(value.as_str())
+            }
+        })
+    }
+}

@@ -1,0 +1,169 @@
+//! What the UI knows: the sessions and their dialogues as the reader has sent them. Append-only;
+//! a session's row is replaced as it grows.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use mailscope::capture::Timestamp;
+use mailscope::proto::{AuthAttempt, Exchange, Note};
+use mailscope::session::model::{Message, Protocol, Session, TlsStatus};
+use mailscope::tcp::FlowEnd;
+
+/// A session's summary line: small, so that it can be sent each time the session changes.
+#[derive(Clone, Debug)]
+pub struct SessionRow {
+    pub id: u64,
+    pub protocol: Protocol,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub tls: TlsStatus,
+    pub auth: Vec<AuthAttempt>,
+    pub exchanges: u64,
+    pub messages: u64,
+    pub gaps: u64,
+    pub ended: Option<FlowEnd>,
+}
+
+impl SessionRow {
+    pub fn of(s: &Session) -> SessionRow {
+        SessionRow {
+            id: s.id,
+            protocol: s.protocol,
+            client: s.client,
+            server: s.server,
+            start: s.start,
+            end: s.end,
+            tls: s.tls.clone(),
+            auth: s.auth.clone(),
+            exchanges: s.exchanges,
+            messages: s.messages,
+            gaps: s.gaps,
+            ended: s.ended,
+        }
+    }
+
+    pub fn user(&self) -> Option<&str> {
+        self.auth
+            .iter()
+            .find(|a| a.success == Some(true))
+            .or(self.auth.first())
+            .and_then(|a| a.username.as_deref())
+    }
+}
+
+pub enum Update {
+    Row(Box<SessionRow>),
+    Exchange(u64, Exchange),
+    Message(u64, Box<Message>),
+    Note(u64, Note),
+    Progress {
+        frames: u64,
+        bytes: u64,
+        total: Option<u64>,
+    },
+    Done {
+        frames: u64,
+        faults: Vec<String>,
+    },
+}
+
+/// One piece of a dialogue, in the order the reader finished it.
+#[derive(Clone, Debug)]
+pub enum Item {
+    Exchange(Exchange),
+    Message(Box<Message>),
+    Note(Note),
+}
+
+pub struct Entry {
+    pub row: SessionRow,
+    pub items: Vec<Item>,
+    /// The first time anything of the session was seen (its row's start is known at its end).
+    pub first_seen: Timestamp,
+    pub attachments: usize,
+}
+
+#[derive(Default)]
+pub struct Store {
+    pub entries: Vec<Entry>,
+    index: HashMap<u64, usize>,
+    pub frames: u64,
+    pub bytes: u64,
+    pub total: Option<u64>,
+    pub done: bool,
+    pub faults: Vec<String>,
+    /// Bumped on every change, so that views know when to recompute.
+    pub generation: u64,
+}
+
+impl Store {
+    pub fn apply(&mut self, update: Update) {
+        self.generation += 1;
+        match update {
+            Update::Row(row) => match self.index.get(&row.id) {
+                Some(&i) => self.entries[i].row = *row,
+                None => {
+                    self.index.insert(row.id, self.entries.len());
+                    let first_seen = row.start;
+                    self.entries.push(Entry {
+                        row: *row,
+                        items: Vec::new(),
+                        first_seen,
+                        attachments: 0,
+                    });
+                }
+            },
+            Update::Exchange(id, exchange) => self.push(id, Item::Exchange(exchange)),
+            Update::Message(id, message) => {
+                if let Some(&i) = self.index.get(&id) {
+                    self.entries[i].attachments += message.view.attachments.len();
+                }
+                self.push(id, Item::Message(message))
+            }
+            Update::Note(id, note) => self.push(id, Item::Note(note)),
+            Update::Progress {
+                frames,
+                bytes,
+                total,
+            } => {
+                self.frames = frames;
+                self.bytes = bytes;
+                self.total = total;
+            }
+            Update::Done { frames, faults } => {
+                self.frames = frames;
+                self.faults = faults;
+                self.done = true;
+            }
+        }
+    }
+
+    fn push(&mut self, id: u64, item: Item) {
+        if let Some(&i) = self.index.get(&id) {
+            let entry = &mut self.entries[i];
+            if entry.first_seen == Timestamp::default() {
+                entry.first_seen = item_ts(&item);
+            }
+            entry.items.push(item);
+        }
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Entry> {
+        self.index.get(&id).map(|&i| &self.entries[i])
+    }
+}
+
+pub fn item_ts(item: &Item) -> Timestamp {
+    match item {
+        Item::Exchange(e) => e
+            .command
+            .as_ref()
+            .map(|c| c.ts)
+            .or(e.reply.as_ref().map(|r| r.ts))
+            .unwrap_or_default(),
+        Item::Message(m) => m.captured.ts,
+        Item::Note(n) => n.ts,
+    }
+}

@@ -1,0 +1,208 @@
+//! The UI on real samples, drawn into ratatui's TestBackend: what a user would read on screen
+//! after each step. The reader runs to the end first, as it does for a small file.
+
+use std::sync::mpsc::sync_channel;
+
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+use mailscope::capture::{FileSource, PacketSource};
+use mailscope::pipeline::Config;
+use mailscope::tls::KeyLog;
+
+use super::app::{Action, App, Screen};
+use super::store::Item;
+use super::worker::{self, Job};
+
+fn sample(name: &str) -> String {
+    format!("{}/samples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn loaded(file: &str, keylog: Option<&str>) -> App {
+    let path = sample(file);
+    let mut keys = KeyLog::default();
+    if let Some(k) = keylog {
+        keys.add(&std::fs::read(sample(k)).unwrap());
+        keys.finish();
+    }
+    let job = Job {
+        open: Box::new(move || {
+            let source = FileSource::open(&path).map_err(|e| e.to_string())?;
+            Ok(vec![Box::new(source) as Box<dyn PacketSource>])
+        }),
+        config: Config::default(),
+        keys,
+        followed: Vec::new(),
+        live: false,
+        total_bytes: None,
+    };
+    let (tx, rx) = sync_channel(1 << 20);
+    worker::read(job, tx);
+    let mut app = App::new(file.to_string(), false);
+    while let Ok(update) = rx.try_recv() {
+        app.store.apply(update);
+    }
+    assert!(app.store.done);
+    app
+}
+
+fn screen(app: &mut App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal
+        .draw(|frame| super::view::draw(frame, app))
+        .unwrap();
+    let buffer = terminal.backend().buffer();
+    let mut text = String::new();
+    for y in 0..buffer.area.height {
+        for x in 0..buffer.area.width {
+            text.push_str(buffer[(x, y)].symbol());
+        }
+        text.push('\n');
+    }
+    text
+}
+
+#[test]
+fn session_list_dialogue_message_ladder_and_help() {
+    let mut app = loaded("smtp-plain.pcap", None);
+    let list = screen(&mut app, 120, 40);
+    assert!(list.contains("3 sessions (3 shown)"), "{list}");
+    assert!(list.contains("127.0.0.1:25"));
+    assert!(list.contains("smtp"));
+
+    app.handle(Action::Open);
+    let dialogue = screen(&mut app, 120, 40);
+    assert_eq!(app.screen, Screen::Dialogue);
+    assert!(
+        dialogue.contains("C: EHLO") || dialogue.contains("C: ehlo"),
+        "{dialogue}"
+    );
+    assert!(dialogue.contains("S: 250"));
+    assert!(dialogue.contains(" ms)"), "reply latency is shown");
+
+    app.handle(Action::ToggleExplain);
+    let teaching = screen(&mut app, 120, 40);
+    assert!(
+        teaching.contains("← client introduces itself"),
+        "{teaching}"
+    );
+
+    // To the first message line, then open it.
+    let entry = app.open_entry().unwrap();
+    let at = entry
+        .items
+        .iter()
+        .position(|i| matches!(i, Item::Message(_)))
+        .unwrap();
+    for _ in 0..at {
+        app.handle(Action::Down);
+    }
+    app.handle(Action::Open);
+    assert_eq!(app.screen, Screen::Message);
+    let message = screen(&mut app, 120, 60);
+    assert!(message.contains("Subject:"), "{message}");
+    assert!(message.contains("MAIL FROM"));
+    assert!(message.contains("MIME structure"));
+
+    app.handle(Action::Back);
+    app.handle(Action::SwitchPane);
+    assert_eq!(app.screen, Screen::Ladder);
+    let ladder = screen(&mut app, 120, 40);
+    assert!(ladder.contains("client") && ladder.contains("server"));
+    assert!(ladder.contains("▶│") && ladder.contains("│◀"), "{ladder}");
+
+    app.handle(Action::Help);
+    let help = screen(&mut app, 120, 40);
+    assert!(help.contains("quit") && help.contains("filter"), "{help}");
+}
+
+#[test]
+fn filter_language() {
+    let mut app = loaded("tls-mixed.pcapng", Some("tls-mixed.keys"));
+    let count = |app: &mut App, query: &str| {
+        app.handle(Action::StartFilter);
+        for c in query.chars() {
+            app.handle(Action::FilterChar(c));
+        }
+        app.handle(Action::FilterDone);
+        app.refresh();
+        let n = app.visible.len();
+        app.handle(Action::StartFilter);
+        app.handle(Action::FilterCancel);
+        n
+    };
+    assert_eq!(count(&mut app, ""), 6);
+    assert_eq!(count(&mut app, "proto:imap"), 3);
+    assert_eq!(count(&mut app, "proto:pop3"), 2);
+    assert_eq!(count(&mut app, "tls:starttls"), 2);
+    assert_eq!(count(&mut app, "tls:decrypted"), 6);
+    assert_eq!(count(&mut app, "user:erin proto:imap"), 3);
+    assert_eq!(count(&mut app, ":993"), 2);
+    let mut plain = loaded("tls-mixed.pcapng", None);
+    assert_eq!(count(&mut plain, "tls:failed"), 6);
+}
+
+#[test]
+fn decrypted_session_shows_its_tls_and_masks_the_password_until_revealed() {
+    let mut app = loaded("tls-mixed.pcapng", Some("tls-mixed.keys"));
+    screen(&mut app, 140, 40);
+    app.handle(Action::Open);
+    let shown = screen(&mut app, 140, 40);
+    assert!(shown.contains("TLS1.3 TLS_AES_256_GCM_SHA384"), "{shown}");
+    assert!(shown.contains("decrypted"));
+    assert!(
+        shown.contains("certificate: CN=mail.example.test") || shown.contains("mail.example.test")
+    );
+    assert!(shown.contains("**** (r reveals)"));
+    app.handle(Action::ToggleSecrets);
+    let revealed = screen(&mut app, 140, 40);
+    assert!(!revealed.contains("**** (r reveals)"));
+}
+
+#[test]
+fn fits_in_80_by_24() {
+    let mut app = loaded("imap.pcap", None);
+    let small = screen(&mut app, 80, 24);
+    assert!(small.lines().all(|l| l.chars().count() == 80));
+    assert!(small.contains("sessions"));
+    app.handle(Action::Open);
+    let dialogue = screen(&mut app, 80, 24);
+    assert!(dialogue.contains("LOGIN"), "{dialogue}");
+}
+
+/// The Subject, EHLO name, body and attachment name of this sample carry clear-screen, title,
+/// OSC 52 clipboard and bidi sequences (sent by smtplib, stored by Postfix, fetched from
+/// Dovecot): on every screen they are visible escapes, and no control character is drawn.
+#[test]
+fn escape_sequences_from_the_wire_never_reach_the_terminal() {
+    let mut app = loaded("hostile-escapes.pcap", None);
+    let mut screens = vec![screen(&mut app, 160, 50)];
+    for session in 0..2 {
+        app.selected = session;
+        app.handle(Action::Open);
+        screens.push(screen(&mut app, 160, 50));
+        let entry = app.open_entry().unwrap();
+        let messages: Vec<usize> = (0..entry.items.len())
+            .filter(|&i| matches!(entry.items[i], Item::Message(_)))
+            .collect();
+        for at in messages {
+            app.line = at;
+            app.handle(Action::Open);
+            screens.push(screen(&mut app, 160, 80));
+            app.handle(Action::Back);
+        }
+        app.handle(Action::SwitchPane);
+        screens.push(screen(&mut app, 160, 50));
+        app.handle(Action::Back);
+    }
+    let all = screens.concat();
+    for forbidden in ['\x1b', '\x07', '\u{202e}', '\r'] {
+        assert!(!all.contains(forbidden), "{forbidden:?} reached the screen");
+    }
+    assert!(all.contains("\\x1b[2J"), "shown as a visible escape");
+    assert!(
+        all.contains("\\x1b]52;c;"),
+        "the clipboard write is visible"
+    );
+    assert!(all.contains("\\u{202e}"), "the bidi override is visible");
+}
