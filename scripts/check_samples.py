@@ -13,9 +13,10 @@ TLS streams are decrypted with the key log (or the secrets embedded in the pcapn
 sessions with "compress" (COMPRESS=DEFLATE) are inflated after the recorded stream offsets.
 Sessions with "keylogged": false must not decrypt.  Captures with "escapes" (hostile-escapes.pcap):
 each escape sequence is counted again in the SMTP client bytes and the IMAP server bytes.
-Sessions with tshark_decrypted_records (tls-ciphers.pcap) are compared with tls_facts(): client
-random, version, encrypt_then_mac in the ServerHello, key log lines, decrypted record counts and
-the sha256 of the decrypted application data against the recorded plaintext.
+Sessions with tshark_decrypted_records (tls-ciphers.pcap, tls-legacy.pcap) are compared with tls_facts():
+client random, version, encrypt_then_mac in the ServerHello, key log lines, decrypted record counts,
+the sha256 of the decrypted application data against the recorded plaintext, and for TLS 1.0-1.2
+resumption (abbreviated handshake: the ServerHello echoes the ClientHello's session ID, no Certificate).
 Gzip-compressed captures (.pcap.gz) are read by tshark directly.
 Exit status 1 on any failure.
 """
@@ -255,7 +256,9 @@ def creds_visible(cred, cb, protocol):
     return True
 
 
-# ---------------------------------------------------------------- TLS truth (tls-ciphers.pcap)
+# ---------------------------------------------------------------- TLS truth (tls-ciphers.pcap, tls-legacy.pcap)
+TLS_VERSIONS = {0x0301: "TLSv1.0", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
+
 def keylog_randoms(path):
     """{client random (hex): sorted labels} of an NSS key log file"""
     out = {}
@@ -273,8 +276,11 @@ def _ints(field):
 
 def tls_facts(path, sessions, keylog_path=None, decode_as=None):
     """What tshark sees of each TLS session, {tcp_stream: facts}:
-    client_random and tls_version (ClientHello / ServerHello), encrypt_then_mac / extended_master_secret
-    (extension 22 / 23 in a TLS 1.2 ServerHello), client_hello_ticket_len (length of the session_ticket extension the client offered),
+    client_random and tls_version (ClientHello / ServerHello: "TLSv1.0".."TLSv1.3"), encrypt_then_mac /
+    extended_master_secret (extension 22 / 23 in a TLS 1.0-1.2 ServerHello), client_hello_ticket_len (length
+    of the session_ticket extension the client offered), client_session_id / server_session_id (hex, the
+    legacy session ID of the ClientHello / ServerHello), certificate_messages (Certificate handshake
+    messages the server sent in the clear: none in a TLS 1.0-1.2 resumption),
     keylog_labels (key log lines for the client random), decrypted_records (application-data records
     tshark decrypts with the key log: entries of -z follow,tls,raw), inner_app_data_records (records with
     tls.record.content_type 23 when decrypting: the inner type for TLS 1.3), encrypted_records (records
@@ -287,7 +293,8 @@ def tls_facts(path, sessions, keylog_path=None, decode_as=None):
     keys = base + (["-o", "tls.keylog_file:" + keylog_path] if keylog_path else [])
     labels = keylog_randoms(keylog_path)
     facts = {st: {"client_random": None, "tls_version": None, "encrypt_then_mac": None,
-                  "extended_master_secret": None, "client_hello_ticket_len": 0} for st in by_stream}
+                  "extended_master_secret": None, "client_hello_ticket_len": 0, "client_session_id": None,
+                  "server_session_id": None, "certificate_messages": 0} for st in by_stream}
 
     def side(st, port):
         return 0 if port == by_stream[st]["client_port"] else 1
@@ -296,21 +303,32 @@ def tls_facts(path, sessions, keylog_path=None, decode_as=None):
                                         "-e", "tcp.stream", "-e", "tcp.srcport", "-e", "tls.handshake.type",
                                         "-e", "tls.handshake.random", "-e", "tls.handshake.extension.type",
                                         "-e", "tls.handshake.extension.len",
-                                        "-e", "tls.handshake.extensions.supported_version"])
+                                        "-e", "tls.handshake.extensions.supported_version",
+                                        "-e", "tls.handshake.version", "-e", "tls.handshake.session_id"])
     for line in out.splitlines():
-        st, port, types, rnd, ext, extlen, sv = (line.split("\t") + [""] * 7)[:7]
+        st, port, types, rnd, ext, extlen, sv, hv, sid = (line.split("\t") + [""] * 9)[:9]
         if not st or int(st) not in by_stream:
             continue
         st, f = int(st), facts[int(st)]
         ext, extlen = _ints(ext), _ints(extlen)
+        sid = sid.split(",")[0].replace(":", "").lower()
         if side(st, int(port)) == 0 and 1 in _ints(types):
             f["client_random"] = rnd.split(",")[0].replace(":", "").lower()
             f["client_hello_ticket_len"] = sum(l for t, l in zip(ext, extlen) if t == 35)
+            f["client_session_id"] = sid
         elif side(st, int(port)) == 1 and 2 in _ints(types):
-            f["tls_version"] = "TLSv1.3" if 0x0304 in _ints(sv) else "TLSv1.2"
+            # TLS 1.3: supported_versions; before: the ServerHello's version field
+            f["tls_version"] = "TLSv1.3" if 0x0304 in _ints(sv) else TLS_VERSIONS.get(_ints(hv)[0], hv)
             f["server_hello_extensions"] = ext
-            f["encrypt_then_mac"] = (22 in ext) if f["tls_version"] == "TLSv1.2" else None
-            f["extended_master_secret"] = (23 in ext) if f["tls_version"] == "TLSv1.2" else None
+            f["server_session_id"] = sid
+            f["encrypt_then_mac"] = (22 in ext) if f["tls_version"] != "TLSv1.3" else None
+            f["extended_master_secret"] = (23 in ext) if f["tls_version"] != "TLSv1.3" else None
+    out = tshark(["-r", path] + base + ["-Y", "tls.handshake.type == 11", "-T", "fields", "-e", "tcp.stream",
+                                        "-e", "tcp.srcport", "-e", "tls.handshake.type"])
+    for line in out.splitlines():  # Certificate messages in the clear (TLS 1.3's are encrypted)
+        st, port, types = (line.split("\t") + [""] * 3)[:3]
+        if st and int(st) in by_stream and side(int(st), int(port)) == 1:
+            facts[int(st)]["certificate_messages"] += _ints(types).count(11)
     for st, f in facts.items():
         f["keylog_labels"] = labels.get(f["client_random"] or "-", [])
     # record counts per direction, without and with the key log
@@ -361,6 +379,20 @@ def tls_truth_problems(s, f):
         p.append("keylogged %r, key log lines for the client random: %r" % (t.get("keylogged"), f["keylog_labels"]))
     if t.get("resumed") and t.get("resumption") == "session ticket" and not f["client_hello_ticket_len"]:
         p.append("resumed by session ticket, but the ClientHello offers no ticket")
+    if t.get("resumption") == "session id" and f["client_hello_ticket_len"]:
+        p.append("resumed by session ID, but the ClientHello offers a ticket")
+    if f["tls_version"] != "TLSv1.3":  # TLS 1.0-1.2: resumption is visible in the clear
+        cid, sid = f["client_session_id"], f["server_session_id"]
+        if t.get("resumed"):
+            if not sid or sid != cid:
+                p.append("resumed, but the ServerHello's session ID %r is not the ClientHello's %r" % (sid, cid))
+            if f["certificate_messages"]:
+                p.append("resumed, but the server sent %d Certificate message(s)" % f["certificate_messages"])
+        elif not f["certificate_messages"] or (cid and sid == cid):
+            p.append("full handshake expected: %d Certificate message(s), session ID %r echoed from %r" % (
+                f["certificate_messages"], sid, cid))
+        if t.get("session_id") is not None and t["session_id"] != sid:
+            p.append("session_id %s, the ServerHello's is %s" % (t["session_id"], sid))
     dec = f["decrypted_records"]
     if keylogged:
         pt = s.get("plaintext") or {}
@@ -470,6 +502,13 @@ def check_capture(root, name, cap):
                 for problem in tls_truth_problems(s, facts[s["tcp_stream"]]):
                     fail("%s stream %d (%s %s/%d): %s" % (name, s["tcp_stream"], s["client"], s["protocol"],
                                                           s["server_port"], problem))
+        for s in sessions:  # resumption by session ID: the session ID of the session it resumes
+            t = s.get("tls") or {}
+            if t.get("resumption") == "session id":
+                first = sessions[t["resumes_session"]]["tls"]
+                if not t.get("session_id") or first.get("session_id") != t["session_id"]:
+                    fail("%s stream %d: resumes session %d by session ID %s, that session's is %s" % (
+                        name, s["tcp_stream"], t["resumes_session"], t.get("session_id"), first.get("session_id")))
     return len(decoded)
 
 

@@ -44,6 +44,7 @@ USERS_FILE = os.path.join(LAB, "config", "dovecot", "lab-users")
 MAIL_ROOT = "/var/mail/lab"
 SERVER4 = "127.0.0.1"
 SERVER6 = "::1"
+SERVER_NAME = "mail.example.test"  # in the lab certificate (also DNS:localhost, IP:127.0.0.1, IP:::1)
 CLIENT_IP = os.environ.get("SAMPLES_CLIENT_IP", "127.0.0.10")
 EHLO_NAME = "client.example.test"
 TIMEOUT = 30
@@ -1607,12 +1608,18 @@ class RecordingSSLSocket(ssl.SSLSocket):
         return r
 
 
+def tls_version_name(v):
+    """Python ssl / OpenSSL call TLS 1.0 "TLSv1"; the manifest writes "TLSv1.0" (the tests map "TLSv1.x"
+    to "TLS1.x"); "TLSv1.1".."TLSv1.3" are kept"""
+    return "TLSv1.0" if v == "TLSv1" else v
+
+
 def plaintext_record(client_bytes, server_bytes, how):
     return {"client_sha256": sha256(client_bytes), "client_size": len(client_bytes),
             "server_sha256": sha256(server_bytes), "server_size": len(server_bytes), "recorded_by": how}
 
 
-def py_tls_ctx(keylog, ciphers=None, no_etm=False, max_version=ssl.TLSVersion.TLSv1_2):
+def py_tls_ctx(keylog, ciphers=None, no_etm=False, max_version=ssl.TLSVersion.TLSv1_2, no_ticket=False):
     ctx = client_ctx(keylog, max_version)
     config = {"library": "Python %s ssl (%s)" % (sys.version.split()[0], ssl.OPENSSL_VERSION),
               "maximum_version": max_version.name if max_version else None, "set_ciphers": ciphers,
@@ -1622,6 +1629,9 @@ def py_tls_ctx(keylog, ciphers=None, no_etm=False, max_version=ssl.TLSVersion.TL
     if no_etm:
         ctx.options |= SSL_OP_NO_ENCRYPT_THEN_MAC
         config["options_added"] = "0x80000 SSL_OP_NO_ENCRYPT_THEN_MAC"
+    if no_ticket:  # no session_ticket extension: a later connection can only resume by session ID
+        ctx.options |= ssl.OP_NO_TICKET
+        config["options_added"] = "0x%x ssl.OP_NO_TICKET" % ssl.OP_NO_TICKET
     ctx.sslsocket_class = RecordingSSLSocket
     return ctx, config
 
@@ -1631,7 +1641,8 @@ def py_tls_info(sock, ctx, keylog, config):
     aead = next((c["aead"] for c in ctx.get_ciphers() if c["name"] == info["cipher"]), None)
     # expectation, checked against the ServerHello's extensions by the manifest step:
     # OpenSSL offers and accepts encrypt_then_mac (RFC 7366) for CBC suites unless told not to
-    etm = None if info["version"] != "TLSv1.2" or aead else not config.get("options_added")
+    etm = (None if info["version"] != "TLSv1.2" or aead
+           else "NO_ENCRYPT_THEN_MAC" not in (config.get("options_added") or ""))
     info.update({"encrypt_then_mac": etm, "resumed": bool(sock.session_reused), "keylogged": bool(keylog),
                  "client_config": config})
     return info
@@ -1694,11 +1705,13 @@ class LSMTP_SSL_Session(LSMTP_SSL):
         return self.context.wrap_socket(raw, server_hostname=self._host, session=self.tls_session)
 
 
-def tls_smtps_py(keylog, ciphers, mail=None, resume=None):
+def tls_smtps_py(keylog, ciphers, mail=None, resume=None, no_ticket=False):
     """SMTPS 465: EHLO, with mail=(mid, minute) AUTH PLAIN + one mail, else NOOP; QUIT.
     resume=(session index, ssl.SSLSession, SSLContext, config) offers that session with the context
-    that made it.  Returns (sess, SSLSession, SSLContext, config)."""
-    ctx, config = resume[2:] if resume else py_tls_ctx(keylog, ciphers)  # resumption needs the same SSLContext
+    that made it; no_ticket: the context sets OP_NO_TICKET (resumption by session ID only).
+    Returns (sess, SSLSession, SSLContext, config)."""
+    # resumption needs the same SSLContext
+    ctx, config = resume[2:] if resume else py_tls_ctx(keylog, ciphers, no_ticket=no_ticket)
     log = Log("smtp")
     sess = new_session(py_client("smtplib"), "smtp", 465)
     n = len(CONNECTIONS)
@@ -1712,6 +1725,8 @@ def tls_smtps_py(keylog, ciphers, mail=None, resume=None):
     if resume:
         sess["tls"]["resumes_session"] = resume[0]
         sess["tls"]["offered_session_has_ticket"] = resume[1].has_ticket
+        if not resume[1].has_ticket:
+            sess["tls"]["offered_session_id"] = resume[1].id.hex()
     saved = sock.session
     conn.ehlo()
     if mail:
@@ -1734,13 +1749,20 @@ class SClient:
     """`openssl s_client -quiet` as a scripted client: we write its stdin (the application data it
     sends) and read its stdout (with -quiet exactly the application data it received)."""
 
-    def __init__(self, port, args, keylog):
-        argv = ["openssl", "s_client", "-connect", "%s:%d" % (SERVER4, port), "-bind", "%s:0" % CLIENT_IP,
-                "-CAfile", CA_FILE, "-verify_return_error", "-verify_ip", SERVER4,
+    def __init__(self, port, args, keylog, server=SERVER4):
+        # the certificate names 127.0.0.1 (checked with -verify_ip) and mail.example.test (checked, and sent
+        # as SNI, for tls-legacy's openssl s_server on another loopback address)
+        verify = (["-verify_ip", SERVER4] if server == SERVER4 else
+                  ["-servername", SERVER_NAME, "-verify_hostname", SERVER_NAME])
+        argv = ["openssl", "s_client", "-connect", "%s:%d" % (server, port), "-bind", "%s:0" % CLIENT_IP,
+                "-CAfile", CA_FILE, "-verify_return_error"] + verify + [
                 "-quiet", "-brief", "-nocommands"] + list(args)
         self.args = list(args)
         if keylog:
             argv += ["-keylogfile", keylog]
+        self._start(argv)
+
+    def _start(self, argv):
         self.argv = argv
         self.sent = bytearray()
         self.buf = bytearray()
@@ -1778,8 +1800,8 @@ class SClient:
                     return m
                 break
             time.sleep(0.02)
-        raise RuntimeError("s_client: no %r within %ds; got %r; stderr %r" % (
-            pattern, timeout, bytes(self.buf[self.pos:])[-300:], bytes(self.err)[-500:]))
+        raise RuntimeError("%s: no %r within %ds; got %r; stderr %r" % (
+            self.argv[1], pattern, timeout, bytes(self.buf[self.pos:])[-300:], bytes(self.err)[-500:]))
 
     def write(self, line):
         b = line.encode("utf-8") + CRLF
@@ -1787,6 +1809,17 @@ class SClient:
         self.sent += b
         self.p.stdin.write(b)
         self.p.stdin.flush()
+
+    def established(self, timeout=20):
+        """wait for -brief's "CONNECTION ESTABLISHED" on stderr (the handshake is over)"""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if b"CONNECTION ESTABLISHED" in self.err:
+                return
+            if self.p.poll() is not None and not self.threads[1].is_alive():
+                break
+            time.sleep(0.02)
+        raise RuntimeError("s_client: no handshake within %ds: %r" % (timeout, bytes(self.err)[-500:]))
 
     def close(self, timeout=20):
         """close stdin; the server closes the connection after LOGOUT/QUIT and s_client exits"""
@@ -1806,13 +1839,14 @@ class SClient:
             raise RuntimeError("s_client: no handshake summary / verify error: %s" % err[-1000:])
         return m1.group(1), m2.group(1), self.p.returncode
 
-    def fill(self, sess, mode, keylog):
+    def fill(self, sess, mode, keylog, encrypt_then_mac=None):
+        """encrypt_then_mac: the expectation for a TLS 1.0-1.2 CBC suite (null: TLS 1.3 / AEAD)"""
         version, cipher, rc = self.close()
         sess["argv"] = [a.replace(ROOT + "/", "") for a in self.argv]  # cmd_run writes $STATE for the state dir
         sess["exit_code"] = rc
-        sess["tls"] = {"mode": mode, "version": version, "cipher": cipher,
+        sess["tls"] = {"mode": mode, "version": tls_version_name(version), "cipher": cipher,
                        "keylog": os.path.basename(keylog) if keylog else None,
-                       "encrypt_then_mac": None, "resumed": False, "keylogged": bool(keylog),
+                       "encrypt_then_mac": encrypt_then_mac, "resumed": False, "keylogged": bool(keylog),
                        "client_config": {"library": OPENSSL, "tls_args": self.args}}
         sess["commands"] = self.commands
         sess["commands_note"] = "lines written to s_client's stdin (each + CRLF), all sent inside TLS"
@@ -1910,6 +1944,143 @@ def scenario_tls_ciphers(args):
         asked = cc.get("set_ciphers") or (args[args.index("-ciphersuites") + 1] if "-ciphersuites" in args else None)
         if asked and asked != s["tls"]["cipher"]:
             raise RuntimeError("asked for %s, negotiated %s" % (asked, s["tls"]["cipher"]))
+
+
+# -- TLS 1.0 / 1.1 and TLS 1.2 resumption by session ID (tls-legacy.pcap)
+# The lab's Dovecot and Postfix accept TLS 1.2+ only (and OpenSSL 3 allows TLS 1.0/1.1 only at security
+# level 0), so the TLS 1.0 / 1.1 sessions run against `openssl s_server` with the lab certificate on
+# another loopback address (127.0.0.2, ports 993/995, which mailscope and tshark read as IMAPS/POP3S),
+# both ends scripted through stdin/stdout.  The TLS 1.2 pair resumes by session ID against the real
+# Postfix on 465: make-samples turns on Postfix's TLS session cache (smtpd_tls_session_cache_database)
+# for this capture only; without it Postfix resumes by ticket only.
+LEGACY_SERVER = "127.0.0.2"
+OPENSSL_SERVER = OPENSSL.replace("s_client", "s_server")
+
+
+class SServer(SClient):
+    """`openssl s_server -quiet -no_ign_eof -naccept 1` as a scripted server: we write its stdin (the
+    application data it sends, one SSL_write per read of its stdin) and read its stdout (with -quiet
+    exactly the application data it received).  Closing its stdin makes it send close_notify, close
+    the connection and exit."""
+
+    def __init__(self, port, args):
+        key = os.path.join(LAB, "config", "tls", "server.key")
+        self.args = list(args)
+        self.addr = (LEGACY_SERVER, port)
+        if self._listening():
+            raise RuntimeError("%s:%d is already in use" % self.addr)
+        self._start(["openssl", "s_server", "-accept", "%s:%d" % self.addr, "-naccept", "1",
+                     "-cert", CA_FILE, "-key", key, "-quiet", "-no_ign_eof"] + self.args)
+        deadline = time.time() + 10
+        while not self._listening():
+            if self.p.poll() is not None or time.time() > deadline:
+                self.close_failed()
+                raise RuntimeError("s_server did not listen on %s:%d: %r" % (self.addr + (bytes(self.err)[-500:],)))
+            time.sleep(0.05)
+
+    def _listening(self):
+        out = subprocess.run(["ss", "-Hltn", "src", "%s:%d" % self.addr], capture_output=True, text=True,
+                             timeout=10).stdout
+        return bool(out.strip())
+
+    def close_failed(self):
+        if self.p.poll() is None:
+            self.p.kill()  # our own child, by its Popen handle
+            self.p.wait(timeout=10)
+
+    def close(self, timeout=20):
+        """close stdin: s_server sends close_notify, closes the connection and exits (-naccept 1)"""
+        self.p.stdin.close()
+        try:
+            self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.close_failed()
+            raise RuntimeError("s_server did not exit: %r" % bytes(self.err)[-500:])
+        for t in self.threads:
+            t.join(timeout=10)
+        if self.p.returncode != 0:
+            raise RuntimeError("s_server exit code %d: %r" % (self.p.returncode, bytes(self.err)[-500:]))
+        return self.p.returncode
+
+
+def tls_legacy_sclient(protocol, port, version_arg, cipher, keylog, server_no_etm, user, password):
+    """TLS 1.0/1.1: openssl s_client against openssl s_server on LEGACY_SERVER:port, both scripted; a
+    small IMAP (993) or POP3 (995) dialogue.  With server_no_etm the server declines encrypt_then_mac
+    (MAC-then-encrypt, the classic CBC record); else OpenSSL negotiates it (RFC 7366)."""
+    tls_args = [version_arg, "-cipher", cipher + ":@SECLEVEL=0"]
+    srv_args = tls_args + (["-no_etm"] if server_no_etm else [])
+    if protocol == "imap":
+        dialogue = [("S", "* OK legacy server ready"), ("C", 'a1 LOGIN %s "%s"' % (user, password)),
+                    ("S", "a1 OK LOGIN completed"), ("C", "a2 LOGOUT"), ("S", "* BYE logging out"),
+                    ("S", "a2 OK LOGOUT completed")]
+        cred = "LOGIN"
+    else:
+        dialogue = [("S", "+OK legacy POP3 server ready"), ("C", "USER " + user), ("S", "+OK"),
+                    ("C", "PASS " + password), ("S", "+OK logged in"), ("C", "STAT"), ("S", "+OK 0 0"),
+                    ("C", "QUIT"), ("S", "+OK bye")]
+        cred = "USER/PASS"
+    srv = SServer(port, srv_args)
+    try:
+        sess = new_session(OPENSSL, protocol, port, server=LEGACY_SERVER, client_ip=CLIENT_IP)
+        c = SClient(port, tls_args, keylog, server=LEGACY_SERVER)
+        c.established()
+        for who, line in dialogue:
+            wire = re.escape(line.encode("utf-8") + CRLF)
+            if who == "S":
+                srv.write(line)
+                c.expect(wire)
+                if "greeting" in sess:
+                    c.replies.append(line)
+                else:
+                    sess["greeting"] = line
+            else:
+                c.write(line)
+                srv.expect(wire)
+        srv.close()
+    except BaseException:
+        srv.close_failed()
+        raise
+    sess["credentials"].append({"mechanism": cred, "username": user, "password": password, "success": True,
+                                "note": "the scripted server accepts any password"})
+    c.fill(sess, "implicit", keylog, encrypt_then_mac=not server_no_etm)
+    # the server's own record of the application data must be the client's, crossed over
+    if (bytes(srv.buf), bytes(srv.sent)) != (bytes(c.sent), bytes(c.buf)):
+        raise RuntimeError("s_server received %r / sent %r, s_client sent %r / received %r" % (
+            bytes(srv.buf), bytes(srv.sent), bytes(c.sent), bytes(c.buf)))
+    sess["plaintext"]["server_side"] = ("equal to the bytes fed to openssl s_server's stdin (server_*) and read "
+                                        "from its stdout (client_*)")
+    sess["server"] = {"software": OPENSSL_SERVER, "scripted": True,
+                      "argv": [a.replace(ROOT + "/", "") for a in srv.argv], "exit_code": srv.p.returncode}
+    sess["tls"]["server_config"] = {"library": OPENSSL_SERVER, "tls_args": srv_args}
+    return sess
+
+
+def scenario_tls_legacy(args):
+    keylog = args.keylog
+    os.environ.pop("SSLKEYLOGFILE", None)  # create_default_context() would log every context to it
+    # 1) TLS 1.0, CBC IV chained from record to record; the server declines encrypt_then_mac
+    tls_legacy_sclient("imap", 993, "-tls1", "ECDHE-RSA-AES128-SHA", keylog, True, "erin", "legacy-pass")
+    # 2) TLS 1.1, explicit per-record IV, RSA key exchange; encrypt_then_mac negotiated
+    tls_legacy_sclient("pop3", 995, "-tls1_1", "AES256-SHA", keylog, False, "dave", "legacy-pass")
+    # 3) TLS 1.2 on Postfix 465 without session tickets: a full handshake, then a second connection
+    #    offering its session ID, resumed (abbreviated handshake, no Certificate)
+    first, saved, ctx, config = tls_smtps_py(keylog, "ECDHE-RSA-AES128-GCM-SHA256", no_ticket=True)
+    if saved.has_ticket or not saved.id:
+        raise RuntimeError("first TLS 1.2 session: ticket %r, session id %r" % (saved.has_ticket, saved.id.hex()))
+    second, again = tls_smtps_py(keylog, None, mail=("legacy-1", 47), resume=(len(SESSIONS) - 1, saved, ctx, config))[:2]
+    if first["tls"]["resumed"] or not second["tls"]["resumed"] or again.id != saved.id:
+        raise RuntimeError("TLS 1.2 resumption by session ID on 465 did not happen (is Postfix's "
+                           "smtpd_tls_session_cache_database set?): %r" % second["tls"])
+    for s in SESSIONS:  # each client asked for one suite: it must be the negotiated one
+        cc = s["tls"]["client_config"]
+        args_ = cc.get("tls_args", [])
+        asked = cc.get("set_ciphers") or (args_[args_.index("-cipher") + 1].split(":")[0]
+                                          if "-cipher" in args_ else None)
+        if asked and asked != s["tls"]["cipher"]:
+            raise RuntimeError("asked for %s, negotiated %s" % (asked, s["tls"]["cipher"]))
+    want = ["TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.2"]
+    if [s["tls"]["version"] for s in SESSIONS] != want:
+        raise RuntimeError("versions %r, wanted %r" % ([s["tls"]["version"] for s in SESSIONS], want))
 
 
 TLS_CIPHERS_DAVE = [lambda: msg_simple("ciphers-dave-1", "Alice <alice@example.test>", "dave@example.test",
@@ -2171,6 +2342,7 @@ SCENARIOS = {
     "imap-large": (scenario_imap_large, [("erin", [])]),
     "tls-mixed": (scenario_tls_mixed, [("dave", TLS_MIXED_DAVE), ("erin", TLS_MIXED_ERIN)]),
     "tls-ciphers": (scenario_tls_ciphers, [("dave", TLS_CIPHERS_DAVE), ("erin", TLS_CIPHERS_ERIN)]),
+    "tls-legacy": (scenario_tls_legacy, []),
     "small": (scenario_small, []),
     "hostile-escapes": (scenario_hostile_escapes, [("erin", [])]),
 }
@@ -2345,6 +2517,12 @@ DESCRIPTIONS = {
                         "with a session ticket); TLS 1.3 (openssl s_client) TLS_AES_128_GCM_SHA256, "
                         "TLS_CHACHA20_POLY1305_SHA256, TLS_AES_128_CCM_SHA256, SMTP STARTTLS on 25; and one TLS 1.3 "
                         "IMAPS session whose secrets are not in the key log",
+    "tls-legacy.pcap": "TLS 1.0, TLS 1.1 and TLS 1.2 session-ID resumption, 4 sessions, key log in tls-legacy.keys: "
+                       "TLS 1.0 ECDHE-RSA-AES128-SHA (CBC, IV chained from record to record, no encrypt_then_mac) "
+                       "IMAP dialogue and TLS 1.1 AES256-SHA (CBC with explicit IV, RSA key exchange, "
+                       "encrypt_then_mac) POP3 dialogue, openssl s_client against openssl s_server on "
+                       "127.0.0.2:993/995; TLS 1.2 ECDHE-RSA-AES128-GCM-SHA256 on Postfix 465 without session "
+                       "tickets twice, the second resumed by session ID (AUTH PLAIN, one mail)",
     "variants/smtp-small-nsec.pcap": "Small SMTP session (smtplib, port 25), nanosecond-resolution pcap, the base of the "
                                      "other smtp-small variants",
     "variants/smtp-small.pcap": "Same packets, microsecond pcap (little-endian)",
@@ -2423,7 +2601,7 @@ CAPTURE_NOTES = {
 
 
 def tls_session_truth(path, keylog_path, sess, decode_as=None):
-    """tls-ciphers: add what tshark sees (client random, EtM, key log lines, decrypted record counts) to
+    """tls-ciphers, tls-legacy: add what tshark sees (client random, EtM, key log lines, decrypted record counts) to
     each TLS session and stop if it contradicts what the client recorded (scripts/check_samples.py)."""
     sys.path.insert(0, HERE)
     import check_samples
@@ -2438,6 +2616,14 @@ def tls_session_truth(path, keylog_path, sess, decode_as=None):
         t["keylog_labels"] = f["keylog_labels"]
         if t.get("resumed"):
             t["resumption"] = "session ticket" if f["client_hello_ticket_len"] else "session id"
+            if t["resumption"] == "session id":  # the ServerHello echoes the session ID of the first session
+                first = sess[t["resumes_session"]]
+                first["tls"]["session_id"] = facts[first["tcp_stream"]]["server_session_id"]
+                t["session_id"] = f["server_session_id"]
+                if not t["session_id"] or t["session_id"] != first["tls"]["session_id"] or (
+                        t.get("offered_session_id", t["session_id"]) != t["session_id"]):
+                    raise SystemExit("%s stream %d: resumed by session ID %r, the first session's is %r" % (
+                        os.path.basename(path), s["tcp_stream"], t["session_id"], first["tls"]["session_id"]))
         s["tshark_decrypted_records"] = f["decrypted_records"]
         s["tshark_encrypted_records"] = f["encrypted_records"]
         problems = check_samples.tls_truth_problems(s, f)

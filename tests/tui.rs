@@ -77,7 +77,11 @@ fn open_move_filter_and_quit_in_a_real_terminal() {
     assert!(dialogue.contains("Session 2"), "{dialogue}");
     assert!(dialogue.contains("S: 220"));
 
-    tmux.keys(&["Tab"]);
+    tmux.keys(&["n", "Enter"]);
+    let message = tmux.wait_for("MIME structure");
+    assert!(message.contains("Subject:"), "{message}");
+    assert!(message.contains("MAIL FROM"));
+    tmux.keys(&["Escape", "Tab"]);
     let ladder = tmux.wait_for("▶│");
     assert!(
         ladder.contains("client") && ladder.contains("server"),

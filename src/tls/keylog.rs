@@ -195,6 +195,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_growing_file_is_read_as_it_grows_and_again_when_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.log");
+        let line = |byte: &str| format!("CLIENT_RANDOM {} {}\n", byte.repeat(32), "11".repeat(48));
+        let mut keys = KeyLog::default();
+        let mut file = KeyLogFile::new(&path);
+        assert!(file.poll(&mut keys).is_err(), "not written yet");
+        std::fs::write(&path, line("aa")).unwrap();
+        file.poll(&mut keys).unwrap();
+        assert_eq!(keys.sessions(), 1);
+        let mut more = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut more, line("bb").as_bytes()).unwrap();
+        file.poll(&mut keys).unwrap();
+        assert_eq!(keys.sessions(), 2);
+        assert!(keys.secrets(&[0xbb; 32]).is_some());
+        std::fs::write(&path, line("cc")).unwrap();
+        file.poll(&mut keys).unwrap();
+        assert!(
+            keys.secrets(&[0xcc; 32]).is_some(),
+            "a shorter file is read from the start"
+        );
+        assert_eq!(keys.lines, 3);
+    }
+
+    #[test]
     fn labels_comments_and_malformed_lines() {
         let random = "ab".repeat(32);
         let mut keys = KeyLog::default();

@@ -5,7 +5,47 @@ use std::collections::HashSet;
 use mailscope::export::files::OutputDir;
 use mailscope::session::model::TlsMode;
 
+use mailscope::capture::Timestamp;
+use mailscope::session::model::Message;
+
 use super::store::{Entry, Item, Store};
+
+/// One line of the findings view.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub session: u64,
+    pub ts: Timestamp,
+    pub text: String,
+    /// The dialogue item it points at.
+    pub item: Option<usize>,
+}
+
+fn collect_findings(store: &Store) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for entry in &store.entries {
+        let tls = &entry.row.tls;
+        if let Some(error) = tls.error() {
+            findings.push(Finding {
+                session: entry.row.id,
+                ts: entry.first_seen,
+                text: format!("TLS not decrypted: {error}"),
+                item: None,
+            });
+        }
+        for (i, item) in entry.items.iter().enumerate() {
+            if let Item::Note(note) = item {
+                findings.push(Finding {
+                    session: entry.row.id,
+                    ts: note.ts,
+                    text: note.text.clone(),
+                    item: Some(i),
+                });
+            }
+        }
+    }
+    findings.sort_by_key(|f| (f.ts, f.session));
+    findings
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Screen {
@@ -13,6 +53,7 @@ pub enum Screen {
     Dialogue,
     Ladder,
     Message,
+    Findings,
     Help,
 }
 
@@ -78,6 +119,10 @@ pub enum Action {
     ToggleSecrets,
     ToggleFollow,
     Save,
+    SaveAttachments,
+    /// To the next message in the dialogue.
+    NextMessage,
+    Findings,
     Help,
     /// A click on the n-th row of the list shown.
     Click(usize),
@@ -117,6 +162,9 @@ pub struct App {
     /// clicks.
     pub page: usize,
     pub offset: usize,
+    pub finding: usize,
+    findings_cache: Vec<Finding>,
+    findings_generation: Option<u64>,
     /// Where `s` saves messages and attachments.
     pub save_dir: std::path::PathBuf,
     saver: Option<OutputDir>,
@@ -150,6 +198,9 @@ impl App {
             quit: false,
             page: 20,
             offset: 0,
+            finding: 0,
+            findings_cache: Vec::new(),
+            findings_generation: None,
             save_dir: std::path::PathBuf::from("mailscope-saved"),
             saver: None,
         }
@@ -236,6 +287,19 @@ impl App {
                 None => self.quit = true,
             },
             Action::Help if self.screen != Screen::Help => self.go(Screen::Help),
+            Action::Findings if self.screen != Screen::Findings => {
+                self.finding = 0;
+                self.go(Screen::Findings)
+            }
+            Action::Findings => self.handle(Action::Back),
+            Action::NextMessage => {
+                if let Some(entry) = self.open_entry() {
+                    let next = (self.line + 1..entry.items.len())
+                        .find(|&i| matches!(entry.items[i], Item::Message(_)));
+                    self.line = next.unwrap_or(self.line);
+                }
+            }
+            Action::SaveAttachments => self.save_attachments(),
             Action::Help => self.handle(Action::Back),
             Action::StartFilter => {
                 self.editing_filter = true;
@@ -286,6 +350,10 @@ impl App {
                 let len = self.dialogue_len();
                 (&mut self.line, len)
             }
+            Screen::Findings => {
+                let len = self.findings().len();
+                (&mut self.finding, len)
+            }
             Screen::Message | Screen::Help => (&mut self.scroll, usize::MAX / 2),
         };
         let last = len.saturating_sub(1);
@@ -306,6 +374,14 @@ impl App {
                 if let Some(id) = self.selected_entry().map(|e| e.row.id) {
                     self.session = Some(id);
                     self.line = 0;
+                    self.go(Screen::Dialogue);
+                }
+            }
+            Screen::Findings => {
+                let at = self.finding;
+                if let Some(finding) = self.findings().get(at).cloned() {
+                    self.session = Some(finding.session);
+                    self.line = finding.item.unwrap_or(0);
                     self.go(Screen::Dialogue);
                 }
             }
@@ -331,17 +407,54 @@ impl App {
         }
     }
 
-    /// The open message, or the message under the cursor, as an .eml in the save folder.
-    fn save(&mut self) {
-        let Some(entry) = self.open_entry() else {
-            self.status = Some("open a session's message to save it".into());
-            return;
-        };
+    /// The open message, or the message under the cursor.
+    fn chosen_message(&self) -> Option<&Message> {
+        let entry = self.open_entry()?;
         let index = match self.screen {
-            Screen::Message => self.message,
-            _ => Some(self.line),
+            Screen::Message => self.message?,
+            _ => self.line,
         };
-        let Some(Item::Message(message)) = index.and_then(|i| entry.items.get(i)) else {
+        match entry.items.get(index) {
+            Some(Item::Message(message)) => Some(message),
+            _ => None,
+        }
+    }
+
+    /// Files written into the save folder, through the one path builder.
+    fn write_files(&mut self, files: Vec<(Option<String>, String, Vec<u8>)>) -> String {
+        let saver = match self.saver.take() {
+            Some(saver) => saver,
+            None => match OutputDir::create(&self.save_dir) {
+                Ok(saver) => saver,
+                Err(e) => return format!("cannot create {}: {e}", self.save_dir.display()),
+            },
+        };
+        let mut saver = saver;
+        let mut written = Vec::new();
+        for (folder, name, bytes) in files {
+            match saver.write(folder.as_deref(), &name, "attachment", &bytes) {
+                Ok(path) => written.push(path.display().to_string()),
+                Err(e) => {
+                    self.saver = Some(saver);
+                    return format!("cannot save: {e}");
+                }
+            }
+        }
+        self.saver = Some(saver);
+        match written.as_slice() {
+            [] => "nothing to save".into(),
+            [one] => format!("saved {}", mailscope::sanitize::line(one.as_bytes())),
+            [first, ..] => format!(
+                "saved {} files, the first {}",
+                written.len(),
+                mailscope::sanitize::line(first.as_bytes())
+            ),
+        }
+    }
+
+    /// `s`: the message as an .eml.
+    fn save(&mut self) {
+        let Some(message) = self.chosen_message() else {
             self.status = Some("select a message line to save it".into());
             return;
         };
@@ -350,22 +463,37 @@ impl App {
             message.id,
             message.view.subject.as_deref().unwrap_or("message")
         );
-        let bytes = message.captured.bytes.clone();
-        let saver = match self.saver.take() {
-            Some(saver) => Ok(saver),
-            None => OutputDir::create(&self.save_dir),
+        let file = (None, name, message.captured.bytes.clone());
+        self.status = Some(self.write_files(vec![file]));
+    }
+
+    /// `a`: each attachment of the message, decoded, in a folder named after the message.
+    fn save_attachments(&mut self) {
+        let Some(message) = self.chosen_message() else {
+            self.status = Some("select a message line to save its attachments".into());
+            return;
         };
-        self.status = Some(match saver {
-            Ok(mut saver) => {
-                let result = saver.write(None, &name, "message.eml", &bytes);
-                self.saver = Some(saver);
-                match result {
-                    Ok(path) => format!("saved {}", path.display()),
-                    Err(e) => format!("cannot save: {e}"),
-                }
-            }
-            Err(e) => format!("cannot create {}: {e}", self.save_dir.display()),
-        });
+        let folder = format!("{}-attachments", message.id);
+        let files = message
+            .view
+            .attachments
+            .iter()
+            .map(|a| {
+                let name = a.filename.clone().unwrap_or_else(|| "attachment".into());
+                (Some(folder.clone()), name, a.bytes.clone())
+            })
+            .collect();
+        self.status = Some(self.write_files(files));
+    }
+
+    /// What deserves a look across the capture, until the analysis lands: every parser note,
+    /// and every TLS session that could not be decrypted, with why.
+    pub fn findings(&mut self) -> &[Finding] {
+        if self.findings_generation != Some(self.store.generation) {
+            self.findings_generation = Some(self.store.generation);
+            self.findings_cache = collect_findings(&self.store);
+        }
+        &self.findings_cache
     }
 }
 

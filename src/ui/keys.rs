@@ -52,6 +52,9 @@ fn key_action(key: &KeyEvent, editing_filter: bool) -> Option<Action> {
         KeyCode::Char('r') => Action::ToggleSecrets,
         KeyCode::Char('f') => Action::ToggleFollow,
         KeyCode::Char('s') => Action::Save,
+        KeyCode::Char('a') => Action::SaveAttachments,
+        KeyCode::Char('n') => Action::NextMessage,
+        KeyCode::Char('!') | KeyCode::Char('F') => Action::Findings,
         KeyCode::Char('?') => Action::Help,
         _ => return None,
     })
@@ -76,7 +79,16 @@ pub const HELP: &[(&str, &str)] = &[
     ("t", "absolute ⇄ relative times"),
     ("e", "explain each command and reply (teaching mode)"),
     ("r", "reveal or mask passwords"),
+    ("n", "in a dialogue: to the next message"),
     ("s", "save the message as .eml into ./mailscope-saved/"),
+    (
+        "a",
+        "save the message's attachments into ./mailscope-saved/",
+    ),
+    (
+        "!  F",
+        "findings: parser notes and TLS sessions that could not be decrypted",
+    ),
     ("f", "live capture: follow the newest session, or stay"),
     ("mouse", "click a row, wheel to scroll"),
     ("?", "this help"),

@@ -206,3 +206,68 @@ fn escape_sequences_from_the_wire_never_reach_the_terminal() {
     );
     assert!(all.contains("\\u{202e}"), "the bidi override is visible");
 }
+
+#[test]
+fn findings_list_undecrypted_tls_and_lead_to_the_session() {
+    let mut app = loaded("tls-mixed.pcapng", None);
+    screen(&mut app, 120, 40);
+    app.handle(Action::Findings);
+    let shown = screen(&mut app, 120, 40);
+    assert_eq!(app.screen, Screen::Findings);
+    assert_eq!(
+        shown
+            .matches("TLS not decrypted: no key for this client random")
+            .count(),
+        6,
+        "{shown}"
+    );
+    app.handle(Action::Down);
+    app.handle(Action::Open);
+    assert_eq!(app.screen, Screen::Dialogue);
+    assert!(app.session.is_some());
+}
+
+/// `n` finds the message, `s` and `a` save it and its attachment through the safe path
+/// builder: the hostile name `..\x1b[31m/evil.txt` stays inside the save folder.
+#[test]
+fn messages_and_attachments_are_saved_inside_the_save_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = loaded("hostile-escapes.pcap", None);
+    app.save_dir = dir.path().join("saved");
+    screen(&mut app, 120, 40);
+    app.handle(Action::Open);
+    app.handle(Action::NextMessage);
+    app.handle(Action::Open);
+    assert_eq!(app.screen, Screen::Message);
+    app.handle(Action::Save);
+    app.handle(Action::SaveAttachments);
+    let Some(Item::Message(message)) = app.open_entry().unwrap().items.get(app.message.unwrap())
+    else {
+        panic!("a message is open");
+    };
+    let attachment = &message.view.attachments[0];
+    let mut files: Vec<std::path::PathBuf> = walk(&app.save_dir);
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for file in &files {
+        assert!(file.starts_with(&app.save_dir));
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert!(!name.contains('\x1b') && !name.starts_with('.'), "{name:?}");
+    }
+    let saved: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    assert!(saved.contains(&message.captured.bytes));
+    assert!(saved.contains(&attachment.bytes));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

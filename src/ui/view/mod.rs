@@ -2,6 +2,7 @@
 //! frame them. Every string from the wire goes through `mailscope::sanitize` before it is drawn.
 
 mod dialogue;
+mod findings;
 mod help;
 mod message;
 mod sessions;
@@ -32,6 +33,7 @@ pub fn draw(frame: &mut Frame, app: &mut App) {
         Screen::Dialogue => dialogue::draw(frame, body, app, false),
         Screen::Ladder => dialogue::draw(frame, body, app, true),
         Screen::Message => message::draw(frame, body, app),
+        Screen::Findings => findings::draw(frame, body, app),
         Screen::Help => help::draw(frame, body, app),
     }
     draw_keys(frame, keys, app);
@@ -99,12 +101,13 @@ fn draw_keys(frame: &mut Frame, area: Rect, app: &App) {
         return;
     }
     let hints = match app.screen {
-        Screen::Sessions => "Enter open · / filter · o sort · t time · f follow · ? help · q quit",
+        Screen::Sessions => "Enter open · / filter · o sort · ! findings · f follow · ? help · q quit",
         Screen::Dialogue => {
-            "Enter open/expand · Tab ladder · e explain · t time · r secrets · s save · Esc back"
+            "Enter open/expand · n next message · Tab ladder · e explain · t time · r secrets · Esc back"
         }
         Screen::Ladder => "Tab dialogue · e explain · t time · Esc back",
-        Screen::Message => "↑↓ scroll · s save .eml · Esc back",
+        Screen::Message => "↑↓ scroll · s save .eml · a save attachments · Esc back",
+        Screen::Findings => "Enter open the session there · Esc back",
         Screen::Help => "Esc back",
     };
     let filter = if app.filter.is_empty() {
