@@ -282,7 +282,8 @@ def tls_facts(path, sessions, keylog_path=None, decode_as=None):
     legacy session ID of the ClientHello / ServerHello), certificate_messages (Certificate handshake
     messages the server sent in the clear: none in a TLS 1.0-1.2 resumption),
     keylog_labels (key log lines for the client random), decrypted_records (application-data records
-    tshark decrypts with the key log: entries of -z follow,tls,raw), inner_app_data_records (records with
+    tshark decrypts with the key log: entries of -z follow,tls,raw plus empty_records, the records that
+    decrypt to zero bytes, which the follow tap leaves out), inner_app_data_records (records with
     tls.record.content_type 23 when decrypting: the inner type for TLS 1.3), encrypted_records (records
     whose type on the wire is 23, read without keys: TLS 1.2 application data, TLS 1.3 everything
     encrypted) and plaintext (sha256/size of the decrypted application data per direction)."""
@@ -347,16 +348,61 @@ def tls_facts(path, sessions, keylog_path=None, decode_as=None):
             c[1][d] += _ints(ot).count(23)
     chunks = {}
     data = follow(path, "tls", sorted(by_stream), keys, {st: s["server_port"] for st, s in by_stream.items()}, chunks)
+    empty = empty_app_records(path, keys, by_stream) if keylog_path else {}
     for st, f in facts.items():
         w, k = f.pop("_wire"), f.pop("_keys")
         cb, sb = data.get(st, (b"", b""))
         n = chunks.get(st, [0, 0])
-        f["decrypted_records"] = {"client": n[0], "server": n[1]}
+        e = empty.get(st, [0, 0])
+        # the follow tap lists the records that carry data; empty ones (TLS 1.0 CBC) are decrypted too
+        f["empty_records"] = {"client": e[0], "server": e[1]}
+        f["decrypted_records"] = {"client": n[0] + e[0], "server": n[1] + e[1]}
         f["inner_app_data_records"] = {"client": k[0][0], "server": k[0][1]}
         f["encrypted_records"] = {"client": w[0][0] + w[1][0], "server": w[0][1] + w[1][1]}
         f["plaintext"] = {"client_sha256": sha(cb), "client_size": len(cb), "server_sha256": sha(sb),
                           "server_size": len(sb)}
     return facts
+
+
+def empty_app_records(path, keys, by_stream):
+    """{tcp_stream: [client, server]} application-data records that decrypt, with a valid MAC, to zero
+    bytes, from tshark's TLS debug log (-o tls.debug_file): OpenSSL's TLS 1.0 CBC countermeasure (BEAST) sends
+    an empty record before each record with data.  tshark decrypts them (the next record's IV is the last
+    ciphertext block of the empty one, its MAC has the next sequence number) but its follow tap lists only
+    records with data.  Counted from MAC-then-encrypt records: 'checking mac (len 0, ..., ct 23 ...)'
+    followed by 'mac ok', in each frame's first dissection."""
+    import tempfile
+    streams = {}
+    for line in tshark(["-r", path] + list(keys) + ["-Y", "tls", "-T", "fields", "-e", "frame.number",
+                                                    "-e", "tcp.stream"]).splitlines():
+        fr, st = (line.split("\t") + [""])[:2]
+        if fr and st:
+            streams[int(fr)] = int(st)
+    with tempfile.TemporaryDirectory() as d:
+        dbg = os.path.join(d, "tls-debug.txt")
+        tshark(["-r", path] + list(keys) + ["-o", "tls.debug_file:" + dbg])
+        text = open(dbg, encoding="utf-8", errors="replace").read()
+    out = {}
+    frame, first, side, pending = None, False, None, None
+    for line in text.splitlines():
+        m = re.match(r"dissect_ssl enter frame #(\d+) \((first time|already visited)\)", line)
+        if m:
+            frame, first, side, pending = int(m.group(1)), m.group(2) == "first time", None, None
+            continue
+        m = re.match(r"decrypt_ssl3_record: using (client|server) decoder", line)
+        if m:
+            side, pending = (0 if m.group(1) == "client" else 1), None
+            continue
+        m = re.match(r"checking mac \(len (\d+), version \w+, ct (\d+) seq \d+\)", line)
+        if m:
+            pending = int(m.group(1)) == 0 and int(m.group(2)) == 23
+            continue
+        if line.startswith("ssl_decrypt_record: mac ok") and pending and first and side is not None:
+            st = streams.get(frame)
+            if st in by_stream:
+                out.setdefault(st, [0, 0])[side] += 1
+            pending = None
+    return out
 
 
 def tls_truth_problems(s, f):
@@ -408,7 +454,7 @@ def tls_truth_problems(s, f):
             p.append("decrypted records %r, application-data records %r" % (dec, want))
     elif dec["client"] or dec["server"] or f["plaintext"]["client_size"] or f["plaintext"]["server_size"]:
         p.append("tshark decrypts %r records without key log lines" % dec)
-    for k in ("decrypted_records", "encrypted_records"):
+    for k in ("decrypted_records", "encrypted_records", "empty_records"):
         if "tshark_" + k in s and s["tshark_" + k] != f[k]:
             p.append("tshark_%s %r, tshark now counts %r" % (k, s["tshark_" + k], f[k]))
     return p

@@ -8,9 +8,10 @@ Used by scripts/make-samples, which starts tcpdump around each `run` step:
     sample_clients.py run       SCENARIO --state DIR [--keylog FILE] [--ipv6]
     sample_clients.py manifest  --state DIR --samples DIR [--merge MANIFEST]  # writes samples/MANIFEST.json
 
-Clients are Python's smtplib/poplib/imaplib, curl, swaks and (tls-ciphers, for TLS 1.3 suites)
-openssl s_client.  Every client connects only to 127.0.0.1 or ::1.  IPv4 clients bind their source address
-to CLIENT_IP (default 127.0.0.10) so the captures can be filtered to our own sessions.
+Clients are Python's smtplib/poplib/imaplib, curl, swaks and (tls-ciphers, for TLS 1.3 suites; tls-legacy,
+for TLS 1.0/1.1) openssl s_client.  Every client connects only to 127.0.0.1 or ::1, except tls-legacy's
+s_client, which connects to the openssl s_server this script starts on 127.0.0.2.  IPv4 clients bind their
+source address to CLIENT_IP (default 127.0.0.10) so the captures can be filtered to our own sessions.
 
 Truth data ("sha256" of a sent message) is always over the exact message bytes the server
 receives in DATA / APPEND: CRLF line endings, before dot-stuffing, ending with CRLF (for SMTP
@@ -2565,6 +2566,47 @@ CAPTURE_NOTES = {
         "MANIFEST.json holds no raw control or bidi characters: JSON escapes ESC/BEL/CR as \\u001b/\\u0007/"
         "\\r, and U+202E is written as \\u202e.",
     ],
+    "tls-legacy.pcap": [
+        "Made by `scripts/make-samples --only tls-legacy` (also part of the full run). sessions[0]: TLS 1.0 "
+        "ECDHE-RSA-AES128-SHA, a scripted IMAP dialogue (greeting, LOGIN, LOGOUT) to 127.0.0.2:993; the server "
+        "runs with -no_etm, so the records are MAC-then-encrypt and each record's CBC IV is the last ciphertext "
+        "block of the record before it. sessions[1]: TLS 1.1 AES256-SHA (RSA key exchange), a scripted POP3 "
+        "dialogue (USER, PASS, STAT, QUIT) to 127.0.0.2:995; explicit IV per record, encrypt_then_mac "
+        "negotiated (extension 22 in the ServerHello). sessions[2] and [3]: TLS 1.2 ECDHE-RSA-AES128-GCM-SHA256, "
+        "Python smtplib to the lab's Postfix on 465 with ssl.OP_NO_TICKET (no session_ticket extension): a full "
+        "handshake (EHLO, NOOP, QUIT), then a second connection offering that session, resumed by session ID "
+        "(abbreviated handshake: no Certificate; AUTH PLAIN and one mail).",
+        "Why openssl s_server: the lab's Dovecot and Postfix accept TLS 1.2 and 1.3 only, and OpenSSL 3 "
+        "negotiates TLS 1.0/1.1 only at security level 0. So sessions[0] and [1] are `openssl s_client` "
+        "against `openssl s_server -quiet -no_ign_eof -naccept 1` with the lab certificate and key on "
+        "127.0.0.2 (993 and 995 are IMAPS/POP3S to mailscope and tshark), both with -tls1 / -tls1_1 and "
+        "-cipher 'SUITE:@SECLEVEL=0' (argv in sessions[].argv and sessions[].server.argv). Both ends are "
+        "scripted through stdin/stdout, one line per write, each written after the other end received the "
+        "line before; closing s_server's stdin ends the connection (close_notify). The scripted server "
+        "accepts any password: credentials[] is what the client sent. sessions[].plaintext is recorded at "
+        "the client (as in tls-ciphers.pcap) and equals what s_server read and wrote (plaintext.server_side).",
+        "The lab's Postfix has no TLS session cache (smtpd_tls_session_cache_database is empty) and resumes by "
+        "ticket only; for this capture make-samples sets smtpd_tls_session_cache_database=btree:"
+        "/var/lib/postfix/mailscope-samples-smtpd_scache in the installed main.cf and reloads Postfix, and puts "
+        "the lab's main.cf back right after (scripts/lab/config is not changed).",
+        "sessions[].tls.version is \"TLSv1.0\" for TLS 1.0, which Python's ssl and OpenSSL call \"TLSv1\"; "
+        "\"TLSv1.1\" and \"TLSv1.2\" are Python's names (the tests map \"TLSv1.x\" to \"TLS1.x\"). "
+        "cipher is the OpenSSL name.",
+        "The other fields mean what they mean in tls-ciphers.pcap: tls.encrypt_then_mac is true/false for "
+        "TLS 1.0-1.2 CBC suites, null for AEAD; resumed, resumes_session and resumption (\"session id\"); "
+        "session_id: the ServerHello's session ID of the resumed session and of the session it resumes (the "
+        "same; offered_session_id: the one the client offered); client_random, extended_master_secret, "
+        "keylogged, keylog_labels (the AES256-SHA session also has an `RSA` line in the key log). "
+        "tshark_decrypted_records {client, server}: application-data records tshark 4.0 decrypts with the key "
+        "log, equal to tshark_encrypted_records (every application-data record decrypted). TLS 1.0 only: "
+        "OpenSSL (s_client and s_server) sends an empty application-data record before each record with data "
+        "(its CBC countermeasure against BEAST). tshark decrypts them, but its follow tap (-z follow,tls,raw) "
+        "lists only records with data. So for TLS 1.0, tshark_decrypted_records = the follow entries + "
+        "tshark_empty_records, the records that decrypt with a valid MAC to zero bytes, counted from "
+        "tshark's TLS debug log (-o tls.debug_file). scripts/check_samples.py recomputes all of this "
+        "(tls_facts, empty_app_records) and checks the resumption on the wire: the ServerHello echoes the "
+        "ClientHello's non-empty session ID, and the server sends no Certificate.",
+    ],
     "tls-ciphers.pcap": [
         "Made by `scripts/make-samples --only tls-ciphers` (also part of the full run). TLS 1.2 sessions: Python "
         "ssl with maximum_version TLSv1_2 and set_ciphers(one suite); the ECDHE-RSA-AES256-SHA session also sets "
@@ -2626,6 +2668,8 @@ def tls_session_truth(path, keylog_path, sess, decode_as=None):
                         os.path.basename(path), s["tcp_stream"], t["session_id"], first["tls"]["session_id"]))
         s["tshark_decrypted_records"] = f["decrypted_records"]
         s["tshark_encrypted_records"] = f["encrypted_records"]
+        if any(f["empty_records"].values()):
+            s["tshark_empty_records"] = f["empty_records"]
         problems = check_samples.tls_truth_problems(s, f)
         if problems:
             raise SystemExit("%s stream %d: %s" % (os.path.basename(path), s["tcp_stream"], "; ".join(problems)))

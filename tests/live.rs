@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn start(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_mailscope"))
         .args(args)
@@ -125,5 +127,31 @@ fn missing_interface_and_missing_permission_say_what_to_do() {
     assert!(
         err.contains("setcap cap_net_raw,cap_net_admin=eip"),
         "{err}"
+    );
+}
+
+/// The terminal UI on a live capture: a session appears as it happens, with its dialogue.
+#[test]
+#[ignore = "needs root and the mail lab; .ci/run runs it"]
+fn the_terminal_ui_follows_a_live_capture() {
+    let tmux = common::Tmux::start(&format!(
+        "{} -i lo; echo SHELL-AGAIN; sleep 20",
+        env!("CARGO_BIN_EXE_mailscope")
+    ));
+    let started = tmux.wait_for("live on lo");
+    assert!(started.contains("live, following"), "{started}");
+    // Give libpcap a moment to open the interface before the traffic starts.
+    sleep(Duration::from_millis(500));
+    let (port, _, _) = smtp_dialogue();
+    let listed = tmux.wait_for(&format!("127.0.0.1:{port}"));
+    assert!(listed.contains("127.0.0.1:25"), "{listed}");
+    tmux.keys(&["G", "Enter"]);
+    let dialogue = tmux.wait_for("S: 221");
+    assert!(dialogue.contains("S: 220"), "{dialogue}");
+    tmux.keys(&["C-c"]);
+    let after = tmux.wait_for("SHELL-AGAIN");
+    assert!(
+        !after.contains("live on lo"),
+        "the terminal is restored: {after}"
     );
 }

@@ -1,64 +1,9 @@
 //! The real binary in a real terminal (tmux): open a sample, move to a session, open its
 //! dialogue and ladder, filter, quit; the terminal is restored afterwards.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
-
 mod common;
 
-struct Tmux {
-    name: String,
-}
-
-impl Tmux {
-    fn start(command: &str) -> Tmux {
-        let name = format!("mailscope-test-{}", std::process::id());
-        let status = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &name, "-x", "120", "-y", "40"])
-            .arg(command)
-            .status()
-            .expect("tmux runs");
-        assert!(status.success());
-        Tmux { name }
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        for key in keys {
-            Command::new("tmux")
-                .args(["send-keys", "-t", &self.name, key])
-                .status()
-                .unwrap();
-        }
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.name])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The screen once it shows `text` (bounded wait).
-    fn wait_for(&self, text: &str) -> String {
-        let start = Instant::now();
-        loop {
-            let screen = self.screen();
-            if screen.contains(text) || start.elapsed() > Duration::from_secs(10) {
-                return screen;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.name])
-            .status();
-    }
-}
+use common::Tmux;
 
 #[test]
 fn open_move_filter_and_quit_in_a_real_terminal() {

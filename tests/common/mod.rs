@@ -215,3 +215,60 @@ pub fn manifest() -> serde_json::Value {
     let text = std::fs::read_to_string(sample("MANIFEST.json")).expect("samples/MANIFEST.json");
     serde_json::from_str(&text).expect("valid JSON")
 }
+
+/// A program running in a detached tmux session of 120x40, read back with capture-pane.
+pub struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    pub fn start(command: &str) -> Tmux {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("mailscope-test-{}-{n}", std::process::id());
+        let status = std::process::Command::new("tmux")
+            .args(["new-session", "-d", "-s", &name, "-x", "120", "-y", "40"])
+            .arg(command)
+            .status()
+            .expect("tmux runs");
+        assert!(status.success());
+        Tmux { name }
+    }
+
+    pub fn keys(&self, keys: &[&str]) {
+        for key in keys {
+            std::process::Command::new("tmux")
+                .args(["send-keys", "-t", &self.name, key])
+                .status()
+                .unwrap();
+        }
+    }
+
+    pub fn screen(&self) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The screen once it shows `text` (bounded wait).
+    pub fn wait_for(&self, text: &str) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) || start.elapsed() > std::time::Duration::from_secs(10) {
+                return screen;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+    }
+}
