@@ -46,19 +46,30 @@ fn tshark_suites(file: &str) -> BTreeMap<u16, u16> {
 
 #[test]
 fn every_cipher_suite_decrypts_to_what_the_client_wrote_and_read() {
+    let mut checked = 0;
+    for (file, keylog) in [
+        ("tls-ciphers.pcap", "tls-ciphers.keys"),
+        ("tls-legacy.pcap", "tls-legacy.keys"),
+    ] {
+        checked += check_ciphers(file, keylog);
+    }
+    assert!(checked >= 17, "{checked} sessions");
+}
+
+/// One capture's sessions against what its clients wrote and read; returns how many.
+fn check_ciphers(file: &str, keylog: &str) -> usize {
     let manifest = common::manifest();
-    let capture = &manifest["captures"]["tls-ciphers.pcap"];
-    let (got, _) = common::dialogues_with_keys(
-        &common::sample("tls-ciphers.pcap"),
-        &keys("tls-ciphers.keys"),
-    );
-    let suites = tshark_suites("tls-ciphers.pcap");
+    let capture = &manifest["captures"][file];
+    let (got, _) = common::dialogues_with_keys(&common::sample(file), &keys(keylog));
+    let suites = tshark_suites(file);
     let truth = capture["sessions"].as_array().unwrap();
-    assert!(truth.len() >= 13);
     for expected in truth {
         let session = session_by_port(&got.sessions, expected);
         let tls = &session.tls.info;
-        let what = format!("session {} ({})", session.id, expected["tls"]["cipher"]);
+        let what = format!(
+            "{file} session {} ({})",
+            session.id, expected["tls"]["cipher"]
+        );
         let version = expected["tls"]["version"]
             .as_str()
             .unwrap()
@@ -103,13 +114,16 @@ fn every_cipher_suite_decrypts_to_what_the_client_wrote_and_read() {
                 expected["plaintext"][format!("{side}_sha256")],
                 "{what}: {side} plaintext"
             );
+            // For TLS 1.0 this includes the empty records OpenSSL sends before each record
+            // (against BEAST), which tshark decrypts but leaves out of its follow output.
+            let records = expected["tshark_decrypted_records"][side].as_u64().unwrap();
             assert_eq!(
-                tls.application_records[i],
-                expected["tshark_decrypted_records"][side].as_u64().unwrap(),
+                tls.application_records[i], records,
                 "{what}: {side} records tshark decrypts"
             );
         }
     }
+    truth.len()
 }
 
 /// The dialogue inside TLS: the credentials the clients gave and the messages they sent or
