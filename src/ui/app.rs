@@ -137,6 +137,9 @@ pub struct App {
     /// Sessions shown, as indices into the store, filtered and sorted.
     pub visible: Vec<usize>,
     visible_generation: Option<u64>,
+    /// All sessions in the current order, kept while only the filter changes.
+    sorted: Vec<usize>,
+    sorted_for: Option<(u64, SortKey, bool)>,
     pub selected: usize,
     pub filter: String,
     pub editing_filter: bool,
@@ -178,6 +181,8 @@ impl App {
             history: Vec::new(),
             visible: Vec::new(),
             visible_generation: None,
+            sorted: Vec::new(),
+            sorted_for: None,
             selected: 0,
             filter: String::new(),
             editing_filter: false,
@@ -212,13 +217,29 @@ impl App {
             return;
         }
         self.visible_generation = Some(self.store.generation);
+        let order = (self.store.generation, self.sort, self.descending);
+        if self.sorted_for != Some(order) {
+            self.sorted_for = Some(order);
+            self.sorted = self.sorted_sessions();
+        }
         let query = Query::parse(&self.filter);
-        let mut visible: Vec<usize> = (0..self.store.entries.len())
-            .filter(|&i| query.matches(&self.store.entries[i]))
+        self.visible = self
+            .sorted
+            .iter()
+            .copied()
+            .filter(|&i| query.matches(&self.store.entries[i], &self.store.search[i]))
             .collect();
+        if self.following && !self.visible.is_empty() {
+            self.selected = self.visible.len() - 1;
+        }
+        self.selected = self.selected.min(self.visible.len().saturating_sub(1));
+    }
+
+    fn sorted_sessions(&self) -> Vec<usize> {
+        let mut sorted: Vec<usize> = (0..self.store.entries.len()).collect();
         let entries = &self.store.entries;
         let key = self.sort;
-        visible.sort_by(|&a, &b| {
+        sorted.sort_by(|&a, &b| {
             let (a, b) = (&entries[a], &entries[b]);
             let order = match key {
                 SortKey::Time => a.first_seen.cmp(&b.first_seen),
@@ -232,13 +253,9 @@ impl App {
             order.then(a.row.id.cmp(&b.row.id))
         });
         if self.descending {
-            visible.reverse();
+            sorted.reverse();
         }
-        self.visible = visible;
-        if self.following && !self.visible.is_empty() {
-            self.selected = self.visible.len() - 1;
-        }
-        self.selected = self.selected.min(self.visible.len().saturating_sub(1));
+        sorted
     }
 
     pub fn selected_entry(&self) -> Option<&Entry> {
@@ -519,12 +536,13 @@ impl Query {
         }
     }
 
-    fn matches(&self, entry: &Entry) -> bool {
+    fn matches(&self, entry: &Entry, search: &str) -> bool {
         let row = &entry.row;
-        let user = row.user().unwrap_or("").to_lowercase();
         self.terms.iter().all(|(key, value)| match key.as_deref() {
             Some("proto" | "protocol") => row.protocol.name() == value,
-            Some("user") => user.contains(value.as_str()),
+            Some("user") => row
+                .user()
+                .is_some_and(|u| u.to_lowercase().contains(value.as_str())),
             Some("tls") => match value.as_str() {
                 "none" => row.tls.mode == TlsMode::None,
                 "starttls" => row.tls.mode == TlsMode::StartTls,
@@ -540,15 +558,7 @@ impl Query {
                 "gap" | "gaps" => row.gaps > 0,
                 _ => false,
             },
-            _ => {
-                let haystack = format!(
-                    "{} {} {} {user}",
-                    row.client,
-                    row.server,
-                    row.protocol.name()
-                );
-                haystack.contains(value.as_str())
-            }
+            _ => search.contains(value.as_str()),
         })
     }
 }

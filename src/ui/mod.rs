@@ -3,12 +3,13 @@
 //! reading thread. The engine runs on the worker; the UI thread only draws and answers keys, so
 //! it never freezes, and the terminal is restored however the UI ends (quit, Ctrl-C, panic).
 
-mod app;
-mod explain;
-mod keys;
-mod store;
-mod view;
-mod worker;
+// Public inside the binary so that benches/ui.rs can include this tree and time it.
+pub mod app;
+pub mod explain;
+pub mod keys;
+pub mod store;
+pub mod view;
+pub mod worker;
 
 use std::io::{self, Stdout};
 use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};

@@ -88,6 +88,9 @@ pub struct Entry {
 #[derive(Default)]
 pub struct Store {
     pub entries: Vec<Entry>,
+    /// Per entry, what plain filter words are matched against, lowercased once: addresses,
+    /// protocol, user. Apart from the entries so that filtering reads only these.
+    pub search: Vec<String>,
     index: HashMap<u64, usize>,
     pub frames: u64,
     pub bytes: u64,
@@ -103,10 +106,14 @@ impl Store {
         self.generation += 1;
         match update {
             Update::Row(row) => match self.index.get(&row.id) {
-                Some(&i) => self.entries[i].row = *row,
+                Some(&i) => {
+                    self.search[i] = search_text(&row);
+                    self.entries[i].row = *row;
+                }
                 None => {
                     self.index.insert(row.id, self.entries.len());
                     let first_seen = row.start;
+                    self.search.push(search_text(&row));
                     self.entries.push(Entry {
                         row: *row,
                         items: Vec::new(),
@@ -153,6 +160,17 @@ impl Store {
     pub fn get(&self, id: u64) -> Option<&Entry> {
         self.index.get(&id).map(|&i| &self.entries[i])
     }
+}
+
+fn search_text(row: &SessionRow) -> String {
+    format!(
+        "{} {} {} {}",
+        row.client,
+        row.server,
+        row.protocol.name(),
+        row.user().unwrap_or("")
+    )
+    .to_lowercase()
 }
 
 pub fn item_ts(item: &Item) -> Timestamp {
