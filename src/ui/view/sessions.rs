@@ -12,7 +12,7 @@ use mailscope::session::model::TlsMode;
 
 use super::theme::theme;
 use crate::ui::app::App;
-use crate::ui::store::Entry;
+use crate::ui::store::{Entry, Item};
 
 /// The first row to show so that `selected` is on screen.
 pub fn window(selected: usize, offset: usize, height: usize) -> usize {
@@ -41,6 +41,16 @@ fn mode_name(mode: TlsMode) -> &'static str {
         TlsMode::StartTls => "STARTTLS",
         TlsMode::Implicit => "implicit",
     }
+}
+
+/// What the findings view lists for the session: its notes, and TLS that was not decrypted.
+fn findings(entry: &Entry) -> usize {
+    let notes = entry
+        .items
+        .iter()
+        .filter(|i| matches!(i, Item::Note(_)))
+        .count();
+    notes + usize::from(entry.row.tls.error().is_some())
 }
 
 pub fn status(entry: &Entry) -> String {
@@ -99,13 +109,17 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
                 Cell::from(user),
                 Cell::from(row.exchanges.to_string()),
                 Cell::from(row.messages.to_string()),
+                match findings(entry) {
+                    0 => Cell::from(""),
+                    n => Cell::from(n.to_string()).style(theme.note),
+                },
                 Cell::from(status(entry)),
             ])
             .style(style)
         })
         .collect();
     let header = Row::new([
-        "#", "time", "client", "server", "proto", "TLS", "user", "cmds", "msgs", "status",
+        "#", "time", "client", "server", "proto", "TLS", "user", "cmds", "msgs", "!", "status",
     ])
     .style(theme.header);
     let widths = [
@@ -118,6 +132,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
         Constraint::Min(6),
         Constraint::Length(5),
         Constraint::Length(5),
+        Constraint::Length(3),
         Constraint::Min(6),
     ];
     let title = format!(
