@@ -20,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 pub mod capture;
 pub mod decode;
 pub mod export;

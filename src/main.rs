@@ -449,6 +449,7 @@ fn export(files: Vec<String>, dir: &str, common: Common) -> Result<ExitCode, Str
     };
     let mut writer = ExportWriter::new(out);
     let code = sessions(&input, &mut writer)?;
+    writer.finish();
     if let Some(e) = writer.error.take() {
         return Err(format!("cannot write into {dir}: {e}"));
     }

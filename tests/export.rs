@@ -123,3 +123,91 @@ fn hostile_attachment_names_stay_in_the_folder() {
     assert_eq!(attachments.len(), 1);
     assert_eq!(attachments[0].file_name().unwrap(), "_.._evl");
 }
+
+/// credentials.csv, read by Python's csv module: every credential the clients used, with its
+/// result; CRAM-MD5 and APOP as crack lines that the real password reproduces.
+#[test]
+fn credentials_csv_has_every_login_the_clients_made() {
+    use hmac::Mac;
+    use md5::Digest;
+    let manifest = common::manifest();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let files = [
+        "pop3.pcap",
+        "imap.pcap",
+        "smtp-auth-cleartext.pcap",
+        "smtp-auth-starttls.pcap",
+        "tls-mixed.pcapng",
+    ];
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_mailscope"))
+        .arg("export")
+        .args(files.map(common::sample))
+        .arg(&out)
+        .args([
+            "--keylog",
+            common::sample("smtp-auth-starttls.keys").to_str().unwrap(),
+        ])
+        .args([
+            "--keylog",
+            common::sample("tls-mixed.keys").to_str().unwrap(),
+        ])
+        .arg("-q")
+        .env_remove("SSLKEYLOGFILE")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let read = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import csv, json, sys; print(json.dumps(list(csv.DictReader(open(sys.argv[1], newline='')))))",
+        ])
+        .arg(out.join("credentials.csv"))
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&read.stdout).unwrap();
+    let mut checked = 0;
+    for file in files {
+        for session in manifest["captures"][file]["sessions"].as_array().unwrap() {
+            let port = session["client_port"].as_u64().unwrap();
+            for credential in session["credentials"].as_array().unwrap() {
+                // A malformed AUTH has neither: its row has them empty.
+                let user = credential["username"].as_str().unwrap_or("");
+                let password = credential["password"].as_str().unwrap_or("");
+                let row = rows
+                    .iter()
+                    .find(|r| {
+                        r["client"].as_str().unwrap().ends_with(&format!(":{port}"))
+                            && r["username"] == user
+                            && r["result"]
+                                == if credential["success"] == true {
+                                    "accepted"
+                                } else {
+                                    "refused"
+                                }
+                    })
+                    .unwrap_or_else(|| panic!("{file}: {user} from port {port}"));
+                let secret = row["secret"].as_str().unwrap();
+                match row["mechanism"].as_str().unwrap() {
+                    "CRAM-MD5" => {
+                        let (challenge, digest) = secret.rsplit_once(' ').unwrap();
+                        let mut mac =
+                            hmac::Hmac::<md5::Md5>::new_from_slice(password.as_bytes()).unwrap();
+                        mac.update(challenge.as_bytes());
+                        assert_eq!(mailscope::hex::encode(&mac.finalize().into_bytes()), digest);
+                        assert!(row["crack"].as_str().unwrap().starts_with("$cram_md5$"));
+                    }
+                    "APOP" => {
+                        let (timestamp, digest) = secret.rsplit_once(' ').unwrap();
+                        let md5 = md5::Md5::digest(format!("{timestamp}{password}"));
+                        assert_eq!(mailscope::hex::encode(&md5), digest);
+                        assert_eq!(row["crack"], format!("{digest}:{timestamp}"));
+                    }
+                    _ => assert_eq!(secret, password, "{file}: {user}"),
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 15, "{checked}");
+}

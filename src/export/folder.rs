@@ -1,12 +1,14 @@
 //! `mailscope export`: into one folder, each message as an .eml holding exactly the bytes its
 //! sha256 covers, its attachments decoded in a folder beside it, and one transcript per
-//! session. Every name goes through [`super::files::OutputDir`].
+//! session, and `credentials.csv` with every authentication. Every name goes through
+//! [`super::files::OutputDir`].
 
 use std::io;
 use std::path::PathBuf;
 
 use super::files::OutputDir;
 use super::transcript::TranscriptWriter;
+use crate::analysis::credentials;
 use crate::proto::{Exchange, Note};
 use crate::session::model::{Message, Session};
 use crate::session::SessionSink;
@@ -18,6 +20,8 @@ pub struct ExportWriter {
     counts: std::collections::HashMap<u64, usize>,
     pub written: Vec<PathBuf>,
     pub error: Option<io::Error>,
+    /// credentials.csv, written by `finish`.
+    credentials: String,
 }
 
 impl ExportWriter {
@@ -28,7 +32,17 @@ impl ExportWriter {
             counts: Default::default(),
             written: Vec::new(),
             error: None,
+            credentials: credentials::CSV_HEADER.to_string(),
         }
+    }
+
+    /// Writes what covers the whole capture: credentials.csv.
+    pub fn finish(&mut self) {
+        let csv = std::mem::take(&mut self.credentials);
+        let written = self
+            .dir
+            .write(None, "credentials.csv", "credentials.csv", csv.as_bytes());
+        self.keep(written);
     }
 
     fn keep(&mut self, result: io::Result<PathBuf>) {
@@ -77,6 +91,7 @@ impl SessionSink for ExportWriter {
     }
 
     fn session_end(&mut self, session: &Session) {
+        self.credentials.push_str(&credentials::csv_rows(session));
         self.transcripts.session_end(session);
         let text = std::mem::take(self.transcripts.output_mut());
         let name = format!(

@@ -1,0 +1,100 @@
+//! One credentials list across the capture: protocol, server, user, mechanism, result, and the
+//! secret, with challenge-response mechanisms also in the form password crackers read.
+
+use base64::Engine;
+
+use crate::export::time;
+use crate::proto::AuthAttempt;
+use crate::session::model::{Session, TlsMode};
+
+pub const CSV_HEADER: &str =
+    "session,time,protocol,client,server,tls,mechanism,username,secret,result,crack\n";
+
+/// A challenge-response in the form password crackers read. The session layer keeps these
+/// secrets as `challenge digest`.
+/// - CRAM-MD5, hashcat mode 16400 and John: `$cram_md5$base64(challenge)$base64(user digest)`;
+/// - APOP (MD5 of the greeting's timestamp and the password), hashcat mode 20:
+///   `digest:timestamp`.
+pub fn crack_line(attempt: &AuthAttempt) -> Option<String> {
+    let secret = attempt.secret.as_ref()?.expose();
+    let (challenge, digest) = secret.rsplit_once(' ')?;
+    match attempt.mechanism.to_ascii_uppercase().as_str() {
+        "CRAM-MD5" => {
+            let user = attempt.username.as_deref()?;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            Some(format!(
+                "$cram_md5${}${}",
+                b64.encode(challenge),
+                b64.encode(format!("{user} {digest}"))
+            ))
+        }
+        "APOP" => Some(format!("{digest}:{challenge}")),
+        _ => None,
+    }
+}
+
+/// One CSV field (RFC 4180): quoted when it must be, and with a leading `'` when a spreadsheet
+/// would take it for a formula (captured text is hostile).
+fn field(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@']) {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
+/// The CSV rows of a session's authentications.
+pub fn csv_rows(session: &Session) -> String {
+    let tls = match session.tls.mode {
+        TlsMode::None => "none".to_string(),
+        mode if session.tls.decrypted() => format!("{} decrypted", mode.name()),
+        mode => mode.name().to_string(),
+    };
+    session
+        .auth
+        .iter()
+        .map(|a| {
+            let result = match a.success {
+                Some(true) => "accepted",
+                Some(false) => "refused",
+                None => "unknown",
+            };
+            let fields = [
+                session.id.to_string(),
+                time::utc(a.ts),
+                session.protocol.name().to_string(),
+                session.client.to_string(),
+                session.server.to_string(),
+                tls.clone(),
+                a.mechanism.clone(),
+                a.username.clone().unwrap_or_default(),
+                a.secret
+                    .as_ref()
+                    .map(|s| s.expose().to_string())
+                    .unwrap_or_default(),
+                result.to_string(),
+                crack_line(a).unwrap_or_default(),
+            ];
+            let row: Vec<String> = fields.iter().map(|f| field(f)).collect();
+            row.join(",") + "\n"
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_that_could_break_a_csv_or_a_spreadsheet() {
+        assert_eq!(field("alice"), "alice");
+        assert_eq!(field("a,b"), "\"a,b\"");
+        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+    }
+}
