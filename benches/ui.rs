@@ -33,6 +33,7 @@ fn loaded() -> App {
         keys: Default::default(),
         followed: Vec::new(),
         live: false,
+        redact: false,
         total_bytes: None,
     };
     let (tx, rx) = sync_channel(1 << 16);

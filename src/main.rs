@@ -125,6 +125,9 @@ struct Common {
     /// No statistics on standard error.
     #[arg(short, long)]
     quiet: bool,
+    /// Mask passwords and tokens everywhere: JSON, transcripts, exports and the terminal UI.
+    #[arg(long)]
+    redact: bool,
 }
 
 impl Common {
@@ -286,6 +289,7 @@ fn dissect(input: &Input, sink: &mut impl SessionSink) -> Result<(ExitCode, KeyL
     let mut table = SessionTable::new(sink);
     let live = input.interface.is_some();
     table.keys_may_come = live;
+    table.redact = input.common.redact;
     table.followed = load_keys(&input.common, &mut table.keys)?;
     if !live {
         table.followed.clear();
@@ -391,6 +395,7 @@ fn terminal_ui(input: &Input) -> Result<ExitCode, String> {
         keys,
         followed: if live { followed } else { Vec::new() },
         live,
+        redact: input.common.redact,
         total_bytes,
     };
     let faults = ui::run(job, title).map_err(|e| format!("terminal: {e}"))?;

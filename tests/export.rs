@@ -211,3 +211,102 @@ fn credentials_csv_has_every_login_the_clients_made() {
     }
     assert!(checked >= 15, "{checked}");
 }
+
+/// `--redact`: no password the sample clients used appears in --json, --text --full or any
+/// file `export` writes, neither as text nor as the base64 the client sent. Without it, the
+/// JSON carries them (so this test can fail).
+#[test]
+fn redact_leaves_no_password_anywhere() {
+    let manifest = common::manifest();
+    let files = [
+        "pop3.pcap",
+        "imap.pcap",
+        "smtp-auth-cleartext.pcap",
+        "smtp-auth-starttls.pcap",
+        "tls-mixed.pcapng",
+    ];
+    let mut secrets: Vec<String> = Vec::new();
+    for file in files {
+        for session in manifest["captures"][file]["sessions"].as_array().unwrap() {
+            for credential in session["credentials"].as_array().unwrap() {
+                if let Some(password) = credential["password"].as_str() {
+                    secrets.push(password.to_string());
+                }
+                for line in credential["auth_lines"].as_array().into_iter().flatten() {
+                    let last = line.as_str().unwrap().rsplit(' ').next().unwrap();
+                    if last.len() > 8 {
+                        secrets.push(last.to_string());
+                    }
+                }
+            }
+        }
+    }
+    assert!(secrets.len() >= 10);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| -> Vec<u8> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailscope"))
+            .args(args)
+            .args(files.map(common::sample))
+            .args([
+                "--keylog",
+                common::sample("smtp-auth-starttls.keys").to_str().unwrap(),
+            ])
+            .args([
+                "--keylog",
+                common::sample("tls-mixed.keys").to_str().unwrap(),
+            ])
+            .arg("-q")
+            .env_remove("SSLKEYLOGFILE")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        out.stdout
+    };
+    let contains = |haystack: &[u8], needle: &str| {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    };
+    let clear = run(&["--json"]);
+    assert!(
+        secrets.iter().any(|s| contains(&clear, s)),
+        "the JSON has them unredacted"
+    );
+    let mut everything = run(&["--json", "--redact"]);
+    everything.extend(run(&["--text", "--full", "--redact"]));
+    let out = dir.path().join("export");
+    let mut args = vec!["export", "--redact"];
+    let files_args: Vec<String> = files
+        .iter()
+        .map(|f| common::sample(f).to_str().unwrap().to_string())
+        .collect();
+    args.extend(files_args.iter().map(String::as_str));
+    args.push(out.to_str().unwrap());
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_mailscope"))
+        .args(&args)
+        .args([
+            "--keylog",
+            common::sample("smtp-auth-starttls.keys").to_str().unwrap(),
+        ])
+        .args([
+            "--keylog",
+            common::sample("tls-mixed.keys").to_str().unwrap(),
+        ])
+        .arg("-q")
+        .env_remove("SSLKEYLOGFILE")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut stack = vec![out];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            everything.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    for secret in &secrets {
+        assert!(!contains(&everything, secret), "{secret:?} leaked");
+    }
+    assert!(contains(&everything, "<redacted>"));
+}

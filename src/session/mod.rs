@@ -17,6 +17,7 @@ use crate::proto::{
     CapturedMessage, Dissector, Exchange, ImapDissector, Note, Pop3Dissector, ProtoEvent,
     SmtpDissector,
 };
+use crate::secret::Secret;
 use crate::tcp::{Direction, Flow, FlowInfo, StreamEvent, StreamSink};
 use crate::tls::{KeyLog, KeyLogFile, TlsConnection, TlsEvent};
 use model::{Message, Protocol, Session, TlsMode, TlsStatus};
@@ -45,6 +46,8 @@ struct Live {
 
 /// Mailbox listing entries kept per session (a hostile server can list endlessly).
 const MAX_MAILBOX_ENTRIES: usize = 100_000;
+/// What a secret reads as under `--redact`.
+pub const REDACTED: &str = "<redacted>";
 /// How often followed key logs are read again.
 const KEYLOG_POLL: Duration = Duration::from_millis(200);
 /// Message ids remembered per session for linking parts to their message.
@@ -62,6 +65,8 @@ pub struct SessionTable<S: SessionSink> {
     pub keys_may_come: bool,
     /// Key log files read again as they grow.
     pub followed: Vec<KeyLogFile>,
+    /// `--redact`: passwords and tokens never leave the session layer.
+    pub redact: bool,
     last_poll: Option<Instant>,
 }
 
@@ -75,6 +80,7 @@ impl<S: SessionSink> SessionTable<S> {
             keys: KeyLog::default(),
             keys_may_come: false,
             followed: Vec::new(),
+            redact: false,
             last_poll: None,
         }
     }
@@ -102,6 +108,13 @@ impl<S: SessionSink> SessionTable<S> {
                 live.session.messages += 1;
                 self.sink.message(&live.session, &message);
             } else {
+                let event = match event {
+                    ProtoEvent::Auth(mut attempt) if self.redact => {
+                        attempt.secret = attempt.secret.map(|_| Secret::new(REDACTED));
+                        ProtoEvent::Auth(attempt)
+                    }
+                    other => other,
+                };
                 apply(&mut live.session, event, &mut self.sink);
             }
         }

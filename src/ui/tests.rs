@@ -34,6 +34,7 @@ fn loaded(file: &str, keylog: Option<&str>) -> App {
         keys,
         followed: Vec::new(),
         live: false,
+        redact: false,
         total_bytes: None,
     };
     let (tx, rx) = sync_channel(1 << 20);

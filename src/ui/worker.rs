@@ -28,6 +28,7 @@ pub struct Job {
     pub keys: KeyLog,
     pub followed: Vec<KeyLogFile>,
     pub live: bool,
+    pub redact: bool,
     /// Bytes the inputs hold, for the progress gauge (unknown for live capture and stdin).
     pub total_bytes: Option<u64>,
 }
@@ -72,6 +73,7 @@ pub fn read(job: Job, tx: SyncSender<Update>) {
     table.keys = job.keys;
     table.followed = job.followed;
     table.keys_may_come = job.live;
+    table.redact = job.redact;
     let mut sources = match (job.open)() {
         Ok(sources) => sources,
         Err(e) => {
