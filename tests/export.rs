@@ -124,26 +124,21 @@ fn hostile_attachment_names_stay_in_the_folder() {
     assert_eq!(attachments[0].file_name().unwrap(), "_.._evl");
 }
 
-/// credentials.csv, read by Python's csv module: every credential the clients used, with its
-/// result; CRAM-MD5 and APOP as crack lines that the real password reproduces.
-#[test]
-fn credentials_csv_has_every_login_the_clients_made() {
-    use hmac::Mac;
-    use md5::Digest;
-    let manifest = common::manifest();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let files = [
-        "pop3.pcap",
-        "imap.pcap",
-        "smtp-auth-cleartext.pcap",
-        "smtp-auth-starttls.pcap",
-        "tls-mixed.pcapng",
-    ];
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_mailscope"))
-        .arg("export")
-        .args(files.map(common::sample))
-        .arg(&out)
+/// The samples with logins, cleartext and inside TLS.
+const WITH_LOGINS: [&str; 5] = [
+    "pop3.pcap",
+    "imap.pcap",
+    "smtp-auth-cleartext.pcap",
+    "smtp-auth-starttls.pcap",
+    "tls-mixed.pcapng",
+];
+
+/// mailscope `before` WITH_LOGINS `after`, with their key logs; its standard output.
+fn on_samples_with_logins(before: &[&str], after: &[&std::path::Path]) -> Vec<u8> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailscope"))
+        .args(before)
+        .args(WITH_LOGINS.map(common::sample))
+        .args(after)
         .args([
             "--keylog",
             common::sample("smtp-auth-starttls.keys").to_str().unwrap(),
@@ -154,9 +149,22 @@ fn credentials_csv_has_every_login_the_clients_made() {
         ])
         .arg("-q")
         .env_remove("SSLKEYLOGFILE")
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// credentials.csv, read by Python's csv module: every credential the clients used, with its
+/// result; CRAM-MD5 and APOP as crack lines that the real password reproduces.
+#[test]
+fn credentials_csv_has_every_login_the_clients_made() {
+    use hmac::Mac;
+    use md5::Digest;
+    let manifest = common::manifest();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    on_samples_with_logins(&["export"], &[&out]);
     let read = std::process::Command::new("python3")
         .args([
             "-c",
@@ -167,7 +175,7 @@ fn credentials_csv_has_every_login_the_clients_made() {
         .unwrap();
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&read.stdout).unwrap();
     let mut checked = 0;
-    for file in files {
+    for file in WITH_LOGINS {
         for session in manifest["captures"][file]["sessions"].as_array().unwrap() {
             let port = session["client_port"].as_u64().unwrap();
             for credential in session["credentials"].as_array().unwrap() {
@@ -218,15 +226,8 @@ fn credentials_csv_has_every_login_the_clients_made() {
 #[test]
 fn redact_leaves_no_password_anywhere() {
     let manifest = common::manifest();
-    let files = [
-        "pop3.pcap",
-        "imap.pcap",
-        "smtp-auth-cleartext.pcap",
-        "smtp-auth-starttls.pcap",
-        "tls-mixed.pcapng",
-    ];
     let mut secrets: Vec<String> = Vec::new();
-    for file in files {
+    for file in WITH_LOGINS {
         for session in manifest["captures"][file]["sessions"].as_array().unwrap() {
             for credential in session["credentials"].as_array().unwrap() {
                 if let Some(password) = credential["password"].as_str() {
@@ -243,60 +244,23 @@ fn redact_leaves_no_password_anywhere() {
     }
     assert!(secrets.len() >= 10);
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| -> Vec<u8> {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailscope"))
-            .args(args)
-            .args(files.map(common::sample))
-            .args([
-                "--keylog",
-                common::sample("smtp-auth-starttls.keys").to_str().unwrap(),
-            ])
-            .args([
-                "--keylog",
-                common::sample("tls-mixed.keys").to_str().unwrap(),
-            ])
-            .arg("-q")
-            .env_remove("SSLKEYLOGFILE")
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        out.stdout
-    };
     let contains = |haystack: &[u8], needle: &str| {
         haystack
             .windows(needle.len())
             .any(|w| w == needle.as_bytes())
     };
-    let clear = run(&["--json"]);
+    let clear = on_samples_with_logins(&["--json"], &[]);
     assert!(
         secrets.iter().any(|s| contains(&clear, s)),
         "the JSON has them unredacted"
     );
-    let mut everything = run(&["--json", "--redact"]);
-    everything.extend(run(&["--text", "--full", "--redact"]));
+    let mut everything = on_samples_with_logins(&["--json", "--redact"], &[]);
+    everything.extend(on_samples_with_logins(
+        &["--text", "--full", "--redact"],
+        &[],
+    ));
     let out = dir.path().join("export");
-    let mut args = vec!["export", "--redact"];
-    let files_args: Vec<String> = files
-        .iter()
-        .map(|f| common::sample(f).to_str().unwrap().to_string())
-        .collect();
-    args.extend(files_args.iter().map(String::as_str));
-    args.push(out.to_str().unwrap());
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_mailscope"))
-        .args(&args)
-        .args([
-            "--keylog",
-            common::sample("smtp-auth-starttls.keys").to_str().unwrap(),
-        ])
-        .args([
-            "--keylog",
-            common::sample("tls-mixed.keys").to_str().unwrap(),
-        ])
-        .arg("-q")
-        .env_remove("SSLKEYLOGFILE")
-        .status()
-        .unwrap();
-    assert!(status.success());
+    on_samples_with_logins(&["export", "--redact"], &[&out]);
     let mut stack = vec![out];
     while let Some(path) = stack.pop() {
         if path.is_dir() {

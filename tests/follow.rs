@@ -14,18 +14,14 @@ fn mailscope(args: &[&str]) -> std::process::Output {
 }
 
 fn tshark_follow_client(file: &str, stream: u64) -> Vec<u8> {
-    let out = Command::new("tshark")
-        .args([
-            "-n",
-            "-r",
-            file,
-            "-q",
-            "-z",
-            &format!("follow,tcp,raw,{stream}"),
-        ])
-        .output()
-        .expect("tshark (scripts/test installs it)");
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = common::tshark(&[
+        "-n",
+        "-r",
+        file,
+        "-q",
+        "-z",
+        &format!("follow,tcp,raw,{stream}"),
+    ]);
     let mut bytes = Vec::new();
     let data = text
         .lines()

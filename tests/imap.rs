@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 #[test]
 fn messages_commands_and_credentials_match_the_server_and_clients() {
@@ -195,40 +194,23 @@ fn check_capture(file: &str, truth: &[serde_json::Value], stitched: &mut usize) 
 fn tags_and_commands_agree_with_tshark() {
     let path = common::sample("imap.pcap");
     let got = common::dialogues(&path);
-    let out = Command::new("tshark")
-        .args([
-            "-n",
-            "-r",
-            path.to_str().unwrap(),
-            "-Y",
-            "imap.request",
-            "-T",
-            "fields",
-            "-e",
-            "tcp.stream",
-            "-e",
-            "imap.request_tag",
-            "-e",
-            "imap.request.command",
-        ])
-        .output()
-        .expect("tshark");
-    let theirs: BTreeSet<(u64, String, String)> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            // tshark splits IMAP on line ends, so an APPEND literal's lines come out as bogus
-            // requests (several per frame, comma-joined); those are not commands.
-            (f.len() == 3 && !f[2].is_empty() && !f[1].contains(',')).then(|| {
-                (
-                    f[0].parse().unwrap(),
-                    f[1].to_string(),
-                    f[2].to_ascii_uppercase(),
-                )
+    let fields = ["tcp.stream", "imap.request_tag", "imap.request.command"];
+    let theirs: BTreeSet<(u64, String, String)> =
+        common::tshark_fields(&path, "imap.request", &fields, &[])
+            .iter()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                // tshark splits IMAP on line ends, so an APPEND literal's lines come out as bogus
+                // requests (several per frame, comma-joined); those are not commands.
+                (f.len() == 3 && !f[2].is_empty() && !f[1].contains(',')).then(|| {
+                    (
+                        f[0].parse().unwrap(),
+                        f[1].to_string(),
+                        f[2].to_ascii_uppercase(),
+                    )
+                })
             })
-        })
-        .collect();
+            .collect();
     let mut sessions = got.sessions.clone();
     sessions.sort_by_key(|s| s.id);
     let ours: BTreeSet<(u64, String, String)> = sessions

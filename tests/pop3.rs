@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -133,30 +132,15 @@ fn messages_listing_commands_and_credentials_match_the_server_and_clients() {
 fn commands_and_status_indicators_agree_with_tshark() {
     let path = common::sample("pop3.pcap");
     let got = common::dialogues(&path);
-    let out = Command::new("tshark")
-        .args([
-            "-n",
-            "-r",
-            path.to_str().unwrap(),
-            "-Y",
-            "pop.request.command",
-            "-T",
-            "fields",
-            "-e",
-            "tcp.stream",
-            "-e",
-            "pop.request.command",
-        ])
-        .output()
-        .expect("tshark");
-    let mut theirs: Vec<(u64, String)> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            l.split_once('\t')
-                .map(|(s, c)| (s.parse().unwrap(), c.to_ascii_uppercase()))
-        })
-        .collect();
+    let fields = ["tcp.stream", "pop.request.command"];
+    let mut theirs: Vec<(u64, String)> =
+        common::tshark_fields(&path, "pop.request.command", &fields, &[])
+            .iter()
+            .filter_map(|l| {
+                l.split_once('\t')
+                    .map(|(s, c)| (s.parse().unwrap(), c.to_ascii_uppercase()))
+            })
+            .collect();
     theirs.sort_by_key(|(s, _)| *s);
     let mut sessions = got.sessions.clone();
     sessions.sort_by_key(|s| s.id);

@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -204,36 +203,20 @@ fn messages_envelopes_commands_and_credentials_match_what_the_clients_sent() {
 
 /// tshark's view: per TCP stream, the set of request commands and of reply codes.
 fn tshark_smtp(file: &str) -> BTreeMap<u64, (BTreeSet<String>, BTreeSet<String>)> {
-    let out = Command::new("tshark")
-        .args([
-            "-n",
-            "-r",
-            file,
-            "-d",
-            "tcp.port==2525,smtp",
-            "-Y",
-            "smtp",
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-E",
-            "occurrence=a",
-            "-E",
-            "aggregator=,",
-        ])
-        .args([
-            "-e",
-            "tcp.stream",
-            "-e",
-            "smtp.req.command",
-            "-e",
-            "smtp.response.code",
-        ])
-        .output()
-        .expect("tshark (scripts/test installs it)");
+    let fields = ["tcp.stream", "smtp.req.command", "smtp.response.code"];
+    let options = [
+        "-d",
+        "tcp.port==2525,smtp",
+        "-E",
+        "separator=|",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+    ];
+    let lines = common::tshark_fields(std::path::Path::new(file), "smtp", &fields, &options);
     let mut streams: BTreeMap<u64, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
+    for line in &lines {
         let f: Vec<&str> = line.split('|').collect();
         let entry = streams.entry(f[0].parse().unwrap()).or_default();
         entry.0.extend(

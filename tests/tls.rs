@@ -27,21 +27,20 @@ fn session_by_port<'a>(sessions: &'a [Session], truth: &serde_json::Value) -> &'
 
 /// tshark's cipher suite per client port, from the ServerHello.
 fn tshark_suites(file: &str) -> BTreeMap<u16, u16> {
-    let out = Command::new("tshark")
-        .args(["-r", common::sample(file).to_str().unwrap()])
-        .args(["-Y", "tls.handshake.type == 2", "-T", "fields"])
-        .args(["-e", "tcp.dstport", "-e", "tls.handshake.ciphersuite"])
-        .output()
-        .expect("tshark runs");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            let (port, suite) = l.split_once('\t')?;
-            let suite = suite.split(',').next()?.trim_start_matches("0x");
-            Some((port.parse().ok()?, u16::from_str_radix(suite, 16).ok()?))
-        })
-        .collect()
+    let fields = ["tcp.dstport", "tls.handshake.ciphersuite"];
+    common::tshark_fields(
+        &common::sample(file),
+        "tls.handshake.type == 2",
+        &fields,
+        &[],
+    )
+    .iter()
+    .filter_map(|l| {
+        let (port, suite) = l.split_once('\t')?;
+        let suite = suite.split(',').next()?.trim_start_matches("0x");
+        Some((port.parse().ok()?, u16::from_str_radix(suite, 16).ok()?))
+    })
+    .collect()
 }
 
 #[test]
@@ -347,15 +346,9 @@ fn injected_secrets_open_decrypted_without_a_key_log() {
     assert_eq!(injected.decrypted, original.decrypted);
     assert!(!injected.decrypted.is_empty());
     let decrypted_by_tshark = |file: &std::path::Path, keylog: Option<&str>| {
-        let mut tshark = Command::new("tshark");
-        tshark.args(["-r", file.to_str().unwrap(), "-Y", "pop || imap || smtp"]);
-        if let Some(k) = keylog {
-            tshark.args(["-o", &format!("tls.keylog_file:{k}")]);
-        }
-        String::from_utf8(tshark.output().unwrap().stdout)
-            .unwrap()
-            .lines()
-            .count()
+        let option = keylog.map(|k| format!("tls.keylog_file:{k}"));
+        let extra: Vec<&str> = option.iter().flat_map(|o| ["-o", o.as_str()]).collect();
+        common::tshark_fields(file, "pop || imap || smtp", &["frame.number"], &extra).len()
     };
     let with_file = decrypted_by_tshark(
         &common::sample("tls-ciphers.pcap"),

@@ -7,24 +7,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use mailscope::ports::MailPorts;
 use mailscope::tcp::Direction;
-
-fn tshark(args: &[&str]) -> String {
-    let out = Command::new("tshark")
-        .args(args)
-        .env("LC_ALL", "C")
-        .output()
-        .expect("tshark is needed for this test: run scripts/test, which installs it");
-    assert!(
-        out.status.success(),
-        "tshark {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("tshark prints ASCII")
-}
 
 fn captures() -> Vec<PathBuf> {
     let mut files = Vec::new();
@@ -48,7 +33,7 @@ fn captures() -> Vec<PathBuf> {
 /// tshark's TCP streams on mail ports: stream index -> the two endpoints of its first packet.
 fn tshark_streams(file: &Path) -> BTreeMap<u64, [String; 2]> {
     let ports = MailPorts::default();
-    let fields = tshark(&[
+    let fields = common::tshark(&[
         "-n",
         "-r",
         file.to_str().unwrap(),
@@ -97,7 +82,7 @@ fn tshark_streams(file: &Path) -> BTreeMap<u64, [String; 2]> {
 
 /// `follow,tcp,raw` of one stream: the bytes each endpoint sent.
 fn tshark_follow(file: &Path, stream: u64) -> BTreeMap<String, Vec<u8>> {
-    let out = tshark(&[
+    let out = common::tshark(&[
         "-n",
         "-r",
         file.to_str().unwrap(),

@@ -141,6 +141,25 @@ pub struct Upgrade {
     pub held: [Vec<u8>; 2],
 }
 
+impl Upgrade {
+    /// The upgrade after `command` and the go-ahead reply ending at `reply_end`: what both
+    /// inboxes still hold is already the start of TLS, and leaves them.
+    pub fn take(
+        command: &Command,
+        reply_end: u64,
+        ts: Timestamp,
+        client: &mut framing::Inbox,
+        server: &mut framing::Inbox,
+    ) -> Upgrade {
+        Upgrade {
+            client_offset: command.end_offset,
+            server_offset: reply_end,
+            ts,
+            held: [client.take_held(), server.take_held()],
+        }
+    }
+}
+
 /// Something the dissector noticed that the user should know.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Note {

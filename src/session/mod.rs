@@ -102,20 +102,18 @@ impl<S: SessionSink> SessionTable<S> {
             return;
         };
         for event in self.events.drain(..) {
-            if let ProtoEvent::Message(captured) = event {
-                let message = link(live, captured, self.next_message);
-                self.next_message += 1;
-                live.session.messages += 1;
-                self.sink.message(&live.session, &message);
-            } else {
-                let event = match event {
-                    ProtoEvent::Auth(mut attempt) if self.redact => {
-                        attempt.secret = attempt.secret.map(|_| Secret::new(REDACTED));
-                        ProtoEvent::Auth(attempt)
-                    }
-                    other => other,
-                };
-                apply(&mut live.session, event, &mut self.sink);
+            match event {
+                ProtoEvent::Message(captured) => {
+                    let message = link(live, captured, self.next_message);
+                    self.next_message += 1;
+                    live.session.messages += 1;
+                    self.sink.message(&live.session, &message);
+                }
+                ProtoEvent::Auth(mut attempt) if self.redact => {
+                    attempt.secret = attempt.secret.map(|_| Secret::new(REDACTED));
+                    apply(&mut live.session, ProtoEvent::Auth(attempt), &mut self.sink);
+                }
+                other => apply(&mut live.session, other, &mut self.sink),
             }
         }
     }
@@ -152,6 +150,7 @@ fn apply(session: &mut Session, event: ProtoEvent, sink: &mut impl SessionSink) 
             sink.exchange(session, &exchange);
         }
         ProtoEvent::Auth(attempt) => session.auth.push(attempt),
+        // Numbered and linked by `deliver`, which knows the session's earlier messages.
         ProtoEvent::Message(_) => {}
         ProtoEvent::Upgrade(upgrade) => {
             session.tls.mode = TlsMode::StartTls;

@@ -101,14 +101,17 @@ pub struct Session {
 }
 
 impl Session {
-    /// The user name of the first successful authentication, else of the first attempt.
     pub fn user(&self) -> Option<&str> {
-        self.auth
-            .iter()
-            .find(|a| a.success == Some(true))
-            .or(self.auth.first())
-            .and_then(|a| a.username.as_deref())
+        user_of(&self.auth)
     }
+}
+
+/// The user name of the first successful authentication, else of the first attempt.
+pub fn user_of(auth: &[AuthAttempt]) -> Option<&str> {
+    auth.iter()
+        .find(|a| a.success == Some(true))
+        .or(auth.first())
+        .and_then(|a| a.username.as_deref())
 }
 
 /// A message with what it says about itself.

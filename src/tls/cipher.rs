@@ -236,17 +236,22 @@ impl RecordCipher {
                         *n ^= s;
                     }
                 }
-                let aad: Vec<u8> = if self.tls13 {
-                    record.header().to_vec()
+                // TLS 1.3 authenticates the record header; TLS 1.2 the fields of RFC 5246.
+                let header;
+                let fields;
+                let aad: &[u8] = if self.tls13 {
+                    header = record.header();
+                    &header
                 } else {
                     let plain_len = record
                         .body
                         .len()
                         .checked_sub(aead.tag_len())
                         .ok_or(OpenError::Malformed)?;
-                    tls12_aad(seq, record, plain_len)
+                    fields = tls12_aad(seq, record, plain_len);
+                    &fields
                 };
-                aead.open(nonce, &aad, &mut record.body)
+                aead.open(nonce, aad, &mut record.body)
             }
             Engine::Cbc {
                 key,
@@ -268,12 +273,12 @@ impl RecordCipher {
 }
 
 /// seq_num + type + version + length (RFC 5246 6.2.3.3).
-fn tls12_aad(seq: u64, record: &Record, len: usize) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(13);
-    aad.extend_from_slice(&seq.to_be_bytes());
-    aad.push(record.content_type);
-    aad.extend_from_slice(&record.version);
-    aad.extend_from_slice(&(len as u16).to_be_bytes());
+fn tls12_aad(seq: u64, record: &Record, len: usize) -> [u8; 13] {
+    let mut aad = [0u8; 13];
+    aad[..8].copy_from_slice(&seq.to_be_bytes());
+    aad[8] = record.content_type;
+    aad[9..11].copy_from_slice(&record.version);
+    aad[11..].copy_from_slice(&(len as u16).to_be_bytes());
     aad
 }
 
@@ -307,6 +312,29 @@ fn cbc_decrypt(key: &[u8], iv: &[u8], data: &mut [u8]) -> Result<(), OpenError> 
     done.then_some(()).ok_or(OpenError::Malformed)
 }
 
+/// Checks and removes the HMAC at the end of the record's body, computed over the sequence
+/// number, header fields and the rest of the body. A body too short to hold one is `short`.
+fn strip_mac(
+    seq: u64,
+    record: &mut Record,
+    mac: MacHash,
+    mac_key: &[u8],
+    short: OpenError,
+) -> Result<(), OpenError> {
+    let split = record
+        .body
+        .len()
+        .checked_sub(mac.output_len())
+        .ok_or(short)?;
+    let aad = tls12_aad(seq, record, split);
+    let expected = hmac(mac, mac_key, &[&aad, &record.body[..split]]);
+    if expected != record.body[split..] {
+        return Err(OpenError::Authentication);
+    }
+    record.body.truncate(split);
+    Ok(())
+}
+
 /// AES-CBC with HMAC: MAC-then-encrypt by default, encrypt-then-MAC when both sides agreed to it
 /// (RFC 7366). From TLS 1.1 each record starts with its IV.
 fn open_cbc(
@@ -318,21 +346,8 @@ fn open_cbc(
     encrypt_then_mac: bool,
     chained_iv: &mut Option<Vec<u8>>,
 ) -> Result<(), OpenError> {
-    let mac_len = mac.output_len();
-    let body = &mut record.body;
     if encrypt_then_mac {
-        let Some(split) = body.len().checked_sub(mac_len) else {
-            return Err(OpenError::Malformed);
-        };
-        let expected = hmac(
-            mac,
-            mac_key,
-            &[&tls12_aad(seq, record, split), &record.body[..split]],
-        );
-        if expected != record.body[split..] {
-            return Err(OpenError::Authentication);
-        }
-        record.body.truncate(split);
+        strip_mac(seq, record, mac, mac_key, OpenError::Malformed)?;
     }
     let body = &mut record.body;
     let iv = match chained_iv {
@@ -361,18 +376,7 @@ fn open_cbc(
     }
     body.truncate(body.len() - pad);
     if !encrypt_then_mac {
-        let Some(split) = body.len().checked_sub(mac_len) else {
-            return Err(OpenError::Authentication);
-        };
-        let expected = hmac(
-            mac,
-            mac_key,
-            &[&tls12_aad(seq, record, split), &record.body[..split]],
-        );
-        if expected != record.body[split..] {
-            return Err(OpenError::Authentication);
-        }
-        record.body.truncate(split);
+        strip_mac(seq, record, mac, mac_key, OpenError::Authentication)?;
     }
     Ok(())
 }

@@ -439,14 +439,13 @@ impl App {
 
     /// Files written into the save folder, through the one path builder.
     fn write_files(&mut self, files: Vec<(Option<String>, String, Vec<u8>)>) -> String {
-        let saver = match self.saver.take() {
+        let mut saver = match self.saver.take() {
             Some(saver) => saver,
             None => match OutputDir::create(&self.save_dir) {
                 Ok(saver) => saver,
                 Err(e) => return format!("cannot create {}: {e}", self.save_dir.display()),
             },
         };
-        let mut saver = saver;
         let mut written = Vec::new();
         for (folder, name, bytes) in files {
             match saver.write(folder.as_deref(), &name, "attachment", &bytes) {

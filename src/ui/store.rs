@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use mailscope::capture::Timestamp;
 use mailscope::proto::{AuthAttempt, Exchange, Note};
-use mailscope::session::model::{Message, Protocol, Session, TlsStatus};
+use mailscope::session::model::{user_of, Message, Protocol, Session, TlsStatus};
 use mailscope::tcp::FlowEnd;
 
 /// A session's summary line: small, so that it can be sent each time the session changes.
@@ -45,11 +45,7 @@ impl SessionRow {
     }
 
     pub fn user(&self) -> Option<&str> {
-        self.auth
-            .iter()
-            .find(|a| a.success == Some(true))
-            .or(self.auth.first())
-            .and_then(|a| a.username.as_deref())
+        user_of(&self.auth)
     }
 }
 

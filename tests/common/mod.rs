@@ -272,3 +272,31 @@ impl Drop for Tmux {
             .status();
     }
 }
+
+/// tshark with these arguments; its standard output. tshark must be installed (scripts/test
+/// installs it) and must succeed.
+pub fn tshark(args: &[&str]) -> String {
+    let out = std::process::Command::new("tshark")
+        .args(args)
+        .env("LC_ALL", "C")
+        .output()
+        .expect("tshark is needed for this test: run scripts/test, which installs it");
+    assert!(
+        out.status.success(),
+        "tshark {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("tshark prints UTF-8")
+}
+
+/// `tshark -n -r FILE -Y FILTER -T fields -e FIELD...` with `extra` options: one line per
+/// packet, the fields tab-separated.
+pub fn tshark_fields(file: &Path, filter: &str, fields: &[&str], extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["-n", "-r", file.to_str().expect("utf-8 path"), "-Y", filter];
+    args.extend(extra);
+    args.extend(["-T", "fields"]);
+    for field in fields {
+        args.extend(["-e", field]);
+    }
+    tshark(&args).lines().map(String::from).collect()
+}

@@ -798,23 +798,17 @@ impl ImapDissector {
                 }
                 self.mode = ClientMode::Command;
             }
-            Kind::StartTls | Kind::Compress => {
+            Kind::StartTls => {
                 if ok {
-                    if matches!(pending.kind, Kind::StartTls) {
-                        out.push(ProtoEvent::Upgrade(Upgrade {
-                            client_offset: pending.command.end_offset,
-                            server_offset: unit.end_offset,
-                            ts: unit.ts,
-                            held: [self.client.take_held(), self.server.take_held()],
-                        }));
-                        self.mode = ClientMode::Command;
-                    } else {
-                        self.start_compression(unit.ts, out);
-                    }
-                } else {
-                    self.mode = ClientMode::Command;
+                    let (client, server) = (&mut self.client, &mut self.server);
+                    let upgrade =
+                        Upgrade::take(&pending.command, unit.end_offset, unit.ts, client, server);
+                    out.push(ProtoEvent::Upgrade(upgrade));
                 }
+                self.mode = ClientMode::Command;
             }
+            Kind::Compress if ok => self.start_compression(unit.ts, out),
+            Kind::Compress => self.mode = ClientMode::Command,
             Kind::Select => {
                 // SELECT deselects at once; the new mailbox is selected only if it succeeds.
                 let selecting = self.selecting.take();

@@ -433,16 +433,12 @@ impl Pop3Dissector {
             }
             Kind::Stls => {
                 if ok {
-                    out.push(ProtoEvent::Upgrade(Upgrade {
-                        client_offset: pending.command.end_offset,
-                        server_offset: reply.end_offset,
-                        ts: reply.ts,
-                        held: [self.client.take_held(), self.server.take_held()],
-                    }));
-                    self.mode = ClientMode::Command;
-                } else {
-                    self.mode = ClientMode::Command;
+                    let (client, server) = (&mut self.client, &mut self.server);
+                    let upgrade =
+                        Upgrade::take(&pending.command, reply.end_offset, reply.ts, client, server);
+                    out.push(ProtoEvent::Upgrade(upgrade));
                 }
+                self.mode = ClientMode::Command;
             }
             _ => {}
         }

@@ -592,19 +592,14 @@ impl SmtpDissector {
                 }
             }
             Kind::StartTls => {
+                // What comes back decrypted starts the dialogue afresh (RFC 3207 4.2).
                 if reply.code == "220" {
-                    // What both sides hold past the upgrade point is already TLS; what comes
-                    // back decrypted starts the dialogue afresh (RFC 3207 4.2).
-                    out.push(ProtoEvent::Upgrade(Upgrade {
-                        client_offset: pending.command.end_offset,
-                        server_offset: reply.end_offset,
-                        ts: reply.ts,
-                        held: [self.client.take_held(), self.server.take_held()],
-                    }));
-                    self.mode = ClientMode::Command;
-                } else {
-                    self.mode = ClientMode::Command;
+                    let (client, server) = (&mut self.client, &mut self.server);
+                    let upgrade =
+                        Upgrade::take(&pending.command, reply.end_offset, reply.ts, client, server);
+                    out.push(ProtoEvent::Upgrade(upgrade));
                 }
+                self.mode = ClientMode::Command;
             }
             Kind::Auth | Kind::AuthStep => {
                 if reply.code == "334" {
