@@ -34,6 +34,7 @@ fn loaded() -> App {
         followed: Vec::new(),
         live: false,
         redact: false,
+        analysis: Default::default(),
         total_bytes: None,
     };
     let (tx, rx) = sync_channel(1 << 16);
@@ -55,6 +56,7 @@ fn loaded() -> App {
                 Item::Exchange(e) => Update::Exchange(n + 1, e.clone()),
                 Item::Message(m) => Update::Message(n + 1, m.clone()),
                 Item::Note(note) => Update::Note(n + 1, note.clone()),
+                Item::Finding(f) => Update::Finding(n + 1, f.clone()),
             });
         }
     }

@@ -11,6 +11,7 @@ mod ui;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use mailscope::analysis::{self, Analyst};
 use mailscope::capture::{
     FileSource, LiveOptions, LiveSource, PacketSource, Record, DEFAULT_LIVE_SNAPLEN,
 };
@@ -128,9 +129,20 @@ struct Common {
     /// Mask passwords and tokens everywhere: JSON, transcripts, exports and the terminal UI.
     #[arg(long)]
     redact: bool,
+    /// A domain the captured mail servers receive mail for (repeatable): a recipient outside
+    /// these accepted from an unauthenticated client is an open relay. Without it, a server's
+    /// own name and parent domain count as its domains.
+    #[arg(long = "local-domain", value_name = "DOMAIN")]
+    local_domains: Vec<String>,
 }
 
 impl Common {
+    fn analysis(&self) -> analysis::Options {
+        analysis::Options {
+            local_domains: self.local_domains.clone(),
+        }
+    }
+
     fn config(&self) -> Config {
         let mut ports = MailPorts::default();
         for p in &self.ports {
@@ -286,7 +298,7 @@ fn dissect(input: &Input, sink: &mut impl SessionSink) -> Result<(ExitCode, KeyL
     let config = input.common.config();
     let mut sources = open_sources(input, &config.ports)?;
     let mut analyzer = Analyzer::new(config);
-    let mut table = SessionTable::new(sink);
+    let mut table = SessionTable::new(Analyst::new(sink, input.common.analysis()));
     let live = input.interface.is_some();
     table.keys_may_come = live;
     table.redact = input.common.redact;
@@ -396,6 +408,7 @@ fn terminal_ui(input: &Input) -> Result<ExitCode, String> {
         followed: if live { followed } else { Vec::new() },
         live,
         redact: input.common.redact,
+        analysis: input.common.analysis(),
         total_bytes,
     };
     let faults = ui::run(job, title).map_err(|e| format!("terminal: {e}"))?;

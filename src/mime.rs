@@ -25,7 +25,29 @@ pub struct MessageView {
     pub hops: Vec<Hop>,
     /// Whether the bytes parsed as a message at all.
     pub parsed: bool,
+    /// A delivery status notification (RFC 3464): what it reports.
+    pub report: Option<DeliveryReport>,
 }
+
+/// What a bounce (multipart/report; report-type=delivery-status) says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// The Message-ID of the message it reports on, from its returned headers.
+    pub original_message_id: Option<String>,
+    pub recipients: Vec<RecipientStatus>,
+}
+
+/// One per-recipient group of a delivery-status part.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecipientStatus {
+    pub recipient: Option<String>,
+    pub action: Option<String>,
+    pub status: Option<String>,
+    pub diagnostic: Option<String>,
+}
+
+/// Recipients read from one delivery report (a hostile one can list endlessly).
+const MAX_REPORTED_RECIPIENTS: usize = 1000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attachment {
@@ -50,6 +72,9 @@ pub struct Hop {
     pub for_: Option<String>,
     /// RFC 3339.
     pub date: Option<String>,
+    /// The same date as Unix seconds, to compare hops.
+    #[serde(skip)]
+    pub unix: Option<i64>,
     pub tls: Option<String>,
 }
 
@@ -131,6 +156,7 @@ pub fn parse(bytes: &[u8]) -> MessageView {
         }
     }
     view.parts = mime_tree(&message);
+    view.report = delivery_report(&message);
     let mut hops: Vec<Hop> = message
         .header_values("Received")
         .filter_map(|value| match value {
@@ -142,6 +168,7 @@ pub fn parse(bytes: &[u8]) -> MessageView {
                 id: r.id.as_ref().map(|id| id.to_string()),
                 for_: r.for_.as_ref().map(|f| f.to_string()),
                 date: r.date.as_ref().map(|d| d.to_rfc3339()),
+                unix: r.date.as_ref().map(|d| d.to_timestamp()),
                 tls: r.tls_version.as_ref().map(|v| format!("{v:?}")),
             }),
             _ => None,
@@ -200,6 +227,82 @@ pub fn uudecode_blocks(text: &[u8]) -> Vec<(String, Vec<u8>)> {
         }
     }
     found
+}
+
+/// The report of a delivery status notification, if the message is one.
+fn delivery_report(message: &mail_parser::Message<'_>) -> Option<DeliveryReport> {
+    if content_type(message.root_part()) != "multipart/report" {
+        return None;
+    }
+    let mut report = DeliveryReport::default();
+    for part in message.parts.iter() {
+        match content_type(part).as_str() {
+            "message/delivery-status" | "message/global-delivery-status" => {
+                report.recipients = recipient_groups(part.contents());
+            }
+            "text/rfc822-headers" | "message/rfc822" | "message/global" => {
+                let original = match part.message() {
+                    Some(m) => m.message_id().map(str::to_string),
+                    None => MessageParser::default()
+                        .parse(part.contents())
+                        .and_then(|m| m.message_id().map(str::to_string)),
+                };
+                report.original_message_id = original.map(|id| format!("<{id}>"));
+            }
+            _ => {}
+        }
+    }
+    Some(report)
+}
+
+/// The per-recipient field groups of a delivery-status body (RFC 3464 2.3): the groups after
+/// the first (per-message) one, each a block of `Name: value` lines.
+fn recipient_groups(body: &[u8]) -> Vec<RecipientStatus> {
+    let text = String::from_utf8_lossy(body).replace("\r\n", "\n");
+    let mut out = Vec::new();
+    for group in text.split("\n\n").skip(1) {
+        let mut status = RecipientStatus::default();
+        let mut fields: Vec<(String, String)> = Vec::new();
+        for line in group.lines() {
+            match (line.starts_with([' ', '\t']), fields.last_mut()) {
+                (true, Some((_, value))) => value.push_str(line),
+                _ => {
+                    if let Some((name, value)) = line.split_once(':') {
+                        fields.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+                    }
+                }
+            }
+        }
+        for (name, value) in fields {
+            let slot = match name.as_str() {
+                "final-recipient" => &mut status.recipient,
+                "original-recipient" if status.recipient.is_none() => &mut status.recipient,
+                "action" => &mut status.action,
+                "status" => &mut status.status,
+                "diagnostic-code" => &mut status.diagnostic,
+                _ => continue,
+            };
+            // "rfc822; user@example.test": the address type is not the address.
+            let value = value
+                .split_once(';')
+                .map_or(value.as_str(), |(_, v)| v)
+                .trim();
+            *slot = Some(value.to_string());
+        }
+        if status != RecipientStatus::default() && out.len() < MAX_REPORTED_RECIPIENTS {
+            out.push(status);
+        }
+    }
+    out
+}
+
+/// The SHA-256 of a message's body: the bytes after the blank line that ends its header.
+pub fn body_sha256(bytes: &[u8]) -> [u8; 32] {
+    let body = memchr::memmem::find(bytes, b"\r\n\r\n")
+        .map(|i| &bytes[i + 4..])
+        .or_else(|| memchr::memmem::find(bytes, b"\n\n").map(|i| &bytes[i + 2..]))
+        .unwrap_or_default();
+    Sha256::digest(body).into()
 }
 
 fn mime_tree(message: &mail_parser::Message<'_>) -> Vec<(usize, String, usize)> {

@@ -1,5 +1,16 @@
-//! Analysis over the model: what analysts came for, computed from finished sessions and
-//! messages. `credentials` lists every authentication across a capture; the findings (clear
-//! text credentials, STARTTLS downgrades, smuggling, relays...) are to come beside it.
+//! Analysis over the model: what analysts and admins came for. The [`Analyst`] watches the
+//! sessions as they are built and adds findings (credentials in clear, STARTTLS downgrades and
+//! injections, smuggling, relaying, probing, slow replies, bounces...): `dialogue` judges each
+//! exchange, `content` each message, `ending` each finished session, `tally` counts across
+//! sessions. `credentials` lists every authentication; `explain` says what commands and reply
+//! codes mean.
 
+mod analyst;
+mod content;
 pub mod credentials;
+mod dialogue;
+mod ending;
+pub mod explain;
+mod tally;
+
+pub use analyst::{Analyst, Options};

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 /// Longest name part taken from captured data, in characters.
 pub const MAX_NAME_CHARS: usize = 60;
+/// An extension kept when a long name is cut (`.attachments` is the longest we write).
+const MAX_EXTENSION_CHARS: usize = 16;
 
 const RESERVED: [&str; 22] = [
     "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
@@ -17,9 +19,10 @@ const RESERVED: [&str; 22] = [
 ];
 
 /// A safe single path component from untrusted text: letters and digits of any script, `-`,
-/// `_` and `.` are kept, anything else becomes `_`; no leading dot; at most MAX_NAME_CHARS.
+/// `_` and `.` are kept, anything else becomes `_`; no leading dot; at most MAX_NAME_CHARS,
+/// cut before a short extension so that `.eml` or `.pdf` survives a long name.
 pub fn safe_name(text: &str, fallback: &str) -> String {
-    let mut name: String = text
+    let safe: Vec<char> = text
         .chars()
         .map(|c| {
             if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') {
@@ -28,8 +31,17 @@ pub fn safe_name(text: &str, fallback: &str) -> String {
                 '_'
             }
         })
-        .take(MAX_NAME_CHARS)
         .collect();
+    let extension = match safe.iter().rposition(|&c| c == '.') {
+        Some(dot) if safe.len() - dot <= MAX_EXTENSION_CHARS => &safe[dot..],
+        _ => &[],
+    };
+    let mut name: String = if safe.len() <= MAX_NAME_CHARS {
+        safe.iter().collect()
+    } else {
+        let stem = &safe[..MAX_NAME_CHARS - extension.len()];
+        stem.iter().chain(extension).collect()
+    };
     while name.starts_with('.') {
         name.remove(0);
     }
@@ -135,6 +147,9 @@ mod tests {
             safe_name(&"a".repeat(10_000), "x").chars().count(),
             MAX_NAME_CHARS
         );
+        let long = safe_name(&format!("{}.attachments", "a".repeat(10_000)), "x");
+        assert_eq!(long.chars().count(), MAX_NAME_CHARS);
+        assert!(long.ends_with("a.attachments"), "{long}");
     }
 
     #[test]

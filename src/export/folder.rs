@@ -7,10 +7,11 @@ use std::io;
 use std::path::PathBuf;
 
 use super::files::OutputDir;
+use super::json::FindingRecord;
 use super::transcript::TranscriptWriter;
 use crate::analysis::credentials;
 use crate::proto::{Exchange, Note};
-use crate::session::model::{Message, Session};
+use crate::session::model::{Finding, Message, Session};
 use crate::session::SessionSink;
 
 pub struct ExportWriter {
@@ -22,6 +23,8 @@ pub struct ExportWriter {
     pub error: Option<io::Error>,
     /// credentials.csv, written by `finish`.
     credentials: String,
+    /// findings.json, written by `finish`: the records of `--json`, as one array.
+    findings: Vec<u8>,
 }
 
 impl ExportWriter {
@@ -33,15 +36,22 @@ impl ExportWriter {
             written: Vec::new(),
             error: None,
             credentials: credentials::CSV_HEADER.to_string(),
+            findings: b"[".to_vec(),
         }
     }
 
-    /// Writes what covers the whole capture: credentials.csv.
+    /// Writes what covers the whole capture: credentials.csv and findings.json.
     pub fn finish(&mut self) {
         let csv = std::mem::take(&mut self.credentials);
         let written = self
             .dir
             .write(None, "credentials.csv", "credentials.csv", csv.as_bytes());
+        self.keep(written);
+        let mut findings = std::mem::take(&mut self.findings);
+        findings.extend_from_slice(b"\n]\n");
+        let written = self
+            .dir
+            .write(None, "findings.json", "findings.json", &findings);
         self.keep(written);
     }
 
@@ -88,6 +98,16 @@ impl SessionSink for ExportWriter {
 
     fn note(&mut self, session: &Session, note: &Note) {
         self.transcripts.note(session, note);
+    }
+
+    fn finding(&mut self, session: &Session, finding: &Finding) {
+        self.transcripts.finding(session, finding);
+        if self.findings.len() > 1 {
+            self.findings.push(b',');
+        }
+        self.findings.push(b'\n');
+        // Serialising our own record into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.findings, &FindingRecord::of(finding));
     }
 
     fn session_end(&mut self, session: &Session) {

@@ -8,8 +8,9 @@ use serde::Serialize;
 use crate::capture::Timestamp;
 use crate::hex;
 use crate::proto::{Exchange, Note};
-use crate::session::model::{Message, Session};
+use crate::session::model::{Finding, Message, Session};
 use crate::session::SessionSink;
+use crate::tcp::Direction;
 
 /// Unix seconds with microseconds.
 fn seconds(ts: Timestamp) -> f64 {
@@ -136,7 +137,7 @@ struct AttachmentRecord<'a> {
 }
 
 #[derive(Serialize)]
-struct FindingRecord<'a> {
+pub struct FindingRecord<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     session: u64,
@@ -144,6 +145,34 @@ struct FindingRecord<'a> {
     #[serde(rename = "kind")]
     finding: &'static str,
     detail: &'a str,
+    why: &'static str,
+    evidence: &'a [String],
+    ts: f64,
+}
+
+impl FindingRecord<'_> {
+    pub fn of(finding: &Finding) -> FindingRecord<'_> {
+        FindingRecord {
+            kind: "finding",
+            session: finding.session,
+            severity: finding.severity().name(),
+            finding: finding.kind.name(),
+            detail: &finding.detail,
+            why: finding.kind.why(),
+            evidence: &finding.evidence,
+            ts: seconds(finding.ts),
+        }
+    }
+}
+
+/// What a dissector noted in passing (the findings weigh these; the notes place them).
+#[derive(Serialize)]
+struct NoteRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    session: u64,
+    direction: Option<&'static str>,
+    text: &'a str,
     ts: f64,
 }
 
@@ -242,14 +271,20 @@ impl<W: Write> SessionSink for JsonWriter<W> {
     }
 
     fn note(&mut self, session: &Session, note: &Note) {
-        self.write(&FindingRecord {
-            kind: "finding",
+        self.write(&NoteRecord {
+            kind: "note",
             session: session.id,
-            severity: "info",
-            finding: "parser-note",
-            detail: &note.text,
+            direction: note.direction.map(|d| match d {
+                Direction::ClientToServer => "client",
+                Direction::ServerToClient => "server",
+            }),
+            text: &note.text,
             ts: seconds(note.ts),
         });
+    }
+
+    fn finding(&mut self, _session: &Session, finding: &Finding) {
+        self.write(&FindingRecord::of(finding));
     }
 
     fn session_end(&mut self, session: &Session) {

@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use super::time;
 use crate::proto::{CapturedMessage, Exchange, MailboxState, Note};
 use crate::sanitize;
-use crate::session::model::{Message, Session, TlsStatus};
+use crate::session::model::{Finding, Message, Session, TlsStatus};
 use crate::session::SessionSink;
 
 /// Lines kept per session before the rest is summarised (a hostile session can be endless).
@@ -113,6 +113,16 @@ fn stored_as(c: &CapturedMessage) -> String {
 }
 
 /// A message as one summary line, or its full text.
+/// A finding on one line: `⚑ alert cleartext-credentials: PLAIN as alice: ...`.
+pub fn finding_line(finding: &Finding) -> String {
+    format!(
+        "⚑ {} {}: {}",
+        finding.severity().name(),
+        finding.kind.name(),
+        sanitize::line(finding.detail.as_bytes())
+    )
+}
+
 pub fn message_lines(message: &Message, full: bool) -> Vec<String> {
     let c = &message.captured;
     let v = &message.view;
@@ -271,6 +281,14 @@ impl<W: Write> SessionSink for TranscriptWriter<W> {
             clock(note.ts),
             sanitize::line(note.text.as_bytes())
         );
+        self.sessions
+            .entry(session.id)
+            .or_default()
+            .push(vec![line]);
+    }
+
+    fn finding(&mut self, session: &Session, finding: &Finding) {
+        let line = format!("{} {}", clock(finding.ts), finding_line(finding));
         self.sessions
             .entry(session.id)
             .or_default()

@@ -190,13 +190,66 @@ pub enum DotBody {
     Ended(Timestamp),
 }
 
+/// Where a dot-terminated body stands between reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DotState {
+    at_line_start: bool,
+    /// The last line ended with a bare LF (no CR before it).
+    after_bare_lf: bool,
+    /// The last two bytes handed on, to find sequences that straddle two reads.
+    tail: [u8; 2],
+    /// The body held a line end other than CRLF around a dot, or ended that way: readers
+    /// disagree on where such a body ends (SMTP smuggling, CVE-2023-51764).
+    pub ambiguous: bool,
+}
+
+/// At the start of a body (right after the line that announced it).
+impl Default for DotState {
+    fn default() -> DotState {
+        DotState {
+            at_line_start: true,
+            after_bare_lf: false,
+            tail: [0; 2],
+            ambiguous: false,
+        }
+    }
+}
+
+impl DotState {
+    /// Bytes were lost: whatever comes next is not known to start a line.
+    pub fn interrupt(&mut self) {
+        self.at_line_start = false;
+        self.tail = [0; 2];
+    }
+
+    /// Body bytes handed on: a CR-only reader would see a dot line in `\r.\r` or `\r.\n`.
+    fn scan(&mut self, bytes: &[u8]) {
+        let [a, b] = self.tail;
+        let head = [
+            a,
+            b,
+            *bytes.first().unwrap_or(&0),
+            *bytes.get(1).unwrap_or(&0),
+        ];
+        let cr_dot = |w: &[u8]| w[0] == b'\r' && w[1] == b'.' && (w[2] == b'\r' || w[2] == b'\n');
+        if head.windows(3).any(cr_dot) || bytes.windows(3).any(cr_dot) {
+            self.ambiguous = true;
+        }
+        self.tail = match bytes {
+            [.., x, y] => [*x, *y],
+            [y] => [b, *y],
+            [] => self.tail,
+        };
+    }
+}
+
 /// Reads a body that ends with a line holding a lone dot: SMTP's DATA (RFC 5321 4.5.2) and
 /// POP3's multi-line responses (RFC 1939 3). A dot that starts a line is removed; the dot line
-/// ends the body and is not part of it. `at_line_start` carries over between calls; the body
-/// bytes go to `sink`.
+/// ends the body and is not part of it. Like most servers, a bare LF ends a line here; when
+/// that decides where the body ends, `state.ambiguous` says so. The body bytes go to `sink`.
 pub fn read_dot_body(
     inbox: &mut Inbox,
-    at_line_start: &mut bool,
+    state: &mut DotState,
     sink: &mut dyn FnMut(&[u8]),
 ) -> DotBody {
     let available = inbox.available();
@@ -204,8 +257,11 @@ pub fn read_dot_body(
     let mut ended = None;
     while pos < available.len() {
         let rest = &available[pos..];
-        if *at_line_start && rest[0] == b'.' {
+        if state.at_line_start && rest[0] == b'.' {
             if rest.starts_with(b".\r\n") || rest.starts_with(b".\n") {
+                if state.after_bare_lf || rest[1] == b'\n' {
+                    state.ambiguous = true;
+                }
                 ended = Some(pos + if rest[1] == b'\r' { 3 } else { 2 });
                 break;
             }
@@ -213,21 +269,25 @@ pub fn read_dot_body(
                 break; // wait: this may be the end
             }
             pos += 1;
-            *at_line_start = false;
+            state.at_line_start = false;
+            state.tail = [0, b'.'];
             continue;
         }
-        match memchr::memchr(b'\n', rest) {
-            Some(i) => {
-                sink(&rest[..=i]);
-                pos += i + 1;
-                *at_line_start = true;
-            }
-            None => {
-                sink(rest);
-                pos = available.len();
-                *at_line_start = false;
-            }
+        let (line, at_line_start) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (&rest[..=i], true),
+            None => (rest, false),
+        };
+        if at_line_start {
+            let cr = match line {
+                [.., cr, _] => *cr == b'\r',
+                _ => state.tail[1] == b'\r',
+            };
+            state.after_bare_lf = !cr;
         }
+        state.scan(line);
+        sink(line);
+        pos += line.len();
+        state.at_line_start = at_line_start;
     }
     match ended {
         Some(end) => DotBody::Ended(inbox.consume(end)),
@@ -286,20 +346,47 @@ mod tests {
     fn dot_body_unstuffs_and_waits_at_a_possible_end() {
         let mut inbox = Inbox::default();
         let mut body = Vec::new();
-        let mut at_line_start = true;
+        let mut state = DotState::default();
         inbox.push(b"a\r\n..b\r\n.", Timestamp(1));
-        let step = read_dot_body(&mut inbox, &mut at_line_start, &mut |b| {
-            body.extend_from_slice(b)
-        });
+        let step = read_dot_body(&mut inbox, &mut state, &mut |b| body.extend_from_slice(b));
         assert_eq!(step, DotBody::Took(Timestamp(1)));
         assert_eq!(inbox.held(), 1, "the lone dot waits for its line end");
         inbox.push(b"\r\nNEXT", Timestamp(2));
-        let step = read_dot_body(&mut inbox, &mut at_line_start, &mut |b| {
-            body.extend_from_slice(b)
-        });
+        let step = read_dot_body(&mut inbox, &mut state, &mut |b| body.extend_from_slice(b));
         assert_eq!(step, DotBody::Ended(Timestamp(2)));
         assert_eq!(body, b"a\r\n.b\r\n");
         assert_eq!(inbox.available(), b"NEXT");
+        assert!(!state.ambiguous, "CRLF.CRLF is the one unambiguous end");
+    }
+
+    /// The end-of-data forms of the SMTP smuggling research (Longin, 2023), each split at
+    /// every byte, against the plain CRLF.CRLF end.
+    #[test]
+    fn dot_body_marks_every_ambiguous_end() {
+        let bodies: [(&[u8], bool); 6] = [
+            (b"a\r\nb\r\n.\r\n", false),
+            (b"a\n.\r\nMAIL\r\n.\r\n", true),
+            (b"a\r\n.\nMAIL\r\n.\r\n", true),
+            (b"a\n.\nMAIL\r\n.\r\n", true),
+            (b"a\r.\r\nMAIL\r\n.\r\n", true),
+            (b"a\r.\rMAIL\r\n.\r\n", true),
+        ];
+        for (bytes, ambiguous) in bodies {
+            for split in 0..bytes.len() {
+                let mut inbox = Inbox::default();
+                let mut state = DotState::default();
+                inbox.push(&bytes[..split], Timestamp(1));
+                read_dot_body(&mut inbox, &mut state, &mut |_| {});
+                inbox.push(&bytes[split..], Timestamp(2));
+                read_dot_body(&mut inbox, &mut state, &mut |_| {});
+                assert_eq!(
+                    state.ambiguous,
+                    ambiguous,
+                    "{:?} split at {split}",
+                    String::from_utf8_lossy(bytes)
+                );
+            }
+        }
     }
 
     #[test]

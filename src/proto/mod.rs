@@ -163,9 +163,33 @@ impl Upgrade {
 /// Something the dissector noticed that the user should know.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Note {
+    pub kind: NoteKind,
     pub direction: Option<Direction>,
     pub ts: Timestamp,
     pub text: String,
+}
+
+/// What a note is about, so that analysis can weigh it without reading its text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoteKind {
+    /// Context for the reader (where TLS starts, a HelloRetryRequest).
+    Info,
+    /// Bytes were not captured, or the capture ended inside something.
+    Gap,
+    /// A size limit was reached and bytes were dropped.
+    Limit,
+    /// The peer did not follow the protocol here.
+    Malformed,
+    /// What the TLS layer noticed (alerts, undecryptable records).
+    Tls,
+    /// An RFC 821 source route in a path (`<@a,@b:user@host>`).
+    SourceRoute,
+    /// An end of DATA other than CRLF.CRLF, or a dot between bare line ends inside DATA.
+    Smuggling,
+    /// A command line ended by a bare LF, or holding a bare CR.
+    BareLineEnd,
+    /// Bytes sent after STARTTLS and before the TLS handshake.
+    Injection,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -248,13 +272,26 @@ pub(crate) trait TwoSides {
 pub(crate) fn note_overlong(out: &mut Vec<ProtoEvent>, line: &framing::Line) {
     if line.overlong {
         let text = format!("command line longer than {} bytes, cut", line.bytes.len());
-        note(out, Direction::ClientToServer, line.ts, text);
+        note(
+            out,
+            NoteKind::Limit,
+            Direction::ClientToServer,
+            line.ts,
+            text,
+        );
     }
 }
 
 /// Adds a note from one side of the dialogue.
-pub(crate) fn note(out: &mut Vec<ProtoEvent>, direction: Direction, ts: Timestamp, text: String) {
+pub(crate) fn note(
+    out: &mut Vec<ProtoEvent>,
+    kind: NoteKind,
+    direction: Direction,
+    ts: Timestamp,
+    text: String,
+) {
     out.push(ProtoEvent::Note(Note {
+        kind,
         direction: Some(direction),
         ts,
         text,

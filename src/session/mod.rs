@@ -5,6 +5,7 @@
 //! finished piece to a [`SessionSink`] as soon as it is complete (so that a live capture can
 //! be followed).
 
+pub mod journeys;
 pub mod model;
 
 use std::collections::HashMap;
@@ -14,19 +15,22 @@ use crate::capture::Timestamp;
 use crate::mime;
 use crate::ports::Service;
 use crate::proto::{
-    CapturedMessage, Dissector, Exchange, ImapDissector, Note, Pop3Dissector, ProtoEvent,
+    CapturedMessage, Dissector, Exchange, ImapDissector, Note, NoteKind, Pop3Dissector, ProtoEvent,
     SmtpDissector,
 };
 use crate::secret::Secret;
 use crate::tcp::{Direction, Flow, FlowInfo, StreamEvent, StreamSink};
 use crate::tls::{KeyLog, KeyLogFile, TlsConnection, TlsEvent};
-use model::{Message, Protocol, Session, TlsMode, TlsStatus};
+use journeys::Journeys;
+use model::{Finding, Message, Protocol, Session, Sighting, TlsMode, TlsStatus};
 
 /// The outputs: told about each piece as it is complete.
 pub trait SessionSink {
     fn exchange(&mut self, session: &Session, exchange: &Exchange);
     fn message(&mut self, session: &Session, message: &Message);
     fn note(&mut self, _session: &Session, _note: &Note) {}
+    /// Something analysis found (see [`crate::analysis::Analyst`]).
+    fn finding(&mut self, _session: &Session, _finding: &Finding) {}
     /// Bytes TLS decrypted, in order per direction (what the dissector reads next).
     fn decrypted(&mut self, _session: &Session, _direction: Direction, _bytes: &[u8]) {}
     /// The connection ended; the session is final.
@@ -59,6 +63,8 @@ pub struct SessionTable<S: SessionSink> {
     events: Vec<ProtoEvent>,
     /// The id the next message gets.
     next_message: u64,
+    /// Messages by Message-ID, to link each to its earlier sightings.
+    journeys: Journeys,
     /// TLS secrets: from key log files, and from the captures' Decryption Secrets Blocks.
     pub keys: KeyLog,
     /// The key log is followed as it grows (live capture): protected records wait for keys.
@@ -77,6 +83,7 @@ impl<S: SessionSink> SessionTable<S> {
             sink,
             events: Vec::new(),
             next_message: 1,
+            journeys: Journeys::default(),
             keys: KeyLog::default(),
             keys_may_come: false,
             followed: Vec::new(),
@@ -104,7 +111,7 @@ impl<S: SessionSink> SessionTable<S> {
         for event in self.events.drain(..) {
             match event {
                 ProtoEvent::Message(captured) => {
-                    let message = link(live, captured, self.next_message);
+                    let message = link(live, captured, self.next_message, &mut self.journeys);
                     self.next_message += 1;
                     live.session.messages += 1;
                     self.sink.message(&live.session, &message);
@@ -119,8 +126,9 @@ impl<S: SessionSink> SessionTable<S> {
     }
 }
 
-/// A captured message given its id, its view, and the ids of the messages it is linked to.
-fn link(live: &mut Live, captured: CapturedMessage, id: u64) -> Message {
+/// A captured message given its id, its view, and the messages it is linked to: its parts or
+/// whole in this session, its earlier sightings, and for a bounce the message it reports on.
+fn link(live: &mut Live, captured: CapturedMessage, id: u64, journeys: &mut Journeys) -> Message {
     let ids = &live.message_ids;
     let part_of = captured.part_of.and_then(|n| ids.get(n).copied());
     let parts = captured
@@ -132,6 +140,25 @@ fn link(live: &mut Live, captured: CapturedMessage, id: u64) -> Message {
         live.message_ids.push(id);
     }
     let view = mime::parse(&captured.bytes);
+    let seen_before = match &view.message_id {
+        Some(message_id) => journeys.sight(
+            message_id,
+            Sighting {
+                message: id,
+                session: live.session.id,
+                source: captured.source,
+                sha256: captured.sha256,
+                body_sha256: mime::body_sha256(&captured.bytes),
+                whole: captured.complete && !captured.partial && !captured.truncated,
+            },
+        ),
+        None => Vec::new(),
+    };
+    let reports_on = view
+        .report
+        .as_ref()
+        .and_then(|r| r.original_message_id.as_deref())
+        .and_then(|original| journeys.first(original));
     Message {
         id,
         session: live.session.id,
@@ -139,6 +166,8 @@ fn link(live: &mut Live, captured: CapturedMessage, id: u64) -> Message {
         view,
         part_of,
         parts,
+        seen_before,
+        reports_on,
     }
 }
 
@@ -229,7 +258,16 @@ fn feed(
         _ => None,
     });
     if let Some(([client, server], ts)) = held {
+        for (direction, bytes) in [
+            (Direction::ClientToServer, &client),
+            (Direction::ServerToClient, &server),
+        ] {
+            if let Some(note) = injected(direction, bytes, ts) {
+                events.push(ProtoEvent::Note(note));
+            }
+        }
         events.push(ProtoEvent::Note(Note {
+            kind: NoteKind::Info,
             direction: None,
             ts,
             text: "TLS from here on (what follows is decrypted, where the key log allows)".into(),
@@ -277,12 +315,38 @@ fn dissect_tls(
                 ts,
                 text,
             } => events.push(ProtoEvent::Note(Note {
+                kind: NoteKind::Tls,
                 direction: Some(direction),
                 ts,
                 text,
             })),
         }
     }
+}
+
+/// Bytes one side sent past the STARTTLS point that are not the start of its TLS handshake: a
+/// server that buffered them runs them as if they came inside TLS (CVE-2011-0411 and kin).
+fn injected(direction: Direction, bytes: &[u8], ts: Timestamp) -> Option<Note> {
+    if bytes.is_empty() || looks_like_tls(bytes) {
+        return None;
+    }
+    let end = bytes
+        .windows(3)
+        .position(|w| w[0] == 0x16 && w[1] == 0x03 && w[2] <= 0x04)
+        .unwrap_or(bytes.len());
+    let shown = String::from_utf8_lossy(&bytes[..end.min(200)]);
+    let side = match direction {
+        Direction::ClientToServer => "the client",
+        Direction::ServerToClient => "the server",
+    };
+    Some(Note {
+        kind: NoteKind::Injection,
+        direction: Some(direction),
+        ts,
+        text: format!(
+            "{side} sent {end} bytes after STARTTLS, before the TLS handshake: {shown:?}"
+        ),
+    })
 }
 
 /// The start of a TLS record carrying a handshake (content type 22, version 3.x).
@@ -345,6 +409,7 @@ impl<S: SessionSink> StreamSink for SessionTable<S> {
                         live.tls = Some(TlsConnection::new(self.keys_may_come));
                         live.session.tls.mode = TlsMode::Implicit;
                         self.events.push(ProtoEvent::Note(Note {
+                            kind: NoteKind::Info,
                             direction: Some(direction),
                             ts,
                             text: "the client starts with a TLS handshake: implicit TLS on a cleartext port".into(),
@@ -417,6 +482,9 @@ impl<S: SessionSink> SessionSink for &mut S {
     }
     fn decrypted(&mut self, session: &Session, direction: Direction, bytes: &[u8]) {
         (**self).decrypted(session, direction, bytes)
+    }
+    fn finding(&mut self, session: &Session, finding: &Finding) {
+        (**self).finding(session, finding)
     }
     fn session_end(&mut self, session: &Session) {
         (**self).session_end(session)

@@ -3,48 +3,32 @@
 use std::collections::HashSet;
 
 use mailscope::export::files::OutputDir;
-use mailscope::session::model::TlsMode;
+use mailscope::session::model::{Severity, TlsMode};
 
-use mailscope::capture::Timestamp;
 use mailscope::session::model::Message;
 
 use super::store::{Entry, Item, Store};
 
-/// One line of the findings view.
-#[derive(Clone, Debug)]
-pub struct Finding {
-    pub session: u64,
-    pub ts: Timestamp,
-    pub text: String,
-    /// The dialogue item it points at.
-    pub item: Option<usize>,
+/// One line of the findings view: where a finding sits in the store.
+#[derive(Clone, Copy, Debug)]
+pub struct Listed {
+    pub entry: usize,
+    /// The dialogue item it is.
+    pub item: usize,
 }
 
-fn collect_findings(store: &Store) -> Vec<Finding> {
+/// Every finding, the most severe first, then in time order.
+fn collect_findings(store: &Store) -> Vec<Listed> {
     let mut findings = Vec::new();
-    for entry in &store.entries {
-        let tls = &entry.row.tls;
-        if let Some(error) = tls.error() {
-            findings.push(Finding {
-                session: entry.row.id,
-                ts: entry.first_seen,
-                text: format!("TLS not decrypted: {error}"),
-                item: None,
-            });
-        }
-        for (i, item) in entry.items.iter().enumerate() {
-            if let Item::Note(note) = item {
-                findings.push(Finding {
-                    session: entry.row.id,
-                    ts: note.ts,
-                    text: note.text.clone(),
-                    item: Some(i),
-                });
+    for (e, entry) in store.entries.iter().enumerate() {
+        for (item, it) in entry.items.iter().enumerate() {
+            if let Item::Finding(f) = it {
+                findings.push((f.severity(), f.ts, Listed { entry: e, item }));
             }
         }
     }
-    findings.sort_by_key(|f| (f.ts, f.session));
-    findings
+    findings.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    findings.into_iter().map(|(.., listed)| listed).collect()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,7 +150,7 @@ pub struct App {
     pub page: usize,
     pub offset: usize,
     pub finding: usize,
-    findings_cache: Vec<Finding>,
+    findings_cache: Vec<Listed>,
     findings_generation: Option<u64>,
     /// Where `s` saves messages and attachments.
     pub save_dir: std::path::PathBuf,
@@ -396,9 +380,9 @@ impl App {
             }
             Screen::Findings => {
                 let at = self.finding;
-                if let Some(finding) = self.findings().get(at).cloned() {
-                    self.session = Some(finding.session);
-                    self.line = finding.item.unwrap_or(0);
+                if let Some(listed) = self.findings().get(at).copied() {
+                    self.session = Some(self.store.entries[listed.entry].row.id);
+                    self.line = listed.item;
                     self.go(Screen::Dialogue);
                 }
             }
@@ -504,7 +488,7 @@ impl App {
 
     /// What deserves a look across the capture, until the analysis lands: every parser note,
     /// and every TLS session that could not be decrypted, with why.
-    pub fn findings(&mut self) -> &[Finding] {
+    pub fn findings(&mut self) -> &[Listed] {
         if self.findings_generation != Some(self.store.generation) {
             self.findings_generation = Some(self.store.generation);
             self.findings_cache = collect_findings(&self.store);
@@ -514,8 +498,9 @@ impl App {
 }
 
 /// The session filter: words that must all match. `proto:imap`, `user:alice`,
-/// `tls:none|starttls|implicit|decrypted|failed`, `has:attachment|message|auth|gap`, and plain
-/// words matched against the addresses, protocol and user.
+/// `tls:none|starttls|implicit|decrypted|failed`, `has:attachment|message|auth|gap|finding`,
+/// `finding:KIND` (a finding kind, or `alert`/`warning`/`info` for that severity or worse), and
+/// plain words matched against the addresses, protocol and user.
 struct Query {
     terms: Vec<(Option<String>, String)>,
 }
@@ -537,7 +522,8 @@ impl Query {
 
     fn matches(&self, entry: &Entry, search: &str) -> bool {
         let row = &entry.row;
-        self.terms.iter().all(|(key, value)| match key.as_deref() {
+        self.terms.iter().all(|(key, value)| {
+            match key.as_deref() {
             Some("proto" | "protocol") => row.protocol.name() == value,
             Some("user") => row
                 .user()
@@ -555,9 +541,17 @@ impl Query {
                 "message" | "messages" => row.messages > 0,
                 "auth" => !row.auth.is_empty(),
                 "gap" | "gaps" => row.gaps > 0,
+                "finding" | "findings" => entry.findings > 0,
                 _ => false,
             },
+            Some("finding") => match Severity::named(value) {
+                Some(least) => entry.worst.is_some_and(|worst| worst >= least),
+                None => entry.items.iter().any(|item| {
+                    matches!(item, Item::Finding(f) if f.kind.name().contains(value.as_str()))
+                }),
+            },
             _ => search.contains(value.as_str()),
+        }
         })
     }
 }

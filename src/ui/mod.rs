@@ -5,7 +5,6 @@
 
 // Public inside the binary so that benches/ui.rs can include this tree and time it.
 pub mod app;
-pub mod explain;
 pub mod keys;
 pub mod store;
 pub mod view;

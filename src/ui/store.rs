@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 
 use mailscope::capture::Timestamp;
 use mailscope::proto::{AuthAttempt, Exchange, Note};
-use mailscope::session::model::{user_of, Message, Protocol, Session, TlsStatus};
+use mailscope::session::model::{
+    user_of, Finding, Message, Protocol, Session, Severity, TlsStatus,
+};
 use mailscope::tcp::FlowEnd;
 
 /// A session's summary line: small, so that it can be sent each time the session changes.
@@ -54,6 +56,7 @@ pub enum Update {
     Exchange(u64, Exchange),
     Message(u64, Box<Message>),
     Note(u64, Note),
+    Finding(u64, Box<Finding>),
     Progress {
         frames: u64,
         bytes: u64,
@@ -71,6 +74,7 @@ pub enum Item {
     Exchange(Exchange),
     Message(Box<Message>),
     Note(Note),
+    Finding(Box<Finding>),
 }
 
 pub struct Entry {
@@ -79,6 +83,9 @@ pub struct Entry {
     /// The first time anything of the session was seen (its row's start is known at its end).
     pub first_seen: Timestamp,
     pub attachments: usize,
+    pub findings: usize,
+    /// The most severe of its findings.
+    pub worst: Option<Severity>,
 }
 
 #[derive(Default)]
@@ -115,6 +122,8 @@ impl Store {
                         items: Vec::new(),
                         first_seen,
                         attachments: 0,
+                        findings: 0,
+                        worst: None,
                     });
                 }
             },
@@ -126,6 +135,14 @@ impl Store {
                 self.push(id, Item::Message(message))
             }
             Update::Note(id, note) => self.push(id, Item::Note(note)),
+            Update::Finding(id, finding) => {
+                if let Some(&i) = self.index.get(&id) {
+                    let entry = &mut self.entries[i];
+                    entry.findings += 1;
+                    entry.worst = entry.worst.max(Some(finding.severity()));
+                }
+                self.push(id, Item::Finding(finding))
+            }
             Update::Progress {
                 frames,
                 bytes,
@@ -179,5 +196,6 @@ pub fn item_ts(item: &Item) -> Timestamp {
             .unwrap_or_default(),
         Item::Message(m) => m.captured.ts,
         Item::Note(n) => n.ts,
+        Item::Finding(f) => f.ts,
     }
 }

@@ -35,6 +35,7 @@ fn loaded(file: &str, keylog: Option<&str>) -> App {
         followed: Vec::new(),
         live: false,
         redact: false,
+        analysis: Default::default(),
         total_bytes: None,
     };
     let (tx, rx) = sync_channel(1 << 20);
@@ -216,9 +217,7 @@ fn findings_list_undecrypted_tls_and_lead_to_the_session() {
     let shown = screen(&mut app, 120, 40);
     assert_eq!(app.screen, Screen::Findings);
     assert_eq!(
-        shown
-            .matches("TLS not decrypted: no key for this client random")
-            .count(),
+        shown.matches("⚑ info tls-undecrypted: TLS (").count(),
         6,
         "{shown}"
     );

@@ -5,10 +5,11 @@ use std::ops::ControlFlow;
 use std::sync::mpsc::SyncSender;
 use std::thread::JoinHandle;
 
+use mailscope::analysis::{self, Analyst};
 use mailscope::capture::{PacketSource, Record};
 use mailscope::pipeline::{Analyzer, Config};
 use mailscope::proto::{Exchange, Note};
-use mailscope::session::model::{Message, Session};
+use mailscope::session::model::{Finding, Message, Session};
 use mailscope::session::{SessionSink, SessionTable};
 use mailscope::tls::{KeyLog, KeyLogFile};
 
@@ -29,6 +30,7 @@ pub struct Job {
     pub followed: Vec<KeyLogFile>,
     pub live: bool,
     pub redact: bool,
+    pub analysis: analysis::Options,
     /// Bytes the inputs hold, for the progress gauge (unknown for live capture and stdin).
     pub total_bytes: Option<u64>,
 }
@@ -57,6 +59,10 @@ impl SessionSink for ChannelSink {
         self.send(Update::Row(Box::new(SessionRow::of(session))));
         self.send(Update::Note(session.id, note.clone()));
     }
+    fn finding(&mut self, session: &Session, finding: &Finding) {
+        self.send(Update::Row(Box::new(SessionRow::of(session))));
+        self.send(Update::Finding(session.id, Box::new(finding.clone())));
+    }
     fn session_end(&mut self, session: &Session) {
         self.send(Update::Row(Box::new(SessionRow::of(session))));
     }
@@ -69,7 +75,7 @@ pub fn spawn(job: Job, tx: SyncSender<Update>) -> JoinHandle<()> {
 /// Reads every input to the end (or until the UI goes away), sending updates as it goes.
 pub fn read(job: Job, tx: SyncSender<Update>) {
     let sink = ChannelSink { tx: tx.clone() };
-    let mut table = SessionTable::new(sink);
+    let mut table = SessionTable::new(Analyst::new(sink, job.analysis));
     table.keys = job.keys;
     table.followed = job.followed;
     table.keys_may_come = job.live;

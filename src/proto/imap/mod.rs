@@ -24,8 +24,8 @@ use super::framing::Inbox;
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
-    note, AuthAttempt, CapturedMessage, Command, Dissector, Exchange, MailboxState, ProtoEvent,
-    Reply, TwoSides, Upgrade,
+    note, AuthAttempt, CapturedMessage, Command, Dissector, Exchange, MailboxState, NoteKind,
+    ProtoEvent, Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -212,7 +212,7 @@ impl Dissector for ImapDissector {
         if self.inflaters[direction.index()].take().is_some() {
             // A deflate stream cannot go on past missing bytes.
             self.undecodable[direction.index()] = true;
-            note(out, direction, ts, format!("{len} compressed bytes were not captured; the rest of this direction cannot be inflated"));
+            note(out, NoteKind::Gap, direction, ts, format!("{len} compressed bytes were not captured; the rest of this direction cannot be inflated"));
             return;
         }
         let (inbox, reader, i) = match direction {
@@ -223,6 +223,7 @@ impl Dissector for ImapDissector {
         if reader.gap(len + held) {
             note(
                 out,
+                NoteKind::Gap,
                 direction,
                 ts,
                 format!("{} bytes inside a literal were not captured", len + held),
@@ -231,6 +232,7 @@ impl Dissector for ImapDissector {
             self.resync[i] = true;
             note(
                 out,
+                NoteKind::Gap,
                 direction,
                 ts,
                 format!(
@@ -249,6 +251,7 @@ impl Dissector for ImapDissector {
             if reader.abandon().is_some() {
                 note(
                     out,
+                    NoteKind::Gap,
                     direction,
                     ts,
                     "the capture ended inside a command or response".into(),
@@ -268,7 +271,7 @@ impl Dissector for ImapDissector {
         }
         let [c, s] = self.opaque;
         if c + s > 0 {
-            note(out, Direction::ClientToServer, ts, format!("past a broken deflate stream: {c} bytes from the client and {s} from the server, not decoded"));
+            note(out, NoteKind::Malformed, Direction::ClientToServer, ts, format!("past a broken deflate stream: {c} bytes from the client and {s} from the server, not decoded"));
         }
     }
 }
@@ -348,7 +351,7 @@ impl ImapDissector {
             let used = (inflater.total_in() - before_in) as usize;
             let made = (inflater.total_out() - before_out) as usize;
             if let Err(e) = result {
-                note(out, direction, ts, format!("the deflate stream is corrupt ({e}); the rest of this direction is not read"));
+                note(out, NoteKind::Malformed, direction, ts, format!("the deflate stream is corrupt ({e}); the rest of this direction is not read"));
                 self.undecodable[i] = true;
                 self.opaque[i] += input.len() as u64;
                 return;
@@ -395,6 +398,7 @@ impl ImapDissector {
         if unit.overlong {
             note(
                 out,
+                NoteKind::Limit,
                 Direction::ClientToServer,
                 unit.ts,
                 "a command line longer than the limit was cut".into(),
@@ -425,6 +429,7 @@ impl ImapDissector {
                 } else {
                     note(
                         out,
+                        NoteKind::Malformed,
                         Direction::ClientToServer,
                         unit.ts,
                         format!("during IDLE the client sent {:?}, not DONE", unit.text),
@@ -438,6 +443,7 @@ impl ImapDissector {
             if !self.resync[0] {
                 note(
                     out,
+                    NoteKind::Malformed,
                     Direction::ClientToServer,
                     unit.ts,
                     format!("not an IMAP command: {:?}", unit.text),
@@ -549,6 +555,7 @@ impl ImapDissector {
             if !self.resync[1] {
                 note(
                     out,
+                    NoteKind::Malformed,
                     Direction::ServerToClient,
                     unit.ts,
                     format!("not an IMAP response: {:?}", unit.text),
@@ -646,6 +653,7 @@ impl ImapDissector {
             }
             _ => note(
                 out,
+                NoteKind::Malformed,
                 Direction::ServerToClient,
                 unit.ts,
                 format!("continuation request nobody waits for: {:?}", unit.text),
@@ -729,7 +737,13 @@ impl ImapDissector {
             if origin != 0 {
                 let text =
                     format!("a partial fetch from byte {origin} without the bytes before it");
-                note(out, Direction::ServerToClient, ts, text);
+                note(
+                    out,
+                    NoteKind::Malformed,
+                    Direction::ServerToClient,
+                    ts,
+                    text,
+                );
                 return;
             }
             self.chunked = Some(Chunked {
@@ -776,6 +790,7 @@ impl ImapDissector {
         let Some(index) = self.pending.iter().position(|p| p.tag == tag) else {
             note(
                 out,
+                NoteKind::Malformed,
                 Direction::ServerToClient,
                 unit.ts,
                 format!("completion for unknown tag {tag:?}"),

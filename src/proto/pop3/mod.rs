@@ -9,12 +9,12 @@ pub mod parser;
 
 use std::collections::VecDeque;
 
-use super::framing::{read_dot_body, DotBody, Inbox, Line};
+use super::framing::{read_dot_body, DotBody, DotState, Inbox, Line};
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
-    note, note_overlong, AuthAttempt, Command, Dissector, Exchange, MailboxEntry, ProtoEvent,
-    Reply, TwoSides, Upgrade,
+    note, note_overlong, AuthAttempt, Command, Dissector, Exchange, MailboxEntry, NoteKind,
+    ProtoEvent, Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -57,7 +57,7 @@ struct Pending {
 struct Body {
     pending: Pending,
     status: Line,
-    at_line_start: bool,
+    state: DotState,
     /// RETR and TOP: the message; other commands: the listing lines.
     message: Option<MessageBuilder>,
     listing: Vec<u8>,
@@ -142,18 +142,19 @@ impl Dissector for Pop3Dissector {
             Direction::ClientToServer => {
                 self.client.gap(len, ts);
                 self.resync[0] = true;
-                note(out, direction, ts, format!("{len} bytes from the client were not captured; resynchronising on the next command"));
+                note(out, NoteKind::Gap, direction, ts, format!("{len} bytes from the client were not captured; resynchronising on the next command"));
             }
             Direction::ServerToClient => {
                 let lost = self.server.gap(len, ts) as u64 + len;
                 match &mut self.body {
                     Some(body) => {
-                        body.at_line_start = false;
+                        body.state.interrupt();
                         if let Some(m) = &mut body.message {
                             m.hole(lost);
                         }
                         note(
                             out,
+                            NoteKind::Gap,
                             direction,
                             ts,
                             format!("{lost} bytes of a multi-line reply were not captured"),
@@ -161,7 +162,7 @@ impl Dissector for Pop3Dissector {
                     }
                     None => {
                         self.resync[1] = true;
-                        note(out, direction, ts, format!("{len} bytes from the server were not captured; resynchronising on the next reply"));
+                        note(out, NoteKind::Gap, direction, ts, format!("{len} bytes from the server were not captured; resynchronising on the next reply"));
                     }
                 }
             }
@@ -173,6 +174,7 @@ impl Dissector for Pop3Dissector {
         if let Some(body) = self.body.take() {
             note(
                 out,
+                NoteKind::Gap,
                 Direction::ServerToClient,
                 ts,
                 "the capture ended inside a multi-line reply".into(),
@@ -299,20 +301,16 @@ impl Pop3Dissector {
             let Body {
                 message,
                 listing,
-                at_line_start,
+                state,
                 ..
             } = body;
-            let step = read_dot_body(
-                &mut self.server,
-                at_line_start,
-                &mut |bytes| match message {
-                    Some(m) => m.append(bytes),
-                    None => {
-                        let room = MAX_LISTING_BYTES.saturating_sub(listing.len());
-                        listing.extend_from_slice(&bytes[..bytes.len().min(room)]);
-                    }
-                },
-            );
+            let step = read_dot_body(&mut self.server, state, &mut |bytes| match message {
+                Some(m) => m.append(bytes),
+                None => {
+                    let room = MAX_LISTING_BYTES.saturating_sub(listing.len());
+                    listing.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                }
+            });
             return match step {
                 DotBody::Waiting => false,
                 DotBody::Took(_) => true,
@@ -332,6 +330,7 @@ impl Pop3Dissector {
             if !self.resync[1] {
                 note(
                     out,
+                    NoteKind::Malformed,
                     Direction::ServerToClient,
                     line.ts,
                     format!("not a POP3 response: {text:?}"),
@@ -372,7 +371,7 @@ impl Pop3Dissector {
                 self.body = Some(Body {
                     pending,
                     status: line,
-                    at_line_start: true,
+                    state: DotState::default(),
                     message,
                     listing: Vec::new(),
                 });

@@ -13,11 +13,12 @@ pub mod parser;
 
 use std::collections::VecDeque;
 
-use super::framing::{read_dot_body, DotBody, Inbox, Line};
+use super::framing::{read_dot_body, DotBody, DotState, Inbox, Line};
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
-    note, note_overlong, Command, Dissector, Exchange, ProtoEvent, Reply, TwoSides, Upgrade,
+    note, note_overlong, Command, Dissector, Exchange, NoteKind, ProtoEvent, Reply, TwoSides,
+    Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::tcp::Direction;
@@ -32,7 +33,7 @@ enum ClientMode {
     SaslResponse,
     /// A DATA body, until the line with a lone dot.
     Data {
-        at_line_start: bool,
+        state: DotState,
     },
     /// A BDAT chunk: this many bytes follow the command.
     Bdat {
@@ -87,6 +88,8 @@ pub struct SmtpDissector {
     resync: [bool; 2],
     /// Held bytes already reported as dropped.
     dropped_reported: [u64; 2],
+    /// A command line with a bare CR or LF was already noted (once per session is enough).
+    bare_line_end_noted: bool,
 }
 
 impl Default for SmtpDissector {
@@ -102,6 +105,7 @@ impl Default for SmtpDissector {
             sasl: None,
             resync: [false; 2],
             dropped_reported: [0; 2],
+            bare_line_end_noted: false,
         }
     }
 }
@@ -131,13 +135,14 @@ impl Dissector for SmtpDissector {
             Direction::ClientToServer => {
                 let lost = self.client.gap(len, ts) as u64 + len;
                 match &mut self.mode {
-                    ClientMode::Data { at_line_start } => {
-                        *at_line_start = false;
+                    ClientMode::Data { state } => {
+                        state.interrupt();
                         if let Some(m) = &mut self.message {
                             m.hole(lost);
                         }
                         note(
                             out,
+                            NoteKind::Gap,
                             direction,
                             ts,
                             format!("{lost} bytes of the message were not captured"),
@@ -151,6 +156,7 @@ impl Dissector for SmtpDissector {
                         }
                         note(
                             out,
+                            NoteKind::Gap,
                             direction,
                             ts,
                             format!("{inside} bytes of a BDAT chunk were not captured"),
@@ -162,14 +168,14 @@ impl Dissector for SmtpDissector {
                     }
                     _ => {
                         self.resync[0] = true;
-                        note(out, direction, ts, format!("{len} bytes from the client were not captured; resynchronising on the next command"));
+                        note(out, NoteKind::Gap, direction, ts, format!("{len} bytes from the client were not captured; resynchronising on the next command"));
                     }
                 }
             }
             Direction::ServerToClient => {
                 self.server.gap(len, ts);
                 self.resync[1] = true;
-                note(out, direction, ts, format!("{len} bytes from the server were not captured; resynchronising on the next reply"));
+                note(out, NoteKind::Gap, direction, ts, format!("{len} bytes from the server were not captured; resynchronising on the next reply"));
                 if !self.reply_lines.is_empty() {
                     // The end of a multi-line reply fell into the gap: it still answers the
                     // command it began to answer.
@@ -184,6 +190,7 @@ impl Dissector for SmtpDissector {
         if let Some(message) = self.message.take() {
             note(
                 out,
+                NoteKind::Gap,
                 Direction::ClientToServer,
                 ts,
                 format!(
@@ -202,6 +209,7 @@ impl Dissector for SmtpDissector {
         if !self.reply_lines.is_empty() {
             note(
                 out,
+                NoteKind::Gap,
                 Direction::ServerToClient,
                 ts,
                 "the capture ended inside a multi-line reply".into(),
@@ -224,6 +232,7 @@ impl Dissector for SmtpDissector {
             if held > 0 {
                 note(
                     out,
+                    NoteKind::Gap,
                     direction,
                     ts,
                     format!("{held} bytes at the end form no complete line"),
@@ -246,6 +255,7 @@ impl SmtpDissector {
             if dropped > self.dropped_reported[i] {
                 note(
                     out,
+                    NoteKind::Limit,
                     direction,
                     ts,
                     format!(
@@ -283,6 +293,7 @@ impl SmtpDissector {
     fn client_line(&mut self, line: Line, out: &mut Vec<ProtoEvent>) {
         let text = line.text();
         note_overlong(out, &line);
+        self.note_bare_line_end(&line, out);
         if matches!(self.mode, ClientMode::SaslResponse) {
             let shown = match &mut self.sasl {
                 Some(sasl) => sasl.respond(&text),
@@ -322,6 +333,7 @@ impl SmtpDissector {
                     let hops = [p.route.clone(), vec![p.mailbox]].concat().join(" -> ");
                     note(
                         out,
+                        NoteKind::SourceRoute,
                         Direction::ClientToServer,
                         line.ts,
                         format!("source-routed recipient (RFC 821 route): {hops}"),
@@ -346,6 +358,7 @@ impl SmtpDissector {
                 None => {
                     note(
                         out,
+                        NoteKind::Malformed,
                         Direction::ClientToServer,
                         line.ts,
                         format!("malformed BDAT arguments: {:?}", command.args),
@@ -367,6 +380,7 @@ impl SmtpDissector {
                     if sasl.malformed > 0 {
                         note(
                             out,
+                            NoteKind::Malformed,
                             Direction::ClientToServer,
                             line.ts,
                             "AUTH initial response is not valid base64".into(),
@@ -406,21 +420,54 @@ impl SmtpDissector {
         });
     }
 
+    /// RFC 5321 2.3.8: commands end with CRLF, and CR and LF appear nowhere else.
+    fn note_bare_line_end(&mut self, line: &Line, out: &mut Vec<ProtoEvent>) {
+        let bare_lf = !line.overlong && !line.bytes.ends_with(b"\r\n");
+        let bare_cr = line.content().contains(&b'\r');
+        if self.bare_line_end_noted || !(bare_lf || bare_cr) {
+            return;
+        }
+        self.bare_line_end_noted = true;
+        let what = if bare_lf {
+            "ends with a bare LF"
+        } else {
+            "holds a bare CR"
+        };
+        let text = format!("the command line {:?} {what}, not CRLF", line.text());
+        note(
+            out,
+            NoteKind::BareLineEnd,
+            Direction::ClientToServer,
+            line.ts,
+            text,
+        );
+    }
+
     /// Reads DATA body bytes (RFC 5321 4.5.2): a line that starts with a dot loses that dot,
     /// and a line that is only a dot ends the body. Returns whether anything was taken.
     fn data_body(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
-        let ClientMode::Data { at_line_start } = &mut self.mode else {
+        let ClientMode::Data { state } = &mut self.mode else {
             return false;
         };
         let message = self
             .message
             .get_or_insert_with(|| MessageBuilder::new(Timestamp::default()));
-        match read_dot_body(&mut self.client, at_line_start, &mut |bytes| {
-            message.append(bytes)
-        }) {
+        let step = read_dot_body(&mut self.client, state, &mut |bytes| message.append(bytes));
+        let ambiguous = state.ambiguous;
+        match step {
             DotBody::Waiting => false,
             DotBody::Took(_) => true,
             DotBody::Ended(ts) => {
+                if ambiguous {
+                    let text = "this message holds or ends on a dot between line ends other than CRLF (a bare LF or CR): servers disagree on where it ends".into();
+                    note(
+                        out,
+                        NoteKind::Smuggling,
+                        Direction::ClientToServer,
+                        ts,
+                        text,
+                    );
+                }
                 if let Some(message) = self.message.take() {
                     let t = &self.transaction;
                     out.push(ProtoEvent::Message(message.finish(
@@ -472,6 +519,7 @@ impl SmtpDissector {
                 if !self.resync[1] {
                     note(
                         out,
+                        NoteKind::Malformed,
                         Direction::ServerToClient,
                         line.ts,
                         format!("not an SMTP reply: {text:?}"),
@@ -512,6 +560,7 @@ impl SmtpDissector {
         }
         note(
             out,
+            NoteKind::Gap,
             Direction::ClientToServer,
             ts,
             "the end of the message was not captured; the server's reply ends it".into(),
@@ -570,7 +619,7 @@ impl SmtpDissector {
                 self.mode = if reply.code == "354" {
                     self.message = Some(MessageBuilder::new(reply.ts));
                     ClientMode::Data {
-                        at_line_start: true,
+                        state: DotState::default(),
                     }
                 } else {
                     ClientMode::Command

@@ -8,6 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
 
+use mailscope::analysis::explain;
 use mailscope::capture::Timestamp;
 use mailscope::export::{time, transcript};
 use mailscope::proto::{Exchange, Reply};
@@ -16,7 +17,6 @@ use mailscope::session::model::{Message, Protocol};
 
 use super::theme::{theme, Theme};
 use crate::ui::app::App;
-use crate::ui::explain;
 use crate::ui::store::{item_ts, Entry, Item};
 
 /// Reply lines shown before the rest is folded (Enter shows them all).
@@ -178,6 +178,14 @@ fn item_lines(
             ),
             theme.note,
         )],
+        Item::Finding(finding) => vec![Line::styled(
+            format!(
+                "{} {}",
+                clock.show(finding.ts),
+                transcript::finding_line(finding)
+            ),
+            theme.severity(finding.severity()),
+        )],
     }
 }
 
@@ -239,6 +247,14 @@ fn ladder_lines(item: &Item, width: usize, clock: &Clock) -> Vec<Line<'static>> 
                 sanitize::line(note.text.as_bytes())
             ),
             theme.note,
+        )],
+        Item::Finding(finding) => vec![Line::styled(
+            format!(
+                "{}│ {} │",
+                clock.show(finding.ts),
+                transcript::finding_line(finding)
+            ),
+            theme.severity(finding.severity()),
         )],
     }
 }

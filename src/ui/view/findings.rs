@@ -1,41 +1,53 @@
-//! Everything worth a look across the capture: for now the parser notes and the TLS sessions
-//! that could not be decrypted (the findings analysis will add its own).
+//! Everything worth a look across the capture, the most severe first: one line per finding,
+//! and below the list what the selected one means and the exchanges that show it.
 
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Borders, Paragraph};
+use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use ratatui::Frame;
 
 use mailscope::export::time;
+use mailscope::export::transcript::finding_line;
 use mailscope::sanitize;
 
 use super::theme::theme;
 use crate::ui::app::App;
+use crate::ui::store::Item;
+
+/// Lines under the list for the selected finding: why it matters and its evidence.
+const DETAIL_HEIGHT: u16 = 8;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
     let theme = theme();
+    let [list_area, detail_area] =
+        Layout::vertical([Constraint::Min(3), Constraint::Length(DETAIL_HEIGHT)]).areas(area);
     let selected = app.finding;
-    let height = usize::from(area.height.saturating_sub(1)).max(1);
+    let height = usize::from(list_area.height.saturating_sub(1)).max(1);
     let offset = super::sessions::window(selected, app.offset, height);
     app.offset = offset;
-    let findings = app.findings();
-    let title = format!(" Findings ({}) ", findings.len());
-    let lines: Vec<Line> = findings
-        .iter()
-        .enumerate()
-        .skip(offset)
-        .take(height)
+    let listed = app.findings().to_vec();
+    let store = &app.store;
+    let finding_at = |i: usize| {
+        let l = listed.get(i)?;
+        match store.entries.get(l.entry)?.items.get(l.item)? {
+            Item::Finding(f) => Some(f),
+            _ => None,
+        }
+    };
+    let title = format!(" Findings ({}) ", listed.len());
+    let lines: Vec<Line> = (offset..listed.len().min(offset + height))
+        .filter_map(|i| Some((i, finding_at(i)?)))
         .map(|(i, f)| {
             let text = format!(
                 "{}  session {:<5} {}",
                 time::utc(f.ts).get(11..).unwrap_or(""),
                 f.session,
-                sanitize::line(f.text.as_bytes())
+                finding_line(f)
             );
             let style = if i == selected {
                 theme.selected
             } else {
-                theme.note
+                theme.severity(f.severity())
             };
             Line::styled(text, style)
         })
@@ -47,6 +59,28 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
     };
     frame.render_widget(
         Paragraph::new(lines).block(Block::default().borders(Borders::TOP).title(title)),
-        area,
+        list_area,
+    );
+    let detail: Vec<Line> = match finding_at(selected) {
+        Some(f) => std::iter::once(Line::styled(f.kind.why(), theme.title))
+            .chain(
+                f.evidence
+                    .iter()
+                    .map(|e| Line::styled(sanitize::line(e.as_bytes()), theme.dim)),
+            )
+            .chain(std::iter::once(Line::styled(
+                "Enter: the session, at this finding",
+                theme.dim,
+            )))
+            .collect(),
+        None => Vec::new(),
+    };
+    frame.render_widget(
+        Paragraph::new(detail).wrap(Wrap { trim: false }).block(
+            Block::default()
+                .borders(Borders::TOP)
+                .title(" Why it matters "),
+        ),
+        detail_area,
     );
 }

@@ -12,7 +12,7 @@ use mailscope::session::model::TlsMode;
 
 use super::theme::theme;
 use crate::ui::app::App;
-use crate::ui::store::{Entry, Item};
+use crate::ui::store::Entry;
 
 /// The first row to show so that `selected` is on screen.
 pub fn window(selected: usize, offset: usize, height: usize) -> usize {
@@ -41,16 +41,6 @@ fn mode_name(mode: TlsMode) -> &'static str {
         TlsMode::StartTls => "STARTTLS",
         TlsMode::Implicit => "implicit",
     }
-}
-
-/// What the findings view lists for the session: its notes, and TLS that was not decrypted.
-fn findings(entry: &Entry) -> usize {
-    let notes = entry
-        .items
-        .iter()
-        .filter(|i| matches!(i, Item::Note(_)))
-        .count();
-    notes + usize::from(entry.row.tls.error().is_some())
 }
 
 pub fn status(entry: &Entry) -> String {
@@ -109,9 +99,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
                 Cell::from(user),
                 Cell::from(row.exchanges.to_string()),
                 Cell::from(row.messages.to_string()),
-                match findings(entry) {
-                    0 => Cell::from(""),
-                    n => Cell::from(n.to_string()).style(theme.note),
+                match (entry.findings, entry.worst) {
+                    (n, Some(worst)) => Cell::from(n.to_string()).style(theme.severity(worst)),
+                    _ => Cell::from(""),
                 },
                 Cell::from(status(entry)),
             ])

@@ -1,6 +1,7 @@
 //! Colours that read on dark and light backgrounds (the terminal's own palette, no fixed RGB);
 //! with NO_COLOR set, emphasis only.
 
+use mailscope::session::model::Severity;
 use ratatui::style::{Color, Modifier, Style};
 
 pub struct Theme {
@@ -42,6 +43,17 @@ const PLAIN: Theme = Theme {
 };
 
 /// https://no-color.org: any non-empty NO_COLOR turns colours off.
+impl Theme {
+    /// How a finding of this severity is shown.
+    pub fn severity(&self, severity: Severity) -> Style {
+        match severity {
+            Severity::Alert => self.bad,
+            Severity::Warning => self.note,
+            Severity::Info => self.dim,
+        }
+    }
+}
+
 pub fn theme() -> &'static Theme {
     if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
         &PLAIN

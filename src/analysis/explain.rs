@@ -2,7 +2,7 @@
 //! (SMTP), 3207 (STARTTLS), 4954 (AUTH), 3030 (BDAT), 3463 (enhanced codes), 1939 and 2449
 //! (POP3), 9051 (IMAP).
 
-use mailscope::session::model::Protocol;
+use crate::session::model::Protocol;
 
 pub fn command(protocol: Protocol, verb: &str) -> Option<&'static str> {
     let verb = verb.to_ascii_uppercase();

@@ -1,0 +1,204 @@
+//! The analyst: a [`SessionSink`] that passes everything on to the outputs and adds the
+//! findings it draws from it, as soon as each is certain. What it keeps is bounded: a small
+//! [`Watch`] per open session and a [`Tally`] per client and server.
+
+use std::collections::HashMap;
+
+use super::tally::Tally;
+use super::{content, dialogue, ending};
+use crate::capture::Timestamp;
+use crate::proto::{Exchange, Note, NoteKind};
+use crate::session::model::{Finding, FindingKind, Message, Session};
+use crate::session::SessionSink;
+use crate::tcp::Direction;
+
+/// What the user told the analysis about the network it looks at.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Domains the captured servers receive mail for (`--local-domain`): a recipient outside
+    /// them accepted from an unauthenticated client is relayed.
+    pub local_domains: Vec<String>,
+}
+
+/// Reply latencies kept per session for the median (the first ones are representative).
+const MAX_LATENCIES: usize = 10_000;
+/// Names kept per session for a finding's detail (VRFY arguments, unanswered verbs).
+pub(super) const MAX_NAMES: usize = 20;
+
+/// What the analysis remembers of one open session.
+#[derive(Default)]
+pub(super) struct Watch {
+    /// The greeting's time and the host name it gives (SMTP).
+    pub greeting: Option<(Timestamp, Option<String>)>,
+    /// The host name in the EHLO reply.
+    pub ehlo_host: Option<String>,
+    /// Capabilities were listed before TLS, and whether STARTTLS (or STLS) was among them.
+    pub capabilities_in_clear: bool,
+    pub offered_starttls: bool,
+    /// Authentication attempts already looked at.
+    pub auth_seen: usize,
+    /// (latency in ns, command verb, when) of each answered command.
+    pub latencies: Vec<(u64, String, Timestamp)>,
+    /// When the previous reply came: a command sent before it was pipelined.
+    pub last_reply: Option<Timestamp>,
+    pub pipelining_reported: bool,
+    /// SMTP: between an accepted MAIL and the reply to the end of its data.
+    pub in_transaction: bool,
+    /// SMTP: the MAIL command of the transaction in progress.
+    pub mail_command: Option<String>,
+    /// A command other than greeting, capability and closing ones was sent.
+    pub transacted: bool,
+    pub vrfy: Vec<String>,
+    pub vrfy_count: u64,
+    pub vrfy_answered: u64,
+    pub unanswered: Vec<String>,
+    pub unanswered_count: u64,
+    /// Notes summed up at the end: (count, first texts).
+    pub gaps: (u64, Vec<String>),
+    pub malformed: (u64, Vec<String>),
+    pub tls_alert: Option<String>,
+}
+
+impl Watch {
+    pub fn latency(&mut self, ns: u64, verb: &str, ts: Timestamp) {
+        if self.latencies.len() < MAX_LATENCIES {
+            self.latencies.push((ns, verb.to_string(), ts));
+        }
+    }
+}
+
+/// Adds `name` to a bounded list of names.
+pub(super) fn remember(list: &mut Vec<String>, name: &str) {
+    if list.len() < MAX_NAMES && !list.iter().any(|n| n == name) {
+        list.push(name.to_string());
+    }
+}
+
+/// Findings made while handling one event, delivered once it is handled.
+pub(super) struct Found<'a> {
+    pub session: &'a Session,
+    pub list: Vec<Finding>,
+}
+
+impl Found<'_> {
+    pub fn add(&mut self, kind: FindingKind, ts: Timestamp, detail: String, evidence: Vec<String>) {
+        self.list.push(Finding {
+            kind,
+            session: self.session.id,
+            ts,
+            detail,
+            evidence,
+        });
+    }
+}
+
+pub struct Analyst<S: SessionSink> {
+    pub inner: S,
+    pub(super) options: Options,
+    watches: HashMap<u64, Watch>,
+    pub(super) tally: Tally,
+}
+
+impl<S: SessionSink> Analyst<S> {
+    pub fn new(inner: S, options: Options) -> Analyst<S> {
+        Analyst {
+            inner,
+            options,
+            watches: HashMap::new(),
+            tally: Tally::default(),
+        }
+    }
+
+    fn deliver(&mut self, session: &Session, found: Vec<Finding>) {
+        for finding in &found {
+            self.inner.finding(session, finding);
+        }
+    }
+}
+
+impl<S: SessionSink> SessionSink for Analyst<S> {
+    fn exchange(&mut self, session: &Session, exchange: &Exchange) {
+        self.inner.exchange(session, exchange);
+        let watch = self.watches.entry(session.id).or_default();
+        let mut found = Found {
+            session,
+            list: Vec::new(),
+        };
+        dialogue::exchange(watch, &mut self.tally, &self.options, exchange, &mut found);
+        dialogue::authentications(watch, &mut self.tally, false, &mut found);
+        let list = found.list;
+        self.deliver(session, list);
+    }
+
+    fn message(&mut self, session: &Session, message: &Message) {
+        self.inner.message(session, message);
+        let watch = self.watches.entry(session.id).or_default();
+        let mut found = Found {
+            session,
+            list: Vec::new(),
+        };
+        content::message(watch, message, &mut found);
+        let list = found.list;
+        self.deliver(session, list);
+    }
+
+    fn note(&mut self, session: &Session, note: &Note) {
+        self.inner.note(session, note);
+        let watch = self.watches.entry(session.id).or_default();
+        let kind = match note.kind {
+            NoteKind::SourceRoute => FindingKind::SourceRoute,
+            NoteKind::Smuggling => FindingKind::SmtpSmuggling,
+            NoteKind::BareLineEnd => FindingKind::BareLineEnd,
+            NoteKind::Injection => FindingKind::StartTlsInjection,
+            NoteKind::Limit => FindingKind::CaptureLimit,
+            NoteKind::Gap => return summed(&mut watch.gaps, &note.text),
+            NoteKind::Malformed => return summed(&mut watch.malformed, &note.text),
+            NoteKind::Tls if note.text.starts_with("TLS alert") => {
+                watch.tls_alert.get_or_insert_with(|| note.text.clone());
+                return;
+            }
+            NoteKind::Tls | NoteKind::Info => return,
+        };
+        let side = match note.direction {
+            Some(Direction::ServerToClient) => "S",
+            _ => "C",
+        };
+        let finding = Finding {
+            kind,
+            session: session.id,
+            ts: note.ts,
+            detail: note.text.clone(),
+            evidence: vec![format!("{side}: {}", note.text)],
+        };
+        self.inner.finding(session, &finding);
+    }
+
+    fn decrypted(&mut self, session: &Session, direction: Direction, bytes: &[u8]) {
+        self.inner.decrypted(session, direction, bytes);
+    }
+
+    fn finding(&mut self, session: &Session, finding: &Finding) {
+        self.inner.finding(session, finding);
+    }
+
+    fn session_end(&mut self, session: &Session) {
+        let mut watch = self.watches.remove(&session.id).unwrap_or_default();
+        let mut found = Found {
+            session,
+            list: Vec::new(),
+        };
+        dialogue::authentications(&mut watch, &mut self.tally, true, &mut found);
+        ending::session(&watch, &mut self.tally, &mut found);
+        let list = found.list;
+        self.deliver(session, list);
+        self.inner.session_end(session);
+    }
+}
+
+/// Counts a note to be summed up at the session's end, keeping the first few texts.
+fn summed(sum: &mut (u64, Vec<String>), text: &str) {
+    sum.0 += 1;
+    if sum.1.len() < 3 {
+        sum.1.push(text.to_string());
+    }
+}

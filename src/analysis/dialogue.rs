@@ -1,0 +1,416 @@
+//! Findings in the dialogue, one exchange at a time: refused STARTTLS, replies that refuse,
+//! pipelining and early talking, HELO names, relaying, probing, and every authentication.
+
+use std::net::IpAddr;
+
+use super::analyst::{remember, Found, Options, Watch};
+use super::explain;
+use super::tally::Tally;
+use crate::proto::{Exchange, Reply};
+use crate::session::model::{FindingKind, Protocol, Session, TlsMode};
+
+/// Commands that do not use the service: greeting, capabilities, closing.
+const HOUSEKEEPING: &[&str] = &[
+    "EHLO",
+    "HELO",
+    "LHLO",
+    "CAPA",
+    "CAPABILITY",
+    "QUIT",
+    "LOGOUT",
+    "NOOP",
+    "RSET",
+    "STARTTLS",
+    "STLS",
+    "ID",
+];
+
+/// A command and its reply as the lines a finding shows.
+pub fn evidence(exchange: &Exchange) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(c) = &exchange.command {
+        lines.push(format!("C: {}", c.line));
+    }
+    if let Some(r) = &exchange.reply {
+        lines.extend(r.lines.iter().take(3).map(|l| format!("S: {l}")));
+    }
+    lines
+}
+
+/// Whether a reply says no: SMTP 4xx and 5xx, POP3 -ERR, IMAP NO and BAD.
+pub fn refused(protocol: Protocol, reply: &Reply) -> bool {
+    match protocol {
+        Protocol::Smtp => reply.code.starts_with(['4', '5']),
+        Protocol::Pop3 => reply.code == "-ERR",
+        Protocol::Imap => matches!(reply.code.as_str(), "NO" | "BAD"),
+        Protocol::Unknown => false,
+    }
+}
+
+pub(super) fn exchange(
+    watch: &mut Watch,
+    tally: &mut Tally,
+    options: &Options,
+    exchange: &Exchange,
+    found: &mut Found,
+) {
+    let session = found.session;
+    capabilities(watch, session);
+    let Some(command) = &exchange.command else {
+        // A reply nobody asked for: the greeting.
+        if let (None, Some(reply)) = (&watch.greeting, &exchange.reply) {
+            let host = match session.protocol {
+                Protocol::Smtp => reply.lines.first().and_then(|l| greeting_host(l)),
+                _ => None,
+            };
+            watch.greeting = Some((reply.ts, host));
+            watch.last_reply = Some(reply.ts);
+        }
+        return;
+    };
+    let verb = command.verb.to_ascii_uppercase();
+    if !HOUSEKEEPING.contains(&verb.as_str()) {
+        watch.transacted = true;
+    }
+    early_or_pipelined(watch, session, exchange, found);
+    let Some(reply) = &exchange.reply else {
+        watch.unanswered_count += 1;
+        remember(&mut watch.unanswered, &verb);
+        return;
+    };
+    watch.last_reply = Some(reply.ts);
+    // IDLE's reply comes when the client ends it: a wait, not a delay.
+    if verb != "IDLE" {
+        watch.latency(reply.ts.since(command.ts), &verb, reply.ts);
+    }
+    let refused = refused(session.protocol, reply);
+    let argument = command.line.split_once(' ').map_or("", |(_, a)| a).trim();
+    match (session.protocol, verb.as_str()) {
+        (_, "STARTTLS" | "STLS") if refused => found.add(
+            FindingKind::StartTlsRefused,
+            reply.ts,
+            format!("the server answered {} to {verb}", reply.code),
+            evidence(exchange),
+        ),
+        (Protocol::Smtp, "EHLO" | "HELO") => {
+            watch.ehlo_host = reply.lines.first().and_then(|l| greeting_host(l));
+            helo_literal(session, argument, exchange, found);
+        }
+        (Protocol::Smtp, "MAIL") if !refused => {
+            watch.in_transaction = true;
+            watch.mail_command = Some(command.line.clone());
+        }
+        (Protocol::Smtp, "RCPT") if refused && reply.code.starts_with('5') => {
+            let address = path_address(argument);
+            let client = tally.client(session.client.ip());
+            if let Some(alarm) = client.map(|c| &mut c.rejected_recipients) {
+                if alarm.count(Some(address)) {
+                    found.add(
+                        FindingKind::RecipientEnumeration,
+                        reply.ts,
+                        format!(
+                            "{} recipients refused for {} so far: {}",
+                            alarm.count,
+                            session.client.ip(),
+                            alarm.names.join(", ")
+                        ),
+                        evidence(exchange),
+                    );
+                }
+            }
+        }
+        (Protocol::Smtp, "RCPT") if !refused => {
+            relayed(watch, options, argument, exchange, found);
+        }
+        (Protocol::Smtp, "." | "RSET" | "BDAT") => watch.in_transaction = false,
+        (Protocol::Smtp, "VRFY" | "EXPN") => {
+            watch.vrfy_count += 1;
+            remember(&mut watch.vrfy, &format!("{verb} {argument}"));
+            if reply.code.starts_with('2') {
+                watch.vrfy_answered += 1;
+            }
+        }
+        _ => {}
+    }
+    if refused && !matches!(verb.as_str(), "STARTTLS" | "STLS") {
+        let meaning = explain::reply(session.protocol, &reply.code).unwrap_or("refused");
+        let enhanced = reply
+            .enhanced
+            .as_deref()
+            .and_then(|e| explain::enhanced(e).map(|text| format!(" ({e}: {text})")))
+            .unwrap_or_default();
+        found.add(
+            FindingKind::ErrorReply,
+            reply.ts,
+            format!("{verb}: {} {meaning}{enhanced}", reply.code),
+            evidence(exchange),
+        );
+    }
+}
+
+/// Notes what the capabilities offer while the session is in clear, and a STARTTLS keyword
+/// masked by a middlebox (`XXXXXXXA`, as Cisco's SMTP inspection writes it).
+fn capabilities(watch: &mut Watch, session: &Session) {
+    if session.tls.mode != TlsMode::None || session.capabilities.is_empty() {
+        return;
+    }
+    watch.capabilities_in_clear = true;
+    if session
+        .capabilities
+        .iter()
+        .any(|c| c == "STARTTLS" || c == "STLS")
+    {
+        watch.offered_starttls = true;
+    }
+}
+
+/// A keyword a middlebox wrote over STARTTLS.
+pub fn masked_starttls(session: &Session) -> Option<&str> {
+    session
+        .capabilities
+        .iter()
+        .find(|c| c.len() == 8 && c.starts_with("XXXX"))
+        .map(String::as_str)
+}
+
+/// SMTP: a client that talks before the greeting, or sends commands ahead of replies without
+/// the server's PIPELINING.
+fn early_or_pipelined(
+    watch: &mut Watch,
+    session: &Session,
+    exchange: &Exchange,
+    found: &mut Found,
+) {
+    let Some(command) = &exchange.command else {
+        return;
+    };
+    if session.protocol != Protocol::Smtp {
+        return;
+    }
+    let early = match &watch.greeting {
+        Some((greeting, _)) => command.ts < *greeting,
+        // The greeting came as the answer to this command: it was sent before it.
+        None => exchange.reply.as_ref().is_some_and(|r| r.code == "220"),
+    };
+    if early {
+        if watch.greeting.is_none() {
+            watch.greeting = exchange.reply.as_ref().map(|r| (r.ts, None));
+        }
+        return found.add(
+            FindingKind::EarlyTalker,
+            command.ts,
+            format!(
+                "the client sent {:?} before the server's greeting",
+                command.line
+            ),
+            evidence(exchange),
+        );
+    }
+    let ahead = watch.last_reply.is_some_and(|reply| command.ts < reply);
+    let offered = session.capabilities.iter().any(|c| c == "PIPELINING");
+    if !ahead || offered || watch.pipelining_reported || command.verb == "." {
+        return;
+    }
+    watch.pipelining_reported = true;
+    found.add(
+        FindingKind::PipeliningWithoutCapability,
+        command.ts,
+        format!(
+            "the client sent {:?} before the previous reply, and the server did not offer PIPELINING",
+            command.line
+        ),
+        evidence(exchange),
+    );
+}
+
+/// An address literal in HELO/EHLO (`[192.0.2.1]`, `[IPv6:2001:db8::1]`) that is not the
+/// address the client connects from.
+fn helo_literal(session: &Session, argument: &str, exchange: &Exchange, found: &mut Found) {
+    let Some(literal) = argument
+        .split_whitespace()
+        .next()
+        .and_then(|a| a.strip_prefix('['))
+        .and_then(|a| a.strip_suffix(']'))
+    else {
+        return;
+    };
+    let literal = literal.strip_prefix("IPv6:").unwrap_or(literal);
+    let Ok(named) = literal.parse::<IpAddr>() else {
+        return;
+    };
+    let real = session.client.ip();
+    if named.to_canonical() != real.to_canonical() {
+        found.add(
+            FindingKind::HeloMismatch,
+            exchange
+                .reply
+                .as_ref()
+                .map_or_else(Default::default, |r| r.ts),
+            format!("the client calls itself [{named}] but connects from {real}"),
+            evidence(exchange),
+        );
+    }
+}
+
+/// An accepted recipient outside the server's domains, without authentication.
+fn relayed(
+    watch: &Watch,
+    options: &Options,
+    argument: &str,
+    exchange: &Exchange,
+    found: &mut Found,
+) {
+    let session = found.session;
+    if session.auth.iter().any(|a| a.success == Some(true)) {
+        return;
+    }
+    let address = path_address(argument);
+    let Some((_, domain)) = address.rsplit_once('@') else {
+        return;
+    };
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let servers: Vec<&str> = [
+        watch.greeting.as_ref().and_then(|(_, h)| h.as_deref()),
+        watch.ehlo_host.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let local = if options.local_domains.is_empty() {
+        // Without --local-domain, the server's own name and its parent domain are local.
+        let parents: Vec<&str> = servers
+            .iter()
+            .filter_map(|h| h.split_once('.').map(|(_, parent)| parent))
+            .filter(|parent| parent.contains('.'))
+            .collect();
+        if parents.is_empty() {
+            return; // Nothing to judge by.
+        }
+        servers.iter().chain(&parents).any(|d| within(&domain, d))
+    } else {
+        options.local_domains.iter().any(|d| within(&domain, d))
+    };
+    if !local {
+        let reply = exchange.reply.as_ref();
+        found.add(
+            FindingKind::OpenRelay,
+            reply.map_or_else(Default::default, |r| r.ts),
+            format!(
+                "the server ({}) accepted {address} for {domain}, not a domain of its own, from an unauthenticated client (declare the domains it hosts with --local-domain)",
+                servers.first().copied().unwrap_or("unnamed")
+            ),
+            evidence(exchange),
+        );
+    }
+}
+
+/// `domain` is `parent` or below it.
+fn within(domain: &str, parent: &str) -> bool {
+    let parent = parent.trim_end_matches('.').to_ascii_lowercase();
+    domain == parent || domain.ends_with(&format!(".{parent}"))
+}
+
+/// The host name a greeting or EHLO reply line gives: `220 mail.example.test ESMTP`.
+fn greeting_host(line: &str) -> Option<String> {
+    let rest = line.get(4..)?;
+    let host = rest.split_whitespace().next()?;
+    (host.contains('.') && !host.starts_with('[')).then(|| host.to_ascii_lowercase())
+}
+
+/// The address in `TO:<a@b> NOTIFY=...` or `<@relay:a@b>`, without brackets or route.
+pub fn path_address(argument: &str) -> &str {
+    let after_colon = argument.split_once(':').map_or(argument, |(_, a)| a).trim();
+    let path = match (after_colon.find('<'), after_colon.find('>')) {
+        (Some(open), Some(close)) if open < close => &after_colon[open + 1..close],
+        _ => after_colon.split_whitespace().next().unwrap_or(""),
+    };
+    // A source route: `@a,@b:user@host`.
+    path.rsplit_once(':').map_or(path, |(_, a)| a)
+}
+
+/// Each authentication once its outcome is known (or the session ended): credentials in
+/// clear, before STARTTLS, and failures counted per client.
+pub(super) fn authentications(
+    watch: &mut Watch,
+    tally: &mut Tally,
+    ended: bool,
+    found: &mut Found,
+) {
+    let session = found.session;
+    while let Some(attempt) = session.auth.get(watch.auth_seen) {
+        if attempt.success.is_none() && !ended {
+            return;
+        }
+        watch.auth_seen += 1;
+        let user = attempt.username.as_deref().unwrap_or("?");
+        let outcome = match attempt.success {
+            Some(true) => "succeeded",
+            Some(false) => "failed",
+            None => "outcome not captured",
+        };
+        let line = format!("{} as {user}: {outcome}", attempt.mechanism);
+        let in_clear = match (&session.tls.mode, &session.tls.upgrade) {
+            (TlsMode::None, _) => true,
+            (TlsMode::StartTls, Some(upgrade)) => attempt.ts < upgrade.ts,
+            _ => false,
+        };
+        if in_clear && attempt.secret.is_some() {
+            found.add(
+                FindingKind::CleartextCredentials,
+                attempt.ts,
+                format!("{line}, with the secret in clear text"),
+                vec![line.clone()],
+            );
+            if watch.offered_starttls {
+                found.add(
+                    FindingKind::AuthBeforeStartTls,
+                    attempt.ts,
+                    format!("{line}, although the server had offered STARTTLS"),
+                    vec![line.clone()],
+                );
+            }
+        }
+        if attempt.success == Some(false) {
+            let client = tally.client(session.client.ip());
+            if let Some(alarm) = client.map(|c| &mut c.auth_failures) {
+                if alarm.count(attempt.username.as_deref()) {
+                    found.add(
+                        FindingKind::AuthBruteForce,
+                        attempt.ts,
+                        format!(
+                            "{} failed logins from {} so far, as {}",
+                            alarm.count,
+                            session.client.ip(),
+                            alarm.names.join(", ")
+                        ),
+                        vec![line],
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_addresses() {
+        assert_eq!(path_address("TO:<a@b.test>"), "a@b.test");
+        assert_eq!(path_address("TO:<a@b.test> NOTIFY=NEVER"), "a@b.test");
+        assert_eq!(path_address("TO:<@r1.test,@r2.test:a@b.test>"), "a@b.test");
+        assert_eq!(path_address("FROM:<>"), "");
+        assert_eq!(path_address("TO: a@b.test"), "a@b.test");
+    }
+
+    #[test]
+    fn greeting_hosts() {
+        assert_eq!(
+            greeting_host("220 mail.example.test ESMTP Postfix").as_deref(),
+            Some("mail.example.test")
+        );
+        assert_eq!(greeting_host("220 localhost ESMTP"), None);
+        assert_eq!(greeting_host("2"), None);
+    }
+}

@@ -1,0 +1,82 @@
+//! What the analysis counts across sessions: failed logins and rejected recipients per client
+//! (brute force, address harvesting), and per server whether STARTTLS was offered (downgrade).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::analyst::remember;
+
+/// Clients and servers tracked at most (a scan touches many; the first ones are kept).
+const MAX_TRACKED: usize = 100_000;
+/// The first report comes at this many failures; the next ones at ten times more each.
+pub const FIRST_ALARM: u64 = 5;
+
+/// A count that raises an alarm at 5, 50, 500... events.
+#[derive(Debug)]
+pub struct Alarm {
+    pub count: u64,
+    next: u64,
+    /// The names involved (user names tried, recipients refused), the first few.
+    pub names: Vec<String>,
+}
+
+impl Default for Alarm {
+    fn default() -> Self {
+        Alarm {
+            count: 0,
+            next: FIRST_ALARM,
+            names: Vec::new(),
+        }
+    }
+}
+
+impl Alarm {
+    /// Counts one event; true when it reaches the next alarm level.
+    pub fn count(&mut self, name: Option<&str>) -> bool {
+        self.count += 1;
+        if let Some(name) = name {
+            remember(&mut self.names, name);
+        }
+        if self.count >= self.next {
+            self.next = self.next.saturating_mul(10);
+            return true;
+        }
+        false
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Client {
+    pub auth_failures: Alarm,
+    pub rejected_recipients: Alarm,
+}
+
+/// What one server (by protocol, port and name) showed about STARTTLS: the first session that
+/// offered it, and the first that did not.
+#[derive(Debug, Default)]
+pub struct Offers {
+    pub offered: Option<u64>,
+    pub not_offered: Option<u64>,
+}
+
+#[derive(Default)]
+pub struct Tally {
+    clients: HashMap<IpAddr, Client>,
+    servers: HashMap<String, Offers>,
+}
+
+impl Tally {
+    pub fn client(&mut self, ip: IpAddr) -> Option<&mut Client> {
+        if self.clients.len() >= MAX_TRACKED && !self.clients.contains_key(&ip) {
+            return None;
+        }
+        Some(self.clients.entry(ip).or_default())
+    }
+
+    pub fn server(&mut self, key: String) -> Option<&mut Offers> {
+        if self.servers.len() >= MAX_TRACKED && !self.servers.contains_key(&key) {
+            return None;
+        }
+        Some(self.servers.entry(key).or_default())
+    }
+}
