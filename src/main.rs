@@ -21,6 +21,7 @@ use mailscope::export::folder::ExportWriter;
 use mailscope::export::follow::{FollowMode, FollowWriter};
 use mailscope::export::json::JsonWriter;
 use mailscope::export::pcapng::PcapngWriter;
+use mailscope::export::slice::{self, Slice};
 use mailscope::export::transcript::TranscriptWriter;
 use mailscope::pipeline::{Analyzer, Config, RunReport};
 use mailscope::ports::{MailPorts, PortAssignment};
@@ -57,6 +58,14 @@ enum Command {
         /// Capture files, then the output folder.
         #[arg(required = true, num_args = 2.., value_name = "FILE... DIR")]
         paths: Vec<String>,
+        /// Also every whole message into one mbox file (mboxrd), with the capture time in
+        /// its From_ line.
+        #[arg(long, value_name = "FILE")]
+        mbox: Option<String>,
+        /// Instead of the export, write session N's packets as DIR/session-N.pcapng with its
+        /// TLS secrets embedded. Repeatable.
+        #[arg(long = "slice", value_name = "N")]
+        slices: Vec<u64>,
         #[command(flatten)]
         common: Common,
     },
@@ -85,6 +94,10 @@ struct Output {
     /// NDJSON records (sessions, exchanges, messages, findings).
     #[arg(long, conflicts_with = "text")]
     json: bool,
+    /// With --json: Elastic Common Schema fields in every record too (@timestamp, event.*,
+    /// source.*, destination.*, email.*, tls.*, user.name), ready for Elasticsearch.
+    #[arg(long, requires = "json")]
+    ecs: bool,
     /// Annotated transcripts (C:/S: lines per session).
     #[arg(long)]
     text: bool,
@@ -183,9 +196,25 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Some(Command::Flows { input, json }) => flows(&input, json),
-        Some(Command::Export { mut paths, common }) => {
+        Some(Command::Export {
+            mut paths,
+            mbox,
+            slices,
+            common,
+        }) => {
             let dir = paths.pop().unwrap_or_default();
-            export(paths, &dir, common)
+            let input = Input {
+                files: paths,
+                interface: None,
+                filter: None,
+                promiscuous: false,
+                common,
+            };
+            if slices.is_empty() {
+                export(&input, &dir, mbox.as_deref())
+            } else {
+                export_slices(&input, &dir, &slices)
+            }
         }
         Some(Command::Follow {
             file,
@@ -203,6 +232,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let output = &cli.output;
             if output.json {
                 let mut writer = JsonWriter::new(BufWriter::new(io::stdout().lock()));
+                writer.ecs = output.ecs;
                 let code = sessions(input, &mut writer)?;
                 writer.error.take().map_or(Ok(code), write_failed)
             } else if let Some(out) = &output.inject_secrets {
@@ -411,7 +441,7 @@ fn terminal_ui(input: &Input) -> Result<ExitCode, String> {
         analysis: input.common.analysis(),
         total_bytes,
     };
-    let faults = ui::run(job, title).map_err(|e| format!("terminal: {e}"))?;
+    let faults = ui::run(job, title, slicer(input)?).map_err(|e| format!("terminal: {e}"))?;
     for fault in &faults {
         eprintln!("mailscope: {fault} (what was read before it is shown)");
     }
@@ -420,6 +450,24 @@ fn terminal_ui(input: &Input) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(EXIT_PARTIAL)
     })
+}
+
+/// What writes a session's packets from the UI (`w`): capture files are read again for them,
+/// so there is none for live capture or standard input.
+fn slicer(input: &Input) -> Result<Option<ui::Slicer>, String> {
+    if input.interface.is_some() || input.files.iter().any(|f| f == "-") {
+        return Ok(None);
+    }
+    let mut keys = KeyLog::default();
+    load_keys(&input.common, &mut keys)?;
+    let input = input.clone();
+    let ports = input.common.config().ports;
+    Ok(Some(Box::new(
+        move |wanted: &Slice, file: std::fs::File| {
+            let open = || open_sources(&input, &ports);
+            slice::write(&open, &ports, wanted, &keys, BufWriter::new(file))
+        },
+    )))
 }
 
 /// Reads the key logs named with --keylog and in SSLKEYLOGFILE; they stay open to be followed
@@ -455,26 +503,81 @@ fn describe_keys(keys: &KeyLog) {
     );
 }
 
-fn export(files: Vec<String>, dir: &str, common: Common) -> Result<ExitCode, String> {
+fn export(input: &Input, dir: &str, mbox: Option<&str>) -> Result<ExitCode, String> {
     let out = OutputDir::create(std::path::Path::new(dir))
         .map_err(|e| format!("cannot create {dir}: {e}"))?;
-    let input = Input {
-        files,
-        interface: None,
-        filter: None,
-        promiscuous: false,
-        common,
-    };
     let mut writer = ExportWriter::new(out);
-    let code = sessions(&input, &mut writer)?;
-    writer.finish();
+    if let Some(path) = mbox {
+        // The user named this file: it may be anywhere, but is never written over.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| format!("cannot create {path}: {e}"))?;
+        writer = writer.with_mbox(file);
+    }
+    let code = sessions(input, &mut writer)?;
+    let in_mbox = writer.finish();
     if let Some(e) = writer.error.take() {
         return Err(format!("cannot write into {dir}: {e}"));
     }
     if !input.common.quiet {
         eprintln!("mailscope: wrote {} files into {dir}", writer.written.len());
+        if let Some(path) = mbox {
+            eprintln!("mailscope: wrote {in_mbox} messages into {path}");
+        }
     }
     Ok(code)
+}
+
+/// Finds the sessions' packets in a first read, and copies them in a second.
+fn export_slices(input: &Input, dir: &str, ids: &[u64]) -> Result<ExitCode, String> {
+    if input.files.iter().any(|f| f == "-") {
+        return Err("--slice reads the capture twice: give files, not -".into());
+    }
+    let mut out = OutputDir::create(std::path::Path::new(dir))
+        .map_err(|e| format!("cannot create {dir}: {e}"))?;
+    let mut wanted = SliceFinder {
+        ids: ids.to_vec(),
+        found: Vec::new(),
+    };
+    let (code, keys) = dissect(input, &mut wanted)?;
+    let ports = input.common.config().ports;
+    for &id in ids {
+        let Some((_, slice)) = wanted.found.iter().find(|(n, _)| *n == id) else {
+            return Err(format!(
+                "no session {id} in the input (see `mailscope flows`)"
+            ));
+        };
+        let (path, file) = out
+            .create_file(&format!("session-{id}.pcapng"), "session.pcapng")
+            .map_err(|e| format!("cannot write into {dir}: {e}"))?;
+        let open = || open_sources(input, &ports);
+        let packets = slice::write(&open, &ports, slice, &keys, BufWriter::new(file))?;
+        if !input.common.quiet {
+            eprintln!(
+                "mailscope: wrote {packets} packets of session {id} to {}",
+                path.display()
+            );
+        }
+    }
+    Ok(code)
+}
+
+/// Remembers where the wanted sessions are.
+struct SliceFinder {
+    ids: Vec<u64>,
+    found: Vec<(u64, Slice)>,
+}
+
+impl SessionSink for SliceFinder {
+    fn exchange(&mut self, _: &Session, _: &Exchange) {}
+    fn message(&mut self, _: &Session, _: &Message) {}
+    fn session_end(&mut self, session: &Session) {
+        if self.ids.contains(&session.id) {
+            self.found.push((session.id, Slice::of(session)));
+        }
+    }
 }
 
 fn follow(

@@ -296,6 +296,14 @@ fn recipient_groups(body: &[u8]) -> Vec<RecipientStatus> {
     out
 }
 
+/// `Name <a@b>` (as [`MessageView`] shows addresses) to `a@b`.
+pub fn bare_address(shown: &str) -> &str {
+    match (shown.rfind('<'), shown.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &shown[open + 1..close],
+        _ => shown.trim(),
+    }
+}
+
 /// The SHA-256 of a message's body: the bytes after the blank line that ends its header.
 pub fn body_sha256(bytes: &[u8]) -> [u8; 32] {
     let body = memchr::memmem::find(bytes, b"\r\n\r\n")

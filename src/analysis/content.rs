@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use super::analyst::{Found, Watch};
 use crate::hex;
-use crate::mime;
+use crate::mime::{self, bare_address};
 use crate::session::model::{FindingKind, Message};
 
 /// Received hops may disagree by this much (clocks are never quite in step).
@@ -211,14 +211,6 @@ fn altered(message: &Message, found: &mut Found) {
                 format!("earlier body sha256 {}", hex::encode(&earlier.body_sha256)),
             ],
         );
-    }
-}
-
-/// `Name <a@b>` to `a@b`.
-fn bare_address(shown: &str) -> &str {
-    match (shown.rfind('<'), shown.rfind('>')) {
-        (Some(open), Some(close)) if open < close => &shown[open + 1..close],
-        _ => shown.trim(),
     }
 }
 

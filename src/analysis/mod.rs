@@ -14,3 +14,4 @@ pub mod explain;
 mod tally;
 
 pub use analyst::{Analyst, Options};
+pub use dialogue::refused;

@@ -4,7 +4,7 @@
 //! (files are created exclusively, which also refuses to follow a planted symlink).
 
 use std::collections::HashSet;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -74,6 +74,16 @@ impl OutputDir {
         })
     }
 
+    /// A path this type wrote, relative to the root, with `/` between folders (for links).
+    pub fn relative(&self, path: &Path) -> String {
+        let inside = path.strip_prefix(&self.root).unwrap_or(path);
+        let parts: Vec<String> = inside
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        parts.join("/")
+    }
+
     /// A new, unused path for `name` (already safe) in `folder` (a path this type made, or
     /// the root), adding `-2`, `-3`... before the extension when taken.
     fn claim(&mut self, folder: &Path, name: &str) -> PathBuf {
@@ -112,13 +122,25 @@ impl OutputDir {
             }
             None => self.root.clone(),
         };
-        let path = self.claim(&dir, &safe_name(name, fallback));
-        let mut file = OpenOptions::new()
+        let (path, mut file) = self.new_file(&dir, name, fallback)?;
+        file.write_all(bytes)?;
+        Ok(path)
+    }
+
+    /// Creates a new file named from `name` (made safe) in the root, to write at length.
+    pub fn create_file(&mut self, name: &str, fallback: &str) -> io::Result<(PathBuf, File)> {
+        let root = self.root.clone();
+        self.new_file(&root, name, fallback)
+    }
+
+    fn new_file(&mut self, dir: &Path, name: &str, fallback: &str) -> io::Result<(PathBuf, File)> {
+        let path = self.claim(dir, &safe_name(name, fallback));
+        // Never through a link or over a file that was there before.
+        let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)?;
-        file.write_all(bytes)?;
-        Ok(path)
+        Ok((path, file))
     }
 }
 

@@ -4,7 +4,9 @@
 use std::io::{self, Write};
 
 use serde::Serialize;
+use serde_json::{Map, Value};
 
+use super::ecs;
 use crate::capture::Timestamp;
 use crate::hex;
 use crate::proto::{Exchange, Note};
@@ -179,22 +181,60 @@ struct NoteRecord<'a> {
 pub struct JsonWriter<W: Write> {
     out: W,
     pub error: Option<io::Error>,
+    /// `--ecs`: Elastic Common Schema fields beside the records' own.
+    pub ecs: bool,
 }
 
 impl<W: Write> JsonWriter<W> {
     pub fn new(out: W) -> JsonWriter<W> {
-        JsonWriter { out, error: None }
+        JsonWriter {
+            out,
+            error: None,
+            ecs: false,
+        }
     }
 
     fn write(&mut self, record: &impl Serialize) {
+        self.write_with(record, Map::new);
+    }
+
+    /// Writes a record, with the ECS fields `ecs` makes when `--ecs` asked for them.
+    fn write_with(&mut self, record: &impl Serialize, ecs: impl FnOnce() -> Map<String, Value>) {
         if self.error.is_some() {
             return;
         }
-        let result = serde_json::to_writer(&mut self.out, record)
+        let result = if self.ecs {
+            serde_json::to_value(record).and_then(|mut value| {
+                if let Value::Object(fields) = &mut value {
+                    merge(fields, ecs());
+                }
+                serde_json::to_writer(&mut self.out, &value)
+            })
+        } else {
+            serde_json::to_writer(&mut self.out, record)
+        };
+        let result = result
             .map_err(io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"))
             .and_then(|()| self.out.flush());
         self.error = result.err();
+    }
+}
+
+/// Adds the ECS fields; an object both have (`tls`) gets the keys it lacks.
+fn merge(fields: &mut Map<String, Value>, ecs: Map<String, Value>) {
+    for (key, value) in ecs {
+        match (fields.get_mut(&key), value) {
+            (Some(Value::Object(own)), Value::Object(more)) => {
+                for (k, v) in more {
+                    own.entry(k).or_insert(v);
+                }
+            }
+            (Some(_), _) => {}
+            (None, value) => {
+                fields.insert(key, value);
+            }
+        }
     }
 }
 
@@ -210,64 +250,70 @@ impl<W: Write> SessionSink for JsonWriter<W> {
             (Some(c), Some(r)) => Some(r.ts.since(c.ts) as f64 / 1e6),
             _ => None,
         };
-        self.write(&ExchangeRecord {
-            kind: "exchange",
-            session: session.id,
-            ts: seconds(ts),
-            command: command.map(|c| c.line.as_str()),
-            reply: reply.map(|r| r.text()),
-            reply_code: reply.map(|r| r.code.as_str()),
-            enhanced_code: reply.and_then(|r| r.enhanced.as_deref()),
-            latency_ms,
-            unknown_command: exchange.unknown_command,
-            mailbox: session.selected.as_ref(),
-        });
+        self.write_with(
+            &ExchangeRecord {
+                kind: "exchange",
+                session: session.id,
+                ts: seconds(ts),
+                command: command.map(|c| c.line.as_str()),
+                reply: reply.map(|r| r.text()),
+                reply_code: reply.map(|r| r.code.as_str()),
+                enhanced_code: reply.and_then(|r| r.enhanced.as_deref()),
+                latency_ms,
+                unknown_command: exchange.unknown_command,
+                mailbox: session.selected.as_ref(),
+            },
+            || ecs::exchange(session, exchange, ts),
+        );
     }
 
     fn message(&mut self, session: &Session, message: &Message) {
         let (c, v) = (&message.captured, &message.view);
         let smtp = message.captured.source == "smtp";
-        self.write(&MessageRecord {
-            kind: "message",
-            id: message.id,
-            session: session.id,
-            source: message.captured.source,
-            size: c.size,
-            sha256: hex::encode(&c.sha256),
-            complete: c.complete,
-            hole_bytes: c.hole_bytes,
-            truncated: c.truncated,
-            partial: c.partial,
-            mailbox: c.mailbox.as_deref(),
-            uidvalidity: c.uidvalidity,
-            uid: c.uid,
-            flags: &c.flags,
-            section: c.section.as_deref(),
-            part_of: message.part_of,
-            parts: &message.parts,
-            mail_from: if smtp {
-                Some(c.mail_from.as_deref().unwrap_or(""))
-            } else {
-                None
+        self.write_with(
+            &MessageRecord {
+                kind: "message",
+                id: message.id,
+                session: session.id,
+                source: message.captured.source,
+                size: c.size,
+                sha256: hex::encode(&c.sha256),
+                complete: c.complete,
+                hole_bytes: c.hole_bytes,
+                truncated: c.truncated,
+                partial: c.partial,
+                mailbox: c.mailbox.as_deref(),
+                uidvalidity: c.uidvalidity,
+                uid: c.uid,
+                flags: &c.flags,
+                section: c.section.as_deref(),
+                part_of: message.part_of,
+                parts: &message.parts,
+                mail_from: if smtp {
+                    Some(c.mail_from.as_deref().unwrap_or(""))
+                } else {
+                    None
+                },
+                rcpt_to: smtp.then_some(c.rcpt_to.as_slice()),
+                subject: v.subject.as_deref(),
+                message_id: v.message_id.as_deref(),
+                from: v.from.first().map(String::as_str),
+                to: &v.to,
+                date: v.date.as_deref(),
+                attachments: v
+                    .attachments
+                    .iter()
+                    .map(|a| AttachmentRecord {
+                        filename: a.filename.as_deref(),
+                        content_type: &a.content_type,
+                        size: a.size,
+                        sha256: hex::encode(&a.sha256),
+                    })
+                    .collect(),
+                received: &v.hops,
             },
-            rcpt_to: smtp.then_some(c.rcpt_to.as_slice()),
-            subject: v.subject.as_deref(),
-            message_id: v.message_id.as_deref(),
-            from: v.from.first().map(String::as_str),
-            to: &v.to,
-            date: v.date.as_deref(),
-            attachments: v
-                .attachments
-                .iter()
-                .map(|a| AttachmentRecord {
-                    filename: a.filename.as_deref(),
-                    content_type: &a.content_type,
-                    size: a.size,
-                    sha256: hex::encode(&a.sha256),
-                })
-                .collect(),
-            received: &v.hops,
-        });
+            || ecs::message(session, message),
+        );
     }
 
     fn note(&mut self, session: &Session, note: &Note) {
@@ -283,59 +329,64 @@ impl<W: Write> SessionSink for JsonWriter<W> {
         });
     }
 
-    fn finding(&mut self, _session: &Session, finding: &Finding) {
-        self.write(&FindingRecord::of(finding));
+    fn finding(&mut self, session: &Session, finding: &Finding) {
+        self.write_with(&FindingRecord::of(finding), || {
+            ecs::finding(session, finding)
+        });
     }
 
     fn session_end(&mut self, session: &Session) {
         let tls = &session.tls.info;
-        self.write(&SessionRecord {
-            kind: "session",
-            id: session.id,
-            protocol: session.protocol.name(),
-            client: session.client.to_string(),
-            server: session.server.to_string(),
-            start: seconds(session.start),
-            end: seconds(session.end),
-            tls: TlsRecord {
-                mode: session.tls.mode.name(),
-                client_random: tls.client_random.map(|r| hex::encode(&r)),
-                version: tls.version.as_deref(),
-                cipher: tls.cipher.as_deref(),
-                sni: tls.sni.as_deref(),
-                alpn: tls.alpn.as_deref(),
-                certificate: tls.certificate.as_ref(),
-                resumed: tls.resumed,
-                decrypted: session.tls.decrypted(),
-                error: session.tls.error(),
-                records_decrypted: tls.records_decrypted,
-                records_undecrypted: tls.records_undecrypted,
+        self.write_with(
+            &SessionRecord {
+                kind: "session",
+                id: session.id,
+                protocol: session.protocol.name(),
+                client: session.client.to_string(),
+                server: session.server.to_string(),
+                start: seconds(session.start),
+                end: seconds(session.end),
+                tls: TlsRecord {
+                    mode: session.tls.mode.name(),
+                    client_random: tls.client_random.map(|r| hex::encode(&r)),
+                    version: tls.version.as_deref(),
+                    cipher: tls.cipher.as_deref(),
+                    sni: tls.sni.as_deref(),
+                    alpn: tls.alpn.as_deref(),
+                    certificate: tls.certificate.as_ref(),
+                    resumed: tls.resumed,
+                    decrypted: session.tls.decrypted(),
+                    error: session.tls.error(),
+                    records_decrypted: tls.records_decrypted,
+                    records_undecrypted: tls.records_undecrypted,
+                },
+                auth: session
+                    .auth
+                    .iter()
+                    .map(|a| AuthRecord {
+                        mechanism: &a.mechanism,
+                        username: a.username.as_deref(),
+                        password: a.secret.as_ref().map(|s| s.expose()),
+                        success: a.success,
+                    })
+                    .collect(),
+                exchanges: session.exchanges,
+                messages: session.messages,
+                gaps: session.gaps,
+                state: session.ended.map_or("open", |e| e.name()),
+                capabilities: &session.capabilities,
+                mailbox: session
+                    .mailbox
+                    .iter()
+                    .map(|e| MailboxRecord {
+                        number: e.number,
+                        size: e.size,
+                        uid: e.uid.as_deref(),
+                    })
+                    .collect(),
+                notes: session.notes.len(),
             },
-            auth: session
-                .auth
-                .iter()
-                .map(|a| AuthRecord {
-                    mechanism: &a.mechanism,
-                    username: a.username.as_deref(),
-                    password: a.secret.as_ref().map(|s| s.expose()),
-                    success: a.success,
-                })
-                .collect(),
-            exchanges: session.exchanges,
-            messages: session.messages,
-            gaps: session.gaps,
-            state: session.ended.map_or("open", |e| e.name()),
-            capabilities: &session.capabilities,
-            mailbox: session
-                .mailbox
-                .iter()
-                .map(|e| MailboxRecord {
-                    number: e.number,
-                    size: e.size,
-                    uid: e.uid.as_deref(),
-                })
-                .collect(),
-            notes: session.notes.len(),
-        });
+            || ecs::session(session),
+        );
     }
 }

@@ -1,11 +1,16 @@
-//! Export: pure formatters over what the engine produced. Nothing here reads packets; everything
-//! that goes to a terminal passes [`crate::sanitize`].
+//! Export: pure formatters over what the engine produced, and `slice`, which copies one
+//! session's packets out of the capture. Everything that goes to a terminal passes
+//! [`crate::sanitize`]; everything written to disk passes [`files::OutputDir`].
 
+pub mod ecs;
 pub mod files;
 pub mod flows;
 pub mod folder;
 pub mod follow;
+pub mod index;
 pub mod json;
+pub mod mbox;
 pub mod pcapng;
+pub mod slice;
 pub mod time;
 pub mod transcript;

@@ -2,12 +2,17 @@
 
 use std::collections::HashSet;
 
+use mailscope::capture::Timestamp;
 use mailscope::export::files::OutputDir;
+use mailscope::export::slice::Slice;
 use mailscope::session::model::{Severity, TlsMode};
 
 use mailscope::session::model::Message;
 
 use super::store::{Entry, Item, Store};
+
+/// Writes a session's packets into a file; gives the number of packets.
+pub type Slicer = Box<dyn Fn(&Slice, std::fs::File) -> Result<u64, String>>;
 
 /// One line of the findings view: where a finding sits in the store.
 #[derive(Clone, Copy, Debug)]
@@ -104,6 +109,7 @@ pub enum Action {
     ToggleFollow,
     Save,
     SaveAttachments,
+    SaveSlice,
     /// To the next message in the dialogue.
     NextMessage,
     Findings,
@@ -155,6 +161,9 @@ pub struct App {
     /// Where `s` saves messages and attachments.
     pub save_dir: std::path::PathBuf,
     saver: Option<OutputDir>,
+    /// Writes a session's packets as pcapng (reading the capture files again); None for live
+    /// capture and standard input.
+    pub slicer: Option<Slicer>,
 }
 
 impl App {
@@ -192,6 +201,7 @@ impl App {
             findings_generation: None,
             save_dir: std::path::PathBuf::from("mailscope-saved"),
             saver: None,
+            slicer: None,
         }
     }
 
@@ -301,6 +311,7 @@ impl App {
                 }
             }
             Action::SaveAttachments => self.save_attachments(),
+            Action::SaveSlice => self.save_slice(),
             Action::Help => self.handle(Action::Back),
             Action::StartFilter => {
                 self.editing_filter = true;
@@ -423,24 +434,17 @@ impl App {
 
     /// Files written into the save folder, through the one path builder.
     fn write_files(&mut self, files: Vec<(Option<String>, String, Vec<u8>)>) -> String {
-        let mut saver = match self.saver.take() {
-            Some(saver) => saver,
-            None => match OutputDir::create(&self.save_dir) {
-                Ok(saver) => saver,
-                Err(e) => return format!("cannot create {}: {e}", self.save_dir.display()),
-            },
+        let saver = match self.saver() {
+            Ok(saver) => saver,
+            Err(e) => return e,
         };
         let mut written = Vec::new();
         for (folder, name, bytes) in files {
             match saver.write(folder.as_deref(), &name, "attachment", &bytes) {
                 Ok(path) => written.push(path.display().to_string()),
-                Err(e) => {
-                    self.saver = Some(saver);
-                    return format!("cannot save: {e}");
-                }
+                Err(e) => return format!("cannot save: {e}"),
             }
         }
-        self.saver = Some(saver);
         match written.as_slice() {
             [] => "nothing to save".into(),
             [one] => format!("saved {}", mailscope::sanitize::line(one.as_bytes())),
@@ -450,6 +454,61 @@ impl App {
                 mailscope::sanitize::line(first.as_bytes())
             ),
         }
+    }
+
+    /// `w`: the session's packets, with its TLS secrets, as a pcapng of its own.
+    fn save_slice(&mut self) {
+        let entry = match self.screen {
+            Screen::Sessions => self.selected_entry(),
+            _ => self.open_entry(),
+        };
+        let Some(row) = entry.map(|e| &e.row) else {
+            self.status = Some("select a session to write its packets".into());
+            return;
+        };
+        let slice = Slice {
+            client: row.client,
+            server: row.server,
+            start: row.start,
+            // A session still open has no end yet: everything after its start.
+            end: if row.ended.is_some() {
+                row.end
+            } else {
+                Timestamp(i64::MAX)
+            },
+            client_random: row.tls.info.client_random,
+        };
+        let id = row.id;
+        let Some(slicer) = self.slicer.take() else {
+            self.status =
+                Some("slices are written from capture files, not live or standard input".into());
+            return;
+        };
+        let result = self.saver().and_then(|saver| {
+            saver
+                .create_file(&format!("session-{id}.pcapng"), "session.pcapng")
+                .map_err(|e| format!("cannot save: {e}"))
+        });
+        self.status = Some(
+            match result.and_then(|(path, file)| Ok((path, slicer(&slice, file)?))) {
+                Ok((path, packets)) => format!(
+                    "wrote {packets} packets of session {id} to {}",
+                    mailscope::sanitize::line(path.display().to_string().as_bytes())
+                ),
+                Err(e) => e,
+            },
+        );
+        self.slicer = Some(slicer);
+    }
+
+    /// The save folder, created on first use.
+    fn saver(&mut self) -> Result<&mut OutputDir, String> {
+        if self.saver.is_none() {
+            let created = OutputDir::create(&self.save_dir)
+                .map_err(|e| format!("cannot create {}: {e}", self.save_dir.display()))?;
+            self.saver = Some(created);
+        }
+        self.saver.as_mut().ok_or_else(|| "no save folder".into())
     }
 
     /// `s`: the message as an .eml.

@@ -53,6 +53,7 @@ fn key_action(key: &KeyEvent, editing_filter: bool) -> Option<Action> {
         KeyCode::Char('f') => Action::ToggleFollow,
         KeyCode::Char('s') => Action::Save,
         KeyCode::Char('a') => Action::SaveAttachments,
+        KeyCode::Char('w') => Action::SaveSlice,
         KeyCode::Char('n') => Action::NextMessage,
         KeyCode::Char('!') | KeyCode::Char('F') => Action::Findings,
         KeyCode::Char('?') => Action::Help,
@@ -73,7 +74,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("Esc  q  ←  h", "back; from the session list, quit"),
     (
         "/",
-        "filter: words, proto:imap user:alice tls:failed has:attachment",
+        "filter: words, proto:imap user:alice tls:failed has:attachment finding:alert",
     ),
     ("o  O", "sort by the next column, reverse the order"),
     ("t", "absolute ⇄ relative times"),
@@ -86,8 +87,12 @@ pub const HELP: &[(&str, &str)] = &[
         "save the message's attachments into ./mailscope-saved/",
     ),
     (
+        "w",
+        "write the session's packets, with its TLS secrets, as a pcapng into ./mailscope-saved/",
+    ),
+    (
         "!  F",
-        "findings: parser notes and TLS sessions that could not be decrypted",
+        "findings, the most severe first: why each matters and its evidence; Enter opens it",
     ),
     ("f", "live capture: follow the newest session, or stay"),
     ("mouse", "click a row, wheel to scroll"),

@@ -22,7 +22,7 @@ use crossterm::terminal::{
 use ratatui::backend::{Backend, CrosstermBackend};
 use ratatui::Terminal;
 
-pub use app::App;
+pub use app::{App, Slicer};
 pub use worker::Job;
 
 /// Time given to model updates per frame, so that keys are answered while a file streams in.
@@ -49,12 +49,13 @@ fn setup() -> io::Result<Terminal<CrosstermBackend<Stdout>>> {
 
 /// Runs the UI on `job` until the user quits. Returns the read faults, if any, for the caller's
 /// exit status.
-pub fn run(job: Job, title: String) -> io::Result<Vec<String>> {
+pub fn run(job: Job, title: String, slicer: Option<Slicer>) -> io::Result<Vec<String>> {
     let live = job.live;
     let (tx, rx) = sync_channel(worker::CHANNEL_DEPTH);
     let reader = worker::spawn(job, tx);
     let mut terminal = setup()?;
     let mut app = App::new(title, live);
+    app.slicer = slicer;
     let result = event_loop(&mut terminal, &mut app, &rx);
     restore();
     drop(rx);
