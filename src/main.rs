@@ -56,7 +56,7 @@ enum Command {
     /// Each message as an .eml with its attachments, and one transcript per session, into DIR.
     Export {
         /// Capture files, then the output folder.
-        #[arg(required = true, num_args = 2.., value_name = "FILE... DIR")]
+        #[arg(required = true, value_name = "FILE... DIR")]
         paths: Vec<String>,
         /// Also every whole message into one mbox file (mboxrd), with the capture time in
         /// its From_ line.
@@ -203,6 +203,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             common,
         }) => {
             let dir = paths.pop().unwrap_or_default();
+            if paths.is_empty() {
+                return Err("export needs capture files and then the output folder".into());
+            }
             let input = Input {
                 files: paths,
                 interface: None,

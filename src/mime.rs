@@ -66,6 +66,7 @@ pub struct Hop {
     pub from: Option<String>,
     pub from_ip: Option<String>,
     pub by: Option<String>,
+    pub via: Option<String>,
     pub with: Option<String>,
     pub id: Option<String>,
     #[serde(rename = "for")]
@@ -76,6 +77,12 @@ pub struct Hop {
     #[serde(skip)]
     pub unix: Option<i64>,
     pub tls: Option<String>,
+    /// The hop says it was protected: a TLS version, or `with ESMTPS` and kin (RFC 3848).
+    pub encrypted: bool,
+    /// The hop says the client authenticated: `with ESMTPA`, `ESMTPSA` and kin (RFC 3848).
+    pub authenticated: bool,
+    /// Seconds since the hop before it (None for the first hop or a missing date).
+    pub delay_s: Option<i64>,
 }
 
 fn addresses(value: Option<&mail_parser::Address<'_>>) -> Vec<String> {
@@ -164,7 +171,18 @@ pub fn parse(bytes: &[u8]) -> MessageView {
                 from: host(&r.from),
                 from_ip: r.from_ip.map(|ip| ip.to_string()),
                 by: host(&r.by),
+                via: r.via.as_ref().map(|v| v.to_string()),
                 with: r.with.as_ref().map(|w| w.to_string()),
+                encrypted: r.tls_version.is_some()
+                    || r.with.as_ref().is_some_and(|w| {
+                        let w = w.to_string();
+                        w != "MMS" && (w.ends_with('S') || w.ends_with("SA"))
+                    }),
+                authenticated: r
+                    .with
+                    .as_ref()
+                    .is_some_and(|w| w.to_string().ends_with('A')),
+                delay_s: None,
                 id: r.id.as_ref().map(|id| id.to_string()),
                 for_: r.for_.as_ref().map(|f| f.to_string()),
                 date: r.date.as_ref().map(|d| d.to_rfc3339()),
@@ -176,6 +194,11 @@ pub fn parse(bytes: &[u8]) -> MessageView {
         .collect();
     // Each relay adds its Received header on top: the oldest hop is the last header.
     hops.reverse();
+    for i in 1..hops.len() {
+        if let (Some(before), Some(at)) = (hops[i - 1].unix, hops[i].unix) {
+            hops[i].delay_s = Some(at - before);
+        }
+    }
     view.hops = hops;
     view
 }

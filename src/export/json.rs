@@ -128,6 +128,21 @@ struct MessageRecord<'a> {
     date: Option<&'a str>,
     attachments: Vec<AttachmentRecord<'a>>,
     received: &'a [crate::mime::Hop],
+    /// Earlier sightings of the same Message-ID: the message's journey so far.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    seen_before: Vec<SightingRecord>,
+    /// For a bounce: the message it reports on, when seen earlier in the capture.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reports_on: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct SightingRecord {
+    message: u64,
+    session: u64,
+    source: &'static str,
+    sha256: String,
+    body_sha256: String,
 }
 
 #[derive(Serialize)]
@@ -311,6 +326,18 @@ impl<W: Write> SessionSink for JsonWriter<W> {
                     })
                     .collect(),
                 received: &v.hops,
+                seen_before: message
+                    .seen_before
+                    .iter()
+                    .map(|s| SightingRecord {
+                        message: s.message,
+                        session: s.session,
+                        source: s.source,
+                        sha256: hex::encode(&s.sha256),
+                        body_sha256: hex::encode(&s.body_sha256),
+                    })
+                    .collect(),
+                reports_on: message.reports_on,
             },
             || ecs::message(session, message),
         );

@@ -1,6 +1,7 @@
 //! One session's packets as a pcapng of their own, with its TLS secrets embedded, so that
 //! Wireshark (or mailscope) opens just that conversation, decrypted, with nothing beside it.
-//! The session's addresses and time span pick its frames out of a second read of the capture.
+//! The session's two addresses and its start pick its frames out of a second read of the
+//! capture, up to a SYN that opens another connection between the same two ends.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -8,9 +9,10 @@ use std::ops::ControlFlow;
 
 use super::pcapng::PcapngWriter;
 use crate::capture::{PacketSource, Record, Timestamp};
-use crate::decode::Decoder;
+use crate::decode::{Decoder, TcpSegment};
 use crate::ports::MailPorts;
 use crate::session::model::Session;
+use crate::tcp::SeqNumber;
 use crate::tls::KeyLog;
 
 /// What picks a session's frames out of the capture.
@@ -19,7 +21,6 @@ pub struct Slice {
     pub client: SocketAddr,
     pub server: SocketAddr,
     pub start: Timestamp,
-    pub end: Timestamp,
     pub client_random: Option<[u8; 32]>,
 }
 
@@ -29,15 +30,48 @@ impl Slice {
             client: session.client,
             server: session.server,
             start: session.start,
-            end: session.end,
             client_random: session.tls.info.client_random,
         }
     }
 
-    fn holds(&self, src: SocketAddr, dst: SocketAddr, ts: Timestamp) -> bool {
+    fn ends(&self, segment: &TcpSegment) -> bool {
+        let (src, dst) = (segment.src, segment.dst);
         let ends = (src == self.client && dst == self.server)
             || (src == self.server && dst == self.client);
-        ends && ts >= self.start && ts <= self.end
+        ends && segment.ts >= self.start
+    }
+}
+
+/// Follows the slice's frames in capture order: all of them, until a SYN with another
+/// sequence number opens a new connection on the same four-tuple (a retransmitted SYN has the
+/// same one).
+#[derive(Default)]
+struct Tracker {
+    first_syn: Option<SeqNumber>,
+    seen_any: bool,
+    over: bool,
+}
+
+impl Tracker {
+    fn keep(&mut self, slice: &Slice, segment: &TcpSegment) -> bool {
+        if self.over || !slice.ends(segment) {
+            return false;
+        }
+        if segment.flags.syn && !segment.flags.ack {
+            match self.first_syn {
+                Some(seq) if seq != segment.seq => {
+                    self.over = true;
+                    return false;
+                }
+                None if self.seen_any => {
+                    self.over = true;
+                    return false;
+                }
+                _ => self.first_syn = Some(segment.seq),
+            }
+        }
+        self.seen_any = true;
+        true
     }
 }
 
@@ -62,6 +96,7 @@ pub fn write(
     let failed = |e: io::Error| format!("cannot write the slice: {e}");
     let mut writer = PcapngWriter::new(out, secrets.as_bytes()).map_err(failed)?;
     let mut decoder = Decoder::new(ports.clone());
+    let mut tracker = Tracker::default();
     let mut error = None;
     for mut source in open()? {
         // A fault ends what can be read of that source; the slice holds what came before it.
@@ -71,7 +106,7 @@ pub fn write(
             };
             let keep = decoder
                 .decode(&frame)
-                .is_some_and(|s| slice.holds(s.src, s.dst, s.ts));
+                .is_some_and(|s| tracker.keep(slice, &s));
             if keep {
                 if let Err(e) = writer.frame(&frame) {
                     error = Some(e);

@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 
-use mailscope::capture::Timestamp;
 use mailscope::export::files::OutputDir;
 use mailscope::export::slice::Slice;
 use mailscope::session::model::{Severity, TlsMode};
@@ -470,12 +469,6 @@ impl App {
             client: row.client,
             server: row.server,
             start: row.start,
-            // A session still open has no end yet: everything after its start.
-            end: if row.ended.is_some() {
-                row.end
-            } else {
-                Timestamp(i64::MAX)
-            },
             client_random: row.tls.info.client_random,
         };
         let id = row.id;

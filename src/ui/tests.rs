@@ -19,7 +19,15 @@ fn sample(name: &str) -> String {
 }
 
 fn loaded(file: &str, keylog: Option<&str>) -> App {
-    let path = sample(file);
+    loaded_with(sample(file), file, keylog)
+}
+
+fn loaded_path(path: &std::path::Path) -> App {
+    let name = path.display().to_string();
+    loaded_with(name.clone(), &name, None)
+}
+
+fn loaded_with(path: String, file: &str, keylog: Option<&str>) -> App {
     let mut keys = KeyLog::default();
     if let Some(k) = keylog {
         keys.add(&std::fs::read(sample(k)).unwrap());
@@ -270,4 +278,38 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+/// `w` writes the selected session's packets with its TLS secrets (here from the capture's own
+/// secrets block): the slice, read alone, is that one session, decrypted the same way.
+#[test]
+fn w_writes_the_session_as_a_pcapng_that_decrypts_alone() {
+    use mailscope::export::slice::{self, Slice};
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = loaded("tls-mixed-secrets.pcapng", None);
+    app.save_dir = dir.path().join("saved");
+    let path = sample("tls-mixed-secrets.pcapng");
+    app.slicer = Some(Box::new(move |wanted: &Slice, file: std::fs::File| {
+        let open = || {
+            let source = FileSource::open(&path).map_err(|e| e.to_string())?;
+            Ok(vec![Box::new(source) as Box<dyn PacketSource>])
+        };
+        let ports = Config::default().ports;
+        slice::write(&open, &ports, wanted, &KeyLog::default(), file)
+    }));
+    screen(&mut app, 120, 40);
+    app.handle(Action::Down);
+    let chosen = app.selected_entry().unwrap().row.clone();
+    app.handle(Action::SaveSlice);
+    let shown = screen(&mut app, 120, 40);
+    assert!(shown.contains("packets of session"), "{shown}");
+    let written = walk(&app.save_dir);
+    assert_eq!(written.len(), 1, "{written:?}");
+    let again = loaded_path(&written[0]);
+    assert_eq!(again.store.entries.len(), 1);
+    let row = &again.store.entries[0].row;
+    assert_eq!((row.client, row.server), (chosen.client, chosen.server));
+    assert!(row.tls.decrypted(), "{:?}", row.tls.error());
+    assert_eq!(row.exchanges, chosen.exchanges);
+    assert_eq!(row.auth, chosen.auth);
 }

@@ -65,6 +65,16 @@ pub fn lines(message: &Message) -> Vec<Line<'static>> {
     if !v.hops.is_empty() {
         lines.push(section("relay path (oldest first)"));
         for hop in &v.hops {
+            let mut marks = Vec::new();
+            if let Some(delay) = hop.delay_s {
+                marks.push(format!("+{delay} s"));
+            }
+            if hop.encrypted {
+                marks.push(hop.tls.clone().unwrap_or_else(|| "TLS".into()));
+            }
+            if hop.authenticated {
+                marks.push("authenticated".into());
+            }
             let text = format!(
                 "from {} [{}] by {} with {} {}{}",
                 hop.from.as_deref().unwrap_or("?"),
@@ -72,10 +82,11 @@ pub fn lines(message: &Message) -> Vec<Line<'static>> {
                 hop.by.as_deref().unwrap_or("?"),
                 hop.with.as_deref().unwrap_or("?"),
                 hop.date.as_deref().unwrap_or(""),
-                hop.tls
-                    .as_deref()
-                    .map(|t| format!(" ({t})"))
-                    .unwrap_or_default()
+                if marks.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", marks.join(", "))
+                }
             );
             lines.push(Line::raw(format!("  {}", sanitize::line(text.as_bytes()))));
         }
