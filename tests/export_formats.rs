@@ -247,6 +247,11 @@ fn ecs_fields_agree_with_tshark() {
         .unwrap();
     assert_eq!(tls["tls"]["version_protocol"], "tls");
     assert_eq!(tls["tls"]["established"], true);
+    let not_after = tls["tls"]["server"]["x509"]["not_after"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(not_after).is_ok(),
+        "{not_after}"
+    );
 }
 
 /// Each session of tls-ciphers as a slice: the same packets tshark finds for its client port

@@ -142,3 +142,14 @@ fn a_message_changed_on_its_way_is_found_and_unchanged_ones_are_not() {
         );
     }
 }
+
+/// The README's table names every kind with the severity the code gives it.
+#[test]
+fn the_readme_explains_every_finding_kind() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for kind in mailscope::session::model::FindingKind::ALL {
+        let row = format!("| `{}` | {} |", kind.name(), kind.severity().name());
+        assert!(readme.contains(&row), "README lacks {row}");
+    }
+}

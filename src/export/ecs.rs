@@ -103,7 +103,13 @@ fn tls(session: &Session) -> Map<String, Value> {
         tls.insert("client".into(), json!({ "server_name": sni }));
     }
     if let Some(cert) = &info.certificate {
-        tls.insert("server".into(), json!({ "x509": cert }));
+        let x509 = json!({
+            "subject": { "distinguished_name": cert.subject },
+            "issuer": { "distinguished_name": cert.issuer },
+            "not_before": iso_date(&cert.not_before),
+            "not_after": iso_date(&cert.not_after),
+        });
+        tls.insert("server".into(), json!({ "x509": x509 }));
     }
     tls
 }
@@ -165,6 +171,14 @@ pub fn message(session: &Session, message: &Message) -> Map<String, Value> {
         json!({ "size": c.size, "hash": { "sha256": hex::encode(&c.sha256) } }),
     );
     ecs
+}
+
+/// x509-parser's `Nov 22 07:34:12 2026 +00:00` as ISO 8601, which Elasticsearch maps as a date.
+fn iso_date(text: &str) -> Option<String> {
+    let squeezed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    chrono::DateTime::parse_from_str(&squeezed, "%b %d %H:%M:%S %Y %:z")
+        .ok()
+        .map(|t| t.to_rfc3339())
 }
 
 fn addresses(shown: &[String]) -> Vec<&str> {
