@@ -56,6 +56,7 @@ pub(super) struct Watch {
     /// Notes summed up at the end: (count, first texts).
     pub gaps: (u64, Vec<String>),
     pub malformed: (u64, Vec<String>),
+    pub unfinished: (u64, Vec<String>),
     pub tls_alert: Option<String>,
 }
 
@@ -152,6 +153,7 @@ impl<S: SessionSink> SessionSink for Analyst<S> {
             NoteKind::Injection => FindingKind::StartTlsInjection,
             NoteKind::Limit => FindingKind::CaptureLimit,
             NoteKind::Gap => return summed(&mut watch.gaps, &note.text),
+            NoteKind::Unfinished => return summed(&mut watch.unfinished, &note.text),
             NoteKind::Malformed => return summed(&mut watch.malformed, &note.text),
             NoteKind::Tls if note.text.starts_with("TLS alert") => {
                 watch.tls_alert.get_or_insert_with(|| note.text.clone());

@@ -132,7 +132,7 @@ pub(super) fn exchange(
         }
         _ => {}
     }
-    if refused && !matches!(verb.as_str(), "STARTTLS" | "STLS") {
+    if refused {
         let meaning = explain::reply(session.protocol, &reply.code).unwrap_or("refused");
         let enhanced = reply
             .enhanced

@@ -32,18 +32,35 @@ pub(super) fn session(watch: &Watch, tally: &mut Tally, found: &mut Found) {
             Vec::new(),
         );
     }
-    if session.ended == Some(FlowEnd::Reset) && (watch.in_transaction || watch.unanswered_count > 0)
-    {
-        found.add(
-            FindingKind::ResetMidTransaction,
-            end,
-            "the connection was reset while a transaction was in progress".into(),
-            watch
+    let (unfinished, cut) = &watch.unfinished;
+    match session.ended {
+        Some(FlowEnd::Reset)
+            if watch.in_transaction || watch.unanswered_count > 0 || *unfinished > 0 =>
+        {
+            let mut evidence: Vec<String> = watch
                 .mail_command
                 .iter()
                 .map(|m| format!("C: {m}"))
-                .collect(),
-        );
+                .collect();
+            evidence.extend(cut.iter().cloned());
+            found.add(
+                FindingKind::ResetMidTransaction,
+                end,
+                "the connection was reset while a transaction was in progress".into(),
+                evidence,
+            );
+        }
+        Some(FlowEnd::Reset | FlowEnd::Fin) => {}
+        _ if *unfinished > 0 => found.add(
+            FindingKind::CaptureGap,
+            end,
+            format!(
+                "the capture stopped while the session was mid-way: {}",
+                cut.join("; ")
+            ),
+            cut.clone(),
+        ),
+        _ => {}
     }
     if watch.vrfy_count > 0 {
         found.add(

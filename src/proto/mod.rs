@@ -174,8 +174,10 @@ pub struct Note {
 pub enum NoteKind {
     /// Context for the reader (where TLS starts, a HelloRetryRequest).
     Info,
-    /// Bytes were not captured, or the capture ended inside something.
+    /// Bytes were not captured.
     Gap,
+    /// The connection (or the capture) ended inside a command, reply or message.
+    Unfinished,
     /// A size limit was reached and bytes were dropped.
     Limit,
     /// The peer did not follow the protocol here.

@@ -251,10 +251,10 @@ impl Dissector for ImapDissector {
             if reader.abandon().is_some() {
                 note(
                     out,
-                    NoteKind::Gap,
+                    NoteKind::Unfinished,
                     direction,
                     ts,
-                    "the capture ended inside a command or response".into(),
+                    "the connection ended inside a command or response".into(),
                 );
             }
         }

@@ -174,10 +174,10 @@ impl Dissector for Pop3Dissector {
         if let Some(body) = self.body.take() {
             note(
                 out,
-                NoteKind::Gap,
+                NoteKind::Unfinished,
                 Direction::ServerToClient,
                 ts,
-                "the capture ended inside a multi-line reply".into(),
+                "the connection ended inside a multi-line reply".into(),
             );
             self.finish_body(body, false, out);
         }

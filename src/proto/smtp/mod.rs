@@ -190,11 +190,11 @@ impl Dissector for SmtpDissector {
         if let Some(message) = self.message.take() {
             note(
                 out,
-                NoteKind::Gap,
+                NoteKind::Unfinished,
                 Direction::ClientToServer,
                 ts,
                 format!(
-                    "the capture ended inside a message ({} bytes seen)",
+                    "the connection ended inside a message ({} bytes seen)",
                     message.size()
                 ),
             );
@@ -209,10 +209,10 @@ impl Dissector for SmtpDissector {
         if !self.reply_lines.is_empty() {
             note(
                 out,
-                NoteKind::Gap,
+                NoteKind::Unfinished,
                 Direction::ServerToClient,
                 ts,
-                "the capture ended inside a multi-line reply".into(),
+                "the connection ended inside a multi-line reply".into(),
             );
         }
         if let Some(sasl) = self.sasl.take() {
@@ -232,7 +232,7 @@ impl Dissector for SmtpDissector {
             if held > 0 {
                 note(
                     out,
-                    NoteKind::Gap,
+                    NoteKind::Unfinished,
                     direction,
                     ts,
                     format!("{held} bytes at the end form no complete line"),
