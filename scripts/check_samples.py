@@ -18,13 +18,20 @@ client random, version, encrypt_then_mac in the ServerHello, key log lines, decr
 the sha256 of the decrypted application data against the recorded plaintext, and for TLS 1.0-1.2
 resumption (abbreviated handshake: the ServerHello echoes the ClientHello's session ID, no Certificate).
 Gzip-compressed captures (.pcap.gz) are read by tshark directly.
+Captures with findings sessions (findings.pcap, sessions[].expect): every session is dissected as its protocol
+(with the entry's tshark_decode_as), client/server are its endpoints, each recorded command and reply line is on
+the wire (decrypted where TLS), credentials are readable exactly where the manifest says (cleartext or inside
+TLS), error-reply is expected exactly where the server bytes hold a 4xx/5xx, -ERR, NO or BAD reply, and each
+scenario's facts are checked against the packets (check_findings).
 Exit status 1 on any failure.
 """
 import base64
 import binascii
 import email
 import email.policy
+import email.utils
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -274,6 +281,13 @@ def _ints(field):
     return [int(x, 0) for x in field.split(",") if x]
 
 
+def decode_args(decode_as):
+    """tshark -d options for a manifest tshark_decode_as: one value or a list of them"""
+    if not decode_as:
+        return []
+    return [a for v in ([decode_as] if isinstance(decode_as, str) else decode_as) for a in ("-d", v)]
+
+
 def tls_facts(path, sessions, keylog_path=None, decode_as=None):
     """What tshark sees of each TLS session, {tcp_stream: facts}:
     client_random and tls_version (ClientHello / ServerHello: "TLSv1.0".."TLSv1.3"), encrypt_then_mac /
@@ -290,7 +304,7 @@ def tls_facts(path, sessions, keylog_path=None, decode_as=None):
     by_stream = {s["tcp_stream"]: s for s in sessions if s.get("tls")}
     if not by_stream:
         return {}
-    base = ["-d", decode_as] if decode_as else []
+    base = decode_args(decode_as)
     keys = base + (["-o", "tls.keylog_file:" + keylog_path] if keylog_path else [])
     labels = keylog_randoms(keylog_path)
     facts = {st: {"client_random": None, "tls_version": None, "encrypt_then_mac": None,
@@ -460,12 +474,292 @@ def tls_truth_problems(s, f):
     return p
 
 
+# ---------------------------------------------------------------- findings (findings.pcap)
+TLS_RECORD = re.compile(rb"\x16\x03[\x00-\x04]")
+
+
+def before_tls(b):
+    """the cleartext part of a connection that starts TLS (STARTTLS): up to the first TLS handshake record"""
+    mo = TLS_RECORD.search(b)
+    return b if mo is None else b[:mo.start()]
+
+
+def strip_literals(b):
+    """IMAP server bytes without the literals' contents (message text must not count as replies)"""
+    out, pos = bytearray(), 0
+    for mo in re.finditer(rb"\{(\d+)\}\r\n", b):
+        if mo.start() < pos:
+            continue
+        out += b[pos:mo.end()]
+        pos = mo.end() + int(mo.group(1))
+    return bytes(out + b[pos:])
+
+
+def error_lines(protocol, sb):
+    """the 4xx/5xx (last line of each reply), -ERR, NO and BAD replies in a session's server bytes"""
+    if protocol == "smtp":
+        return [l for l in sb.split(b"\r\n") if re.match(rb"[45]\d\d( |$)", l)]
+    if protocol == "pop3":
+        return [l for l in sb.split(b"\r\n") if l.startswith(b"-ERR")]
+    return [l for l in strip_literals(sb).split(b"\r\n") if re.match(rb"\S+ (NO|BAD)( |$)", l)]
+
+
+def data_payloads(cb):
+    """{sha256: bytes} of every DATA payload as written (dot-stuffed, with the final .CRLF), and of every tail of
+    the client bytes after a DATA line (a payload cut off by a reset)"""
+    out = {}
+    for mo in re.finditer(rb"(?im)^data\r\n", cb):
+        end = cb.find(b"\r\n.\r\n", mo.end() - 2)
+        for p in ([cb[mo.end():end + 5]] if end >= 0 else []) + [cb[mo.end():]]:
+            out[sha(p)] = p
+    return out
+
+
+def smtp_reply_bytes(rep):
+    lines = rep[1].split("\n")
+    return b"".join(b"%d%s%s\r\n" % (rep[0], b" " if i == len(lines) - 1 else b"-", l.encode())
+                    for i, l in enumerate(lines))
+
+
+def on_line(needle, hay):
+    """needle (a whole line or more) starts a line of hay"""
+    return (b"\n" + needle) in (b"\n" + hay)
+
+
+def header_addr(msg, name):
+    m = email.message_from_bytes(msg, policy=email.policy.default)
+    v = m.get(name)
+    return email.utils.parseaddr(str(v))[1].lower() if v is not None else None
+
+
+def check_findings(name, path, cap, sessions, plain, tls, extra):
+    kinds = set(cap.get("finding_kinds") or [])
+    if not kinds:
+        fail("%s: no finding_kinds" % name)
+    frames = {}  # stream -> [(frame, time, srcport, rst, payload)]
+    out = tshark(["-r", path, "-Y", "tcp.len>0 || tcp.flags.reset==1", "-T", "fields", "-e", "frame.number",
+                  "-e", "frame.time_epoch", "-e", "tcp.stream", "-e", "tcp.srcport", "-e", "tcp.flags.reset",
+                  "-e", "tcp.payload"])
+    for line in out.splitlines():
+        fr, t, st, port, rst, payload = (line.split("\t") + [""] * 6)[:6]
+        frames.setdefault(int(st), []).append((int(fr), float(t), int(port), rst in ("1", "True"),
+                                               bytes.fromhex(payload.replace(":", ""))))
+    protos = {}  # stream -> protocols tshark dissects in it
+    for line in tshark(["-r", path] + extra + ["-Y", "smtp || imap || pop", "-T", "fields", "-e", "tcp.stream",
+                                               "-e", "frame.protocols"]).splitlines():
+        st, fp = (line.split("\t") + [""])[:2]
+        protos.setdefault(int(st), set()).update(fp.split(":"))
+    by_scen = {}
+    data = {}
+    for s in sessions:
+        st = s["tcp_stream"]
+        label = "%s stream %d (%s %s)" % (name, st, s["scenario"], s["client"])
+        by_scen.setdefault(s["scenario"], []).append(s)
+        for k in s["expect"] + s["incidental"]:
+            if k not in kinds:
+                fail("%s: unknown finding kind %r" % (label, k))
+        if set(s["expect"]) & set(s["incidental"]):
+            fail("%s: %r both expected and incidental" % (label, set(s["expect"]) & set(s["incidental"])))
+        if s["clean"] and (s["expect"] or s["incidental"]):
+            fail("%s: a clean control with findings %r %r" % (label, s["expect"], s["incidental"]))
+        if s["client"] != "%s:%d" % (s["client_ip"], s["client_port"]) or \
+                s["server"] != "%s:%d" % (s["server_ip"], s["server_port"]):
+            fail("%s: client/server %s %s" % (label, s["client"], s["server"]))
+        want = {"smtp": "smtp", "imap": "imap", "pop3": "pop"}[s["protocol"]]
+        if want not in protos.get(st, set()):
+            fail("%s: tshark does not dissect it as %s (%r; -d %r)" % (label, want, protos.get(st),
+                                                                       cap.get("tshark_decode_as")))
+        cb, sb = plain.get(st, (b"", b""))
+        cb0, sb0 = (before_tls(cb), before_tls(sb)) if s.get("tls") else (cb, sb)
+        tcb, tsb = tls.get(st, (b"", b"")) if s.get("tls") else (b"", b"")
+        cba, sba = cb0 + tcb, sb0 + tsb
+        data[st] = (cb0, sb0, tcb, tsb)
+        # every recorded command line and payload, every reply
+        payloads = data_payloads(cba)
+        for c in s["commands"]:
+            if isinstance(c, dict):
+                if c.get("payload", "").startswith("smtp-data") and c["wire_sha256"] not in payloads:
+                    fail("%s: %s payload %s not after a DATA line" % (label, c["payload"], c["wire_sha256"][:16]))
+                continue
+            line = c.encode("utf-8")
+            if not on_line(line if line.endswith(b"\n") else line + b"\r\n", cba):
+                fail("%s: command %r not on the wire" % (label, c))
+        for r in s["replies"]:
+            if isinstance(r, list):
+                ok = on_line(smtp_reply_bytes(r), sba)
+            elif s["protocol"] == "imap" and re.match(r"\S+ BYE ", r):  # imaplib reports LOGOUT as the untagged BYE
+                ok = on_line(b"* BYE " + r.split(" ", 2)[2].encode("utf-8") + b"\r\n", sba)
+            else:
+                ok = on_line(r.encode("utf-8") + b"\r\n", sba)
+            if not ok:
+                fail("%s: reply %r not on the wire" % (label, r))
+        # error-reply exactly where the server sent one
+        errs = error_lines(s["protocol"], sba)
+        if bool(errs) != ("error-reply" in s["expect"]) or len(errs) != len(s["facts"].get("error_replies", [])):
+            fail("%s: error replies on the wire %r, expect %r, facts %r" % (label, errs, s["expect"],
+                                                                          s["facts"].get("error_replies")))
+        # credentials readable in the clear exactly when the manifest says so
+        for c in s["credentials"]:
+            if c.get("inside_tls"):
+                if not creds_visible(c, tcb, s["protocol"]) or creds_visible(c, cb0, s["protocol"]):
+                    fail("%s: credentials %s not (only) inside TLS" % (label, c["username"]))
+            elif not creds_visible(c, cb0, s["protocol"]):
+                fail("%s: credentials %s not in the cleartext client bytes" % (label, c["username"]))
+        if "cleartext-credentials" in s["expect"] and not any(not c.get("inside_tls") for c in s["credentials"]):
+            fail("%s: cleartext-credentials without cleartext credentials" % label)
+    for scen, ss in by_scen.items():
+        try:
+            check_scenario(name, scen, ss, by_scen, data, frames)
+        except (KeyError, IndexError, StopIteration, ValueError, TypeError) as e:
+            fail("%s: scenario %s: cannot check: %r" % (name, scen, e))
+
+
+def _client_frames(s, frames):
+    return [f for f in frames.get(s["tcp_stream"], []) if f[2] == s["client_port"]]
+
+
+def _msg(cb, rec):
+    """the sent message bytes of a messages_sent record, from the client bytes"""
+    for p in data_payloads(cb).values():
+        m = unstuff(p[:-3]) if p.endswith(b"\r\n.\r\n") else None
+        if m is not None and sha(m) == rec["sha256"]:
+            return m
+    raise ValueError("message %s not in the client bytes" % rec["id"])
+
+
+def check_scenario(name, scen, ss, by_scen, data, frames):
+    def bad(s, what):
+        fail("%s stream %d (%s): %s" % (name, s["tcp_stream"], scen, what))
+
+    for s in ss:
+        cb0, sb0, tcb, tsb = data[s["tcp_stream"]]
+        cba, f = cb0 + tcb, s["facts"]
+        ex = s["expect"]
+        if scen == "clean-submission":
+            m = _msg(cba, s["messages_sent"][0])
+            env = re.search(rb"(?im)^mail FROM:<([^>]*)>", tcb).group(1).decode().lower()
+            if header_addr(m, "From") != env or header_addr(m, "Reply-To") is not None or max(m) >= 0x80 \
+                    or not re.search(rb"(?im)^message-id: <", m) or not s.get("tls"):
+                bad(s, "not a clean submission: From %r, MAIL FROM %r" % (header_addr(m, "From"), env))
+        if scen in ("clean-imap", "clean-pop3"):
+            j = by_scen["clean-submission"][0]["facts"]["journey"]
+            if f["fetched_sha256"] != j["imap"]["sha256"] or f["fetched_sha256"] != j["pop3"]["sha256"]:
+                bad(s, "journey: fetched %s, journey %r" % (f["fetched_sha256"][:16], j))
+        if scen == "cleartext-auth":
+            offered = b"250-STARTTLS\r\n" in sb0 if s["protocol"] == "smtp" else b" STARTTLS " in sb0
+            if not offered or s.get("tls") or not s["credentials"] or s["credentials"][0].get("inside_tls"):
+                bad(s, "STARTTLS offered %r, credentials %r" % (offered, s["credentials"]))
+        if scen == "starttls-refused":
+            rep = re.search(rb"(?m)^STARTTLS\r\n", cb0)
+            if rep is None or b"STARTTLS" in sb0 or not re.search(rb"(?m)^5\d\d ", sb0):
+                bad(s, "STARTTLS sent %r, offered %r" % (rep is not None, b"STARTTLS" in sb0))
+        if scen == "starttls-injection":
+            inj = bytes.fromhex(f["injected_hex"])
+            if not any(fr[4] == inj for fr in _client_frames(s, frames)):
+                bad(s, "no client segment carries exactly %r" % inj)
+            if not sb0.endswith(b"\r\n" + f["reply_before_tls"].encode() + b"\r\n") or not tcb:
+                bad(s, "after the injection the server sent more than %r in the clear" % f["reply_before_tls"])
+        if scen == "starttls-downgrade":
+            leg = s is ss[1]  # ss[0]: client -> proxy, ss[1]: proxy -> Postfix
+            has = b"250-STARTTLS\r\n" in sb0
+            if has != leg or ("starttls-downgrade" in ex) == leg:
+                bad(s, "STARTTLS in the EHLO reply %r on the %s leg" % (has, "proxy" if leg else "client"))
+            if sb0.split(b"\r\n", 1)[0] != data[ss[0]["tcp_stream"]][1].split(b"\r\n", 1)[0]:
+                bad(s, "the two legs saw different greetings")
+        if scen == "smtp-smuggling":
+            p = f["payload_after_354"]["text"].encode()
+            if sha(p) not in data_payloads(cb0) or not re.search(rb"[^\r]\n\.\r\n", p):
+                bad(s, "the smuggling payload is not on the wire")
+        if scen == "bare-line-end" and not re.search(rb"\r\nNOOP\n(?!\r)", cb0):
+            bad(s, "no NOOP ending in a bare LF")
+        if scen == "open-relay":
+            if not re.search(rb"(?im)^rcpt TO:<[^>@]+@(?!example\.test>)[^>]+>\r\n", cb0) or \
+                    not f["rcpt_reply"].startswith("250"):
+                bad(s, "no accepted RCPT to a foreign domain")
+        if scen == "relay-denied" and not re.search(rb"(?m)^554 5\.7\.1 .*Relay access denied", sb0):
+            bad(s, "no 554 Relay access denied")
+        if scen == "bounce-fetch":
+            fetched = s["messages_fetched"][0]["received_sha256"]
+            lit = next(tsb[mo.end():mo.end() + int(mo.group(1))] for mo in re.finditer(rb"\{(\d+)\}\r\n", tsb)
+                       if sha(tsb[mo.end():mo.end() + int(mo.group(1))]) == fetched)
+            dsn = email.message_from_bytes(lit, policy=email.policy.default)
+            status = [b for p in dsn.walk() if p.get_content_type() == "message/delivery-status"
+                      for b in p.get_payload() if b.get("Status")]
+            orig = [p.get_payload()[0]["Message-ID"] for p in dsn.walk() if p.get_content_type() == "message/rfc822"]
+            relayed = by_scen["open-relay"][0]["messages_sent"][0]["message_id"]
+            if dsn.get_content_type() != "multipart/report" or not status or \
+                    str(status[0]["Status"]) != f["status"] or str(status[0]["Final-Recipient"]) != \
+                    f["final_recipient"] or [str(o) for o in orig] != [relayed]:
+                bad(s, "the fetched DSN does not say %r / %r for %s" % (f["status"], f["final_recipient"], relayed))
+        if scen == "source-route" and not re.search(rb"(?m)^RCPT TO:<@[^:>]+:[^>]+>\r\n", cb0):
+            bad(s, "no source-routed RCPT")
+        if scen == "helo-mismatch":
+            mo = re.search(rb"(?m)^EHLO \[([0-9.]+)\]\r\n", cb0)
+            if mo is None or mo.group(1).decode() == s["client_ip"]:
+                bad(s, "no EHLO address literal other than the client's")
+        if scen == "spoofed-headers":
+            m = _msg(cb0, s["messages_sent"][0])
+            env = re.search(rb"(?im)^mail FROM:<([^>]*)>", cb0).group(1).decode().lower()
+            msg = email.message_from_bytes(m, policy=email.policy.default)
+            rec = msg.get_all("Received")
+            dates = [email.utils.parsedate_to_datetime(str(r).rsplit(";", 1)[1].strip()) for r in rec]
+            ips = [ipaddress.ip_address(x.decode()) for x in re.findall(rb"(?im)^received: from \[([0-9.]+)\]", m)]
+            if header_addr(m, "From") == env or header_addr(m, "Reply-To") in (None, header_addr(m, "From")) or \
+                    len(rec) != 2 or not dates[0] < dates[1] or not any(ip.is_private for ip in ips):
+                bad(s, "spoofed headers: From %r MAIL FROM %r Reply-To %r Received dates %r private %r" % (
+                    header_addr(m, "From"), env, header_addr(m, "Reply-To"), dates, ips))
+        if scen == "vrfy-expn" and len(re.findall(rb"(?im)^(vrfy|expn) ", cb0)) < 3:
+            bad(s, "fewer than 3 VRFY/EXPN")
+        if scen == "recipient-enumeration":
+            n = len(re.findall(rb"(?m)^550 ", sb0))
+            if n < 5 or n != f["rejected_550"] or any(o["client_ip"] == s["client_ip"] for o in
+                                                      (x for v in by_scen.values() for x in v) if o is not s):
+                bad(s, "%d RCPTs refused with 550, or other sessions from %s" % (n, s["client_ip"]))
+        if scen == "brute-force" and "auth-brute-force" in ex:
+            mine = [x for v in by_scen.values() for x in v if x["client_ip"] == s["client_ip"]
+                    and x["tcp_stream"] <= s["tcp_stream"]]
+            fails = sum(1 for x in mine for c in x["credentials"] if c["success"] is False)
+            if fails != 5 or f["failures_from_client_so_far"] != 5:
+                bad(s, "%d failed logins from %s up to this session" % (fails, s["client_ip"]))
+        if scen == "slow-reply":
+            fr = frames[s["tcp_stream"]]
+            i = next(i for i, x in enumerate(fr) if x[2] == s["client_port"] and x[4].startswith(b"RCPT TO:"))
+            rep = next(x for x in fr[i + 1:] if x[2] != s["client_port"] and x[4])
+            dt = rep[1] - fr[i][1]
+            if dt < 2.5 or abs(dt - f["delay_s"]) > 0.5:
+                bad(s, "the RCPT reply came %.3f s after the RCPT (client measured %.3f s)" % (dt, f["delay_s"]))
+        if scen == "no-pipelining":
+            if f["variant"] == "pipelined":
+                one = b"".join(c.encode() + b"\r\n" for c in f["one_send"])
+                if b"PIPELINING" in sb0 or not any(x[4] == one for x in _client_frames(s, frames)):
+                    bad(s, "no single segment with %r, or PIPELINING offered" % one)
+            elif f["variant"] == "8bit":
+                m = _msg(cb0, s["messages_sent"][0])
+                mail = re.search(rb"(?im)^mail FROM:[^\r]*", cb0).group(0)
+                if b"8BITMIME" in sb0 or max(m) < 0x80 or b"BODY=" in mail.upper():
+                    bad(s, "8BITMIME offered, no 8-bit byte, or BODY= in %r" % mail)
+            else:
+                limit = int(re.search(rb"(?m)^250[ -]SIZE (\d+)\r\n", sb0).group(1))
+                m = _msg(cb0, s["messages_sent"][0])
+                if len(m) <= limit or not re.search(rb"(?m)^552 ", sb0):
+                    bad(s, "%d-byte message against SIZE %d, no 552" % (len(m), limit))
+        if scen == "early-talker":
+            fr = [x for x in frames[s["tcp_stream"]] if x[4]]
+            if not fr or fr[0][2] != s["client_port"] or not fr[0][4].startswith(b"EHLO "):
+                bad(s, "the first payload of the connection is not the client's EHLO")
+        if scen == "reset-mid-transaction":
+            rst = [x for x in frames[s["tcp_stream"]] if x[3] and x[2] == s["client_port"]]
+            part = f["partial_body"]
+            if not rst or sha(cb0[-part["size"]:]) != part["sha256"] or b"\r\n.\r\n" in cb0[cb0.upper().rfind(
+                    b"\r\nDATA\r\n"):]:
+                bad(s, "no client RST after a partial DATA payload")
+
+
 def check_capture(root, name, cap):
     path = os.path.join(root, name)
     keylog = cap.get("keylog")
     extra = ["-o", "tls.keylog_file:" + os.path.join(root, keylog)] if keylog else []
-    if cap.get("tshark_decode_as"):
-        extra += ["-d", cap["tshark_decode_as"]]
+    extra += decode_args(cap.get("tshark_decode_as"))
     # basic shape
     out = tshark(["-r", path, "-T", "fields", "-e", "frame.number"])
     n = len(out.split())
@@ -541,6 +835,8 @@ def check_capture(root, name, cap):
             got = escape_count(legs[leg], bytes.fromhex(e["hex"]), e["match"])
             if got != want:
                 fail("%s: escape %s: %d in the %s bytes, manifest says %d" % (name, e["python"], got, leg, want))
+    if any("expect" in s for s in sessions):
+        check_findings(name, path, cap, sessions, plain, tls, extra)
     if any("tshark_decrypted_records" in s for s in sessions):
         facts = tls_facts(path, sessions, os.path.join(root, keylog) if keylog else None, cap.get("tshark_decode_as"))
         for s in sessions:

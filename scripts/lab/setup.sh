@@ -113,8 +113,9 @@ else
 fi
 
 # ---------------------------------------------------------------- wait + verify listeners
-# every port on 127.0.0.1 and ::1: Postfix 25, 465, 587, 2525 (cleartext AUTH); Dovecot 110, 995, 143, 993
-PORTS="25 465 587 2525 110 995 143 993"
+# every port on 127.0.0.1 and ::1: Postfix 25, 465, 587, 2525 (cleartext AUTH), 2526-2529 (the extra
+# listeners for samples/findings.pcap, see README.md); Dovecot 110, 995, 143, 993
+PORTS="25 465 587 2525 2526 2527 2528 2529 110 995 143 993"
 EXPECTED=$(( $(echo $PORTS | wc -w) * 2 ))
 SS_FILTER="( $(for p in $PORTS; do printf 'sport = :%s or ' "$p"; done | sed 's/ or $//') )"
 for i in $(seq 1 50); do
