@@ -327,13 +327,15 @@ pub fn bare_address(shown: &str) -> &str {
     }
 }
 
-/// The SHA-256 of a message's body: the bytes after the blank line that ends its header.
-pub fn body_sha256(bytes: &[u8]) -> [u8; 32] {
+/// The BLAKE3 hash of a message's body (the bytes after the blank line that ends its
+/// header), to tell whether two sightings of a message carry the same body. BLAKE3 rather
+/// than a second SHA-256: this runs over every message, and it is several times faster.
+pub fn body_hash(bytes: &[u8]) -> [u8; 32] {
     let body = memchr::memmem::find(bytes, b"\r\n\r\n")
         .map(|i| &bytes[i + 4..])
         .or_else(|| memchr::memmem::find(bytes, b"\n\n").map(|i| &bytes[i + 2..]))
         .unwrap_or_default();
-    Sha256::digest(body).into()
+    blake3::hash(body).into()
 }
 
 fn mime_tree(message: &mail_parser::Message<'_>) -> Vec<(usize, String, usize)> {

@@ -98,7 +98,7 @@ fn envelope(watch: &Watch, message: &Message, found: &mut Found) {
             vec![format!("S: 250-SIZE {limit}")],
         );
     }
-    if captured.bytes.iter().any(|&b| b >= 0x80) {
+    if !captured.bytes.is_ascii() {
         let offered = capabilities.iter().any(|c| c == "8BITMIME");
         let mail = watch.mail_command.as_deref().unwrap_or("");
         let declared = mail.to_ascii_uppercase();
@@ -193,11 +193,11 @@ fn altered(message: &Message, found: &mut Found) {
     if !c.complete || c.partial || c.truncated || message.seen_before.is_empty() {
         return;
     }
-    let body = mime::body_sha256(&c.bytes);
+    let body = mime::body_hash(&c.bytes);
     if let Some(earlier) = message
         .seen_before
         .iter()
-        .find(|s| s.whole && s.body_sha256 != body)
+        .find(|s| s.whole && s.body_hash != body)
     {
         found.add(
             FindingKind::MessageAltered,
@@ -207,8 +207,8 @@ fn altered(message: &Message, found: &mut Found) {
                 message.id, c.source, earlier.message, earlier.source, earlier.session
             ),
             vec![
-                format!("body sha256 {}", hex::encode(&body)),
-                format!("earlier body sha256 {}", hex::encode(&earlier.body_sha256)),
+                format!("body BLAKE3 {}", hex::encode(&body)),
+                format!("earlier body BLAKE3 {}", hex::encode(&earlier.body_hash)),
             ],
         );
     }

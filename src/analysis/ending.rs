@@ -50,6 +50,12 @@ pub(super) fn session(watch: &Watch, tally: &mut Tally, found: &mut Found) {
                 evidence,
             );
         }
+        Some(FlowEnd::Evicted) => found.add(
+            FindingKind::CaptureLimit,
+            end,
+            "the connection table was full: this session was closed early to make room".into(),
+            Vec::new(),
+        ),
         Some(FlowEnd::Reset | FlowEnd::Fin) => {}
         _ if *unfinished > 0 => found.add(
             FindingKind::CaptureGap,

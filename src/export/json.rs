@@ -142,7 +142,7 @@ struct SightingRecord {
     session: u64,
     source: &'static str,
     sha256: String,
-    body_sha256: String,
+    body_hash: String,
 }
 
 #[derive(Serialize)]
@@ -334,7 +334,7 @@ impl<W: Write> SessionSink for JsonWriter<W> {
                         session: s.session,
                         source: s.source,
                         sha256: hex::encode(&s.sha256),
-                        body_sha256: hex::encode(&s.body_sha256),
+                        body_hash: hex::encode(&s.body_hash),
                     })
                     .collect(),
                 reports_on: message.reports_on,

@@ -222,20 +222,21 @@ impl DotState {
         self.tail = [0; 2];
     }
 
-    /// Body bytes handed on: a CR-only reader would see a dot line in `\r.\r` or `\r.\n`.
-    fn scan(&mut self, bytes: &[u8]) {
+    /// Raw body bytes taken (stuffing dots included, which changes nothing here): a reader
+    /// that ends lines at a bare CR would see a dot line in `\r.\r` or `\r.\n`.
+    fn scan(&mut self, raw: &[u8]) {
         let [a, b] = self.tail;
-        let head = [
-            a,
-            b,
-            *bytes.first().unwrap_or(&0),
-            *bytes.get(1).unwrap_or(&0),
-        ];
-        let cr_dot = |w: &[u8]| w[0] == b'\r' && w[1] == b'.' && (w[2] == b'\r' || w[2] == b'\n');
-        if head.windows(3).any(cr_dot) || bytes.windows(3).any(cr_dot) {
+        let head = [a, b, *raw.first().unwrap_or(&0), *raw.get(1).unwrap_or(&0)];
+        let cr_dot = |w: &[u8]| w[0] == b'\r' && w[1] == b'.' && matches!(w[2], b'\r' | b'\n');
+        // `\r.` is rare in mail: looking for it first keeps this at memchr's speed.
+        let inside = || {
+            memchr::memmem::find_iter(raw, b"\r.")
+                .any(|i| matches!(raw.get(i + 2), Some(b'\r' | b'\n')))
+        };
+        if head.windows(3).any(cr_dot) || inside() {
             self.ambiguous = true;
         }
-        self.tail = match bytes {
+        self.tail = match raw {
             [.., x, y] => [*x, *y],
             [y] => [b, *y],
             [] => self.tail,
@@ -270,7 +271,6 @@ pub fn read_dot_body(
             }
             pos += 1;
             state.at_line_start = false;
-            state.tail = [0, b'.'];
             continue;
         }
         let (line, at_line_start) = match memchr::memchr(b'\n', rest) {
@@ -278,17 +278,18 @@ pub fn read_dot_body(
             None => (rest, false),
         };
         if at_line_start {
-            let cr = match line {
-                [.., cr, _] => *cr == b'\r',
-                _ => state.tail[1] == b'\r',
+            let before_lf = match line {
+                [.., cr, _] => *cr,
+                _ if pos > 0 => available[pos - 1],
+                _ => state.tail[1],
             };
-            state.after_bare_lf = !cr;
+            state.after_bare_lf = before_lf != b'\r';
         }
-        state.scan(line);
         sink(line);
         pos += line.len();
         state.at_line_start = at_line_start;
     }
+    state.scan(&available[..ended.unwrap_or(pos)]);
     match ended {
         Some(end) => DotBody::Ended(inbox.consume(end)),
         None if pos > 0 => DotBody::Took(inbox.consume(pos)),

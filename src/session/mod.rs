@@ -148,7 +148,7 @@ fn link(live: &mut Live, captured: CapturedMessage, id: u64, journeys: &mut Jour
                 session: live.session.id,
                 source: captured.source,
                 sha256: captured.sha256,
-                body_sha256: mime::body_sha256(&captured.bytes),
+                body_hash: mime::body_hash(&captured.bytes),
                 whole: captured.complete && !captured.partial && !captured.truncated,
             },
         ),

@@ -139,9 +139,9 @@ pub struct Sighting {
     pub session: u64,
     pub source: &'static str,
     pub sha256: [u8; 32],
-    /// The body's hash (after the header): relays add Received headers, so a changed body is
-    /// what says the message itself changed.
-    pub body_sha256: [u8; 32],
+    /// The body's BLAKE3 hash (after the header): relays add Received headers, so a changed
+    /// body is what says the message itself changed.
+    pub body_hash: [u8; 32],
     /// The whole message was captured (not a part, not cut short): its hashes can be compared.
     pub whole: bool,
 }

@@ -62,6 +62,30 @@ pub fn lines(message: &Message) -> Vec<Line<'static>> {
     }
     lines.push(field("size", &state.join(", ")));
     lines.push(field("SHA-256", &hex::encode(&c.sha256)));
+    if !message.seen_before.is_empty() || message.reports_on.is_some() {
+        lines.push(section(
+            "journey (the same Message-ID earlier in the capture)",
+        ));
+        let body = mailscope::mime::body_hash(&c.bytes);
+        for s in &message.seen_before {
+            let same = if !s.whole {
+                "a part"
+            } else if s.body_hash == body {
+                "same body"
+            } else {
+                "ANOTHER BODY"
+            };
+            lines.push(Line::raw(format!(
+                "  message #{} in session {} ({}), {same}",
+                s.message, s.session, s.source
+            )));
+        }
+        if let Some(original) = message.reports_on {
+            lines.push(Line::raw(format!(
+                "  a delivery report on message #{original}"
+            )));
+        }
+    }
     if !v.hops.is_empty() {
         lines.push(section("relay path (oldest first)"));
         for hop in &v.hops {
