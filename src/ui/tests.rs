@@ -313,3 +313,54 @@ fn w_writes_the_session_as_a_pcapng_that_decrypts_alone() {
     assert_eq!(row.exchanges, chosen.exchanges);
     assert_eq!(row.auth, chosen.auth);
 }
+
+/// findings.pcap: the findings screen lists alerts first, says why the selected one matters
+/// with its evidence, and Enter opens its session at the finding, shown in the dialogue.
+#[test]
+fn findings_screen_puts_alerts_first_and_explains_them() {
+    let mut app = loaded("findings.pcap", Some("findings.keys"));
+    screen(&mut app, 140, 40);
+    app.handle(Action::Findings);
+    let shown = screen(&mut app, 140, 40);
+    let first = shown
+        .lines()
+        .find(|l| l.contains("⚑"))
+        .expect("a finding is listed");
+    assert!(first.contains("⚑ alert "), "{first}");
+    let kind = first
+        .split("⚑ alert ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .unwrap();
+    let why = mailscope::session::model::FindingKind::ALL
+        .iter()
+        .find(|k| k.name() == kind)
+        .map(|k| k.why())
+        .unwrap();
+    assert!(
+        shown.contains(&why[..40]),
+        "the pane explains {kind}: {shown}"
+    );
+    app.handle(Action::Open);
+    assert_eq!(app.screen, Screen::Dialogue);
+    let dialogue = screen(&mut app, 140, 40);
+    assert!(dialogue.contains(&format!("⚑ alert {kind}")), "{dialogue}");
+    app.handle(Action::Back);
+    app.handle(Action::Back);
+    app.handle(Action::StartFilter);
+    for c in "finding:alert".chars() {
+        app.handle(Action::FilterChar(c));
+    }
+    app.handle(Action::FilterDone);
+    let with_alerts = app
+        .store
+        .entries
+        .iter()
+        .filter(|e| e.worst == Some(mailscope::session::model::Severity::Alert))
+        .count();
+    let listed = screen(&mut app, 140, 40);
+    assert!(
+        listed.contains(&format!("({with_alerts} shown)")),
+        "{with_alerts} sessions with alerts: {listed}"
+    );
+}
