@@ -14,11 +14,17 @@ pub const CSV_HEADER: &str =
 /// secrets as `challenge digest`.
 /// - CRAM-MD5, hashcat mode 16400 and John: `$cram_md5$base64(challenge)$base64(user digest)`;
 /// - APOP (MD5 of the greeting's timestamp and the password), hashcat mode 20:
-///   `digest:timestamp`.
+///   `digest:timestamp`;
+/// - NTLM: the secret is already NetNTLMv2 (hashcat 5600) or NetNTLMv1 (hashcat 5500).
 pub fn crack_line(attempt: &AuthAttempt) -> Option<String> {
     let secret = attempt.secret.as_ref()?.expose();
+    let mechanism = attempt.mechanism.to_ascii_uppercase();
+    if mechanism == "NTLM" {
+        // The secret already is the NetNTLMv1/v2 line (see proto::ntlm).
+        return Some(secret.to_string());
+    }
     let (challenge, digest) = secret.rsplit_once(' ')?;
-    match attempt.mechanism.to_ascii_uppercase().as_str() {
+    match mechanism.as_str() {
         "CRAM-MD5" => {
             let user = attempt.username.as_deref()?;
             let b64 = base64::engine::general_purpose::STANDARD;

@@ -9,6 +9,7 @@
 pub mod framing;
 pub mod imap;
 pub mod message;
+pub mod ntlm;
 pub mod pop3;
 pub mod sasl;
 pub mod smtp;

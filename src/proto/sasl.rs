@@ -4,7 +4,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use super::AuthAttempt;
+use super::{ntlm, AuthAttempt};
 use crate::capture::Timestamp;
 use crate::secret::Secret;
 
@@ -99,6 +99,11 @@ impl Sasl {
             }
             ("LOGIN", 0) => text(bytes),
             ("LOGIN", _) => "****".to_string(),
+            ("NTLM", _) => match ntlm::authenticate(bytes) {
+                Some(a) if a.domain.is_empty() => format!("NTLM response for {}", a.user),
+                Some(a) => format!("NTLM response for {}\\{}", a.domain, a.user),
+                None => "NTLM negotiation".to_string(),
+            },
             _ => "(credentials)".to_string(),
         })
     }
@@ -140,6 +145,21 @@ impl Sasl {
                 },
                 None => (None, None),
             },
+            // MS-NLMP: the user and the challenge-response as crackers read it.
+            "NTLM" => {
+                let challenge = self
+                    .challenges
+                    .iter()
+                    .find_map(|c| ntlm::server_challenge(c));
+                let response = self.responses.iter().find_map(|r| ntlm::authenticate(r));
+                match response {
+                    Some(r) => {
+                        let line = challenge.and_then(|c| r.crack_line(&c));
+                        (Some(r.user), line)
+                    }
+                    None => (None, None),
+                }
+            }
             // Google's XOAUTH2: "user=" U ^A "auth=Bearer " T ^A ^A
             "XOAUTH2" => match response(0) {
                 Some(r) => kv_credentials(&text(r), "user"),
