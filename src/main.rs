@@ -509,7 +509,7 @@ fn describe_keys(keys: &KeyLog) {
 fn export(input: &Input, dir: &str, mbox: Option<&str>) -> Result<ExitCode, String> {
     let out = OutputDir::create(std::path::Path::new(dir))
         .map_err(|e| format!("cannot create {dir}: {e}"))?;
-    let mut writer = ExportWriter::new(out);
+    let mut writer = ExportWriter::new(out).map_err(|e| format!("cannot write into {dir}: {e}"))?;
     if let Some(path) = mbox {
         // The user named this file: it may be anywhere, but is never written over.
         let file = std::fs::OpenOptions::new()

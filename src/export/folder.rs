@@ -5,7 +5,7 @@
 //! through [`super::files::OutputDir`].
 
 use std::fs::File;
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use super::files::OutputDir;
@@ -27,22 +27,30 @@ pub struct ExportWriter {
     pub error: Option<io::Error>,
     /// credentials.csv, written by `finish`.
     credentials: String,
-    /// findings.json, written by `finish`: the records of `--json`, as one array.
-    findings: Vec<u8>,
+    /// findings.json: the records of `--json`, as one array, written as they come.
+    findings: BufWriter<File>,
+    findings_written: u64,
     index: Index,
     mbox: Option<MboxWriter<BufWriter<File>>>,
 }
 
+/// Findings the index lists (findings.json has them all).
+const MAX_INDEXED_FINDINGS: usize = 10_000;
+
 impl ExportWriter {
-    pub fn new(dir: OutputDir) -> ExportWriter {
-        ExportWriter {
+    pub fn new(mut dir: OutputDir) -> io::Result<ExportWriter> {
+        let (findings_path, file) = dir.create_file("findings.json", "findings.json")?;
+        let mut findings = BufWriter::new(file);
+        findings.write_all(b"[")?;
+        Ok(ExportWriter {
             dir,
             transcripts: TranscriptWriter::new(Vec::new(), true),
             counts: Default::default(),
             written: Vec::new(),
             error: None,
             credentials: credentials::CSV_HEADER.to_string(),
-            findings: b"[".to_vec(),
+            findings,
+            findings_written: 0,
             index: Index {
                 credentials: "credentials.csv",
                 findings_file: "findings.json",
@@ -50,6 +58,12 @@ impl ExportWriter {
             },
             mbox: None,
         }
+        .with_written(findings_path))
+    }
+
+    fn with_written(mut self, path: PathBuf) -> ExportWriter {
+        self.written.push(path);
+        self
     }
 
     /// Also writes every whole message into this mbox file.
@@ -63,9 +77,14 @@ impl ExportWriter {
     pub fn finish(&mut self) -> u64 {
         let csv = std::mem::take(&mut self.credentials);
         self.write("credentials.csv", csv.as_bytes());
-        let mut findings = std::mem::take(&mut self.findings);
-        findings.extend_from_slice(b"\n]\n");
-        self.write("findings.json", &findings);
+        let closed = self
+            .findings
+            .write_all(b"\n]\n")
+            .and_then(|()| self.findings.flush());
+        if let Err(e) = closed {
+            self.failed(e);
+        }
+        self.index.findings_total = self.findings_written;
         match serde_json::to_vec_pretty(&self.index) {
             Ok(json) => {
                 self.write("index.json", &json);
@@ -154,13 +173,23 @@ impl SessionSink for ExportWriter {
 
     fn finding(&mut self, session: &Session, finding: &Finding) {
         self.transcripts.finding(session, finding);
-        self.index.findings.push(FindingEntry::of(finding));
-        if self.findings.len() > 1 {
-            self.findings.push(b',');
+        if self.index.findings.len() < MAX_INDEXED_FINDINGS {
+            self.index.findings.push(FindingEntry::of(finding));
         }
-        self.findings.push(b'\n');
-        // Serialising our own record into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut self.findings, &FindingRecord::of(finding));
+        let separator: &[u8] = if self.findings_written == 0 {
+            b"\n"
+        } else {
+            b",\n"
+        };
+        let written = self
+            .findings
+            .write_all(separator)
+            .map_err(serde_json::Error::io)
+            .and_then(|()| serde_json::to_writer(&mut self.findings, &FindingRecord::of(finding)));
+        match written {
+            Ok(()) => self.findings_written += 1,
+            Err(e) => self.failed(e.into()),
+        }
     }
 
     fn session_end(&mut self, session: &Session) {

@@ -13,7 +13,9 @@ use crate::session::model::{Finding, Message, Session};
 pub struct Index {
     pub sessions: Vec<SessionEntry>,
     pub messages: Vec<MessageEntry>,
+    /// The first findings (findings.json holds them all).
     pub findings: Vec<FindingEntry>,
+    pub findings_total: u64,
     pub credentials: &'static str,
     pub findings_file: &'static str,
 }
@@ -143,7 +145,7 @@ impl Index {
             "<h1>mailscope export</h1><p>{} sessions, {} messages, {} findings; <a href=\"{}\">credentials</a>, <a href=\"{}\">findings as JSON</a>, <a href=\"index.json\">this index as JSON</a>.</p>",
             self.sessions.len(),
             self.messages.len(),
-            self.findings.len(),
+            self.findings_total,
             self.credentials,
             self.findings_file
         );
