@@ -26,14 +26,19 @@ fn open_move_filter_and_quit_in_a_real_terminal() {
     let message = tmux.wait_for("MIME structure");
     assert!(message.contains("Subject:"), "{message}");
     assert!(message.contains("MAIL FROM"));
-    tmux.keys(&["Escape", "Tab"]);
+    // Escape and the next key in one read would be Alt+key: they go one at a time.
+    tmux.keys(&["Escape"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    tmux.keys(&["Tab"]);
     let ladder = tmux.wait_for("▶│");
     assert!(
         ladder.contains("client") && ladder.contains("server"),
         "{ladder}"
     );
 
-    tmux.keys(&["Escape", "/"]);
+    tmux.keys(&["Escape"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    tmux.keys(&["/"]);
     tmux.keys(&["proto:pop3", "Enter"]);
     let filtered = tmux.wait_for("(0 shown)");
     assert!(filtered.contains("3 sessions (0 shown)"), "{filtered}");
