@@ -23,6 +23,11 @@ Captures with findings sessions (findings.pcap, sessions[].expect): every sessio
 the wire (decrypted where TLS), credentials are readable exactly where the manifest says (cleartext or inside
 TLS), error-reply is expected exactly where the server bytes hold a 4xx/5xx, -ERR, NO or BAD reply, and each
 scenario's facts are checked against the packets (check_findings).
+Sessions with "ntlm" (ntlm.pcap): the NTLMSSP messages of the SASL exchange, base64 in the (decrypted) TCP bytes,
+are dissected by tshark's ntlmssp dissector (tshark 4.0 has none inside IMAP/POP3; it gets them as DLT_USER0
+frames) and, for SMTP, in place with -o smtp.decryption:TRUE; the recorded messages, tshark fields and hashcat
+line must match, and the recorded password (and for successful logins only, the lab password) must give the
+NTProofStr on the wire (ntlm_facts, ntlm_problems).
 Exit status 1 on any failure.
 """
 import base64
@@ -260,6 +265,15 @@ def creds_visible(cred, cb, protocol):
         return re.search(rb"APOP " + re.escape(u) + rb" [0-9a-f]{32}\r\n", cb) is not None
     if mech == "CRAM-MD5":
         return any(base64.b64decode(x).startswith(u + b" ") for x in re.findall(rb"(?m)^([A-Za-z0-9+/=]{20,})\r$", cb))
+    if mech == "NTLM":  # an AUTHENTICATE message for the user (the password itself never is on the wire)
+        for tok in NTLM_B64.findall(cb):
+            try:
+                m = ntlm_parse(base64.b64decode(tok))
+            except (ValueError, binascii.Error):
+                continue
+            if m["type"] == 3 and m["username"] == cred["username"] and m["domain"] == cred.get("domain", ""):
+                return True
+        return False
     return True
 
 
@@ -471,6 +485,255 @@ def tls_truth_problems(s, f):
     for k in ("decrypted_records", "encrypted_records", "empty_records"):
         if "tshark_" + k in s and s["tshark_" + k] != f[k]:
             p.append("tshark_%s %r, tshark now counts %r" % (k, s["tshark_" + k], f[k]))
+    return p
+
+
+# ---------------------------------------------------------------- NTLM in SASL (ntlm.pcap)
+# tshark 4.0 dissects NTLMSSP inside SMTP only (with -o smtp.decryption:TRUE; all three messages only when AUTH NTLM
+# carries the NEGOTIATE as its initial response, else just the CHALLENGE), never inside IMAP AUTHENTICATE or POP3 AUTH. So the NTLMSSP
+# messages are taken from each session's (decrypted) TCP bytes - the base64 tokens starting "TlRMTVNTUA"
+# (NTLMSSP\0) - and handed to tshark's own ntlmssp dissector in a pcap of link type DLT_USER0 (147), one frame per
+# message; for SMTP with an initial response tshark's in-place dissection must give the same values.
+NTLM_B64 = re.compile(rb"TlRMTVNTUA[A-Za-z0-9+/]*={0,2}")
+NTLM_USER_DLT = 147
+NTLM_USER_DLT_UAT = 'uat:user_dlts:"User 0 (DLT=147)","ntlmssp","0","","0",""'
+# what tshark shows of each message (-T fields; bytes as lower-case hex, an empty string as "NULL")
+NTLM_TSHARK_FIELDS = {
+    1: ["ntlmssp.messagetype", "ntlmssp.negotiateflags"],
+    2: ["ntlmssp.messagetype", "ntlmssp.negotiateflags", "ntlmssp.ntlmserverchallenge", "ntlmssp.challenge.target_name",
+        "ntlmssp.challenge.target_info.nb_computer_name", "ntlmssp.challenge.target_info.nb_domain_name",
+        "ntlmssp.challenge.target_info.dns_computer_name", "ntlmssp.challenge.target_info.dns_domain_name"],
+    3: ["ntlmssp.messagetype", "ntlmssp.negotiateflags", "ntlmssp.auth.username", "ntlmssp.auth.domain",
+        "ntlmssp.auth.hostname", "ntlmssp.auth.lmresponse", "ntlmssp.auth.ntresponse",
+        "ntlmssp.ntlmv2_response.ntproofstr", "ntlmssp.ntlmv2_response.chal"],
+}
+NTLM_AV_IDS = {1: "nb_computer_name", 2: "nb_domain_name", 3: "dns_computer_name", 4: "dns_domain_name",
+               5: "dns_tree_name", 6: "flags", 7: "timestamp", 9: "target_name", 10: "channel_bindings"}
+
+
+def _md4(data):
+    """MD4 (RFC 1320): OpenSSL 3 leaves it to the legacy provider, so hashlib may not have it"""
+    def rol(x, n):
+        x &= 0xFFFFFFFF
+        return ((x << n) | (x >> (32 - n))) & 0xFFFFFFFF
+    msg = bytearray(data) + b"\x80"
+    while len(msg) % 64 != 56:
+        msg.append(0)
+    msg += (8 * len(data) & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
+    h = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476]
+    for off in range(0, len(msg), 64):
+        x = [int.from_bytes(msg[off + 4 * i:off + 4 * i + 4], "little") for i in range(16)]
+        a, b, c, d = h
+        f = lambda x_, y, z: (x_ & y) | (~x_ & z)
+        g = lambda x_, y, z: (x_ & y) | (x_ & z) | (y & z)
+        hh = lambda x_, y, z: x_ ^ y ^ z
+        for i in range(16):
+            k, s = i, (3, 7, 11, 19)[i % 4]
+            a, b, c, d = d, rol(a + f(b, c, d) + x[k], s), b, c
+        for i in range(16):
+            k, s = (i % 4) * 4 + i // 4, (3, 5, 9, 13)[i % 4]
+            a, b, c, d = d, rol(a + g(b, c, d) + x[k] + 0x5A827999, s), b, c
+        for i in range(16):
+            k, s = (0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15)[i], (3, 9, 11, 15)[i % 4]
+            a, b, c, d = d, rol(a + hh(b, c, d) + x[k] + 0x6ED9EBA1, s), b, c
+        h = [(v + w) & 0xFFFFFFFF for v, w in zip(h, (a, b, c, d))]
+    return b"".join(v.to_bytes(4, "little") for v in h)
+
+
+def ntproofstr(password, user, domain, server_challenge, blob):
+    """NTLMv2 (MS-NLMP 3.3.2): HMAC-MD5(NTOWFv2, server challenge + blob), NTOWFv2 = HMAC-MD5(MD4(UTF-16LE
+    password), UTF-16LE(upper(user) + domain)); bytes in, hex out"""
+    import hmac
+    nt_hash = _md4(password.encode("utf-16-le"))
+    owf = hmac.new(nt_hash, (user.upper() + domain).encode("utf-16-le"), "md5").digest()
+    return hmac.new(owf, server_challenge + blob, "md5").hexdigest()
+
+
+def ntlm_parse(msg):
+    """The fields of an NTLMSSP NEGOTIATE (1), CHALLENGE (2) or AUTHENTICATE (3) message (MS-NLMP 2.2.1)"""
+    import struct
+    if msg[:8] != b"NTLMSSP\0" or len(msg) < 16:
+        raise ValueError("not an NTLMSSP message")
+    mtype = struct.unpack_from("<I", msg, 8)[0]
+
+    def field(at):
+        ln, _, off = struct.unpack_from("<HHI", msg, at)
+        return msg[off:off + ln]
+
+    def text(b, flags):
+        return b.decode("utf-16-le") if flags & 1 else b.decode("latin-1")
+    out = {"type": mtype}
+    if mtype == 1:
+        out["flags"] = "0x%08x" % struct.unpack_from("<I", msg, 12)[0]
+    elif mtype == 2:
+        flags = struct.unpack_from("<I", msg, 20)[0]
+        info, avs, pos = field(40), {}, 0
+        while pos + 4 <= len(info):
+            av_id, av_len = struct.unpack_from("<HH", info, pos)
+            val = info[pos + 4:pos + 4 + av_len]
+            pos += 4 + av_len
+            if av_id == 0:
+                break
+            name = NTLM_AV_IDS.get(av_id, "av_%d" % av_id)
+            avs[name] = (val.decode("utf-16-le") if av_id in (1, 2, 3, 4, 5, 9) else
+                         struct.unpack("<I", val)[0] if av_id == 6 else val.hex())
+        out.update({"flags": "0x%08x" % flags, "server_challenge": msg[24:32].hex(),
+                    "target_name": text(field(12), flags), "target_info": avs})
+    elif mtype == 3:
+        flags = struct.unpack_from("<I", msg, 60)[0]
+        lm, nt = field(12), field(20)
+        out.update({"flags": "0x%08x" % flags, "domain": text(field(28), flags), "username": text(field(36), flags),
+                    "workstation": text(field(44), flags), "lm_response": lm.hex(), "nt_response": nt.hex(),
+                    "session_key": field(52).hex()})
+        if len(nt) > 24:  # NTLMv2: NTProofStr, then the blob (1, 1, reserved, timestamp, client challenge, AV pairs)
+            out.update({"ntlm_version": "NTLMv2", "ntproofstr": nt[:16].hex(), "blob": nt[16:].hex(),
+                        "client_challenge": nt[32:40].hex()})
+            if len(lm) == 24:
+                out["lmv2_client_challenge"] = lm[16:].hex()
+        elif len(nt) == 24:
+            out["ntlm_version"] = "NTLMv1"
+        else:
+            out["ntlm_version"] = None
+    return out
+
+
+def ntlm_messages(cb, sb):
+    """[(direction, message bytes)] of the NTLMSSP messages in a SASL exchange, in protocol order: each NEGOTIATE
+    and AUTHENTICATE from the client bytes, each CHALLENGE from the server bytes (one exchange per
+    NEGOTIATE/CHALLENGE/AUTHENTICATE triple)"""
+    client = [base64.b64decode(t) for t in NTLM_B64.findall(cb)]
+    server = [base64.b64decode(t) for t in NTLM_B64.findall(sb)]
+    out = []
+    for i, c in enumerate(client):
+        out.append(("client", c))
+        if i % 2 == 0 and i // 2 < len(server):
+            out.append(("server", server[i // 2]))
+    return out
+
+
+def ntlm_tshark(messages):
+    """[{field: value}] what tshark's ntlmssp dissector shows of each message (NTLM_TSHARK_FIELDS), fed to it as
+    the frames of a DLT_USER0 pcap"""
+    import struct
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "ntlmssp.pcap")
+        with open(p, "wb") as f:
+            f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, NTLM_USER_DLT))
+            for i, m in enumerate(messages):
+                f.write(struct.pack("<IIII", i, 0, len(m), len(m)) + m)
+        fields = sorted({f for fs in NTLM_TSHARK_FIELDS.values() for f in fs})
+        args = ["-r", p, "-o", NTLM_USER_DLT_UAT, "-T", "fields", "-E", "occurrence=f"]
+        for f in fields:
+            args += ["-e", f]
+        rows = [l.split("\t") for l in tshark(args).splitlines()]
+    out = []
+    for m, row in zip(messages, rows):
+        vals = dict(zip(fields, row))
+        mtype = int(vals.get("ntlmssp.messagetype") or "0", 0)
+        out.append({f: vals[f] for f in NTLM_TSHARK_FIELDS.get(mtype, ["ntlmssp.messagetype"])})
+    if len(out) != len(messages):
+        raise RuntimeError("tshark dissected %d of %d NTLMSSP messages" % (len(out), len(messages)))
+    return out
+
+
+def ntlm_tshark_smtp(path, stream, extra=()):
+    """[{field: value}] of the NTLMSSP messages tshark dissects in place in one SMTP stream (-o smtp.decryption:TRUE)"""
+    fields = sorted({f for fs in NTLM_TSHARK_FIELDS.values() for f in fs})
+    args = ["-r", path] + list(extra) + ["-o", "smtp.decryption:TRUE", "-Y", "tcp.stream == %d && ntlmssp" % stream,
+                                         "-T", "fields", "-E", "occurrence=f"]
+    for f in fields:
+        args += ["-e", f]
+    out = []
+    for line in tshark(args).splitlines():
+        vals = dict(zip(fields, line.split("\t")))
+        mtype = int(vals.get("ntlmssp.messagetype") or "0", 0)
+        out.append({f: vals[f] for f in NTLM_TSHARK_FIELDS.get(mtype, ["ntlmssp.messagetype"])})
+    return out
+
+
+def ntlm_facts(cb, sb, path=None, stream=None, protocol=None, extra=()):
+    """One SASL NTLM exchange as the wire shows it: the parsed messages, what tshark's ntlmssp dissector shows of
+    them (tshark), for SMTP also what tshark dissects in place (tshark_in_place: [] where it does not), the hashcat
+    line (NetNTLMv2: mode 5600, user::domain:challenge:NTProofStr:blob; NetNTLMv1: 5500) and the NTLM version"""
+    msgs = ntlm_messages(cb, sb)
+    parsed = [ntlm_parse(m) for _, m in msgs]
+    types = [p["type"] for p in parsed]
+    if types != [1, 2, 3]:
+        raise ValueError("NTLMSSP message types %r, wanted one NEGOTIATE, CHALLENGE, AUTHENTICATE" % types)
+    neg, chal, auth = parsed
+    facts = {"negotiate": neg, "challenge": chal, "authenticate": auth, "ntlm_version": auth["ntlm_version"],
+             "tshark": ntlm_tshark([m for _, m in msgs])}
+    user, dom, ch = auth["username"], auth["domain"], chal["server_challenge"]
+    if auth["ntlm_version"] == "NTLMv2":
+        facts["hashcat"] = {"mode": 5600, "format": "NetNTLMv2",
+                            "line": "%s::%s:%s:%s:%s" % (user, dom, ch, auth["ntproofstr"], auth["blob"])}
+    elif auth["ntlm_version"] == "NTLMv1":
+        facts["hashcat"] = {"mode": 5500, "format": "NetNTLMv1",
+                            "line": "%s::%s:%s:%s:%s" % (user, dom, auth["lm_response"], auth["nt_response"], ch)}
+    if protocol == "smtp" and path:
+        facts["tshark_in_place"] = ntlm_tshark_smtp(path, stream, extra)
+    return facts
+
+
+def ntlm_problems(s, f):
+    """Differences between a session's recorded NTLM truth (s["ntlm"], s["credentials"]) and the wire (ntlm_facts)"""
+    n, p = s["ntlm"], []
+    for k in ("negotiate", "challenge", "authenticate", "ntlm_version", "hashcat", "tshark"):
+        if n.get(k) != f.get(k):
+            p.append("%s recorded %r, on the wire %r" % (k, n.get(k), f.get(k)))
+    t = f["tshark"]
+    a, c = f["authenticate"], f["challenge"]
+    nul = lambda v: v if v else "NULL"  # tshark shows an empty string as NULL
+    want = {"ntlmssp.auth.username": nul(a["username"]), "ntlmssp.auth.domain": nul(a["domain"]),
+            "ntlmssp.auth.hostname": nul(a["workstation"])}
+    if a["ntlm_version"] == "NTLMv2":
+        want["ntlmssp.ntlmv2_response.ntproofstr"] = a["ntproofstr"]
+    for k, v in want.items():
+        if t[2].get(k) != v:
+            p.append("tshark %s %r, the AUTHENTICATE message has %r" % (k, t[2].get(k), v))
+    if t[1].get("ntlmssp.ntlmserverchallenge") != c["server_challenge"]:
+        p.append("tshark server challenge %r, the CHALLENGE message has %r" % (
+            t[1].get("ntlmssp.ntlmserverchallenge"), c["server_challenge"]))
+    if a["ntlm_version"] == "NTLMv2":  # the hashcat line again, from tshark's fields only
+        un = lambda v: "" if v == "NULL" else v
+        line = "%s::%s:%s:%s:%s" % (un(t[2].get("ntlmssp.auth.username")), un(t[2].get("ntlmssp.auth.domain")),
+                                    t[1].get("ntlmssp.ntlmserverchallenge"), t[2].get("ntlmssp.ntlmv2_response.ntproofstr"),
+                                    (t[2].get("ntlmssp.auth.ntresponse") or "")[32:])
+        if line != (f.get("hashcat") or {}).get("line"):
+            p.append("hashcat line from tshark's fields %r, from the messages %r" % (line, f.get("hashcat")))
+    if "tshark_in_place" in f:
+        inplace = f["tshark_in_place"]
+        if n.get("tshark_in_place") != inplace:
+            p.append("tshark_in_place recorded %r, tshark now %r" % (n.get("tshark_in_place"), inplace))
+        by_type = {m.get("ntlmssp.messagetype"): m for m in t}
+        for m in inplace:
+            if by_type.get(m.get("ntlmssp.messagetype")) != m:
+                p.append("tshark's SMTP dissection %r differs from its ntlmssp dissector on the message %r" % (
+                    m, by_type.get(m.get("ntlmssp.messagetype"))))
+        # all three in place only when AUTH NTLM carries the NEGOTIATE (without it tshark 4.0 only finds the CHALLENGE)
+        if n.get("sasl_initial_response") and len(inplace) != 3:
+            p.append("AUTH NTLM with initial response, but tshark dissects %d NTLMSSP messages in place" % len(inplace))
+    cred = [c_ for c_ in s["credentials"] if c_["mechanism"] == "NTLM"]
+    if len(cred) != 1:
+        return p + ["%d NTLM credentials recorded" % len(cred)]
+    cred = cred[0]
+    if (cred["username"], cred.get("domain")) != (a["username"], a["domain"]):
+        p.append("credentials %r\\%r, AUTHENTICATE has %r\\%r" % (cred.get("domain"), cred["username"], a["domain"],
+                                                                  a["username"]))
+    if cred.get("ntlm_version") != a["ntlm_version"]:
+        p.append("ntlm_version %r, AUTHENTICATE is %r" % (cred.get("ntlm_version"), a["ntlm_version"]))
+    if a["ntlm_version"] == "NTLMv2":
+        proof = ntproofstr(cred["password"], a["username"], a["domain"], bytes.fromhex(c["server_challenge"]),
+                           bytes.fromhex(a["blob"]))
+        if proof != a["ntproofstr"]:
+            p.append("the recorded password %r does not give the NTProofStr on the wire" % cred["password"])
+        if n.get("lab_password") is not None:
+            lab = ntproofstr(n["lab_password"], a["username"], a["domain"], bytes.fromhex(c["server_challenge"]),
+                             bytes.fromhex(a["blob"])) == a["ntproofstr"]
+            if lab != cred["success"]:
+                p.append("the lab password %s the NTProofStr, but success is %r" % (
+                    "gives" if lab else "does not give", cred["success"]))
     return p
 
 
@@ -829,6 +1092,14 @@ def check_capture(root, name, cap):
         for c in s.get("credentials", []):
             if c.get("success") and not creds_visible(c, cb, s["protocol"]):
                 fail("%s: credentials %s/%s not visible in (decrypted) client bytes" % (label, c["mechanism"], c["username"]))
+        if "ntlm" in s:  # ntlm.pcap: the NTLM exchange as tshark decodes it, the hashcat line, the password
+            try:
+                facts = ntlm_facts(cb, sb, path, st, s["protocol"], extra)
+            except (ValueError, RuntimeError) as e:
+                fail("%s: NTLM exchange: %s" % (label, e))
+                continue
+            for problem in ntlm_problems(s, facts):
+                fail("%s: NTLM: %s" % (label, problem))
     for e in cap.get("escapes", []):
         for leg, want in (("smtp_client", e["in_ehlo_line"] + e["in_sent_message"]),
                           ("imap_server", e["in_imap_literal"])):

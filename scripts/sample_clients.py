@@ -10,8 +10,9 @@ Used by scripts/make-samples, which starts tcpdump around each `run` step:
 
 Clients are Python's smtplib/poplib/imaplib, curl, swaks and (tls-ciphers, for TLS 1.3 suites; tls-legacy,
 for TLS 1.0/1.1) openssl s_client.  Every client connects only to 127.0.0.1 or ::1, except tls-legacy's
-s_client, which connects to the openssl s_server this script starts on 127.0.0.2, and findings' smtplib
-client, which connects to the STARTTLS-stripping proxy this script runs on PROXY4 (127.0.0.3) port 25.
+s_client, which connects to the openssl s_server this script starts on 127.0.0.2, findings' smtplib
+client, which connects to the STARTTLS-stripping proxy this script runs on PROXY4 (127.0.0.3) port 25, and
+ntlm's curl, which connects to the lab's NTLM listeners on NTLM_SERVER (127.0.0.4) ports 25, 110 and 143.
 IPv4 clients bind their source address to CLIENT_IP (default 127.0.0.10) so the captures can be filtered to
 our own sessions; findings also uses BRUTE_IP (127.0.0.11), ENUM_IP (127.0.0.12) and PROXY4 as sources.
 
@@ -76,14 +77,17 @@ PASSWORDS = load_passwords()
 CONNECTIONS = []  # (server_ip, server_port, client_ip, client_port) in connection order
 _orig_create_connection = socket.create_connection
 PROXY4 = os.environ.get("SAMPLES_PROXY_IP", "127.0.0.3")  # findings: the STARTTLS-stripping proxy (port 25)
+NTLM_SERVER = "127.0.0.4"  # ntlm: the lab's listeners with SASL NTLM (scripts/lab/README.md)
+NTLM_PORTS = (25, 110, 143)
 _SOURCE = [CLIENT_IP]  # IPv4 source address of new connections (findings switches it with source_ip())
 
 
 def _guarded_create_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, **kw):
     host, port = address[0], address[1]
-    if host not in (SERVER4, SERVER6) and (host, port) != (PROXY4, 25):
+    if host not in (SERVER4, SERVER6) and (host, port) != (PROXY4, 25) and not (
+            host == NTLM_SERVER and port in NTLM_PORTS):
         raise RuntimeError("network rule: refusing to connect to %r (only 127.0.0.1 / ::1)" % (host,))
-    if source_address is None and host in (SERVER4, PROXY4):
+    if source_address is None and host in (SERVER4, PROXY4, NTLM_SERVER):
         source_address = (_SOURCE[0], 0)
     sock = _orig_create_connection(address, timeout, source_address, **kw)
     local = sock.getsockname()
@@ -644,7 +648,9 @@ def message_record(mid, msg, meta, mail_from, rcpts, accepted=None, rejected=Non
     return rec
 
 
-def run_curl(sess, args, keylog=None, outputs=()):
+def run_curl(sess, args, keylog=None, outputs=(), ok=(0,), trace=None):
+    """curl -v with ARGS; commands/replies/tls from its trace.  ok: the exit codes that are not a failure;
+    trace: a list that gets every server line of the trace ("< " lines, without the marker)."""
     env = dict(os.environ)
     env.pop("SSLKEYLOGFILE", None)
     if keylog:
@@ -670,9 +676,16 @@ def run_curl(sess, args, keylog=None, outputs=()):
         sess["replies"] = [r for r in raw if r.startswith(("+OK", "-ERR"))]
     else:
         sess["replies"] = [r for r in raw if re.match(r"^A\d+ ", r)]
-    sess["commands_note"] = ("from curl -v; curl also sends %s while closing the connection, which its trace "
-                             "does not show" % ("LOGOUT" if sess["protocol"] == "imap" else "QUIT"))
-    if p.returncode != 0:
+    if p.returncode == 0:
+        sess["commands_note"] = ("from curl -v; curl also sends %s while closing the connection, which its "
+                                 "trace does not show" % ("LOGOUT" if sess["protocol"] == "imap" else "QUIT"))
+    else:
+        # seen on the wire: after a refused login curl closes the connection without a QUIT or LOGOUT
+        sess["commands_note"] = "from curl -v; curl exited %d and closed the connection without %s" % (
+            p.returncode, "LOGOUT" if sess["protocol"] == "imap" else "QUIT")
+    if trace is not None:
+        trace.extend(raw)
+    if p.returncode not in ok:
         raise RuntimeError("curl failed (%d): %s" % (p.returncode, err[-2000:]))
     return p.stdout
 
@@ -3583,6 +3596,180 @@ def findings_finish():
             raise RuntimeError("%s: client address unknown" % s["scenario"])
 
 
+# -- SASL NTLM (ntlm.pcap): IMAP AUTHENTICATE NTLM, POP3 AUTH NTLM and SMTP AUTH NTLM with curl
+# Dovecot 2.3.13 dropped its own NTLM; the lab's second Dovecot instance (scripts/lab/config/dovecot/dovecot-ntlm.conf)
+# gets NTLM from Samba's winbind (ntlm_auth + winbindd, scripts/lab/config/samba/smb.conf, the users and passwords of
+# lab-users) and listens on NTLM_SERVER:143 and :110, Postfix on NTLM_SERVER:25 takes its SASL from it. The standard
+# ports on another loopback address keep the main instance's CAPABILITY / SASL lines as they are and let mailscope and
+# tshark read the sessions as IMAP / POP3 / SMTP without options. curl sends NTLMv2 (+ LMv2): Samba's CHALLENGE
+# carries target info.
+NTLM_NETBIOS = "MAIL"      # netbios name in config/samba/smb.conf: the NTLM domain a client may send
+NTLM_USER = "bob"          # no other scenario reads bob's mailbox; prepare empties it
+NTLM_WRONG_PASSWORD = "bob-Wrong-pass"
+NTLM_SERVER_INFO = {
+    "address": NTLM_SERVER,
+    "imap_pop3": "a second Dovecot instance (scripts/lab/config/dovecot/dovecot-ntlm.conf) on %s:143 and :110: "
+                 "AUTH=PLAIN AUTH=LOGIN AUTH=NTLM, STARTTLS/STLS; NTLM through Samba's winbind (auth_use_winbind: "
+                 "ntlm_auth --helper-protocol=squid-2.5-ntlmssp, winbindd checking Samba's passdb)" % NTLM_SERVER,
+    "smtp": "Postfix on %s:25 (scripts/lab/config/postfix/master.cf): AUTH PLAIN LOGIN NTLM from that instance's "
+            "SASL socket, STARTTLS offered, AUTH allowed without it" % NTLM_SERVER,
+    "ntlm_target": "Samba standalone server (scripts/lab/config/samba/smb.conf): NetBIOS name %s, NTLMv2 only; the "
+                   "CHALLENGE's target info also names the host (DNS computer name)" % NTLM_NETBIOS,
+    "users": "the users and passwords of scripts/lab/config/dovecot/lab-users, in Samba's passdb (setup.sh)",
+}
+NTLM_MESSAGES = [lambda: msg_simple("ntlm-bob-1", "Alice <alice@example.test>", "Bob <bob@example.test>",
+                                    "Fetched after an NTLM login",
+                                    "Bob,\n\nIMAP and POP3 fetch this message after AUTH NTLM.\n", 55)]
+
+
+def ntlm_prepare():
+    """uncaptured: the NTLM listeners are up, and the NTLM instance's per-IP auth penalty (the failed logins of an
+    earlier run) is reset by one successful login from CLIENT_IP"""
+    for port in NTLM_PORTS:
+        try:
+            _orig_create_connection((NTLM_SERVER, port), 10).close()
+        except OSError as e:
+            raise SystemExit("ntlm: nothing listens on %s:%d (%s): run scripts/lab/setup.sh with the current "
+                             "scripts/lab/config" % (NTLM_SERVER, port, e))
+    t0 = time.monotonic()
+    conn = imaplib.IMAP4(NTLM_SERVER, 143, timeout=60)
+    conn.login(NTLM_USER, PASSWORDS[NTLM_USER])
+    conn.logout()
+    print("[prepare] ntlm: Dovecot (NTLM instance) login from %s took %.1f s (auth penalty reset)"
+          % (CLIENT_IP, time.monotonic() - t0))
+
+
+def ntlm_session(scenario, protocol, port, password, domain, success, args, path="/", sasl_ir=False,
+                 starttls=False, extra=(), out=None):
+    """one curl session with --login-options AUTH=NTLM against NTLM_SERVER; records the NTLM exchange as curl's
+    trace shows it (the manifest step adds what tshark decodes and checks both against the packets)"""
+    sys.path.insert(0, HERE)
+    import check_samples
+    sess = {"scenario": scenario, "client": None, "server": "%s:%d" % (NTLM_SERVER, port), "client_software": CURL,
+            "protocol": protocol, "server_ip": NTLM_SERVER, "server_port": port, "client_ip": None,
+            "client_port": None, "tls": None, "credentials": [], "commands": [], "replies": []}
+    SESSIONS.append(sess)
+    login = "%s\\%s" % (domain, NTLM_USER) if domain else NTLM_USER
+    a = ["--resolve", "%s:%d:%s" % (SERVER_NAME, port, NTLM_SERVER), "-u", "%s:%s" % (login, password),
+         "--login-options", "AUTH=NTLM"] + (["--sasl-ir"] if sasl_ir else []) + (["--ssl-reqd"] if starttls else [])
+    a += list(extra) + ["%s://%s%s" % (protocol, SERVER_NAME, path)]
+    if out:
+        a += ["-o", out]
+    a += ["-w", "%{local_ip} %{local_port}\\n"]
+    trace = []
+    stdout = run_curl(sess, a, keylog=args.keylog if starttls else None, ok=(0,) if success else (67,), trace=trace)
+    ip, port_ = stdout.decode().strip().split("\n")[-1].split()
+    sess["client_ip"], sess["client_port"], sess["client"] = ip, int(port_), "%s:%s" % (ip, port_)
+    if starttls:
+        if not sess["tls"]:
+            raise RuntimeError("%s: no TLS in curl's trace" % scenario)
+        sess["tls"]["mode"] = "starttls"
+    # the exchange as curl's trace shows it: the NEGOTIATE (on the AUTH line with an initial response), the
+    # server's CHALLENGE, the AUTHENTICATE, then the server's verdict
+    cb = "\r\n".join(c for c in sess["commands"] if isinstance(c, str)).encode()
+    sb = "\r\n".join(trace).encode()
+    msgs = check_samples.ntlm_messages(cb, sb)
+    parsed = [check_samples.ntlm_parse(m) for _, m in msgs]
+    if [p["type"] for p in parsed] != [1, 2, 3]:
+        raise RuntimeError("%s: NTLMSSP messages %r in curl's trace" % (scenario, [p["type"] for p in parsed]))
+    neg, chal, auth = parsed
+    auth_line = next(c for c in sess["commands"] if isinstance(c, str) and re.match(r"^(\S+ )?AUTH(ENTICATE)? NTLM\b", c, re.I))
+    neg_token, chal_token = check_samples.NTLM_B64.findall(cb)[0].decode(), check_samples.NTLM_B64.findall(sb)[0].decode()
+    i = next(i for i, l in enumerate(trace) if chal_token in l)
+    verdict = next((l for l in trace[i + 1:] if re.match(r"^(A\d+ |\+OK|-ERR|\d{3} )", l)), None)
+    ok = bool(verdict) and bool(re.match(r"^(A\d+ OK|\+OK|235 )", verdict))
+    if ok != success:
+        raise RuntimeError("%s: server said %r, wanted success=%r" % (scenario, verdict, success))
+    if (auth["username"], auth["domain"]) != (NTLM_USER, domain) or auth["ntlm_version"] != "NTLMv2":
+        raise RuntimeError("%s: AUTHENTICATE for %r\\%r, %r" % (scenario, auth["domain"], auth["username"],
+                                                              auth["ntlm_version"]))
+    proof = lambda pw: check_samples.ntproofstr(pw, auth["username"], auth["domain"],
+                                                bytes.fromhex(chal["server_challenge"]), bytes.fromhex(auth["blob"]))
+    lab_ok = proof(PASSWORDS[NTLM_USER]) == auth["ntproofstr"]
+    if proof(password) != auth["ntproofstr"] or lab_ok != success:
+        raise RuntimeError("%s: the NTProofStr does not follow from the password" % scenario)
+    sess["credentials"].append({"mechanism": "NTLM", "username": NTLM_USER, "password": password, "domain": domain,
+                                "success": success, "ntlm_version": auth["ntlm_version"]})
+    sess["ntlm"] = {
+        "sasl_initial_response": neg_token in auth_line, "auth_command": auth_line.split(" TlRM")[0],
+        "server_reply": verdict,
+        "negotiate": neg, "challenge": chal, "authenticate": auth, "ntlm_version": auth["ntlm_version"],
+        "lm_response_kind": "LMv2" if "lmv2_client_challenge" in auth else None,
+        "hashcat": {"mode": 5600, "format": "NetNTLMv2",
+                    "line": "%s::%s:%s:%s:%s" % (auth["username"], auth["domain"], chal["server_challenge"],
+                                                 auth["ntproofstr"], auth["blob"])},
+        "lab_password": PASSWORDS[NTLM_USER], "password_gives_ntproofstr": True,
+        "lab_password_gives_ntproofstr": lab_ok,
+    }
+    return sess
+
+
+def scenario_ntlm(args):
+    truth = Truth([NTLM_USER])
+    pw = PASSWORDS[NTLM_USER]
+    # 1) IMAP, clear, empty domain: the server offers SASL-IR, so curl sends the NEGOTIATE with AUTHENTICATE;
+    #    then SELECT INBOX and UID FETCH 1 BODY[]
+    out = os.path.join(args.state, "curl-ntlm-imap-fetch")
+    s = ntlm_session("imap-ntlm", "imap", 143, pw, "", True, args, path="/INBOX;UID=1", out=out)
+    with open(out, "rb") as f:
+        s["messages_fetched"] = [truth.describe("UID FETCH 1 BODY[]", f.read())]
+    # 2) POP3, clear, domain MAIL (the server's NetBIOS name): AUTH NTLM without initial response ("+ " first),
+    #    then RETR 1 of the same message
+    out = os.path.join(args.state, "curl-ntlm-pop3-retr")
+    s = ntlm_session("pop3-ntlm", "pop3", 110, pw, NTLM_NETBIOS, True, args, path="/1", out=out)
+    with open(out, "rb") as f:
+        s["messages_fetched"] = [truth.describe("RETR 1", f.read())]
+    # 3) IMAP STARTTLS (TLS 1.3, key log), empty domain: SELECT INBOX, SEARCH ALL
+    out = os.path.join(args.state, "curl-ntlm-imap-search")
+    s = ntlm_session("imap-ntlm-starttls", "imap", 143, pw, "", True, args, path="/INBOX?ALL", starttls=True,
+                     out=out)
+    with open(out, "rb") as f:
+        s["search_result"] = f.read().decode().strip()
+    # 4) SMTP, clear, domain MAIL, --sasl-ir: AUTH NTLM with the NEGOTIATE as initial response (the only form tshark
+    #    4.0 dissects in SMTP), then one message to bob
+    msg, meta = msg_simple("ntlm-smtp-1", "Bob <bob@example.test>", "bob@example.test", "Sent after SMTP AUTH NTLM",
+                           "Sent by curl after AUTH NTLM on 127.0.0.4:25.\n", 56)
+    path = os.path.join(args.state, "curl-ntlm-msg.eml")
+    with open(path, "wb") as f:
+        f.write(msg)
+    s = ntlm_session("smtp-ntlm", "smtp", 25, pw, NTLM_NETBIOS, True, args, path="/client.example.test",
+                     sasl_ir=True, extra=["--mail-from", "bob@example.test", "--mail-rcpt", "bob@example.test",
+                                          "--upload-file", path])
+    s.setdefault("messages_sent", []).append(
+        message_record("ntlm-smtp-1", msg, meta, "bob@example.test", ["bob@example.test"],
+                       server_reply=queued_reply(s)))
+    # 5) IMAP, clear, a wrong password: NO [AUTHENTICATIONFAILED], curl exits 67
+    ntlm_session("imap-ntlm-wrong-password", "imap", 143, NTLM_WRONG_PASSWORD, "", False, args, path="/INBOX")
+    # 6) SMTP, clear, domain MAIL, a wrong password, no initial response ("334 " first): 535, curl exits 67
+    ntlm_session("smtp-ntlm-wrong-password", "smtp", 25, NTLM_WRONG_PASSWORD, NTLM_NETBIOS, False, args,
+                 path="/client.example.test",
+                 extra=["--mail-from", "bob@example.test", "--mail-rcpt", "bob@example.test", "--upload-file", path])
+
+
+def ntlm_session_truth(path, keylog_path, sess):
+    """ntlm: add what tshark decodes of each NTLM exchange (check_samples.ntlm_facts) and stop if it contradicts
+    what curl's trace showed"""
+    sys.path.insert(0, HERE)
+    import check_samples
+    ports = {s["tcp_stream"]: s["server_port"] for s in sess}
+    plain = check_samples.follow(path, "tcp", sorted(ports), server_ports=ports)
+    extra = ["-o", "tls.keylog_file:" + keylog_path] if keylog_path else []
+    tls = check_samples.follow(path, "tls", [s["tcp_stream"] for s in sess if s["tls"]], extra, ports)
+    for s in sess:
+        st = s["tcp_stream"]
+        cb, sb = plain.get(st, (b"", b""))
+        if s["tls"]:
+            tcb, tsb = tls.get(st, (b"", b""))
+            cb, sb = cb + tcb, sb + tsb
+        f = check_samples.ntlm_facts(cb, sb, path, st, s["protocol"], extra)
+        s["ntlm"]["tshark"] = f["tshark"]
+        if "tshark_in_place" in f:
+            s["ntlm"]["tshark_in_place"] = f["tshark_in_place"]
+        problems = check_samples.ntlm_problems(s, f)
+        if problems:
+            raise SystemExit("%s stream %d: %s" % (os.path.basename(path), st, "; ".join(problems)))
+
+
 SCENARIOS = {
     "smtp-plain": (scenario_smtp_plain, []),
     "smtp-auth-starttls": (scenario_smtp_auth_starttls, []),
@@ -3597,6 +3784,7 @@ SCENARIOS = {
     "small": (scenario_small, []),
     "hostile-escapes": (scenario_hostile_escapes, [("erin", [])]),
     "findings": (scenario_findings, [("dave", []), ("erin", []), ("carol", [])]),
+    "ntlm": (scenario_ntlm, [(NTLM_USER, NTLM_MESSAGES)]),
 }
 
 
@@ -3606,6 +3794,8 @@ def cmd_prepare(args):
         print("[prepare] %s: %d messages delivered to %s" % (args.scenario, len(builders), user))
     if args.scenario == "findings":
         findings_prepare()
+    if args.scenario == "ntlm":
+        ntlm_prepare()
 
 
 def password_on_wire(mech, protocol):
@@ -3619,6 +3809,8 @@ def password_on_wire(mech, protocol):
         return "none (base64 of user + HMAC-MD5 of the challenge)"
     if mech == "APOP":
         return "none (MD5 of greeting timestamp + password)"
+    if mech == "NTLM":
+        return "none (NTLM response over the server challenge, keyed by the password's NT hash; crackable offline)"
     return "unknown"
 
 
@@ -3810,10 +4002,41 @@ DESCRIPTIONS = {
                      "(127.0.0.12), IMAP/POP3 brute force (127.0.0.11), a slow reply (2528), no PIPELINING / "
                      "8BITMIME / SIZE 4000 (2529), an early talker and a TCP reset in DATA; key log in "
                      "findings.keys; mailscope needs --port smtp=2526 ... smtp=2529, tshark -d for 2525-2529",
+    "ntlm.pcap": "SASL NTLM logins with curl (--login-options AUTH=NTLM; NTLMv2 + LMv2) against the lab's NTLM listeners "
+                 "on 127.0.0.4 (Dovecot with Samba winbind, Postfix with that Dovecot's SASL): IMAP AUTHENTICATE NTLM "
+                 "(SASL-IR) + SELECT + UID FETCH BODY[]; POP3 AUTH NTLM (no initial response, domain MAIL) + RETR 1; "
+                 "IMAP STARTTLS + AUTHENTICATE NTLM + SEARCH (key log in ntlm.keys); SMTP AUTH NTLM with initial "
+                 "response (domain MAIL) + one mail; IMAP and SMTP (no initial response) with a wrong password; "
+                 "sessions[].ntlm holds each exchange, hashcat[] the NetNTLMv2 lines",
 }
 
 
 CAPTURE_NOTES = {
+    "ntlm.pcap": [
+        "Made by `scripts/make-samples --only ntlm` (also part of the full run). curl (--login-options AUTH=NTLM, "
+        "-u [MAIL\\]bob:PASSWORD) against the lab's NTLM listeners on 127.0.0.4 (ntlm_server): the standard ports "
+        "143, 110 and 25, so mailscope and tshark read IMAP, POP3 and SMTP without options. Dovecot 2.3.13+ has no NTLM "
+        "of its own; the lab's second Dovecot instance gets it from Samba's winbind (ntlm_auth makes the CHALLENGE, "
+        "winbindd checks the AUTHENTICATE against Samba's passdb). The STARTTLS session writes ntlm.keys.",
+        "sessions[] (in SYN order): scenario, client and server as \"ip:port\" (the client program is client_software), "
+        "credentials[] with mechanism NTLM, username, password (what curl was given), domain (what the client sent: "
+        "\"\" or MAIL, the server's NetBIOS name), success, ntlm_version. ntlm: the exchange - auth_command, "
+        "sasl_initial_response (the NEGOTIATE rides on the AUTH command: IMAP with SASL-IR, SMTP with curl --sasl-ir), "
+        "negotiate / challenge / authenticate (each message's fields: flags, server_challenge, target_name, "
+        "target_info, username, domain, workstation, lm_response, nt_response, ntproofstr, blob, client_challenge, "
+        "session_key; bytes as lower-case hex), server_reply (the verdict line), hashcat (NetNTLMv2, hashcat mode "
+        "5600: user::domain:server_challenge:NTProofStr:blob), lab_password (the user's password in lab-users) and "
+        "whether the password given / the lab password yield the NTProofStr on the wire (HMAC-MD5 of NTOWFv2).",
+        "ntlm.tshark: what tshark's ntlmssp dissector shows of the NEGOTIATE, CHALLENGE and AUTHENTICATE (-T fields; "
+        "an empty string shows as NULL). tshark 4.0 does not dissect NTLMSSP inside IMAP or POP3, and inside SMTP only "
+        "with -o smtp.decryption:TRUE, all of it only when AUTH NTLM carries an initial response: scripts/check_samples.py takes "
+        "the base64 NTLMSSP tokens (TlRMTVNTUA...) from each session's TCP bytes (decrypted with ntlm.keys for "
+        "STARTTLS) and gives them to tshark as frames of a DLT_USER0 pcap dissected as ntlmssp. ntlm.tshark_in_place "
+        "(SMTP only): what tshark dissects in the capture itself with -o smtp.decryption:TRUE - the same values, "
+        "all three messages for the session with an initial response, only the CHALLENGE for the one without.",
+        "hashcat[]: one NetNTLMv2 line per session (success false: the wrong-password logins; their lines crack to "
+        "bob-Wrong-pass, not to bob's password).",
+    ],
     "findings.pcap": [
         "Made by `scripts/make-samples --only findings` (also part of the full run). Real clients (Python smtplib, "
         "imaplib, poplib; a scripted raw-socket SMTP client where a library would not send the bytes needed) "
@@ -4058,8 +4281,9 @@ def cmd_manifest(args):
                                                  tool_version(["postconf", "-h", "mail_version"]),
                                                  tool_version(["dovecot", "--version"]).split()[0]),
             "IPv4 clients bind to %s, the servers are 127.0.0.1; the IPv6 sample uses ::1 on both ends. "
-            "findings.pcap also has clients on %s and %s and a proxy on %s (its client_addresses)."
-            % (CLIENT_IP, BRUTE_IP, ENUM_IP, PROXY4),
+            "findings.pcap also has clients on %s and %s and a proxy on %s (its client_addresses). "
+            "ntlm.pcap's servers are the lab's NTLM listeners on %s (its ntlm_server)."
+            % (CLIENT_IP, BRUTE_IP, ENUM_IP, PROXY4, NTLM_SERVER),
             "messages_sent[].sha256/size: the exact message bytes the server received in DATA/APPEND "
             "(CRLF line ends, before dot-stuffing, including the CRLF before the final '.'); "
             "wire.dot_stuffed_*: the same after dot-stuffing (without the terminating '.CRLF'). "
@@ -4109,7 +4333,7 @@ def cmd_manifest(args):
             for s, (stream, src, sport, dst, dport) in zip(sess, streams):
                 if s.get("client_port") not in (None, sport) or dport != s["server_port"]:
                     raise SystemExit("%s: session/stream mismatch: %r vs %r" % (cap["file"], s, (src, sport, dport)))
-                if cap.get("findings") and (s["client"], s["server"]) != ("%s:%d" % (src, sport),
+                if (cap.get("findings") or cap.get("ntlm")) and (s["client"], s["server"]) != ("%s:%d" % (src, sport),
                                                                           "%s:%d" % (dst, dport)):
                     raise SystemExit("%s: session %s -> %s, capture stream %d %s:%d -> %s:%d" % (
                         cap["file"], s["client"], s["server"], stream, src, sport, dst, dport))
@@ -4131,6 +4355,11 @@ def cmd_manifest(args):
                                   sess, cap.get("decode_as"))
             if cap.get("findings"):
                 entry["server_handling"] = findings_server_handling(sess)
+            if cap.get("ntlm"):
+                ntlm_session_truth(path, os.path.join(samples, cap["keylog"]) if cap.get("keylog") else None, sess)
+                entry["ntlm_server"] = NTLM_SERVER_INFO
+                entry["hashcat"] = [{"scenario": s["scenario"], "tcp_stream": s["tcp_stream"], "protocol": s["protocol"],
+                                     "success": s["credentials"][0]["success"], **s["ntlm"]["hashcat"]} for s in sess]
             if cap.get("escapes"):
                 entry["escapes"] = hostile_escapes_field(sess)
                 entry["server_handling"] = hostile_server_handling(sess)

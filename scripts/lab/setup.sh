@@ -7,6 +7,9 @@
 #
 # Safety: Postfix listens on loopback only, never delivers externally (default/relay
 # transport = error), never uses DNS; Dovecot listens on 127.0.0.1 and ::1 only.
+# For SASL NTLM (samples/ntlm.pcap) a second Dovecot instance (config/dovecot/dovecot-ntlm.conf) and one
+# more Postfix listener serve 127.0.0.4:143/110/25; their NTLM comes from Samba's winbindd (config/samba/
+# smb.conf), which listens on no network port. See README.md.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -18,13 +21,17 @@ MAIL_ROOT=/var/mail/lab
 VMAIL_ID=5000
 POSTFIX_PID=/var/spool/postfix/pid/master.pid
 DOVECOT_PID=/run/dovecot/master.pid
+DOVECOT_NTLM_CONF=/etc/dovecot/dovecot-ntlm.conf
+DOVECOT_NTLM_PID=/run/dovecot-ntlm/master.pid
+WINBINDD_PID=/run/samba/winbindd.pid
+NTLM_IP=127.0.0.4
 
 log() { echo "[setup] $*"; }
 
 [ "$(id -u)" = 0 ] || { echo "must run as root" >&2; exit 1; }
 
 # ---------------------------------------------------------------- packages
-PKGS="postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd tcpdump tshark swaks openssl curl python3 ca-certificates libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl procps iproute2"
+PKGS="postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd tcpdump tshark swaks openssl curl python3 ca-certificates libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl procps iproute2 winbind"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -48,9 +55,9 @@ fi
 getent group vmail >/dev/null || groupadd --system --gid $VMAIL_ID vmail
 getent passwd vmail >/dev/null || useradd --system --uid $VMAIL_ID --gid vmail \
   --home-dir $MAIL_ROOT --no-create-home --shell /usr/sbin/nologin vmail
-mkdir -p $MAIL_ROOT $LOG_DIR
+mkdir -p $MAIL_ROOT $LOG_DIR $LOG_DIR/samba
 chown vmail:vmail $MAIL_ROOT; chmod 0770 $MAIL_ROOT
-touch $LOG_DIR/dovecot.log $LOG_DIR/postfix.log
+touch $LOG_DIR/dovecot.log $LOG_DIR/dovecot-ntlm.log $LOG_DIR/postfix.log
 chmod 0644 $LOG_DIR/*.log
 
 # ---------------------------------------------------------------- TLS material
@@ -85,12 +92,31 @@ backup_once /etc/dovecot/dovecot.conf
 install -m 0644 "$CONF/dovecot/dovecot.conf" /etc/dovecot/dovecot.conf
 install -m 0640 -g dovecot "$CONF/dovecot/lab-users" /etc/dovecot/lab-users
 doveconf -n -c /etc/dovecot/dovecot.conf >/dev/null
+# the second instance, with NTLM (through winbind), on 127.0.0.4:143/110 only
+install -m 0644 "$CONF/dovecot/dovecot-ntlm.conf" $DOVECOT_NTLM_CONF
+doveconf -n -c $DOVECOT_NTLM_CONF >/dev/null
+
+# ---------------------------------------------------------------- samba (winbindd only: NTLM for dovecot-ntlm)
+# Dovecot 2.3.13+ runs Samba's ntlm_auth for NTLM, and winbindd checks the responses against Samba's passdb.
+# Samba's passdb needs a Unix account for each user (getpwnam at logon): the lab users get system accounts
+# without home or shell, created only where missing; their passwords (from lab-users) go to Samba only.
+backup_once /etc/samba/smb.conf
+install -m 0644 "$CONF/samba/smb.conf" /etc/samba/smb.conf
+testparm -s /etc/samba/smb.conf >/dev/null 2>&1 || { testparm -s /etc/samba/smb.conf; exit 1; }
+# ntlm_auth (run by dovecot-ntlm's auth process, extra group winbindd_priv) needs winbindd's privileged pipe
+install -d -m 0750 -o root -g winbindd_priv /var/lib/samba/winbindd_privileged
+sed -n 's/^\([a-z][a-z0-9]*\):{PLAIN}\([^:]*\):.*/\1 \2/p' "$CONF/dovecot/lab-users" | while read -r user pass; do
+  getent passwd "$user" >/dev/null || useradd --system --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin --comment "mail-lab NTLM account (scripts/lab)" "$user"
+  printf '%s\n%s\n' "$pass" "$pass" | smbpasswd -c /etc/samba/smb.conf -s -a "$user" >/dev/null
+done
 
 # hard safety checks on the effective configuration
 [ "$(postconf -h inet_interfaces)" = "loopback-only" ] || { echo "inet_interfaces not loopback-only" >&2; exit 1; }
 case "$(postconf -h default_transport)" in error*) ;; *) echo "default_transport must be error" >&2; exit 1;; esac
 [ -z "$(postconf -h relayhost)" ] || { echo "relayhost must be empty" >&2; exit 1; }
 [ "$(doveconf -h -c /etc/dovecot/dovecot.conf listen)" = "127.0.0.1, ::1" ] || { echo "dovecot listen must be loopback" >&2; exit 1; }
+[ "$(doveconf -h -c $DOVECOT_NTLM_CONF listen)" = "$NTLM_IP" ] || { echo "dovecot-ntlm listen must be $NTLM_IP" >&2; exit 1; }
 postfix check
 
 alive() { [ -s "$1" ] && kill -0 "$(tr -dc 0-9 < "$1")" 2>/dev/null; }
@@ -111,22 +137,45 @@ else
   log "starting dovecot"
   dovecot -c /etc/dovecot/dovecot.conf </dev/null >>$LOG_DIR/start.log 2>&1 || { tail -20 $LOG_DIR/start.log; exit 1; }
 fi
+if alive $WINBINDD_PID; then
+  log "winbindd running (pid $(tr -dc 0-9 < $WINBINDD_PID)); reloading"
+  kill -HUP "$(tr -dc 0-9 < $WINBINDD_PID)"
+else
+  log "starting winbindd"
+  winbindd -D </dev/null >>$LOG_DIR/start.log 2>&1 || { tail -20 $LOG_DIR/start.log; exit 1; }
+fi
+for i in $(seq 1 50); do wbinfo -p >/dev/null 2>&1 && break; sleep 0.2; done
+wbinfo -p >/dev/null 2>&1 || { echo "winbindd does not answer (wbinfo -p)" >&2; exit 1; }
+if alive $DOVECOT_NTLM_PID; then
+  log "dovecot-ntlm running (pid $(tr -dc 0-9 < $DOVECOT_NTLM_PID)); reloading"
+  doveadm -c $DOVECOT_NTLM_CONF reload </dev/null >>$LOG_DIR/start.log 2>&1
+else
+  log "starting dovecot-ntlm"
+  dovecot -c $DOVECOT_NTLM_CONF </dev/null >>$LOG_DIR/start.log 2>&1 || { tail -20 $LOG_DIR/start.log; exit 1; }
+fi
 
 # ---------------------------------------------------------------- wait + verify listeners
 # every port on 127.0.0.1 and ::1: Postfix 25, 465, 587, 2525 (cleartext AUTH), 2526-2529 (the extra
-# listeners for samples/findings.pcap, see README.md); Dovecot 110, 995, 143, 993
+# listeners for samples/findings.pcap, see README.md); Dovecot 110, 995, 143, 993; and the NTLM
+# listeners on 127.0.0.4 only: Postfix 25, dovecot-ntlm 143 and 110 (for samples/ntlm.pcap)
 PORTS="25 465 587 2525 2526 2527 2528 2529 110 995 143 993"
+NTLM_PORTS="25 110 143"
 EXPECTED=$(( $(echo $PORTS | wc -w) * 2 ))
+NTLM_EXPECTED=$(echo $NTLM_PORTS | wc -w)
 SS_FILTER="( $(for p in $PORTS; do printf 'sport = :%s or ' "$p"; done | sed 's/ or $//') )"
+main_listeners() { ss -Hltn "$SS_FILTER" | awk '{print $4}' | grep -cE '^(127\.0\.0\.1|\[::1\]):' || true; }
+ntlm_listeners() { ss -Hltn "$SS_FILTER" | awk '{print $4}' | grep -cE "^${NTLM_IP//./\\.}:($(echo $NTLM_PORTS | tr ' ' '|'))\$" || true; }
 for i in $(seq 1 50); do
-  n=$(ss -Hltn "$SS_FILTER" | wc -l)
-  [ "$n" -ge "$EXPECTED" ] && break
+  [ "$(main_listeners)" -ge "$EXPECTED" ] && [ "$(ntlm_listeners)" -ge "$NTLM_EXPECTED" ] && break
   sleep 0.2
 done
 ss -Hltnp "$SS_FILTER" | awk '{print "[setup] listening", $4}'
-bad=$(ss -Hltn "$SS_FILTER" | awk '{print $4}' | grep -vE '^(127\.0\.0\.1|\[::1\]):' || true)
+bad=$(ss -Hltn "$SS_FILTER" | awk '{print $4}' | grep -vE "^(127\.0\.0\.1|\[::1\]|${NTLM_IP//./\\.}):" || true)
 if [ -n "$bad" ]; then echo "NON-LOOPBACK LISTENER: $bad" >&2; exit 1; fi
-n=$(ss -Hltn "$SS_FILTER" | wc -l)
+n=$(main_listeners)
 [ "$n" -ge "$EXPECTED" ] || { echo "only $n of $EXPECTED listeners on ports $PORTS" >&2; exit 1; }
+n=$(ntlm_listeners)
+[ "$n" -ge "$NTLM_EXPECTED" ] || { echo "only $n of $NTLM_EXPECTED listeners on $NTLM_IP ports $NTLM_PORTS" >&2; exit 1; }
 log "postfix pid $(tr -dc 0-9 < $POSTFIX_PID), dovecot pid $(tr -dc 0-9 < $DOVECOT_PID)"
+log "winbindd pid $(tr -dc 0-9 < $WINBINDD_PID), dovecot-ntlm pid $(tr -dc 0-9 < $DOVECOT_NTLM_PID)"
 log "ok"
