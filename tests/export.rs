@@ -274,3 +274,85 @@ fn redact_leaves_no_password_anywhere() {
     }
     assert!(contains(&everything, "<redacted>"));
 }
+
+/// samples/ntlm.pcap (curl's NTLM logins to Dovecot over IMAP, POP3 and SMTP through Postfix,
+/// one inside STARTTLS, two with a wrong password): each becomes a NetNTLMv2 line in
+/// credentials.csv whose NTProofStr the password the client used reproduces (MS-NLMP 3.3.2),
+/// over the server challenge tshark decodes.
+#[test]
+fn ntlm_logins_are_netntlmv2_lines_that_the_password_reproduces() {
+    use hmac::Mac;
+    use md4::Digest;
+    type HmacMd5 = hmac::Hmac<md5::Md5>;
+    let manifest = common::manifest();
+    let truth = &manifest["captures"]["ntlm.pcap"];
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_mailscope"))
+        .arg("export")
+        .arg(common::sample("ntlm.pcap"))
+        .arg("--keylog")
+        .arg(common::sample("ntlm.keys"))
+        .arg(&out)
+        .arg("-q")
+        .env_remove("SSLKEYLOGFILE")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let read = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import csv, json, sys; print(json.dumps(list(csv.DictReader(open(sys.argv[1], newline='')))))",
+        ])
+        .arg(out.join("credentials.csv"))
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&read.stdout).unwrap();
+    let utf16 = |s: &str| -> Vec<u8> { s.encode_utf16().flat_map(u16::to_le_bytes).collect() };
+    let mut checked = 0;
+    for session in truth["sessions"].as_array().unwrap() {
+        let port = session["client_port"].as_u64().unwrap();
+        let credential = &session["credentials"][0];
+        let row = rows
+            .iter()
+            .find(|r| r["client"].as_str().unwrap().ends_with(&format!(":{port}")))
+            .unwrap_or_else(|| panic!("no row for port {port}"));
+        assert_eq!(row["mechanism"], "NTLM");
+        assert_eq!(row["username"], credential["username"]);
+        let accepted = if credential["success"] == true {
+            "accepted"
+        } else {
+            "refused"
+        };
+        assert_eq!(row["result"], accepted);
+        let line = row["crack"].as_str().unwrap();
+        let f: Vec<&str> = line.split(':').collect();
+        let [user, "", domain, challenge, proof, blob] = f.as_slice() else {
+            panic!("not a NetNTLMv2 line: {line}");
+        };
+        assert_eq!(*user, credential["username"].as_str().unwrap());
+        assert_eq!(*domain, credential["domain"].as_str().unwrap());
+        let tshark_challenge = session["ntlm"]["tshark"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|m| m["ntlmssp.ntlmserverchallenge"].as_str())
+            .unwrap();
+        assert_eq!(*challenge, tshark_challenge);
+        let password = credential["password"].as_str().unwrap();
+        let nt_hash = md4::Md4::digest(utf16(password));
+        let mut owf = HmacMd5::new_from_slice(&nt_hash).unwrap();
+        owf.update(&utf16(&format!("{}{domain}", user.to_uppercase())));
+        let owf = owf.finalize().into_bytes();
+        let mut mac = HmacMd5::new_from_slice(&owf).unwrap();
+        mac.update(&mailscope::hex::decode(challenge).unwrap());
+        mac.update(&mailscope::hex::decode(blob).unwrap());
+        assert_eq!(
+            mailscope::hex::encode(&mac.finalize().into_bytes()),
+            *proof,
+            "{line}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 5, "{checked}");
+}
