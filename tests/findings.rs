@@ -328,3 +328,44 @@ fn findings_carry_the_facts_of_their_scenario() {
     );
     assert!(shown.contains(&relay["rcpt_reply"].as_str().unwrap().to_lowercase()));
 }
+
+/// The journey in findings.pcap: the message submitted over SMTP is fetched by IMAP and then
+/// retrieved by POP3 (the manifest's fetched SHA-256 for both); each fetch lists the earlier
+/// sightings, whose body hash equals its own (Postfix only added headers).
+#[test]
+fn a_message_is_followed_from_submission_to_imap_and_pop3() {
+    let manifest = common::manifest();
+    let truth = &manifest["captures"]["findings.pcap"];
+    let facts = |n: usize| &truth["sessions"][n]["facts"];
+    let id = facts(0)["message_id"].as_str().unwrap();
+    let extra: Vec<&str> = truth["mailscope_args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let records = run(&["findings.pcap"], &extra);
+    let sightings: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "message" && r["message_id"] == id)
+        .collect();
+    let sources: Vec<&str> = sightings
+        .iter()
+        .map(|m| m["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, ["smtp", "imap-fetch", "pop3"]);
+    for (n, fetched) in sightings.iter().enumerate().skip(1) {
+        assert_eq!(fetched["sha256"], facts(n)["fetched_sha256"]);
+        let before = fetched["seen_before"].as_array().unwrap();
+        assert_eq!(before.len(), n, "{fetched}");
+        for (earlier, sighting) in sightings.iter().zip(before) {
+            assert_eq!(sighting["message"], earlier["id"]);
+            assert_eq!(sighting["sha256"], earlier["sha256"]);
+        }
+        assert_eq!(before[n - 1]["body_hash"], before[0]["body_hash"]);
+    }
+    assert_ne!(
+        sightings[0]["sha256"], sightings[1]["sha256"],
+        "Postfix added headers"
+    );
+}
