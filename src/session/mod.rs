@@ -258,14 +258,6 @@ fn feed(
         _ => None,
     });
     if let Some(([client, server], ts)) = held {
-        for (direction, bytes) in [
-            (Direction::ClientToServer, &client),
-            (Direction::ServerToClient, &server),
-        ] {
-            if let Some(note) = injected(direction, bytes, ts) {
-                events.push(ProtoEvent::Note(note));
-            }
-        }
         events.push(ProtoEvent::Note(Note {
             kind: NoteKind::Info,
             direction: None,
@@ -273,6 +265,9 @@ fn feed(
             text: "TLS from here on (what follows is decrypted, where the key log allows)".into(),
         }));
         live.tls = Some(TlsConnection::new(keys_may_come));
+        // Set here too (the Upgrade event is applied after this): what TLS says of the held
+        // bytes depends on it.
+        live.session.tls.mode = TlsMode::StartTls;
         for (direction, bytes) in [
             (Direction::ClientToServer, client),
             (Direction::ServerToClient, server),
@@ -320,33 +315,22 @@ fn dissect_tls(
                 ts,
                 text,
             })),
+            TlsEvent::NotTls {
+                direction,
+                ts,
+                text,
+            } => events.push(ProtoEvent::Note(Note {
+                // After STARTTLS the server may run these as if they came inside TLS.
+                kind: match live.session.tls.mode {
+                    TlsMode::StartTls => NoteKind::Injection,
+                    _ => NoteKind::Malformed,
+                },
+                direction: Some(direction),
+                ts,
+                text,
+            })),
         }
     }
-}
-
-/// Bytes one side sent past the STARTTLS point that are not the start of its TLS handshake: a
-/// server that buffered them runs them as if they came inside TLS (CVE-2011-0411 and kin).
-fn injected(direction: Direction, bytes: &[u8], ts: Timestamp) -> Option<Note> {
-    if bytes.is_empty() || looks_like_tls(bytes) {
-        return None;
-    }
-    let end = bytes
-        .windows(3)
-        .position(|w| w[0] == 0x16 && w[1] == 0x03 && w[2] <= 0x04)
-        .unwrap_or(bytes.len());
-    let shown = String::from_utf8_lossy(&bytes[..end.min(200)]);
-    let side = match direction {
-        Direction::ClientToServer => "the client",
-        Direction::ServerToClient => "the server",
-    };
-    Some(Note {
-        kind: NoteKind::Injection,
-        direction: Some(direction),
-        ts,
-        text: format!(
-            "{side} sent {end} bytes after STARTTLS, before the TLS handshake: {shown:?}"
-        ),
-    })
 }
 
 /// The start of a TLS record carrying a handshake (content type 22, version 3.x).

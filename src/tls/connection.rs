@@ -59,6 +59,12 @@ pub enum TlsEvent {
         ts: Timestamp,
         text: String,
     },
+    /// Bytes one side sent before its first TLS record: after STARTTLS, an injection.
+    NotTls {
+        direction: Direction,
+        ts: Timestamp,
+        text: String,
+    },
 }
 
 #[derive(Default)]
@@ -191,10 +197,14 @@ impl TlsConnection {
             if start > 0 {
                 self.sides[i].skipped += start as u64;
                 let shown = crate::sanitize::line(&bytes[..start.min(200)]);
-                out.push(TlsEvent::Note {
+                let side = match direction {
+                    Direction::ClientToServer => "the client",
+                    Direction::ServerToClient => "the server",
+                };
+                out.push(TlsEvent::NotTls {
                     direction,
                     ts,
-                    text: format!("{start} bytes that are not TLS before the handshake: {shown}"),
+                    text: format!("{side} sent {start} bytes before its TLS handshake: {shown}"),
                 });
                 bytes = &bytes[start..];
             }
