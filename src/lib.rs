@@ -4,8 +4,12 @@
 //! capture   PacketSource (file, live, memory)      -> Record::Frame / Record::TlsKeyLog
 //! decode    link + IP (+ defrag) + TCP headers     -> TcpSegment on a mail port
 //! tcp       FlowTable, per-direction reassembly    -> StreamEvent { Data, Gap, Fin, Rst }
-//! pipeline  Analyzer::feed drives the stages above, synchronously and deterministically
-//! export    pure formatters over what the stages produced
+//! tls       key logs, records, handshakes, ciphers -> plaintext, TlsInfo
+//! proto     SMTP, POP3, IMAP dissectors            -> ProtoEvent (exchange, auth, message, note)
+//! session   per-connection glue and the model      -> Session, Exchange, Message to a SessionSink
+//! analysis  Analyst, a SessionSink over the model  -> Finding; credentials; explanations
+//! export    formatters over the model: NDJSON (+ECS), transcripts, folders, mbox, slices
+//! pipeline  Analyzer::feed drives capture to tcp, synchronously and deterministically
 //! ```
 //!
 //! - `capture` reads pcap and pcapng (plain, gzip, standard input) and live interfaces. It knows
@@ -14,9 +18,15 @@
 //!   raw IP), reassembles IP fragments, and keeps only TCP on mail ports. Every drop is counted.
 //! - `tcp` keys connections, decides client and server, and turns each direction into an ordered
 //!   byte stream where missing bytes are an explicit gap, within named memory limits.
-//! - `pipeline` ties them together for one run; the same capture always gives the same result.
-//! - `export` formats the results (flow tables, followed streams); `sanitize` is the one place
-//!   that makes captured text safe for a terminal.
+//! - `tls` decrypts TLS 1.0 to 1.3 with the secrets of key logs or pcapng secrets blocks.
+//! - `proto` turns each connection's two streams into commands, replies, logins and messages;
+//!   `mime` turns message bytes into what a reader sees.
+//! - `session` runs TLS and a dissector per connection (switching at STARTTLS), numbers and
+//!   links messages, and hands each finished piece to a `SessionSink`.
+//! - `analysis` watches those pieces and adds findings; `export` writes them out; `sanitize` is
+//!   the one place that makes captured text safe for a terminal.
+//! - `pipeline` ties capture, decode and tcp together for one run; the same capture always
+//!   gives the same result.
 
 #![forbid(unsafe_code)]
 

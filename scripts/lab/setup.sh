@@ -155,10 +155,10 @@ else
 fi
 
 # ---------------------------------------------------------------- wait + verify listeners
-# every port on 127.0.0.1 and ::1: Postfix 25, 465, 587, 2525 (cleartext AUTH), 2526-2529 (the extra
+# every port on 127.0.0.1 and ::1: Postfix 25, 465, 587, 2525 (cleartext AUTH), 2526-2530 (the extra
 # listeners for samples/findings.pcap, see README.md); Dovecot 110, 995, 143, 993; and the NTLM
 # listeners on 127.0.0.4 only: Postfix 25, dovecot-ntlm 143 and 110 (for samples/ntlm.pcap)
-PORTS="25 465 587 2525 2526 2527 2528 2529 110 995 143 993"
+PORTS="25 465 587 2525 2526 2527 2528 2529 2530 110 995 143 993"
 NTLM_PORTS="25 110 143"
 EXPECTED=$(( $(echo $PORTS | wc -w) * 2 ))
 NTLM_EXPECTED=$(echo $NTLM_PORTS | wc -w)
