@@ -1,6 +1,6 @@
 //! The terminal UI with 100,000 sessions loaded: a keypress handled and the screen redrawn
 //! (the budget is one frame, 16 ms), and a filter keystroke, which refilters and resorts them
-//! all. The UI lives in the binary, so its module tree is included here by path. The sessions
+//! all; and the findings screen rebuilt after a store update. The UI lives in the binary, so its module tree is included here by path. The sessions
 //! are copies of the real ones in samples/smtp-plain.pcap. Run with `cargo bench --bench ui`.
 
 // Its unit tests are compiled here too (benches build with cfg(test)) but not run.
@@ -90,6 +90,21 @@ fn keypress(c: &mut Criterion) {
             app.handle(Action::FilterChar('s'));
             terminal.draw(|f| ui::view::draw(f, &mut app)).unwrap();
             app.handle(Action::FilterCancel);
+        })
+    });
+    app.handle(Action::Findings);
+    let listed = app.store.findings.len();
+    assert!(listed >= SESSIONS as usize, "{listed} findings");
+    group.bench_function("findings_screen_redraw_after_an_update", |b| {
+        b.iter(|| {
+            // A read progresses between two frames (another finding would also refilter the
+            // session list behind: that costs what filter_keystroke_refilters_all does).
+            app.store.apply(Update::Progress {
+                frames: 1,
+                bytes: 1,
+                total: None,
+            });
+            terminal.draw(|f| ui::view::draw(f, &mut app)).unwrap();
         })
     });
     group.finish();

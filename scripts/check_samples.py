@@ -795,6 +795,77 @@ def header_addr(msg, name):
     return email.utils.parseaddr(str(v))[1].lower() if v is not None else None
 
 
+def tls_wire(path, sessions, extra=()):
+    """What tshark dissects as TLS handshake messages and alerts in each findings session whose facts record a TLS
+    attempt without a session (facts.client_tls: a failed STARTTLS handshake), {tcp_stream: {"client"|"server":
+    {"handshake_types": [...], "alerts": [{"level", "description"}]}}} split by the sender (client_port)."""
+    want = {s["tcp_stream"]: s for s in sessions if "client_tls" in s.get("facts", {})}
+    if not want:
+        return {}
+    out = {st: {"client": {"handshake_types": [], "alerts": []}, "server": {"handshake_types": [], "alerts": []}}
+           for st in want}
+    rows = tshark(["-r", path] + list(extra) + [
+        "-Y", "tls.handshake.type || tls.alert_message", "-T", "fields", "-E", "occurrence=a", "-e", "tcp.stream",
+        "-e", "tcp.srcport", "-e", "tls.handshake.type", "-e", "tls.alert_message.level",
+        "-e", "tls.alert_message.desc"])
+    for line in rows.splitlines():
+        st, port, hs, lvl, desc = (line.split("\t") + [""] * 5)[:5]
+        if not st or int(st) not in want:
+            continue
+        side = out[int(st)]["client" if int(port) == want[int(st)]["client_port"] else "server"]
+        side["handshake_types"] += _ints(hs)
+        side["alerts"] += [{"level": l, "description": d} for l, d in zip(_ints(lvl), _ints(desc))]
+    return out
+
+
+def tls_records(b):
+    """bytes that should start with TLS records -> ([(content_type, payload)], the bytes after the last complete
+    record)"""
+    out, pos = [], 0
+    for _ in range(100000):  # bounded
+        if len(b) - pos < 5 or b[pos] not in (20, 21, 22, 23) or b[pos + 1] != 3:
+            break
+        n = int.from_bytes(b[pos + 3:pos + 5], "big")
+        if len(b) - pos - 5 < n:
+            break
+        out.append((b[pos], b[pos + 5:pos + 5 + n]))
+        pos += 5 + n
+    return out, b[pos:]
+
+
+def handshake_types(records):
+    """the handshake message types in cleartext handshake records"""
+    out = []
+    for ct, p in records:
+        i = 0
+        for _ in range(1000):  # bounded
+            if ct != 22 or i + 4 > len(p):
+                break
+            out.append(p[i])
+            i += 4 + int.from_bytes(p[i + 1:i + 4], "big")
+    return out
+
+
+def after_starttls(cb, sb):
+    """(client bytes after its STARTTLS line, server bytes after its reply to it, that reply's last line) of a
+    cleartext SMTP connection that asked for STARTTLS: the server's reply to it is the one after as many replies as the client wrote lines before
+    STARTTLS, plus the greeting"""
+    mc = re.search(rb"(?m)^STARTTLS\r\n", cb)
+    if mc is None:
+        raise ValueError("no STARTTLS line")
+    want, pos, n = cb[:mc.end()].count(b"\r\n") + 1, 0, 0
+    for _ in range(10000):  # bounded
+        eol = sb.find(b"\r\n", pos)
+        if eol < 0:
+            raise ValueError("no reply to STARTTLS")
+        line, pos = sb[pos:eol], eol + 2
+        if re.match(rb"\d{3}( |$)", line):
+            n += 1
+            if n == want:
+                return cb[mc.end():], sb[pos:], line
+    raise ValueError("no reply to STARTTLS")
+
+
 def check_findings(name, path, cap, sessions, plain, tls, extra):
     kinds = set(cap.get("finding_kinds") or [])
     if not kinds:
@@ -870,9 +941,14 @@ def check_findings(name, path, cap, sessions, plain, tls, extra):
                 fail("%s: credentials %s not in the cleartext client bytes" % (label, c["username"]))
         if "cleartext-credentials" in s["expect"] and not any(not c.get("inside_tls") for c in s["credentials"]):
             fail("%s: cleartext-credentials without cleartext credentials" % label)
+    wire = {"tls": tls_wire(path, sessions, extra), "syn": {}}  # syn: stream -> time of the client's SYN
+    for line in tshark(["-r", path, "-Y", "tcp.flags.syn==1 && tcp.flags.ack==0", "-T", "fields", "-e", "tcp.stream",
+                        "-e", "frame.time_epoch"]).splitlines():
+        st, t = line.split("\t")
+        wire["syn"][int(st)] = float(t)
     for scen, ss in by_scen.items():
         try:
-            check_scenario(name, scen, ss, by_scen, data, frames)
+            check_scenario(name, scen, ss, by_scen, data, frames, wire)
         except (KeyError, IndexError, StopIteration, ValueError, TypeError) as e:
             fail("%s: scenario %s: cannot check: %r" % (name, scen, e))
 
@@ -890,7 +966,7 @@ def _msg(cb, rec):
     raise ValueError("message %s not in the client bytes" % rec["id"])
 
 
-def check_scenario(name, scen, ss, by_scen, data, frames):
+def check_scenario(name, scen, ss, by_scen, data, frames, wire):
     def bad(s, what):
         fail("%s stream %d (%s): %s" % (name, s["tcp_stream"], scen, what))
 
@@ -1016,6 +1092,69 @@ def check_scenario(name, scen, ss, by_scen, data, frames):
             if not rst or sha(cb0[-part["size"]:]) != part["sha256"] or b"\r\n.\r\n" in cb0[cb0.upper().rfind(
                     b"\r\nDATA\r\n"):]:
                 bad(s, "no client RST after a partial DATA payload")
+        if scen in ("starttls-failed", "server-injection"):
+            # a STARTTLS handshake that never completed: after the 220 the client sent its ClientHello and nothing
+            # else; what tshark dissects as handshake messages and alerts is what the facts say
+            ctls, stls, rep = after_starttls(cb0, sb0)
+            crec, crest = tls_records(ctls)
+            if rep.decode() != f["reply_before_tls"] or not rep.startswith(b"220 "):
+                bad(s, "STARTTLS answered %r, facts say %r" % (rep, f["reply_before_tls"]))
+            if handshake_types(crec) != [1] or len(crec) != 1 or crest or f["tls_completed"] is not False:
+                bad(s, "the client sent more than one ClientHello after STARTTLS: %d records, %d bytes more" % (
+                    len(crec), len(crest)))
+            if ("starttls-failed" in ex) != (not f["tls_completed"]) or s.get("tls") or f["tls_used"]:
+                bad(s, "starttls-failed %r, tls_completed %r" % ("starttls-failed" in ex, f["tls_completed"]))
+            tw = wire["tls"][s["tcp_stream"]]
+            if tw != f["tshark_tls"]:
+                bad(s, "tshark sees %r, facts.tshark_tls %r" % (tw, f["tshark_tls"]))
+            if tw["client"]["handshake_types"] != [1]:
+                bad(s, "tshark: client handshake messages %r" % tw["client"]["handshake_types"])
+        if scen == "starttls-failed":
+            ctls, stls, rep = after_starttls(cb0, sb0)
+            srec, srest = tls_records(stls)
+            crec, _ = tls_records(ctls)
+            p = crec[0][1]
+            sid = 4 + 2 + 32
+            i = sid + 1 + p[sid]
+            suites = [p[j:j + 2].hex() for j in range(i + 2, i + 2 + int.from_bytes(p[i:i + 2], "big"), 2)]
+            alerts = [{"level": r[1][0], "description": r[1][1]} for r in srec if r[0] == 21 and len(r[1]) == 2]
+            if suites != f["offered"]["client_hello_cipher_suites"]:
+                bad(s, "the ClientHello offers %r, facts %r" % (suites, f["offered"]["client_hello_cipher_suites"]))
+            if any(r[0] == 22 for r in srec) or srest or 2 in wire["tls"][s["tcp_stream"]]["server"]["handshake_types"]:
+                bad(s, "the server sent a handshake record (a ServerHello?) or more than TLS records after the 220")
+            want = [{"level": 2, "description": f["alert"]["description"]}] if f["alert"] else []
+            if alerts != want or wire["tls"][s["tcp_stream"]]["server"]["alerts"] != want or \
+                    f["tshark_alert_desc"] != (f["alert"]["description"] if f["alert"] else None):
+                bad(s, "server alerts on the wire %r, tshark %r, facts %r / %r" % (
+                    alerts, wire["tls"][s["tcp_stream"]]["server"]["alerts"], f["alert"], f["tshark_alert_desc"]))
+        if scen == "slow-greeting":
+            fr = [x for x in frames[s["tcp_stream"]] if x[4]]
+            dt = fr[0][1] - wire["syn"][s["tcp_stream"]] if fr else -1
+            if not fr or fr[0][2] == s["client_port"] or not fr[0][4].startswith(b"220 ") or dt < 5.0 or \
+                    abs(dt - f["greeting_delay_s"]) > 0.5 or f["greeting_delay_s"] < 5.0:
+                bad(s, "the greeting came %.3f s after the SYN (client measured %.3f s)" % (dt, f["greeting_delay_s"]))
+        if scen == "server-injection":
+            leg = s is ss[1]  # ss[0]: client -> proxy, ss[1]: proxy -> Postfix
+            other = ss[0] if leg else ss[1]
+            inj = bytes.fromhex(f["injected_hex"])
+            ctls, stls, rep = after_starttls(cb0, sb0)
+            srec, srest = tls_records(stls[len(inj):] if not leg else stls)
+            if ss[1]["client_ip"] != ss[0]["server_ip"] or ("starttls-injection" in ex) == leg:
+                bad(s, "legs: %s -> %s, %s -> %s; starttls-injection on the %s leg" % (
+                    ss[0]["client"], ss[0]["server"], ss[1]["client"], ss[1]["server"], "proxy" if leg else "client"))
+            if sb0[:len(sb0) - len(stls)] != data[other["tcp_stream"]][1][:len(sb0) - len(stls)]:
+                bad(s, "the two legs differ in the server's cleartext")
+            if leg:
+                if stls.startswith(inj) or inj in sb0 or srest or \
+                        (2 in handshake_types(srec)) != f["server_hello_sent_by_server"]:
+                    bad(s, "proxy leg: after the 220 the server sent %r..." % stls[:40])
+            else:
+                sfr = [x for x in frames[s["tcp_stream"]] if x[2] != s["client_port"] and x[4]]
+                i = next((k for k, x in enumerate(sfr) if x[4] == inj), None)
+                if i is None or i == 0 or not sfr[i - 1][4].endswith(rep + b"\r\n") or not stls.startswith(inj):
+                    bad(s, "client leg: no server segment of exactly %r right after the 220" % inj)
+                if srest or (2 in handshake_types(srec)) != f["server_hello_reached_client_leg"]:
+                    bad(s, "client leg: after the injected line the server side sent %r..." % stls[len(inj):][:40])
 
 
 def check_capture(root, name, cap):

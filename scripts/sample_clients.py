@@ -11,10 +11,12 @@ Used by scripts/make-samples, which starts tcpdump around each `run` step:
 Clients are Python's smtplib/poplib/imaplib, curl, swaks and (tls-ciphers, for TLS 1.3 suites; tls-legacy,
 for TLS 1.0/1.1) openssl s_client.  Every client connects only to 127.0.0.1 or ::1, except tls-legacy's
 s_client, which connects to the openssl s_server this script starts on 127.0.0.2, findings' smtplib
-client, which connects to the STARTTLS-stripping proxy this script runs on PROXY4 (127.0.0.3) port 25, and
-ntlm's curl, which connects to the lab's NTLM listeners on NTLM_SERVER (127.0.0.4) ports 25, 110 and 143.
+client, which connects to the STARTTLS-stripping proxy this script runs on PROXY4 (127.0.0.3) port 25, findings'
+raw SMTP client, which connects to the STARTTLS response-injection proxy this script runs on INJECT_PROXY4
+(127.0.0.5) port 25, and ntlm's curl, which connects to the lab's NTLM listeners on NTLM_SERVER (127.0.0.4) ports 25, 110 and 143.
 IPv4 clients bind their source address to CLIENT_IP (default 127.0.0.10) so the captures can be filtered to
-our own sessions; findings also uses BRUTE_IP (127.0.0.11), ENUM_IP (127.0.0.12) and PROXY4 as sources.
+our own sessions; findings also uses BRUTE_IP (127.0.0.11), ENUM_IP (127.0.0.12), PROXY4 and INJECT_PROXY4 as
+sources.
 
 Truth data ("sha256" of a sent message) is always over the exact message bytes the server
 receives in DATA / APPEND: CRLF line endings, before dot-stuffing, ending with CRLF (for SMTP
@@ -77,6 +79,8 @@ PASSWORDS = load_passwords()
 CONNECTIONS = []  # (server_ip, server_port, client_ip, client_port) in connection order
 _orig_create_connection = socket.create_connection
 PROXY4 = os.environ.get("SAMPLES_PROXY_IP", "127.0.0.3")  # findings: the STARTTLS-stripping proxy (port 25)
+# findings: the STARTTLS response-injection proxy (port 25)
+INJECT_PROXY4 = os.environ.get("SAMPLES_INJECT_PROXY_IP", "127.0.0.5")
 NTLM_SERVER = "127.0.0.4"  # ntlm: the lab's listeners with SASL NTLM (scripts/lab/README.md)
 NTLM_PORTS = (25, 110, 143)
 _SOURCE = [CLIENT_IP]  # IPv4 source address of new connections (findings switches it with source_ip())
@@ -84,10 +88,10 @@ _SOURCE = [CLIENT_IP]  # IPv4 source address of new connections (findings switch
 
 def _guarded_create_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, **kw):
     host, port = address[0], address[1]
-    if host not in (SERVER4, SERVER6) and (host, port) != (PROXY4, 25) and not (
+    if host not in (SERVER4, SERVER6) and (host, port) not in ((PROXY4, 25), (INJECT_PROXY4, 25)) and not (
             host == NTLM_SERVER and port in NTLM_PORTS):
         raise RuntimeError("network rule: refusing to connect to %r (only 127.0.0.1 / ::1)" % (host,))
-    if source_address is None and host in (SERVER4, PROXY4, NTLM_SERVER):
+    if source_address is None and host in (SERVER4, PROXY4, INJECT_PROXY4, NTLM_SERVER):
         source_address = (_SOURCE[0], 0)
     sock = _orig_create_connection(address, timeout, source_address, **kw)
     local = sock.getsockname()
@@ -2398,7 +2402,7 @@ def hostile_server_handling(sessions):
 # no reply.  incidental lists kinds a broader reading would also raise although the session is not built for
 # them (see CAPTURE_NOTES["findings.pcap"]).
 FINDING_KINDS = (
-    "cleartext-credentials", "auth-before-starttls", "starttls-not-used", "starttls-refused",
+    "cleartext-credentials", "auth-before-starttls", "starttls-not-used", "starttls-refused", "starttls-failed",
     "starttls-injection", "starttls-downgrade", "smtp-smuggling", "bare-line-end", "open-relay", "error-reply",
     "bounce", "source-route", "helo-mismatch", "sender-mismatch", "reply-to-mismatch", "received-private",
     "received-time-order", "vrfy-expn", "recipient-enumeration", "auth-brute-force", "slow-reply",
@@ -2408,12 +2412,17 @@ FINDING_KINDS = (
 BRUTE_IP = os.environ.get("SAMPLES_BRUTE_IP", "127.0.0.11")
 ENUM_IP = os.environ.get("SAMPLES_ENUM_IP", "127.0.0.12")
 # extra Postfix listeners (scripts/lab/config/postfix/master.cf), not mail ports to mailscope or tshark by default
-PORT_AUTH_BEFORE_TLS, PORT_OPEN_RELAY, PORT_SLOW, PORT_LIMITS = 2526, 2527, 2528, 2529
-FINDINGS_EXTRA_PORTS = (PORT_AUTH_BEFORE_TLS, PORT_OPEN_RELAY, PORT_SLOW, PORT_LIMITS)
+PORT_AUTH_BEFORE_TLS, PORT_OPEN_RELAY, PORT_SLOW, PORT_LIMITS, PORT_SLOW_GREETING = 2526, 2527, 2528, 2529, 2530
+FINDINGS_EXTRA_PORTS = (PORT_AUTH_BEFORE_TLS, PORT_OPEN_RELAY, PORT_SLOW, PORT_LIMITS, PORT_SLOW_GREETING)
 FINDINGS_DATE = "Fri, 06 Mar 2026 11:%02d:00 +0300"
 RAW_SMTP = "Python %s socket (scripted raw SMTP client)" % sys.version.split()[0]
 PROXY_SOFTWARE = ("STARTTLS-stripping proxy in scripts/sample_clients.py (Python %s socket; listens on %s:25, "
                   "connects from %s to %s:25)" % (sys.version.split()[0], PROXY4, PROXY4, SERVER4))
+INJECT_PROXY_SOFTWARE = ("STARTTLS response-injection proxy in scripts/sample_clients.py (Python %s socket; listens "
+                         "on %s:25, connects from %s to %s:25)" % (sys.version.split()[0], INJECT_PROXY4,
+                                                                   INJECT_PROXY4, SERVER4))
+INJECTED_REPLY = b"250 injected-before-tls\r\n"   # what the injection proxy adds after the server's 220 to STARTTLS
+SLOW_GREETING_MIN = 5.0       # seconds: the slow-greeting session's 220 must come at least this late
 SLOW_REPLY_INCIDENTAL = 1.0   # seconds: a reply this late is listed as incidental slow-reply (see notes)
 RELAY_RCPT = "someone@foreign.example"
 ENUM_USERS = ["admin", "info", "sales", "support", "test", "webmaster"]   # none is a lab user or alias
@@ -3512,6 +3521,546 @@ def findings_bounce(keylog, relay_rec):
         raise RuntimeError("bounce-fetch: DSN does not match: %r" % sess["facts"])
 
 
+# ---- failed STARTTLS handshakes, a slow greeting, and a STARTTLS response-injection proxy
+TLS_ALERT_NAMES = {0: "close_notify", 10: "unexpected_message", 20: "bad_record_mac", 22: "record_overflow",
+                   40: "handshake_failure", 42: "bad_certificate", 43: "unsupported_certificate",
+                   44: "certificate_revoked", 45: "certificate_expired", 46: "certificate_unknown",
+                   47: "illegal_parameter", 48: "unknown_ca", 49: "access_denied", 50: "decode_error",
+                   51: "decrypt_error", 70: "protocol_version", 71: "insufficient_security", 80: "internal_error",
+                   86: "inappropriate_fallback", 90: "user_canceled", 109: "missing_extension",
+                   110: "unsupported_extension", 112: "unrecognized_name", 116: "certificate_required",
+                   120: "no_application_protocol"}
+TLS_HANDSHAKE_NAMES = {1: "client_hello", 2: "server_hello", 4: "new_session_ticket", 8: "encrypted_extensions",
+                       11: "certificate", 12: "server_key_exchange", 13: "certificate_request",
+                       14: "server_hello_done", 15: "certificate_verify", 16: "client_key_exchange", 20: "finished"}
+
+
+def tls_records(b):
+    """bytes that should start with TLS records -> ([(content_type, payload)], the bytes after the last complete
+    record: garbage that is no TLS record, or a cut-off one)"""
+    out, pos = [], 0
+    for _ in range(100000):  # bounded
+        if len(b) - pos < 5 or b[pos] not in (20, 21, 22, 23) or b[pos + 1] != 3:
+            break
+        n = struct.unpack(">H", b[pos + 3:pos + 5])[0]
+        if len(b) - pos - 5 < n:
+            break
+        out.append((b[pos], b[pos + 5:pos + 5 + n]))
+        pos += 5 + n
+    return out, b[pos:]
+
+
+def tls_summary(b):
+    """what one side sent as TLS, read from its bytes without keys: the cleartext handshake messages by name,
+    the cleartext alerts, how many ChangeCipherSpec and encrypted (type 23) records, and how many bytes at the
+    start parse as no TLS record at all (first_bytes_not_tls)"""
+    recs, rest = tls_records(b)
+    out = {"bytes": len(b), "records": len(recs), "handshake": [], "alerts": [], "change_cipher_spec": 0,
+           "encrypted_records": 0, "unparsed_bytes": len(rest)}
+    for ct, p in recs:
+        if ct == 22:
+            i = 0
+            for _ in range(1000):  # bounded: the handshake messages in one record
+                if i + 4 > len(p):
+                    break
+                out["handshake"].append(TLS_HANDSHAKE_NAMES.get(p[i], str(p[i])))
+                i += 4 + int.from_bytes(p[i + 1:i + 4], "big")
+        elif ct == 21 and len(p) == 2:
+            out["alerts"].append({"level": {1: "warning", 2: "fatal"}.get(p[0], str(p[0])), "description": p[1],
+                                  "name": TLS_ALERT_NAMES.get(p[1], str(p[1]))})
+        elif ct == 20:
+            out["change_cipher_spec"] += 1
+        else:
+            out["encrypted_records"] += 1
+    return out
+
+
+def tls_flight(summary):
+    """a tls_summary() in words: 'ServerHello, 1 ChangeCipherSpec and 4 encrypted records'"""
+    parts = ["".join(w.capitalize() for w in n.split("_")) for n in summary["handshake"]]
+    if summary["change_cipher_spec"]:
+        parts.append("%d ChangeCipherSpec" % summary["change_cipher_spec"])
+    if summary["encrypted_records"]:
+        parts.append("%d encrypted records" % summary["encrypted_records"])
+    parts += ["a %s %s alert" % (a["level"], a["name"]) for a in summary["alerts"]]
+    if not parts:
+        return "nothing"
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+
+
+def client_hello_suites(b):
+    """the cipher suites (hex) of the ClientHello that starts b"""
+    recs, _ = tls_records(b)
+    if not recs or recs[0][0] != 22 or recs[0][1][:1] != b"\x01":
+        return None
+    p = recs[0][1]
+    i = 4 + 2 + 32                              # handshake header, legacy_version, random
+    i += 1 + p[i]                               # session id
+    n = struct.unpack(">H", p[i:i + 2])[0]
+    return [p[j:j + 2].hex() for j in range(i + 2, i + 2 + n, 2)]
+
+
+def postfix_log_lines(offset, ip, timeout=10):
+    """what the smtpd process that logged the first "connect from ...[ip]" after byte offset logged, from that line
+    to its "disconnect from" line (waiting, bounded, for it), without the syslog prefix"""
+    deadline = time.time() + timeout
+    out = []
+    while time.time() < deadline:
+        with open(POSTFIX_LOG, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", "replace").splitlines()
+        tag, out = None, []
+        for l in text:
+            m = re.search(r" (postfix/\S*smtpd\[\d+\]): (.*)$", l)
+            if not m:
+                continue
+            if tag is None and re.match(r"connect from [^\[ ]*\[%s\]" % re.escape(ip), m.group(2)):
+                tag = m.group(1)
+            if tag is not None and m.group(1) == tag:
+                out.append(m.group(2))
+                if m.group(2).startswith("disconnect from"):
+                    return out
+        time.sleep(0.2)
+    return out
+
+
+def sclient_debug_io(lines):
+    """`openssl s_client -debug` stdout lines [(monotonic time, bytes line)] -> [{"dir": "r"/"w", "data", "t"}]:
+    every socket read (r) and write (w) it dumped, in order (a read of 0 bytes, EOF, as data b"")"""
+    ios, cur = [], None
+    for t, raw in lines:
+        line = raw.decode("latin-1").rstrip("\r\n")
+        m = re.match(r"^(read from|write to) 0x[0-9a-f]+ \[0x[0-9a-f]+\] \(\d+ bytes => (-?\d+)", line)
+        if m:
+            n = int(m.group(2))
+            cur = {"dir": "r" if m.group(1) == "read from" else "w", "n": n, "data": bytearray(), "t": t}
+            if n >= 0:
+                ios.append(cur)
+            continue
+        if cur is not None and re.match(r"^[0-9a-f]{4} - ", line):
+            if "<SPACES/NULS>" in line:  # BIO_dump left out trailing spaces / NULs
+                raise RuntimeError("s_client -debug: truncated dump %r" % line)
+            cur["data"] += bytes.fromhex(line[7:55].replace("-", " "))
+            continue
+        cur = None
+    for io in ios:
+        if len(io["data"]) != io["n"]:
+            raise RuntimeError("s_client -debug: %d bytes dumped of %d" % (len(io["data"]), io["n"]))
+    return ios
+
+
+def run_sclient_debug(argv, timeout=60):
+    """runs openssl s_client (stdin /dev/null) with its stdout unbuffered (stdbuf -o0), so that each -debug line is
+    timestamped when s_client writes it: (stdout lines [(t, line)], stderr text, exit code, t_start)"""
+    t_start = time.monotonic()
+    p = subprocess.Popen(["stdbuf", "-o0"] + argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    lines, err = [], bytearray()
+
+    def pump_out():
+        for _ in range(1000000):  # bounded; ends at EOF
+            line = p.stdout.readline()
+            if not line:
+                break
+            lines.append((time.monotonic(), line))
+
+    def pump_err():
+        for _ in range(1000000):
+            b = os.read(p.stderr.fileno(), 65536)
+            if not b:
+                break
+            err.extend(b)
+
+    threads = [threading.Thread(target=pump_out, daemon=True), threading.Thread(target=pump_err, daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()  # our own child, by its Popen handle
+        p.wait(timeout=10)
+        raise RuntimeError("s_client did not exit within %d s: %r" % (timeout, bytes(err)[-500:]))
+    for t in threads:
+        t.join(timeout=10)
+    return lines, err.decode("utf-8", "replace"), p.returncode, t_start
+
+
+def smtp_split_cleartext(client_bytes, server_bytes):
+    """(client cleartext, server cleartext) of an SMTP STARTTLS connection: the client's bytes up to and with its
+    STARTTLS line, the server's up to and with its reply to it (the reply after as many replies as the client wrote
+    lines before it, plus the greeting)"""
+    m = re.search(rb"(?im)^STARTTLS\r\n", client_bytes)
+    if m is None:
+        return client_bytes, server_bytes
+    nlines = client_bytes[:m.end()].count(CRLF)
+    pos, replies = 0, 0
+    for _ in range(10000):  # bounded
+        eol = server_bytes.find(CRLF, pos)
+        if eol < 0:
+            break
+        line, pos = server_bytes[pos:eol], eol + 2
+        if re.match(rb"^\d{3}( |$)", line):
+            replies += 1
+            if replies == nlines + 1:
+                break
+    return client_bytes[:m.end()], server_bytes[:pos]
+
+
+def findings_starttls_failed():
+    # 20) 25: openssl s_client -starttls smtp offering only TLS 1.2 NULL-SHA256: Postfix answers STARTTLS with 220,
+    # finds no shared cipher and sends a handshake_failure alert instead of a ServerHello
+    sess = f_session("starttls-failed", "smtp", 25, OPENSSL, ["starttls-failed"])
+    tls_args = ["-tls1_2", "-cipher", "NULL-SHA256:@SECLEVEL=0"]
+    # s_client does not tell its source port: it binds to a port picked here (a free one the kernel chose)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((CLIENT_IP, 0))
+        cport = probe.getsockname()[1]
+    argv = ["openssl", "s_client", "-connect", "%s:25" % SERVER4, "-bind", "%s:%d" % (CLIENT_IP, cport),
+            "-starttls", "smtp",
+            "-name", EHLO_NAME] + tls_args + ["-CAfile", CA_FILE, "-verify_return_error", "-verify_ip", SERVER4,
+                                              "-brief", "-debug"]
+    offset = os.path.getsize(POSTFIX_LOG)
+    lines, err, rc, t_start = run_sclient_debug(argv)
+    m = re.match(rb"CONNECTED\(", lines[0][1]) if lines else None
+    if m is None:
+        raise RuntimeError("starttls-failed: s_client did not connect: %r %r" % (lines[:3], err[-500:]))
+    ios = sclient_debug_io(lines)
+    cb = b"".join(bytes(io["data"]) for io in ios if io["dir"] == "w")
+    sb = b"".join(bytes(io["data"]) for io in ios if io["dir"] == "r")
+    cb0, sb0 = smtp_split_cleartext(cb, sb)
+    log = postfix_log_lines(offset, CLIENT_IP)
+    sess["client_ip"], sess["client_port"], sess["client"] = CLIENT_IP, cport, "%s:%d" % (CLIENT_IP, cport)
+    sess["commands"] = [l.decode() for l in cb0.split(CRLF)[:-1]]
+    sess["replies"] = smtp_server_replies(sb0)
+    sess["commands_note"] = ("the lines s_client wrote in cleartext (from its -debug dump of the socket writes); "
+                             "then its TLS ClientHello (facts.client_tls)")
+    sess["argv"] = [a.replace(ROOT + "/", "") for a in argv]
+    sess["exit_code"] = rc
+    delays, reply_delays = [], []
+    for i, io in enumerate(ios):
+        if io["dir"] == "w":
+            nxt = next((x for x in ios[i + 1:] if x["dir"] == "r"), None)
+            if nxt is not None:
+                d = nxt["t"] - io["t"]
+                delays.append(d)
+                what = bytes(io["data"]).split(CRLF)[0].decode("latin-1") if io["data"][:1] != b"\x16" else \
+                    "TLS ClientHello"
+                reply_delays.append([what, round(d, 3)])
+    client_tls, server_tls = tls_summary(cb[len(cb0):]), tls_summary(sb[len(sb0):])
+    ehlo = sess["replies"][1]
+    alert = server_tls["alerts"][0] if server_tls["alerts"] else None
+    error = [l for l in err.splitlines() if ":error:" in l]
+    sess["facts"].update({
+        "greeting": reply_line(sess["replies"][0]), "ehlo_keywords": ehlo_keywords(ehlo),
+        "starttls_offered": "STARTTLS" in ehlo_keywords(ehlo), "tls_used": False,
+        "client_command": " ".join(sess["argv"]),
+        "client_command_note": "run as `stdbuf -o0 openssl s_client ...` with stdin /dev/null (unbuffered stdout: "
+                               "each -debug dump is timestamped as s_client writes it, for the reply delays); the "
+                               "-bind port is a free one picked just before (s_client does not report its own)",
+        "reply_before_tls": reply_line(sess["replies"][-1]),
+        "offered": {"tls_args": tls_args, "client_hello_cipher_suites": client_hello_suites(cb[len(cb0):])},
+        "client_tls": client_tls, "server_tls": server_tls,
+        "server_hello_received": "server_hello" in server_tls["handshake"],
+        "tls_completed": False,
+        "alert": dict(alert, sender="server") if alert else None,
+        "sclient_error": error[0] if error else err.strip()[-300:], "exit_code": rc,
+        "max_reply_delay_s": round(max(delays), 3) if delays else None, "reply_delays_s": reply_delays,
+        "reply_delays_note": "from each socket write s_client dumped to the next read it dumped (stdout timestamps)",
+        "server_log": log,
+        "server_behaviour": "Postfix (smtpd_tls_protocols >=TLSv1.2, smtpd_tls_ciphers = medium) answered STARTTLS "
+                            "with 220, found no cipher it shares with a client offering only NULL-SHA256 and sent "
+                            "a fatal alert instead of a ServerHello; the connection then closed"})
+    if sess["facts"]["reply_before_tls"] != "220 2.0.0 Ready to start TLS" or \
+            sess["facts"]["server_hello_received"] or "server_hello" in server_tls["handshake"] or \
+            client_tls["handshake"] != ["client_hello"] or rc == 0:
+        raise RuntimeError("starttls-failed: not a failed handshake after 220: %r" % sess["facts"])
+
+
+class TimedLSMTP(LSMTP):
+    """LSMTP that notes when its TCP connect returned (t_connected), to time the greeting from it"""
+    t_connected = None
+
+    def _get_socket(self, host, port, timeout):
+        s = super()._get_socket(host, port, timeout)
+        self.t_connected = time.monotonic()
+        return s
+
+
+def findings_slow_greeting():
+    # 21) 2530: the 220 greeting comes 6 s after the connect (Postfix runs "sleep 6" from smtpd_client_restrictions
+    # at connect time, smtpd_delay_reject = no); smtplib EHLO, QUIT
+    log = Log("smtp")
+    sess = f_session("slow-greeting", "smtp", PORT_SLOW_GREETING, py_client("smtplib"), ["slow-reply"])
+    conn = TimedLSMTP(local_hostname=EHLO_NAME, timeout=TIMEOUT)
+    conn._mlog = log
+    code, msg = conn.connect(SERVER4, PORT_SLOW_GREETING)
+    delay = time.monotonic() - conn.t_connected
+    f_bound(sess, conn.sock)
+    sess["facts"]["greeting"] = "%d %s" % (code, msg.decode("utf-8", "replace"))
+    conn.ehlo()
+    kw = ehlo_keywords(log.replies[-1])
+    conn.quit()
+    f_log(sess, log)
+    sess["facts"].update({
+        "ehlo_keywords": kw, "starttls_offered": "STARTTLS" in kw, "tls_used": False,
+        "greeting_delay_s": round(delay, 3),
+        "greeting_delay_note": "measured by the client from its TCP connect returning (smtplib's socket."
+                               "create_connection) to smtplib having read the 220 greeting. max_reply_delay_s is, "
+                               "as in every session, from each write to the reply that followed (EHLO, QUIT): no "
+                               "write comes before the greeting",
+        "reply_delays_s": [["greeting (from the connect)", round(delay, 3)]] + [
+            [c.split()[0].upper(), round(d, 3)] for c, d in zip(log.commands, log.delays)],
+        "server_config": "smtpd_delay_reject = no, smtpd_client_restrictions = sleep 6 (port %d): the client "
+                         "restrictions run when the client connects, before the greeting" % PORT_SLOW_GREETING})
+    if code != 220 or delay < SLOW_GREETING_MIN:
+        raise RuntimeError("slow-greeting: %d after %.2f s" % (code, delay))
+
+
+class InjectTLSProxy(threading.Thread):
+    """Accepts one connection on INJECT_PROXY4:25, connects from INJECT_PROXY4 to Postfix on 127.0.0.1:25 and relays
+    both directions unchanged (server bytes as complete lines until the upgrade); right after it has written the
+    server's 220 reply to the client's STARTTLS to the client, it writes `injected` to the client in a send() of its
+    own (TCP_NODELAY: a segment of its own), then relays raw bytes (TLS) both ways. When one side goes away it
+    half-closes the other and reads it to its end; what it could not write to a client that was gone is counted in
+    dropped_to_client."""
+
+    def __init__(self, injected=INJECTED_REPLY):
+        super().__init__(daemon=True)
+        self.injected = injected
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind((INJECT_PROXY4, 25))
+        self.lsock.listen(1)
+        self.lsock.settimeout(30)
+        self.error = None
+        self.client_bytes = bytearray()      # what the client wrote (forwarded unchanged)
+        self.server_bytes = bytearray()      # what Postfix wrote
+        self.to_client = bytearray()         # what the proxy wrote to the client
+        self.sends_to_client = []            # [what, size] per send() to the client
+        self.injected_at = None              # offset in to_client of the injected bytes
+        self.server_split = None             # offset in server_bytes after the 220 to STARTTLS
+        self.dropped_to_client = bytearray() # server bytes that arrived when the client was gone
+        self.client_gone = False
+        self.events = []
+        self.upstream = None
+
+    def run(self):
+        try:
+            self._serve()
+        except Exception as e:  # reported by the scenario
+            self.error = e
+        finally:
+            self.lsock.close()
+
+    def _send_client(self, cl, data, what):
+        if self.client_gone:
+            self.dropped_to_client += data
+            return
+        try:
+            cl.sendall(data)
+        except OSError as e:
+            self.events.append("writing %d bytes (%s) to the client failed: %s" % (len(data), what, e))
+            self.client_gone = True
+            self.dropped_to_client += data
+            return
+        self.to_client += data
+        self.sends_to_client.append([what, len(data)])
+
+    def _serve(self):
+        import select
+        cl, _ = self.lsock.accept()
+        cl.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        up = socket.create_connection((SERVER4, 25), timeout=TIMEOUT, source_address=(INJECT_PROXY4, 0))
+        up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.upstream = up.getsockname()[:2]
+        pending = b""   # server bytes not yet a complete line (before the upgrade)
+        open_ends = {cl, up}
+        for _ in range(10000):  # bounded
+            if not open_ends:
+                break
+            r, _, _ = select.select(list(open_ends), [], [], 30)
+            if not r:
+                raise RuntimeError("injection proxy: nothing for 30 s")
+            for s in (x for x in (cl, up) if x in r):
+                side = "client" if s is cl else "server"
+                try:
+                    data = s.recv(65536)
+                except OSError as e:
+                    self.events.append("%s: %s" % (side, e))
+                    data = b""
+                if s is cl:
+                    if not data:
+                        self.events.append("the client's side ended (%d bytes from the client in all)"
+                                           % len(self.client_bytes))
+                        self.client_gone = True
+                        open_ends.discard(cl)
+                        if up in open_ends:
+                            up.shutdown(socket.SHUT_WR)
+                            self.events.append("the proxy half-closed its connection to the server (FIN)")
+                        continue
+                    self.client_bytes += data
+                    up.sendall(data)
+                    continue
+                if not data:
+                    self.events.append("the server closed its connection (%d bytes from the server in all)"
+                                       % len(self.server_bytes))
+                    open_ends.discard(up)
+                    if cl in open_ends and not self.client_gone:
+                        cl.shutdown(socket.SHUT_WR)
+                        self.events.append("the proxy half-closed its connection to the client (FIN)")
+                    continue
+                self.server_bytes += data
+                if self.injected_at is not None:
+                    self._send_client(cl, data, "server bytes")
+                    continue
+                pending += data
+                out = b""
+                for _ in range(1000):  # complete lines
+                    i = pending.find(CRLF)
+                    if i < 0:
+                        break
+                    line, pending = pending[:i + 2], pending[i + 2:]
+                    out += line
+                    if line.startswith(b"220 ") and re.search(rb"(?im)^STARTTLS\r\n", bytes(self.client_bytes)):
+                        self._send_client(cl, out, "server lines, the last the 220 to STARTTLS")
+                        out = b""
+                        self.server_split = len(self.server_bytes) - len(pending)
+                        self.injected_at = len(self.to_client)
+                        self._send_client(cl, self.injected, "injected")
+                        if pending:
+                            self._send_client(cl, pending, "server bytes")
+                            pending = b""
+                        break
+                if out:
+                    self._send_client(cl, out, "server lines")
+        cl.close()
+        up.close()
+
+
+def smtp_reply_exact(c):
+    """read one SMTP reply without taking a byte past its last CRLF from the socket (MSG_PEEK, then a recv of exactly
+    its length): like a client that hands the socket to its TLS library right after the 220, whatever follows the
+    reply stays in the kernel's buffer and is read by the TLS layer"""
+    if c.buf:
+        raise RuntimeError("unexpected bytes before the reply: %r" % c.buf[:60])
+    for _ in range(3000):  # bounded: ~30 s
+        peek = c.sock.recv(65536, socket.MSG_PEEK)
+        if not peek:
+            raise RuntimeError("server closed the connection")
+        m = re.match(rb"(?:\d{3}-[^\r\n]*\r\n)*\d{3} [^\r\n]*\r\n", peek)
+        if m:
+            data = b""
+            for _ in range(100):  # bounded
+                if len(data) >= m.end():
+                    break
+                data += c.sock.recv(m.end() - len(data))
+            c.buf = data
+            return c.reply()
+        time.sleep(0.01)
+    raise RuntimeError("no complete reply")
+
+
+def findings_server_injection(keylog):
+    # 22) the STARTTLS response-injection proxy on INJECT_PROXY4:25: a raw client sends EHLO and STARTTLS, reads the
+    # 220 exactly, then starts TLS (Python ssl, key log); the proxy wrote "250 injected-before-tls" right after the
+    # 220, so the client's TLS layer reads it as its first record. Both legs are sessions.
+    proxy = InjectTLSProxy()
+    proxy.start()
+    offset = os.path.getsize(POSTFIX_LOG)
+    sess = f_session("server-injection", "smtp", 25, RAW_SMTP, ["starttls-injection"], server=INJECT_PROXY4)
+    c = FRawSMTP(25, server=INJECT_PROXY4)
+    f_bound(sess, c.sock)
+    sess["facts"]["greeting"] = reply_line(c.greeting)
+    leg = f_session("server-injection", "smtp", 25, INJECT_PROXY_SOFTWARE, [])  # its SYN is second
+    ehlo = c.cmd("EHLO %s" % EHLO_NAME, 250)
+    c.write("STARTTLS")
+    rep = smtp_reply_exact(c)
+    if rep[0] != 220:
+        raise RuntimeError("server-injection: STARTTLS answered %r" % rep)
+    tls = client_ctx(keylog).wrap_socket(c.sock, server_hostname=SERVER_NAME, do_handshake_on_connect=False)
+    t0 = time.monotonic()
+    err = None
+    try:
+        tls.do_handshake()
+    except (ssl.SSLError, OSError) as e:
+        err = e
+    handshake_s = time.monotonic() - t0
+    if err is None:
+        version = tls.version()
+        tls.close()
+        raise RuntimeError("server-injection: the TLS handshake completed (%s) although the injected line came "
+                           "first: the scenario needs another look" % version)
+    tls.close()   # the rest of the injected line is still unread: the kernel answers with a RST
+    c.sock = None
+    proxy.join(30)
+    if proxy.is_alive() or proxy.error:
+        raise RuntimeError("injection proxy: %r (alive %r)" % (proxy.error, proxy.is_alive()))
+    f_raw(sess, c)
+    server_log = postfix_log_lines(offset, INJECT_PROXY4)
+    cbytes, sbytes = bytes(proxy.client_bytes), bytes(proxy.server_bytes)
+    cb0, sb0 = smtp_split_cleartext(cbytes, sbytes)
+    if len(sb0) != proxy.server_split:
+        raise RuntimeError("injection proxy: split the server bytes at %r, expected %d" % (proxy.server_split,
+                                                                                           len(sb0)))
+    leg["client_ip"], leg["client_port"] = proxy.upstream
+    leg["client"] = "%s:%d" % proxy.upstream
+    leg["commands"] = smtp_client_lines(cb0)
+    leg["replies"] = smtp_server_replies(sb0)
+    leg["commands_note"] = "the client's cleartext lines, forwarded unchanged; then its TLS ClientHello"
+    to_client = bytes(proxy.to_client)
+    inj_end = proxy.injected_at + len(proxy.injected)
+    if to_client[proxy.injected_at:inj_end] != proxy.injected or to_client[:proxy.injected_at] != sb0:
+        raise RuntimeError("injection proxy: wrote %r around the injection" % to_client[:inj_end][-80:])
+    client_tls = tls_summary(cbytes[len(cb0):])
+    server_tls = tls_summary(sbytes[len(sb0):])
+    forwarded = tls_summary(to_client[inj_end:])
+    completed = client_tls["change_cipher_spec"] or client_tls["encrypted_records"] or \
+        client_tls["handshake"] != ["client_hello"]
+    if completed:
+        raise RuntimeError("server-injection: the client sent more than its ClientHello: %r" % client_tls)
+    reason = getattr(err, "reason", None)
+    common = {
+        "greeting_client_leg": sess["facts"]["greeting"], "greeting_proxy_leg": reply_line(leg["replies"][0]),
+        "ehlo_keywords": ehlo_keywords(ehlo), "starttls_offered": "STARTTLS" in ehlo_keywords(ehlo),
+        "tls_used": False, "reply_before_tls": reply_line(rep),
+        "injected_bytes": proxy.injected.decode(), "injected_hex": proxy.injected.hex(),
+        "injected_by": "the proxy, in a send() of its own right after writing the server's 220 to the client",
+        "proxy_sends_to_client": proxy.sends_to_client,
+        "client_tls": client_tls, "server_tls_proxy_leg": server_tls,
+        "server_hello_sent_by_server": "server_hello" in server_tls["handshake"],
+        "forwarded_to_client_after_injection": forwarded,
+        "server_hello_reached_client_leg": "server_hello" in forwarded["handshake"],
+        "dropped_by_proxy": {"size": len(proxy.dropped_to_client),
+                             "tls": tls_summary(bytes(proxy.dropped_to_client)),
+                             "note": "server bytes that arrived after the client had gone: not written to it"},
+        "client_handshake_error": str(err), "client_handshake_error_reason": reason,
+        "handshake_s": round(handshake_s, 3), "tls_completed": False,
+        "proxy_events": proxy.events, "server_log": server_log,
+        "proxy": INJECT_PROXY_SOFTWARE,
+        "legs": "client leg: %s -> %s:25 (the proxy); proxy leg: %s -> %s:25 (Postfix)" % (
+            sess["client"], INJECT_PROXY4, leg["client"], SERVER4)}
+    sess["facts"].update(common)
+    sess["facts"].update({
+        "leg": "client",
+        "client_read": "the 220 exactly (MSG_PEEK, then a recv of its length): every byte after it went to the TLS "
+                       "layer, which read the injected line where it expected the first TLS record header",
+        "server_behaviour": "Postfix answered STARTTLS with 220 2.0.0 Ready to start TLS; the proxy added %r in a "
+                            "segment of its own; the client's TLS layer took it for a record header (%s), gave up "
+                            "without an alert and closed with the rest of the line unread" % (
+                                proxy.injected.decode(), reason)})
+    sess["expect"].append("starttls-failed")
+    leg["facts"].update(common)
+    leg["facts"].update({
+        "leg": "proxy",
+        "server_behaviour": "Postfix answered STARTTLS with 220 and, after the client's ClientHello, sent %s; the "
+                            "client never answered it: the proxy half-closed the connection when the client had "
+                            "gone and Postfix ended the handshake" % tls_flight(server_tls)})
+    leg["expect"].append("starttls-failed")
+    if not sess["facts"]["starttls_offered"] or reply_line(rep) != "220 2.0.0 Ready to start TLS" or \
+            common["greeting_client_leg"] != common["greeting_proxy_leg"]:
+        raise RuntimeError("server-injection: %r" % common)
+
+
 def findings_prepare():
     """uncaptured: the extra listeners are up, and Dovecot's per-IP auth penalty of our client addresses is reset
     by one successful login each (a failure from an earlier run would delay every login from that address)"""
@@ -3553,6 +4102,9 @@ def scenario_findings(args):
     findings_early_talker()
     findings_reset()
     findings_bounce(keylog, relay_rec)
+    findings_starttls_failed()
+    findings_slow_greeting()
+    findings_server_injection(keylog)
     findings_finish()
 
 
@@ -4000,8 +4552,10 @@ DESCRIPTIONS = {
                      "smuggling, a bare-LF command, open relay (2527) with its bounce fetched by IMAP, relay "
                      "denied, source route, HELO mismatch, spoofed headers, VRFY/EXPN, recipient enumeration "
                      "(127.0.0.12), IMAP/POP3 brute force (127.0.0.11), a slow reply (2528), no PIPELINING / "
-                     "8BITMIME / SIZE 4000 (2529), an early talker and a TCP reset in DATA; key log in "
-                     "findings.keys; mailscope needs --port smtp=2526 ... smtp=2529, tshark -d for 2525-2529",
+                     "8BITMIME / SIZE 4000 (2529), an early talker, a TCP reset in DATA, a STARTTLS handshake the "
+                     "server refuses (openssl s_client offering only NULL-SHA256: 220, then an alert), a greeting "
+                     "6 s late (2530) and a STARTTLS response-injection proxy (both legs); key log in "
+                     "findings.keys; mailscope needs --port smtp=2526 ... smtp=2530, tshark -d for 2525-2530",
     "ntlm.pcap": "SASL NTLM logins with curl (--login-options AUTH=NTLM; NTLMv2 + LMv2) against the lab's NTLM listeners "
                  "on 127.0.0.4 (Dovecot with Samba winbind, Postfix with that Dovecot's SASL): IMAP AUTHENTICATE NTLM "
                  "(SASL-IR) + SELECT + UID FETCH BODY[]; POP3 AUTH NTLM (no initial response, domain MAIL) + RETR 1; "
@@ -4039,9 +4593,11 @@ CAPTURE_NOTES = {
     ],
     "findings.pcap": [
         "Made by `scripts/make-samples --only findings` (also part of the full run). Real clients (Python smtplib, "
-        "imaplib, poplib; a scripted raw-socket SMTP client where a library would not send the bytes needed) "
-        "against the lab's Postfix and Dovecot, plus a STARTTLS-stripping proxy written in "
-        "scripts/sample_clients.py (StripTLSProxy). Every TLS client writes to findings.keys.",
+        "imaplib, poplib; a scripted raw-socket SMTP client where a library would not send the bytes needed; "
+        "OpenSSL s_client for a failing STARTTLS handshake) against the lab's Postfix and Dovecot, plus a "
+        "STARTTLS-stripping proxy and a STARTTLS response-injection proxy written in scripts/sample_clients.py "
+        "(StripTLSProxy, InjectTLSProxy). Every Python TLS client writes to findings.keys (the failed "
+        "handshakes leave no secrets to log).",
         "sessions[] (in SYN order) carry the usual fields, except that client is \"ip:port\" and the client "
         "program is client_software; server is \"ip:port\". scenario: the scenario name (scenarios{} maps each "
         "to its tcp_streams). expect: the finding kinds (finding_kinds[]) the session is built to raise; [] with "
@@ -4059,15 +4615,16 @@ CAPTURE_NOTES = {
         % SLOW_REPLY_INCIDENTAL,
         "facts: what the client did and what the server answered, as the client read it (reply lines, injected "
         "bytes as text and hex, credentials, the delay it measured in seconds, EHLO keywords, Message-IDs, the "
-        "DSN fields parsed with Python's email package). Sessions on 2526-2529 have facts.mailscope_args "
+        "DSN fields parsed with Python's email package). Sessions on 2526-2530 have facts.mailscope_args "
         "(--port smtp=N) and, with 2525, facts.tshark_decode_as; the entry's mailscope_args and tshark_decode_as "
         "list them all. server_handling sums up what the servers did, written from the facts of this run.",
         "Extra Postfix listeners (scripts/lab/config/postfix/master.cf, scripts/lab/README.md): 2526 offers "
         "STARTTLS and AUTH before it (smtpd_tls_auth_only=no); 2527 is an open relay (check_client_access "
         "static:OK, smtpd_reject_unlisted_recipient=no; the error transport bounces the relayed mail); 2528 "
         "answers RCPT after `sleep 3`; 2529 discards the PIPELINING and 8BITMIME EHLO keywords and has "
-        "message_size_limit=4000. 2527-2529 offer no TLS. 2525 (no TLS at all) is the lab's cleartext-AUTH "
-        "listener.",
+        "message_size_limit=4000; 2530 greets 6 s after the connect (smtpd_delay_reject=no, "
+        "smtpd_client_restrictions = sleep 6: the client restrictions, with their pause, run before the "
+        "greeting). 2527-2530 offer no TLS. 2525 (no TLS at all) is the lab's cleartext-AUTH listener.",
         "The journey (clean-submission, clean-imap, clean-pop3): one 7-bit message with From equal to MAIL FROM "
         "and no Reply-To, sent to dave; IMAP UID FETCH BODY.PEEK[] and POP3 RETR 1 as dave bring back the same "
         "bytes (the Maildir file, CRLF form: the sent message after the Return-Path, Delivered-To and two "
@@ -4083,6 +4640,32 @@ CAPTURE_NOTES = {
         "keep every running smtpd busy (Postfix's master starts a new one for the early talker), and "
         "facts.server_log quotes Postfix's own 'improper command pipelining after CONNECT' line as the proof; "
         "had the race been lost, the run would exit 75 and make-samples would capture again.",
+        "Failed STARTTLS handshakes (starttls-failed, server-injection): the session has tls null and "
+        "facts.tls_used false; facts.client_tls / server_tls (and on the injection legs server_tls_proxy_leg, "
+        "forwarded_to_client_after_injection) sum up the TLS records each side sent after the 220, read from the "
+        "bytes without keys (handshake message names, alerts, ChangeCipherSpec and encrypted record counts); "
+        "facts.tshark_tls is what tshark 4.0 dissects there (tls.handshake.type, tls.alert_message.level/desc by "
+        "sender), facts.tshark_alert_desc the server's alert. starttls-failed: openssl s_client -starttls smtp "
+        "-tls1_2 -cipher NULL-SHA256:@SECLEVEL=0 (facts.client_command; the cleartext lines and replies and the "
+        "reply delays come from its -debug dump of every socket read and write): Postfix (TLS >= 1.2, "
+        "smtpd_tls_ciphers medium) answers 220, shares no cipher and sends a fatal handshake_failure alert, no "
+        "ServerHello. starttls-failed is expected wherever the client sent its ClientHello and nothing more; "
+        "starttls-not-used is then incidental as everywhere STARTTLS was offered and no TLS session came up.",
+        "slow-greeting (2530): facts.greeting_delay_s is the client's time from its TCP connect to the 220 "
+        "(scripts/check_samples.py: from the SYN to the greeting segment on the wire); max_reply_delay_s stays "
+        "the longest write-to-reply delay (EHLO, QUIT), since no write precedes a greeting.",
+        "server-injection: a scripted raw client connects to the STARTTLS response-injection proxy on %s:25, "
+        "which connects from %s to Postfix on %s:25 and relays both ways; right after it has written Postfix's "
+        "'220 2.0.0 Ready to start TLS' to the client it writes %r in a send() of its own (its own segment on the "
+        "client leg, facts.proxy_sends_to_client). The client reads the 220 exactly (MSG_PEEK, then a recv of its "
+        "length) and starts TLS (Python ssl, findings.keys): its TLS layer reads the injected line where it expects "
+        "the first record header and fails (facts.client_handshake_error, WRONG_VERSION_NUMBER, no alert); it "
+        "closes with the rest of the line unread, so its kernel sends a RST. The proxy half-closes its connection "
+        "to Postfix, which has answered the ClientHello with its ServerHello flight (facts.server_tls_proxy_leg; "
+        "not forwarded when the client was already gone: facts.dropped_by_proxy, proxy_events) and logs a lost "
+        "connection (facts.server_log). sessions: the client leg (expect starttls-injection and "
+        "starttls-failed), then the proxy leg (expect starttls-failed: no injected byte there)."
+        % (INJECT_PROXY4, INJECT_PROXY4, SERVER4, INJECTED_REPLY.decode()),
     ],
     "hostile-escapes.pcap": [
         "Made by `scripts/make-samples --only hostile-escapes` (also part of the full run). A terminal UI showing this "
@@ -4211,6 +4794,40 @@ def tls_session_truth(path, keylog_path, sess, decode_as=None):
             raise SystemExit("%s stream %d: %s" % (os.path.basename(path), s["tcp_stream"], "; ".join(problems)))
 
 
+def findings_tls_wire(path, keylog_path, sess, decode_as=None):
+    """findings: what tshark dissects of the STARTTLS handshakes that did not complete (sessions whose facts have
+    client_tls): facts.tshark_tls {client, server: handshake_types, alerts} and, for starttls-failed,
+    facts.tshark_alert_desc (the server's tls.alert_message.desc, null without an alert); stops where it contradicts
+    what the client recorded (scripts/check_samples.py checks it again)"""
+    sys.path.insert(0, HERE)
+    import check_samples
+    extra = (["-o", "tls.keylog_file:" + keylog_path] if keylog_path else []) + \
+        check_samples.decode_args(decode_as.split() if decode_as else None)
+    wire = check_samples.tls_wire(path, sess, extra)
+    for s in sess:
+        if s["tcp_stream"] not in wire:
+            continue
+        tw, f = wire[s["tcp_stream"]], s["facts"]
+        f["tshark_tls"] = tw
+        problems = []
+        if tw["client"]["handshake_types"] != [1]:
+            problems.append("client handshake messages %r, not one ClientHello" % tw["client"]["handshake_types"])
+        if s["scenario"] == "starttls-failed":
+            alerts = tw["server"]["alerts"]
+            f["tshark_alert_desc"] = alerts[0]["description"] if alerts else None
+            if (f["alert"] or {}).get("description") != f["tshark_alert_desc"] or len(alerts) > 1 or \
+                    2 in tw["server"]["handshake_types"]:
+                problems.append("server alerts %r / handshake %r, the client read %r" % (
+                    alerts, tw["server"]["handshake_types"], f["alert"]))
+        if s["scenario"] == "server-injection" and f["leg"] == "proxy" and \
+                (2 in tw["server"]["handshake_types"]) != f["server_hello_sent_by_server"]:
+            problems.append("ServerHello on the proxy leg: tshark %r, proxy %r" % (
+                tw["server"]["handshake_types"], f["server_hello_sent_by_server"]))
+        if problems:
+            raise SystemExit("%s stream %d (%s): %s" % (os.path.basename(path), s["tcp_stream"], s["scenario"],
+                                                        "; ".join(problems)))
+
+
 def findings_server_handling(sessions):
     """manifest "server_handling" of findings.pcap: what Postfix and Dovecot did, written from the sessions' facts"""
     by = {}
@@ -4254,6 +4871,20 @@ def findings_server_handling(sessions):
                                                          f("no-pipelining", 2)["end_of_data_reply"]))
     out.append("early talker: %s, then EHLO answered %d" % (f("early-talker")["greeting"],
                                                            f("early-talker")["ehlo_reply_code"]))
+    sf = f("starttls-failed")
+    out.append("STARTTLS with only %s offered: %s, then %s instead of a ServerHello" % (
+        sf["offered"]["tls_args"][-1].split(":")[0], sf["reply_before_tls"],
+        "a %s %s alert (%d)" % (sf["alert"]["level"], sf["alert"]["name"], sf["alert"]["description"])
+        if sf["alert"] else "no alert"))
+    out.append("slow greeting 2530: %s after %.2f s" % (f("slow-greeting")["greeting"],
+                                                       f("slow-greeting")["greeting_delay_s"]))
+    si = f("server-injection")
+    out.append("STARTTLS response injection: Postfix answered %s; after the proxy's injected %r the client's TLS "
+               "handshake failed (%s); Postfix sent %s to the proxy, which %s" % (
+                   si["reply_before_tls"], si["injected_bytes"], si["client_handshake_error_reason"],
+                   tls_flight(si["server_tls_proxy_leg"]),
+                   "reached the client" if si["server_hello_reached_client_leg"] else
+                   "did not reach the client (gone by then)"))
     return out
 
 
@@ -4281,9 +4912,9 @@ def cmd_manifest(args):
                                                  tool_version(["postconf", "-h", "mail_version"]),
                                                  tool_version(["dovecot", "--version"]).split()[0]),
             "IPv4 clients bind to %s, the servers are 127.0.0.1; the IPv6 sample uses ::1 on both ends. "
-            "findings.pcap also has clients on %s and %s and a proxy on %s (its client_addresses). "
+            "findings.pcap also has clients on %s and %s and proxies on %s and %s (its client_addresses). "
             "ntlm.pcap's servers are the lab's NTLM listeners on %s (its ntlm_server)."
-            % (CLIENT_IP, BRUTE_IP, ENUM_IP, PROXY4, NTLM_SERVER),
+            % (CLIENT_IP, BRUTE_IP, ENUM_IP, PROXY4, INJECT_PROXY4, NTLM_SERVER),
             "messages_sent[].sha256/size: the exact message bytes the server received in DATA/APPEND "
             "(CRLF line ends, before dot-stuffing, including the CRLF before the final '.'); "
             "wire.dot_stuffed_*: the same after dot-stuffing (without the terminating '.CRLF'). "
@@ -4346,7 +4977,9 @@ def cmd_manifest(args):
                     CLIENT_IP: "every scenario but brute-force and recipient-enumeration",
                     BRUTE_IP: "brute-force", ENUM_IP: "recipient-enumeration",
                     PROXY4: "the STARTTLS-stripping proxy (starttls-downgrade: it listens on %s:25 and connects "
-                            "to %s:25 from this address)" % (PROXY4, SERVER4)}
+                            "to %s:25 from this address)" % (PROXY4, SERVER4),
+                    INJECT_PROXY4: "the STARTTLS response-injection proxy (server-injection: it listens on %s:25 "
+                                   "and connects to %s:25 from this address)" % (INJECT_PROXY4, SERVER4)}
                 entry["scenarios"] = {}
                 for s in sess:
                     entry["scenarios"].setdefault(s["scenario"], []).append(s["tcp_stream"])
@@ -4354,6 +4987,8 @@ def cmd_manifest(args):
                 tls_session_truth(path, os.path.join(samples, cap["keylog"]) if cap.get("keylog") else None,
                                   sess, cap.get("decode_as"))
             if cap.get("findings"):
+                findings_tls_wire(path, os.path.join(samples, cap["keylog"]) if cap.get("keylog") else None, sess,
+                                  cap.get("decode_as"))
                 entry["server_handling"] = findings_server_handling(sess)
             if cap.get("ntlm"):
                 ntlm_session_truth(path, os.path.join(samples, cap["keylog"]) if cap.get("keylog") else None, sess)

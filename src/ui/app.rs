@@ -13,28 +13,6 @@ use super::store::{Entry, Item, Store};
 /// Writes a session's packets into a file; gives the number of packets.
 pub type Slicer = Box<dyn Fn(&Slice, std::fs::File) -> Result<u64, String>>;
 
-/// One line of the findings view: where a finding sits in the store.
-#[derive(Clone, Copy, Debug)]
-pub struct Listed {
-    pub entry: usize,
-    /// The dialogue item it is.
-    pub item: usize,
-}
-
-/// Every finding, the most severe first, then in time order.
-fn collect_findings(store: &Store) -> Vec<Listed> {
-    let mut findings = Vec::new();
-    for (e, entry) in store.entries.iter().enumerate() {
-        for (item, it) in entry.items.iter().enumerate() {
-            if let Item::Finding(f) = it {
-                findings.push((f.severity(), f.ts, Listed { entry: e, item }));
-            }
-        }
-    }
-    findings.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    findings.into_iter().map(|(.., listed)| listed).collect()
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Screen {
     Sessions,
@@ -155,8 +133,6 @@ pub struct App {
     pub page: usize,
     pub offset: usize,
     pub finding: usize,
-    findings_cache: Vec<Listed>,
-    findings_generation: Option<u64>,
     /// Where `s` saves messages and attachments.
     pub save_dir: std::path::PathBuf,
     saver: Option<OutputDir>,
@@ -196,8 +172,6 @@ impl App {
             page: 20,
             offset: 0,
             finding: 0,
-            findings_cache: Vec::new(),
-            findings_generation: None,
             save_dir: std::path::PathBuf::from("mailscope-saved"),
             saver: None,
             slicer: None,
@@ -362,7 +336,7 @@ impl App {
                 (&mut self.line, len)
             }
             Screen::Findings => {
-                let len = self.findings().len();
+                let len = self.store.findings.len();
                 (&mut self.finding, len)
             }
             Screen::Message | Screen::Help => (&mut self.scroll, usize::MAX / 2),
@@ -390,7 +364,7 @@ impl App {
             }
             Screen::Findings => {
                 let at = self.finding;
-                if let Some(listed) = self.findings().get(at).copied() {
+                if let Some(listed) = self.store.findings.get(at) {
                     self.session = Some(self.store.entries[listed.entry].row.id);
                     self.line = listed.item;
                     self.go(Screen::Dialogue);
@@ -536,16 +510,6 @@ impl App {
             })
             .collect();
         self.status = Some(self.write_files(files));
-    }
-
-    /// What deserves a look across the capture, until the analysis lands: every parser note,
-    /// and every TLS session that could not be decrypted, with why.
-    pub fn findings(&mut self) -> &[Listed] {
-        if self.findings_generation != Some(self.store.generation) {
-            self.findings_generation = Some(self.store.generation);
-            self.findings_cache = collect_findings(&self.store);
-        }
-        &self.findings_cache
     }
 }
 

@@ -88,6 +88,48 @@ pub struct Entry {
     pub worst: Option<Severity>,
 }
 
+/// Where a finding sits in the store: its entry and its place among the entry's items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub entry: usize,
+    pub item: usize,
+}
+
+/// Every finding, the most severe first, in the order found within a severity. Kept as
+/// findings arrive, so that the findings screen never sorts (a live capture changes the store
+/// many times a second).
+#[derive(Default)]
+pub struct FindingIndex {
+    /// Alerts, warnings, infos.
+    by_severity: [Vec<Listed>; 3],
+}
+
+impl FindingIndex {
+    fn add(&mut self, severity: Severity, listed: Listed) {
+        let slot = match severity {
+            Severity::Alert => 0,
+            Severity::Warning => 1,
+            Severity::Info => 2,
+        };
+        self.by_severity[slot].push(listed);
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_severity.iter().map(Vec::len).sum()
+    }
+
+    /// The `n`th line of the findings screen.
+    pub fn get(&self, mut n: usize) -> Option<Listed> {
+        for list in &self.by_severity {
+            match list.get(n) {
+                Some(listed) => return Some(*listed),
+                None => n -= list.len(),
+            }
+        }
+        None
+    }
+}
+
 #[derive(Default)]
 pub struct Store {
     pub entries: Vec<Entry>,
@@ -102,11 +144,15 @@ pub struct Store {
     pub faults: Vec<String>,
     /// Bumped on every change, so that views know when to recompute.
     pub generation: u64,
+    pub findings: FindingIndex,
 }
 
 impl Store {
     pub fn apply(&mut self, update: Update) {
-        self.generation += 1;
+        // Progress changes no session: the session list need not be filtered again for it.
+        if !matches!(update, Update::Progress { .. }) {
+            self.generation += 1;
+        }
         match update {
             Update::Row(row) => match self.index.get(&row.id) {
                 Some(&i) => {
@@ -140,6 +186,9 @@ impl Store {
                     let entry = &mut self.entries[i];
                     entry.findings += 1;
                     entry.worst = entry.worst.max(Some(finding.severity()));
+                    let item = entry.items.len();
+                    self.findings
+                        .add(finding.severity(), Listed { entry: i, item });
                 }
                 self.push(id, Item::Finding(finding))
             }

@@ -1,4 +1,5 @@
-//! Everything worth a look across the capture, the most severe first: one line per finding,
+//! Everything worth a look across the capture, the most severe first (in the order found
+//! within a severity): one line per finding,
 //! and below the list what the selected one means and the exchanges that show it.
 
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -25,17 +26,17 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
     let height = usize::from(list_area.height.saturating_sub(1)).max(1);
     let offset = super::sessions::window(selected, app.offset, height);
     app.offset = offset;
-    let listed = app.findings().to_vec();
     let store = &app.store;
+    let total = store.findings.len();
     let finding_at = |i: usize| {
-        let l = listed.get(i)?;
+        let l = store.findings.get(i)?;
         match store.entries.get(l.entry)?.items.get(l.item)? {
             Item::Finding(f) => Some(f),
             _ => None,
         }
     };
-    let title = format!(" Findings ({}) ", listed.len());
-    let lines: Vec<Line> = (offset..listed.len().min(offset + height))
+    let title = format!(" Findings ({total}) ");
+    let lines: Vec<Line> = (offset..total.min(offset + height))
         .filter_map(|i| Some((i, finding_at(i)?)))
         .map(|(i, f)| {
             let text = format!(
