@@ -9,7 +9,7 @@ Used by scripts/make-samples, which starts tcpdump around each `run` step:
     sample_clients.py manifest  --state DIR --samples DIR [--merge MANIFEST]  # writes samples/MANIFEST.json
 
 Clients are Python's smtplib/poplib/imaplib, curl, swaks and (tls-ciphers, for TLS 1.3 suites; tls-legacy,
-for TLS 1.0/1.1) openssl s_client.  Every client connects only to 127.0.0.1 or ::1, except tls-legacy's
+for TLS 1.0/1.1; findings, for a STARTTLS handshake the server refuses) openssl s_client.  Every client connects only to 127.0.0.1 or ::1, except tls-legacy's
 s_client, which connects to the openssl s_server this script starts on 127.0.0.2, findings' smtplib
 client, which connects to the STARTTLS-stripping proxy this script runs on PROXY4 (127.0.0.3) port 25, findings'
 raw SMTP client, which connects to the STARTTLS response-injection proxy this script runs on INJECT_PROXY4

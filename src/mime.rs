@@ -196,7 +196,7 @@ pub fn parse(bytes: &[u8]) -> MessageView {
     hops.reverse();
     for i in 1..hops.len() {
         if let (Some(before), Some(at)) = (hops[i - 1].unix, hops[i].unix) {
-            hops[i].delay_s = Some(at - before);
+            hops[i].delay_s = Some(at.saturating_sub(before));
         }
     }
     view.hops = hops;

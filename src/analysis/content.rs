@@ -161,7 +161,7 @@ fn relay_path(message: &Message, found: &mut Found) {
         let (Some(older), Some(newer)) = (pair[0].unix, pair[1].unix) else {
             continue;
         };
-        if newer + CLOCK_SKEW_SECONDS < older {
+        if newer.saturating_add(CLOCK_SKEW_SECONDS) < older {
             let name = |h: &mime::Hop| h.by.clone().unwrap_or_else(|| "?".into());
             found.add(
                 FindingKind::ReceivedTimeOrder,
@@ -169,7 +169,7 @@ fn relay_path(message: &Message, found: &mut Found) {
                 format!(
                     "the hop by {} is dated {} s before the hop by {} that handed it the message",
                     name(&pair[1]),
-                    older - newer,
+                    older.saturating_sub(newer),
                     name(&pair[0])
                 ),
                 pair.iter()
