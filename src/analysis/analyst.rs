@@ -42,6 +42,7 @@ pub(super) struct Watch {
     /// When the previous reply came: a command sent before it was pipelined.
     pub last_reply: Option<Timestamp>,
     pub pipelining_reported: bool,
+    pub early_reported: bool,
     /// SMTP: between an accepted MAIL and the reply to the end of its data.
     pub in_transaction: bool,
     /// SMTP: the MAIL command of the transaction in progress.

@@ -187,14 +187,14 @@ fn early_or_pipelined(
     if session.protocol != Protocol::Smtp {
         return;
     }
-    let early = match &watch.greeting {
-        Some((greeting, _)) => command.ts < *greeting,
-        // The greeting came as the answer to this command: it was sent before it.
-        None => exchange.reply.as_ref().is_some_and(|r| r.code == "220"),
-    };
+    // The dissector reports the greeting first, also when the client spoke before it.
+    let early = watch
+        .greeting
+        .as_ref()
+        .is_some_and(|(greeting, _)| command.ts < *greeting);
     if early {
-        if watch.greeting.is_none() {
-            watch.greeting = exchange.reply.as_ref().map(|r| (r.ts, None));
+        if std::mem::replace(&mut watch.early_reported, true) {
+            return;
         }
         return found.add(
             FindingKind::EarlyTalker,

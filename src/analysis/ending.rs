@@ -194,7 +194,9 @@ fn slow_replies(watch: &Watch, found: &mut Found) {
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
     let slow = |ns: u64| {
         ns >= SLOW_ALWAYS_NS
-            || (sorted.len() >= 3 && ns >= SLOW_AT_LEAST_NS && ns >= median.saturating_mul(SLOW_FACTOR))
+            || (sorted.len() >= 3
+                && ns >= SLOW_AT_LEAST_NS
+                && ns >= median.saturating_mul(SLOW_FACTOR))
     };
     let mut shown = Vec::new();
     if let Some((ts, _)) = &watch.greeting {

@@ -188,11 +188,12 @@ impl TlsConnection {
             return;
         }
         if self.sides[i].records.records == 0 && self.sides[i].records.held() == 0 {
-            // What comes before the first handshake record is not TLS: bytes a client or
-            // server slipped in after STARTTLS (the CVE-2011-0411 family).
+            // What comes before the first record is not TLS: bytes a client or server slipped
+            // in after STARTTLS (the CVE-2011-0411 family). A first record may be an alert
+            // (a server refusing the handshake) as well as a handshake.
             let start = bytes
-                .windows(2)
-                .position(|w| w == [record::HANDSHAKE, 3])
+                .windows(3)
+                .position(|w| (20..=24).contains(&w[0]) && w[1] == 3 && w[2] <= 4)
                 .unwrap_or(bytes.len());
             if start > 0 {
                 self.sides[i].skipped += start as u64;

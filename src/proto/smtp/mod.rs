@@ -90,6 +90,8 @@ pub struct SmtpDissector {
     dropped_reported: [u64; 2],
     /// A command line with a bare CR or LF was already noted (once per session is enough).
     bare_line_end_noted: bool,
+    /// A reply was read: the first one may be the greeting.
+    replied: bool,
 }
 
 impl Default for SmtpDissector {
@@ -106,6 +108,7 @@ impl Default for SmtpDissector {
             resync: [false; 2],
             dropped_reported: [0; 2],
             bare_line_end_noted: false,
+            replied: false,
         }
     }
 }
@@ -592,7 +595,19 @@ impl SmtpDissector {
             end_offset: last.end_offset,
         };
         let positive = reply.code.starts_with('2');
-        let Some(pending) = self.pending.pop_front() else {
+        // The server speaks first: a first reply that greets is the greeting even when the
+        // client already talked (an early talker), unless it answers a STARTTLS (a capture
+        // that starts mid-session).
+        let greeting = !self.replied
+            && matches!(reply.code.as_str(), "220" | "421" | "554")
+            && !matches!(self.pending.front().map(|p| &p.kind), Some(Kind::StartTls));
+        self.replied = true;
+        let pending = if greeting {
+            None
+        } else {
+            self.pending.pop_front()
+        };
+        let Some(pending) = pending else {
             out.push(ProtoEvent::Exchange(Exchange {
                 command: None,
                 reply: Some(reply),
