@@ -5,7 +5,7 @@
 use super::analyst::{Found, Watch};
 use super::dialogue::masked_starttls;
 use super::tally::Tally;
-use crate::session::model::{FindingKind, Protocol, TlsMode};
+use crate::session::model::{FindingKind, Protocol, Session, TlsMode};
 use crate::tcp::FlowEnd;
 
 /// A reply this slow is worth a look whatever the session's pace (greeting pauses are 6 s).
@@ -103,7 +103,7 @@ pub(super) fn session(watch: &Watch, tally: &mut Tally, found: &mut Found) {
         }
     }
     let tls = &session.tls;
-    if tls.mode != TlsMode::None && !tls.decrypted() && tls.info.version.is_some() {
+    if tls.mode != TlsMode::None && !tls.decrypted() && !handshake_failed(session) {
         let reason = tls.error().unwrap_or("no key for it");
         found.add(
             FindingKind::TlsUndecrypted,
@@ -127,12 +127,19 @@ fn starttls(watch: &Watch, tally: &mut Tally, found: &mut Found) {
             Vec::new(),
         );
     }
-    if tls.mode == TlsMode::StartTls && tls.info.version.is_none() {
+    if tls.mode == TlsMode::StartTls && handshake_failed(session) {
         let alert = watch.tls_alert.as_deref().unwrap_or("no TLS alert seen");
+        let how = if tls.info.version.is_none() {
+            "no server hello"
+        } else {
+            "the client sent nothing after its hello"
+        };
         found.add(
             FindingKind::StartTlsFailed,
             end,
-            format!("STARTTLS was accepted but no TLS handshake completed ({alert})"),
+            format!(
+                "STARTTLS was accepted but the TLS handshake did not complete: {how} ({alert})"
+            ),
             Vec::new(),
         );
     }
@@ -184,6 +191,13 @@ fn starttls(watch: &Watch, tally: &mut Tally, found: &mut Found) {
         ),
         Vec::new(),
     );
+}
+
+/// The TLS handshake never completed: no ServerHello, or a client that sent nothing after its
+/// ClientHello (every completed handshake has the client send its Finished, at least).
+fn handshake_failed(session: &Session) -> bool {
+    let info = &session.tls.info;
+    info.version.is_none() || info.records[0] <= 1
 }
 
 /// Replies far slower than the session's usual pace, and a slow greeting.

@@ -37,6 +37,9 @@ pub struct TlsInfo {
     pub records_undecrypted: u64,
     /// Application data records opened: [client, server].
     pub application_records: [u64; 2],
+    /// Records of any kind seen: [client, server]. A client that sent only its ClientHello
+    /// never finished the handshake.
+    pub records: [u64; 2],
     /// Why (part of) the connection could not be read, first reason only.
     pub error: Option<String>,
 }
@@ -81,8 +84,10 @@ struct Side {
     waiting_bytes: usize,
     /// Nothing more is read from this side.
     stopped: bool,
-    /// Bytes before the first record that are not TLS (sent after STARTTLS, before the hello).
+    /// Bytes before the first record that are not TLS (sent after STARTTLS, before the hello):
+    /// how many, when the first came, and the first of them as shown.
     skipped: u64,
+    skipped_first: Option<(Timestamp, String)>,
     opened: u64,
 }
 
@@ -196,17 +201,11 @@ impl TlsConnection {
                 .position(|w| (20..=24).contains(&w[0]) && w[1] == 3 && w[2] <= 4)
                 .unwrap_or(bytes.len());
             if start > 0 {
-                self.sides[i].skipped += start as u64;
-                let shown = crate::sanitize::line(&bytes[..start.min(200)]);
-                let side = match direction {
-                    Direction::ClientToServer => "the client",
-                    Direction::ServerToClient => "the server",
-                };
-                out.push(TlsEvent::NotTls {
-                    direction,
-                    ts,
-                    text: format!("{side} sent {start} bytes before its TLS handshake: {shown}"),
-                });
+                // Judged once TLS shows up (or does not, by the end): see `judge_skipped`.
+                let side = &mut self.sides[i];
+                side.skipped += start as u64;
+                side.skipped_first
+                    .get_or_insert_with(|| (ts, crate::sanitize::line(&bytes[..start.min(200)])));
                 bytes = &bytes[start..];
             }
         }
@@ -216,6 +215,9 @@ impl TlsConnection {
             .push(bytes, ts, &mut |r| records.push(r));
         if self.keys_may_come {
             self.retry_waiting(direction, keys, out);
+        }
+        if !records.is_empty() {
+            self.judge_skipped(direction, out);
         }
         for record in records {
             self.record(direction, record, keys, out);
@@ -249,7 +251,51 @@ impl TlsConnection {
     }
 
     /// The connection is over: what was still waiting for a key never got one.
+    /// Bytes a side sent before its TLS: once TLS shows up on either side, they were slipped
+    /// in (an injection). Reported once per side.
+    fn judge_skipped(&mut self, direction: Direction, out: &mut Vec<TlsEvent>) {
+        let side = &mut self.sides[direction.index()];
+        let Some((ts, shown)) = side.skipped_first.take() else {
+            return;
+        };
+        let who = match direction {
+            Direction::ClientToServer => "the client",
+            Direction::ServerToClient => "the server",
+        };
+        let text = format!(
+            "{who} sent {} bytes before its TLS handshake: {shown}",
+            side.skipped
+        );
+        out.push(TlsEvent::NotTls {
+            direction,
+            ts,
+            text,
+        });
+    }
+
     pub fn end(&mut self, keys: &KeyLog, out: &mut Vec<TlsEvent>) {
+        let tls_seen = self.sides.iter().any(|s| s.records.records > 0);
+        for direction in [Direction::ClientToServer, Direction::ServerToClient] {
+            if tls_seen {
+                self.judge_skipped(direction, out);
+            }
+        }
+        if !tls_seen && self.sides.iter().any(|s| s.skipped > 0) {
+            // Both sides went on without TLS: STARTTLS did not take effect (or the capture was
+            // made behind a TLS-terminating proxy). Not an injection; the bytes are not read.
+            let [client, server] = [self.sides[0].skipped, self.sides[1].skipped];
+            out.push(TlsEvent::Note {
+                direction: Direction::ClientToServer,
+                ts: self.sides[0]
+                    .skipped_first
+                    .as_ref()
+                    .or(self.sides[1].skipped_first.as_ref())
+                    .map_or_else(Default::default, |(ts, _)| *ts),
+                text: format!(
+                    "neither side started TLS after the upgrade: {client} bytes from the client and {server} from the server went on in clear, not dissected (TLS did not take effect, or the capture was made behind a TLS proxy)"
+                ),
+            });
+        }
         for direction in [Direction::ClientToServer, Direction::ServerToClient] {
             self.retry_waiting(direction, keys, out);
             let side = &mut self.sides[direction.index()];
@@ -276,6 +322,7 @@ impl TlsConnection {
         out: &mut Vec<TlsEvent>,
     ) {
         let i = direction.index();
+        self.info.records[i] += 1;
         if record.content_type == record::CHANGE_CIPHER_SPEC {
             // TLS 1.3 sends it only for middleboxes; before it, it starts protection.
             if !self.tls13() {
