@@ -1,6 +1,8 @@
 //! The command line. Everything here is argument handling and choosing an output; the work is
 //! done by the `mailscope` library.
 
+#![forbid(unsafe_code)]
+
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::process::ExitCode;
