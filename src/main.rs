@@ -55,7 +55,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Each message as an .eml with its attachments, and one transcript per session, into DIR.
+    /// Into DIR: each message as an .eml with its attachments, one transcript per session,
+    /// credentials.csv, findings.json, index.json and index.html.
     Export {
         /// Capture files, then the output folder.
         #[arg(required = true, value_name = "FILE... DIR")]
