@@ -155,6 +155,19 @@ fn on_samples_with_logins(before: &[&str], after: &[&std::path::Path]) -> Vec<u8
     out.stdout
 }
 
+/// The rows of DIR/credentials.csv as Python's csv module reads them.
+fn credentials_rows(dir: &Path) -> Vec<serde_json::Value> {
+    let read = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import csv, json, sys; print(json.dumps(list(csv.DictReader(open(sys.argv[1], newline='')))))",
+        ])
+        .arg(dir.join("credentials.csv"))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&read.stdout).unwrap()
+}
+
 /// credentials.csv, read by Python's csv module: every credential the clients used, with its
 /// result; CRAM-MD5 and APOP as crack lines that the real password reproduces.
 #[test]
@@ -165,15 +178,7 @@ fn credentials_csv_has_every_login_the_clients_made() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     on_samples_with_logins(&["export"], &[&out]);
-    let read = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import csv, json, sys; print(json.dumps(list(csv.DictReader(open(sys.argv[1], newline='')))))",
-        ])
-        .arg(out.join("credentials.csv"))
-        .output()
-        .unwrap();
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&read.stdout).unwrap();
+    let rows = credentials_rows(&out);
     let mut checked = 0;
     for file in WITH_LOGINS {
         for session in manifest["captures"][file]["sessions"].as_array().unwrap() {
@@ -299,15 +304,7 @@ fn ntlm_logins_are_netntlmv2_lines_that_the_password_reproduces() {
         .status()
         .unwrap();
     assert!(status.success());
-    let read = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import csv, json, sys; print(json.dumps(list(csv.DictReader(open(sys.argv[1], newline='')))))",
-        ])
-        .arg(out.join("credentials.csv"))
-        .output()
-        .unwrap();
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&read.stdout).unwrap();
+    let rows = credentials_rows(&out);
     let utf16 = |s: &str| -> Vec<u8> { s.encode_utf16().flat_map(u16::to_le_bytes).collect() };
     let mut checked = 0;
     for session in truth["sessions"].as_array().unwrap() {

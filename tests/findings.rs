@@ -32,6 +32,17 @@ fn run(samples: &[&str], extra: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// `--json` on findings.pcap with the options its manifest entry names (its extra ports).
+fn run_findings_pcap(truth: &Value) -> Vec<Value> {
+    let extra: Vec<&str> = truth["mailscope_args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    run(&["findings.pcap"], &extra)
+}
+
 /// Each session's client port, by session id.
 fn client_ports(records: &[Value]) -> BTreeMap<u64, u64> {
     records
@@ -178,13 +189,7 @@ fn incidental(facts: &Value) -> BTreeSet<&'static str> {
 fn every_scenario_raises_its_findings_and_clean_sessions_none() {
     let manifest = common::manifest();
     let truth = &manifest["captures"]["findings.pcap"];
-    let extra: Vec<&str> = truth["mailscope_args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    let records = run(&["findings.pcap"], &extra);
+    let records = run_findings_pcap(truth);
     let sessions: BTreeMap<String, u64> = records
         .iter()
         .filter(|r| r["type"] == "session")
@@ -257,13 +262,7 @@ fn every_scenario_raises_its_findings_and_clean_sessions_none() {
 fn findings_carry_the_facts_of_their_scenario() {
     let manifest = common::manifest();
     let truth = &manifest["captures"]["findings.pcap"];
-    let extra: Vec<&str> = truth["mailscope_args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    let records = run(&["findings.pcap"], &extra);
+    let records = run_findings_pcap(truth);
     let facts = |scenario: &str| {
         truth["sessions"]
             .as_array()
@@ -338,13 +337,7 @@ fn a_message_is_followed_from_submission_to_imap_and_pop3() {
     let truth = &manifest["captures"]["findings.pcap"];
     let facts = |n: usize| &truth["sessions"][n]["facts"];
     let id = facts(0)["message_id"].as_str().unwrap();
-    let extra: Vec<&str> = truth["mailscope_args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    let records = run(&["findings.pcap"], &extra);
+    let records = run_findings_pcap(truth);
     let sightings: Vec<&Value> = records
         .iter()
         .filter(|r| r["type"] == "message" && r["message_id"] == id)

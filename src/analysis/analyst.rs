@@ -111,8 +111,19 @@ impl<S: SessionSink> Analyst<S> {
         }
     }
 
-    fn deliver(&mut self, session: &Session, found: Vec<Finding>) {
-        for finding in &found {
+    /// Runs one judgement with the session's watch and passes on what it found.
+    fn judge(
+        &mut self,
+        session: &Session,
+        judge: impl FnOnce(&mut Watch, &mut Tally, &Options, &mut Found),
+    ) {
+        let watch = self.watches.entry(session.id).or_default();
+        let mut found = Found {
+            session,
+            list: Vec::new(),
+        };
+        judge(watch, &mut self.tally, &self.options, &mut found);
+        for finding in &found.list {
             self.inner.finding(session, finding);
         }
     }
@@ -121,27 +132,17 @@ impl<S: SessionSink> Analyst<S> {
 impl<S: SessionSink> SessionSink for Analyst<S> {
     fn exchange(&mut self, session: &Session, exchange: &Exchange) {
         self.inner.exchange(session, exchange);
-        let watch = self.watches.entry(session.id).or_default();
-        let mut found = Found {
-            session,
-            list: Vec::new(),
-        };
-        dialogue::exchange(watch, &mut self.tally, &self.options, exchange, &mut found);
-        dialogue::authentications(watch, &mut self.tally, false, &mut found);
-        let list = found.list;
-        self.deliver(session, list);
+        self.judge(session, |watch, tally, options, found| {
+            dialogue::exchange(watch, tally, options, exchange, found);
+            dialogue::authentications(watch, tally, false, found);
+        });
     }
 
     fn message(&mut self, session: &Session, message: &Message) {
         self.inner.message(session, message);
-        let watch = self.watches.entry(session.id).or_default();
-        let mut found = Found {
-            session,
-            list: Vec::new(),
-        };
-        content::message(watch, message, &mut found);
-        let list = found.list;
-        self.deliver(session, list);
+        self.judge(session, |watch, _, _, found| {
+            content::message(watch, message, found)
+        });
     }
 
     fn note(&mut self, session: &Session, note: &Note) {
@@ -156,7 +157,7 @@ impl<S: SessionSink> SessionSink for Analyst<S> {
             NoteKind::Gap => return summed(&mut watch.gaps, &note.text),
             NoteKind::Unfinished => return summed(&mut watch.unfinished, &note.text),
             NoteKind::Malformed => return summed(&mut watch.malformed, &note.text),
-            NoteKind::Tls if note.text.starts_with("TLS alert") => {
+            NoteKind::TlsAlert => {
                 watch.tls_alert.get_or_insert_with(|| note.text.clone());
                 return;
             }
@@ -185,15 +186,12 @@ impl<S: SessionSink> SessionSink for Analyst<S> {
     }
 
     fn session_end(&mut self, session: &Session) {
-        let mut watch = self.watches.remove(&session.id).unwrap_or_default();
-        let mut found = Found {
-            session,
-            list: Vec::new(),
-        };
-        dialogue::authentications(&mut watch, &mut self.tally, true, &mut found);
-        ending::session(&watch, &mut self.tally, &mut found);
-        let list = found.list;
-        self.deliver(session, list);
+        self.judge(session, |watch, tally, _, found| {
+            dialogue::authentications(watch, tally, true, found);
+            ending::session(watch, tally, found);
+        });
+        // The session is over: what was watched goes with it.
+        self.watches.remove(&session.id);
         self.inner.session_end(session);
     }
 }

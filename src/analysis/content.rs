@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use super::analyst::{Found, Watch};
 use crate::hex;
 use crate::mime::{self, bare_address};
+use crate::proto::smtp;
 use crate::session::model::{FindingKind, Message};
 
 /// Received hops may disagree by this much (clocks are never quite in step).
@@ -101,8 +102,12 @@ fn envelope(watch: &Watch, message: &Message, found: &mut Found) {
     if !captured.bytes.is_ascii() {
         let offered = capabilities.iter().any(|c| c == "8BITMIME");
         let mail = watch.mail_command.as_deref().unwrap_or("");
-        let declared = mail.to_ascii_uppercase();
-        let declared = declared.contains("BODY=8BITMIME") || declared.contains("SMTPUTF8");
+        let argument = mail.split_once(' ').map_or("", |(_, a)| a);
+        let declared = smtp::parser::path_arg(argument, "FROM").is_some_and(|path| {
+            path.params.iter().any(|p| {
+                p.eq_ignore_ascii_case("BODY=8BITMIME") || p.eq_ignore_ascii_case("SMTPUTF8")
+            })
+        });
         if !offered || !declared {
             let why = if offered {
                 "the client did not declare BODY=8BITMIME"
@@ -190,10 +195,12 @@ fn relay_path(message: &Message, found: &mut Found) {
 /// The same Message-ID seen earlier with another body.
 fn altered(message: &Message, found: &mut Found) {
     let c = &message.captured;
+    let Some(body) = message.body_hash else {
+        return;
+    };
     if !c.complete || c.partial || c.truncated || message.seen_before.is_empty() {
         return;
     }
-    let body = mime::body_hash(&c.bytes);
     if let Some(earlier) = message
         .seen_before
         .iter()

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use super::analyst::{remember, Found, Options, Watch};
 use super::explain;
 use super::tally::Tally;
-use crate::proto::{Exchange, Reply};
+use crate::proto::{smtp, Exchange, Reply};
 use crate::session::model::{FindingKind, Protocol, Session, TlsMode};
 
 /// Commands that do not use the service: greeting, capabilities, closing.
@@ -101,22 +101,16 @@ pub(super) fn exchange(
             watch.mail_command = Some(command.line.clone());
         }
         (Protocol::Smtp, "RCPT") if refused && reply.code.starts_with('5') => {
-            let address = path_address(argument);
-            let client = tally.client(session.client.ip());
-            if let Some(alarm) = client.map(|c| &mut c.rejected_recipients) {
-                if alarm.count(Some(address)) {
-                    found.add(
-                        FindingKind::RecipientEnumeration,
-                        reply.ts,
-                        format!(
-                            "{} recipients refused for {} so far: {}",
-                            alarm.count,
-                            session.client.ip(),
-                            alarm.names.join(", ")
-                        ),
-                        evidence(exchange),
-                    );
-                }
+            let ip = session.client.ip();
+            let address = Some(path_address(argument));
+            let refused = tally.alarm(ip, |c| &mut c.rejected_recipients, address);
+            if let Some((count, names)) = refused {
+                found.add(
+                    FindingKind::RecipientEnumeration,
+                    reply.ts,
+                    format!("{count} recipients refused for {ip} so far: {names}"),
+                    evidence(exchange),
+                );
             }
         }
         (Protocol::Smtp, "RCPT") if !refused => {
@@ -317,15 +311,10 @@ fn greeting_host(line: &str) -> Option<String> {
     (host.contains('.') && !host.starts_with('[')).then(|| host.to_ascii_lowercase())
 }
 
-/// The address in `TO:<a@b> NOTIFY=...` or `<@relay:a@b>`, without brackets or route.
+/// The mailbox of `TO:<a@b> NOTIFY=...` or `FROM:<@relay:a@b>`, as the SMTP grammar reads it.
 pub fn path_address(argument: &str) -> &str {
-    let after_colon = argument.split_once(':').map_or(argument, |(_, a)| a).trim();
-    let path = match (after_colon.find('<'), after_colon.find('>')) {
-        (Some(open), Some(close)) if open < close => &after_colon[open + 1..close],
-        _ => after_colon.split_whitespace().next().unwrap_or(""),
-    };
-    // A source route: `@a,@b:user@host`.
-    path.rsplit_once(':').map_or(path, |(_, a)| a)
+    let keyword = argument.split(':').next().unwrap_or("");
+    smtp::parser::path_arg(argument, keyword).map_or("", |path| path.mailbox)
 }
 
 /// Each authentication once its outcome is known (or the session ended): credentials in
@@ -371,21 +360,15 @@ pub(super) fn authentications(
             }
         }
         if attempt.success == Some(false) {
-            let client = tally.client(session.client.ip());
-            if let Some(alarm) = client.map(|c| &mut c.auth_failures) {
-                if alarm.count(attempt.username.as_deref()) {
-                    found.add(
-                        FindingKind::AuthBruteForce,
-                        attempt.ts,
-                        format!(
-                            "{} failed logins from {} so far, as {}",
-                            alarm.count,
-                            session.client.ip(),
-                            alarm.names.join(", ")
-                        ),
-                        vec![line],
-                    );
-                }
+            let ip = session.client.ip();
+            let failed = tally.alarm(ip, |c| &mut c.auth_failures, attempt.username.as_deref());
+            if let Some((count, names)) = failed {
+                found.add(
+                    FindingKind::AuthBruteForce,
+                    attempt.ts,
+                    format!("{count} failed logins from {ip} so far, as {names}"),
+                    vec![line],
+                );
             }
         }
     }

@@ -66,11 +66,25 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn client(&mut self, ip: IpAddr) -> Option<&mut Client> {
+    fn client(&mut self, ip: IpAddr) -> Option<&mut Client> {
         if self.clients.len() >= MAX_TRACKED && !self.clients.contains_key(&ip) {
             return None;
         }
         Some(self.clients.entry(ip).or_default())
+    }
+
+    /// Counts one event on a client's alarm (`which` picks it); when that reaches the next
+    /// level, the count and the names involved.
+    pub fn alarm(
+        &mut self,
+        ip: IpAddr,
+        which: fn(&mut Client) -> &mut Alarm,
+        name: Option<&str>,
+    ) -> Option<(u64, String)> {
+        let alarm = which(self.client(ip)?);
+        alarm
+            .count(name)
+            .then(|| (alarm.count, alarm.names.join(", ")))
     }
 
     pub fn server(&mut self, key: String) -> Option<&mut Offers> {

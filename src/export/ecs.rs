@@ -16,9 +16,7 @@ pub const ECS_VERSION: &str = "8.11.0";
 
 /// `2026-11-26T21:30:01.123456Z`.
 fn timestamp(ts: Timestamp) -> String {
-    let secs = ts.0.div_euclid(1_000_000_000);
-    let nanos = ts.0.rem_euclid(1_000_000_000) as u32;
-    chrono::DateTime::from_timestamp(secs, nanos)
+    super::time::datetime(ts)
         .unwrap_or_default()
         .format("%Y-%m-%dT%H:%M:%S%.6fZ")
         .to_string()

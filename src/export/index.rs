@@ -120,17 +120,11 @@ fn esc(text: &str) -> String {
     out
 }
 
-/// A link to a file written beside the index (names are ours and safe; escaped all the same).
+/// A link to a file written beside the index. Its name came through `safe_name` (letters,
+/// digits, `-`, `_`, `.`), so nothing in it needs URL encoding; it is escaped all the same.
 fn link(path: &Option<String>, text: &str) -> String {
     match path {
-        Some(p) => format!(
-            "<a href=\"{}\">{}</a>",
-            esc(&p
-                .replace('%', "%25")
-                .replace('#', "%23")
-                .replace('?', "%3F")),
-            esc(text)
-        ),
+        Some(p) => format!("<a href=\"{}\">{}</a>", esc(p), esc(text)),
         None => esc(text),
     }
 }

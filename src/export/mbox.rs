@@ -64,8 +64,7 @@ impl<W: Write> MboxWriter<W> {
 
 /// `Thu Nov 26 21:30:01 2026`, in UTC, as the From_ line has it.
 fn asctime(ts: Timestamp) -> String {
-    let secs = ts.0.div_euclid(1_000_000_000);
-    chrono::DateTime::from_timestamp(secs, 0)
+    super::time::datetime(ts)
         .unwrap_or_default()
         .format("%a %b %e %H:%M:%S %Y")
         .to_string()

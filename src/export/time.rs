@@ -2,11 +2,16 @@
 
 use crate::capture::Timestamp;
 
-/// `2026-11-26 21:30:01.123456` (UTC).
-pub fn utc(ts: Timestamp) -> String {
+/// A capture time as a UTC date (None past chrono's range).
+pub fn datetime(ts: Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
     let secs = ts.0.div_euclid(1_000_000_000);
     let nanos = ts.0.rem_euclid(1_000_000_000) as u32;
-    match chrono::DateTime::from_timestamp(secs, nanos) {
+    chrono::DateTime::from_timestamp(secs, nanos)
+}
+
+/// `2026-11-26 21:30:01.123456` (UTC).
+pub fn utc(ts: Timestamp) -> String {
+    match datetime(ts) {
         Some(t) => t.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
         None => ts.to_string(),
     }

@@ -183,8 +183,10 @@ pub enum NoteKind {
     Limit,
     /// The peer did not follow the protocol here.
     Malformed,
-    /// What the TLS layer noticed (alerts, undecryptable records).
+    /// What the TLS layer noticed (undecryptable records, hellos that do not parse).
     Tls,
+    /// A TLS alert other than close_notify.
+    TlsAlert,
     /// An RFC 821 source route in a path (`<@a,@b:user@host>`).
     SourceRoute,
     /// An end of DATA other than CRLF.CRLF, or a dot between bare line ends inside DATA.

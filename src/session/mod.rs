@@ -140,19 +140,24 @@ fn link(live: &mut Live, captured: CapturedMessage, id: u64, journeys: &mut Jour
         live.message_ids.push(id);
     }
     let view = mime::parse(&captured.bytes);
-    let seen_before = match &view.message_id {
-        Some(message_id) => journeys.sight(
+    // Only a message with a Message-ID can be seen again: only its body is hashed.
+    let body_hash = view
+        .message_id
+        .as_ref()
+        .map(|_| mime::body_hash(&captured.bytes));
+    let seen_before = match (&view.message_id, body_hash) {
+        (Some(message_id), Some(body_hash)) => journeys.sight(
             message_id,
             Sighting {
                 message: id,
                 session: live.session.id,
                 source: captured.source,
                 sha256: captured.sha256,
-                body_hash: mime::body_hash(&captured.bytes),
+                body_hash,
                 whole: captured.complete && !captured.partial && !captured.truncated,
             },
         ),
-        None => Vec::new(),
+        _ => Vec::new(),
     };
     let reports_on = view
         .report
@@ -162,6 +167,7 @@ fn link(live: &mut Live, captured: CapturedMessage, id: u64, journeys: &mut Jour
     Message {
         id,
         session: live.session.id,
+        body_hash,
         captured,
         view,
         part_of,
@@ -309,28 +315,35 @@ fn dissect_tls(
                 direction,
                 ts,
                 text,
-            } => events.push(ProtoEvent::Note(Note {
-                kind: NoteKind::Tls,
-                direction: Some(direction),
+            } => events.push(tls_note(NoteKind::Tls, direction, ts, text)),
+            TlsEvent::Alert {
+                direction,
                 ts,
                 text,
-            })),
+            } => events.push(tls_note(NoteKind::TlsAlert, direction, ts, text)),
             TlsEvent::NotTls {
                 direction,
                 ts,
                 text,
-            } => events.push(ProtoEvent::Note(Note {
+            } => {
                 // After STARTTLS the server may run these as if they came inside TLS.
-                kind: match live.session.tls.mode {
+                let kind = match live.session.tls.mode {
                     TlsMode::StartTls => NoteKind::Injection,
                     _ => NoteKind::Malformed,
-                },
-                direction: Some(direction),
-                ts,
-                text,
-            })),
+                };
+                events.push(tls_note(kind, direction, ts, text));
+            }
         }
     }
+}
+
+fn tls_note(kind: NoteKind, direction: Direction, ts: Timestamp, text: String) -> ProtoEvent {
+    ProtoEvent::Note(Note {
+        kind,
+        direction: Some(direction),
+        ts,
+        text,
+    })
 }
 
 /// The start of a TLS record carrying a handshake (content type 22, version 3.x).

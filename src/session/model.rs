@@ -126,6 +126,8 @@ pub struct Message {
     pub part_of: Option<u64>,
     /// IMAP: for a whole message, its parts captured before it.
     pub parts: Vec<u64>,
+    /// The BLAKE3 hash of the body, for messages with a Message-ID (see [`Sighting`]).
+    pub body_hash: Option<[u8; 32]>,
     /// Earlier sightings of the same Message-ID, in this capture: its journey so far.
     pub seen_before: Vec<Sighting>,
     /// For a delivery report (bounce): the message it reports on, when it was seen earlier.

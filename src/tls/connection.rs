@@ -62,6 +62,12 @@ pub enum TlsEvent {
         ts: Timestamp,
         text: String,
     },
+    /// An alert other than close_notify, named.
+    Alert {
+        direction: Direction,
+        ts: Timestamp,
+        text: String,
+    },
     /// Bytes one side sent before its first TLS record: after STARTTLS, an injection.
     NotTls {
         direction: Direction,
@@ -672,9 +678,9 @@ fn alert(direction: Direction, body: &[u8], ts: Timestamp) -> Option<TlsEvent> {
         _ => "other",
     };
     let level = if level == Some(2) { "fatal" } else { "warning" };
-    Some(note(
+    Some(TlsEvent::Alert {
         direction,
         ts,
-        &format!("TLS alert ({level}): {name} ({})", description.unwrap_or(0)),
-    ))
+        text: format!("TLS alert ({level}): {name} ({})", description.unwrap_or(0)),
+    })
 }

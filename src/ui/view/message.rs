@@ -66,11 +66,10 @@ pub fn lines(message: &Message) -> Vec<Line<'static>> {
         lines.push(section(
             "journey (the same Message-ID earlier in the capture)",
         ));
-        let body = mailscope::mime::body_hash(&c.bytes);
         for s in &message.seen_before {
             let same = if !s.whole {
                 "a part"
-            } else if s.body_hash == body {
+            } else if Some(s.body_hash) == message.body_hash {
                 "same body"
             } else {
                 "ANOTHER BODY"
