@@ -194,10 +194,12 @@ pub fn parse(bytes: &[u8]) -> MessageView {
         .collect();
     // Each relay adds its Received header on top: the oldest hop is the last header.
     hops.reverse();
-    for i in 1..hops.len() {
-        if let (Some(before), Some(at)) = (hops[i - 1].unix, hops[i].unix) {
-            hops[i].delay_s = Some(at.saturating_sub(before));
+    let mut previous_unix = None;
+    for hop in &mut hops {
+        if let (Some(before), Some(at)) = (previous_unix, hop.unix) {
+            hop.delay_s = Some(at.saturating_sub(before));
         }
+        previous_unix = hop.unix;
     }
     view.hops = hops;
     view
@@ -236,10 +238,10 @@ pub fn uudecode_blocks(text: &[u8]) -> Vec<(String, Vec<u8>)> {
             let len = usize::from(count.wrapping_sub(32) & 63);
             let mut decoded = Vec::with_capacity(len + 2);
             for group in data.chunks(4) {
-                let v: Vec<u32> = (0..4)
-                    .map(|i| u32::from(group.get(i).map_or(0, |c| c.wrapping_sub(32) & 63)))
-                    .collect();
-                let n = (v[0] << 18) | (v[1] << 12) | (v[2] << 6) | v[3];
+                // A short last group counts its missing characters as 0.
+                let n = (0..4).fold(0u32, |n, i| {
+                    (n << 6) | u32::from(group.get(i).map_or(0, |c| c.wrapping_sub(32) & 63))
+                });
                 decoded.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
             }
             decoded.truncate(len);
@@ -321,10 +323,11 @@ fn recipient_groups(body: &[u8]) -> Vec<RecipientStatus> {
 
 /// `Name <a@b>` (as [`MessageView`] shows addresses) to `a@b`.
 pub fn bare_address(shown: &str) -> &str {
-    match (shown.rfind('<'), shown.rfind('>')) {
-        (Some(open), Some(close)) if open < close => &shown[open + 1..close],
-        _ => shown.trim(),
-    }
+    // The last `>` must come after the last `<`, so it is in the text after that `<`.
+    shown
+        .rsplit_once('<')
+        .and_then(|(_, after_open)| after_open.rsplit_once('>'))
+        .map_or_else(|| shown.trim(), |(address, _)| address)
 }
 
 /// The BLAKE3 hash of a message's body (the bytes after the blank line that ends its
@@ -332,8 +335,8 @@ pub fn bare_address(shown: &str) -> &str {
 /// than a second SHA-256: this runs over every message, and it is several times faster.
 pub fn body_hash(bytes: &[u8]) -> [u8; 32] {
     let body = memchr::memmem::find(bytes, b"\r\n\r\n")
-        .map(|i| &bytes[i + 4..])
-        .or_else(|| memchr::memmem::find(bytes, b"\n\n").map(|i| &bytes[i + 2..]))
+        .and_then(|i| bytes.get(i + 4..))
+        .or_else(|| memchr::memmem::find(bytes, b"\n\n").and_then(|i| bytes.get(i + 2..)))
         .unwrap_or_default();
     blake3::hash(body).into()
 }

@@ -86,12 +86,15 @@ impl Default for MailPorts {
 }
 
 impl MailPorts {
+    // The table has one slot per u16 value, so the lookups below always find their slot.
     pub fn add(&mut self, port: u16, service: Service) {
-        self.by_port[usize::from(port)] = Some(service);
+        if let Some(slot) = self.by_port.get_mut(usize::from(port)) {
+            *slot = Some(service);
+        }
     }
 
     pub fn service(&self, port: u16) -> Option<Service> {
-        self.by_port[usize::from(port)]
+        self.by_port.get(usize::from(port)).copied().flatten()
     }
 
     pub fn is_mail(&self, port: u16) -> bool {

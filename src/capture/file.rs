@@ -308,8 +308,9 @@ impl FileSource {
             }
             PcapBlockOwned::NG(Block::DecryptionSecrets(dsb)) => {
                 if dsb.secrets_type == pcap_parser::pcapng::SecretsType::TlsKeyLog {
-                    let len = (dsb.secrets_len as usize).min(dsb.data.len());
-                    return Ok(deliver(Record::TlsKeyLog(&dsb.data[..len])));
+                    // A length past the block's data is clamped to what the block holds.
+                    let secrets = dsb.data.get(..dsb.secrets_len as usize).unwrap_or(dsb.data);
+                    return Ok(deliver(Record::TlsKeyLog(secrets)));
                 }
             }
             PcapBlockOwned::NG(_) => {}

@@ -44,10 +44,11 @@ fn cooked(
     protocol_at: usize,
 ) -> Result<LaxSlicedPacket<'_>, DropReason> {
     let protocol = data
-        .get(protocol_at..protocol_at + 2)
+        .get(protocol_at..)
+        .and_then(|tail| tail.first_chunk::<2>())
         .ok_or(DropReason::MalformedHeader)?;
     let rest = data.get(header..).ok_or(DropReason::MalformedHeader)?;
-    let ether_type = EtherType(u16::from_be_bytes([protocol[0], protocol[1]]));
+    let ether_type = EtherType(u16::from_be_bytes(*protocol));
     match ether_type {
         EtherType::IPV4
         | EtherType::IPV6

@@ -45,8 +45,11 @@ impl<W: Write> MboxWriter<W> {
         for line in c.bytes.split_inclusive(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\n").unwrap_or(line);
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let unquoted = line.iter().position(|&b| b != b'>').unwrap_or(line.len());
-            if line[unquoted..].starts_with(b"From ") {
+            let mut unquoted = line;
+            while let [b'>', rest @ ..] = unquoted {
+                unquoted = rest;
+            }
+            if unquoted.starts_with(b"From ") {
                 self.out.write_all(b">")?;
             }
             self.out.write_all(line)?;

@@ -59,18 +59,16 @@ impl Inbox {
     pub fn push(&mut self, bytes: &[u8], ts: Timestamp) {
         self.last_ts = ts;
         let room = MAX_HELD_BYTES.saturating_sub(self.held());
-        let take = bytes.len().min(room);
-        if take < bytes.len() {
-            self.dropped += (bytes.len() - take) as u64;
-        }
-        if take == 0 {
+        let kept = bytes.get(..room).unwrap_or(bytes);
+        self.dropped += (bytes.len() - kept.len()) as u64;
+        if kept.is_empty() {
             return;
         }
         if self.start > 0 && self.start >= self.buf.len() / 2 {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        self.buf.extend_from_slice(&bytes[..take]);
+        self.buf.extend_from_slice(kept);
         self.chunks
             .push_back((self.offset + self.held() as u64, ts));
     }
@@ -93,7 +91,7 @@ impl Inbox {
     }
 
     pub fn available(&self) -> &[u8] {
-        &self.buf[self.start..]
+        self.buf.get(self.start..).unwrap_or_default()
     }
 
     /// Stream offset of the next byte to take.
@@ -153,7 +151,7 @@ impl Inbox {
             }
             return match newline {
                 Some(i) if i < max => {
-                    let bytes = available[..=i].to_vec();
+                    let bytes = available.get(..=i)?.to_vec();
                     let ts = self.consume(i + 1);
                     Some(Line {
                         bytes,
@@ -163,7 +161,7 @@ impl Inbox {
                     })
                 }
                 _ if available.len() >= max => {
-                    let bytes = available[..max].to_vec();
+                    let bytes = available.get(..max)?.to_vec();
                     let ts = self.consume(max);
                     self.discarding = true;
                     Some(Line {
@@ -227,7 +225,7 @@ impl DotState {
     fn scan(&mut self, raw: &[u8]) {
         let [a, b] = self.tail;
         let head = [a, b, *raw.first().unwrap_or(&0), *raw.get(1).unwrap_or(&0)];
-        let cr_dot = |w: &[u8]| w[0] == b'\r' && w[1] == b'.' && matches!(w[2], b'\r' | b'\n');
+        let cr_dot = |w: &[u8]| matches!(w, [b'\r', b'.', b'\r' | b'\n']);
         // `\r.` is rare in mail: looking for it first keeps this at memchr's speed.
         let inside = || {
             memchr::memmem::find_iter(raw, b"\r.")
@@ -256,14 +254,14 @@ pub fn read_dot_body(
     let available = inbox.available();
     let mut pos = 0;
     let mut ended = None;
-    while pos < available.len() {
-        let rest = &available[pos..];
-        if state.at_line_start && rest[0] == b'.' {
+    while let Some(rest) = available.get(pos..).filter(|rest| !rest.is_empty()) {
+        if state.at_line_start && rest.starts_with(b".") {
             if rest.starts_with(b".\r\n") || rest.starts_with(b".\n") {
-                if state.after_bare_lf || rest[1] == b'\n' {
+                let bare_lf = rest.starts_with(b".\n");
+                if state.after_bare_lf || bare_lf {
                     state.ambiguous = true;
                 }
-                ended = Some(pos + if rest[1] == b'\r' { 3 } else { 2 });
+                ended = Some(pos + if bare_lf { 2 } else { 3 });
                 break;
             }
             if rest == b"." || rest == b".\r" {
@@ -273,15 +271,19 @@ pub fn read_dot_body(
             state.at_line_start = false;
             continue;
         }
-        let (line, at_line_start) = match memchr::memchr(b'\n', rest) {
-            Some(i) => (&rest[..=i], true),
+        let whole_line = memchr::memchr(b'\n', rest).and_then(|i| rest.get(..=i));
+        let (line, at_line_start) = match whole_line {
+            Some(line) => (line, true),
             None => (rest, false),
         };
         if at_line_start {
             let before_lf = match line {
                 [.., cr, _] => *cr,
-                _ if pos > 0 => available[pos - 1],
-                _ => state.tail[1],
+                // A lone LF: the byte before it came earlier in this read, or in the last one.
+                _ => match available.get(..pos).and_then(<[u8]>::last) {
+                    Some(&before) => before,
+                    None => state.tail[1],
+                },
             };
             state.after_bare_lf = before_lf != b'\r';
         }
@@ -289,7 +291,7 @@ pub fn read_dot_body(
         pos += line.len();
         state.at_line_start = at_line_start;
     }
-    state.scan(&available[..ended.unwrap_or(pos)]);
+    state.scan(available.get(..ended.unwrap_or(pos)).unwrap_or(available));
     match ended {
         Some(end) => DotBody::Ended(inbox.consume(end)),
         None if pos > 0 => DotBody::Took(inbox.consume(pos)),

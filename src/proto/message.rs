@@ -31,7 +31,8 @@ impl MessageBuilder {
         self.hasher.update(data);
         self.size += data.len() as u64;
         let room = MAX_MESSAGE_BYTES.saturating_sub(self.bytes.len());
-        self.bytes.extend_from_slice(&data[..data.len().min(room)]);
+        let kept = data.get(..room).unwrap_or(data);
+        self.bytes.extend_from_slice(kept);
     }
 
     pub fn hole(&mut self, len: u64) {

@@ -44,7 +44,7 @@ pub fn authenticate(message: &[u8]) -> Option<Authenticate> {
         if unicode {
             let units: Vec<u16> = bytes
                 .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .filter_map(|pair| pair.try_into().ok().map(u16::from_le_bytes))
                 .collect();
             String::from_utf16_lossy(&units)
         } else {
@@ -71,11 +71,14 @@ impl Authenticate {
                 hex::encode(&self.nt_response)
             )),
             // NTLMv2: a 16-byte proof, then the client's blob.
-            n if n > 16 => Some(format!(
-                "{user}::{domain}:{challenge}:{}:{}",
-                hex::encode(&self.nt_response[..16]),
-                hex::encode(&self.nt_response[16..])
-            )),
+            n if n > 16 => {
+                let (proof, blob) = self.nt_response.split_at_checked(16)?;
+                Some(format!(
+                    "{user}::{domain}:{challenge}:{}:{}",
+                    hex::encode(proof),
+                    hex::encode(blob)
+                ))
+            }
             _ => None,
         }
     }

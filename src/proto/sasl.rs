@@ -124,10 +124,14 @@ impl Sasl {
         let response = |i: usize| self.responses.get(i);
         match self.mechanism.as_str() {
             // RFC 4616: [authzid] NUL authcid NUL passwd
-            "PLAIN" => match response(0).map(|r| r.split(|&b| b == 0).collect::<Vec<_>>()) {
-                Some(parts) if parts.len() == 3 => (Some(text(parts[1])), Some(text(parts[2]))),
-                _ => (None, None),
-            },
+            "PLAIN" => {
+                let parts: Vec<&[u8]> =
+                    response(0).map_or_else(Vec::new, |r| r.split(|&b| b == 0).collect());
+                match parts.as_slice() {
+                    [_authzid, authcid, passwd] => (Some(text(authcid)), Some(text(passwd))),
+                    _ => (None, None),
+                }
+            }
             // draft-murchison-sasl-login: user name, then password, each after a prompt.
             "LOGIN" => (response(0).map(|r| text(r)), response(1).map(|r| text(r))),
             // RFC 2195: "user digest"; the secret is what cracking tools need, challenge and digest.

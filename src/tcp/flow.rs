@@ -23,6 +23,32 @@ impl Direction {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// Who sends in this direction.
+    pub fn sender(self) -> &'static str {
+        match self {
+            Direction::ClientToServer => "client",
+            Direction::ServerToClient => "server",
+        }
+    }
+
+    /// This direction's element of a pair kept in [`Direction::index`] order.
+    pub fn pick<T>(self, pair: &[T; 2]) -> &T {
+        let [client_to_server, server_to_client] = pair;
+        match self {
+            Direction::ClientToServer => client_to_server,
+            Direction::ServerToClient => server_to_client,
+        }
+    }
+
+    /// As [`Direction::pick`], mutably.
+    pub fn pick_mut<T>(self, pair: &mut [T; 2]) -> &mut T {
+        let [client_to_server, server_to_client] = pair;
+        match self {
+            Direction::ClientToServer => client_to_server,
+            Direction::ServerToClient => server_to_client,
+        }
+    }
 }
 
 /// How the client was told from the server, strongest evidence first.
@@ -99,6 +125,6 @@ pub struct Flow {
 
 impl Flow {
     pub fn stream(&self, direction: Direction) -> &HalfStream {
-        &self.half[direction.index()]
+        direction.pick(&self.half)
     }
 }

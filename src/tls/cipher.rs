@@ -224,11 +224,9 @@ impl RecordCipher {
             Engine::Aead(aead) => {
                 let mut nonce = [0u8; 12];
                 if self.explicit_nonce {
-                    if record.body.len() < 8 {
-                        return Err(OpenError::Malformed);
-                    }
+                    let explicit = record.body.get(..8).ok_or(OpenError::Malformed)?;
                     nonce[..4].copy_from_slice(self.iv.get(..4).ok_or(OpenError::Malformed)?);
-                    nonce[4..].copy_from_slice(&record.body[..8]);
+                    nonce[4..].copy_from_slice(explicit);
                     record.body.drain(..8);
                 } else {
                     nonce.copy_from_slice(self.iv.get(..12).ok_or(OpenError::Malformed)?);
@@ -321,17 +319,19 @@ fn strip_mac(
     mac_key: &[u8],
     short: OpenError,
 ) -> Result<(), OpenError> {
-    let split = record
+    let (content, received_mac) = record
         .body
         .len()
         .checked_sub(mac.output_len())
+        .and_then(|split| record.body.split_at_checked(split))
         .ok_or(short)?;
-    let aad = tls12_aad(seq, record, split);
-    let expected = hmac(mac, mac_key, &[&aad, &record.body[..split]]);
-    if expected != record.body[split..] {
+    let content_len = content.len();
+    let aad = tls12_aad(seq, record, content_len);
+    let expected = hmac(mac, mac_key, &[&aad, content]);
+    if expected != received_mac {
         return Err(OpenError::Authentication);
     }
-    record.body.truncate(split);
+    record.body.truncate(content_len);
     Ok(())
 }
 
@@ -363,14 +363,17 @@ fn open_cbc(
         return Err(OpenError::Malformed);
     }
     if let Some(next) = chained_iv {
-        *next = body[body.len() - 16..].to_vec();
+        // The last ciphertext block is the IV of the next record.
+        let last_block = body.last_chunk::<16>().ok_or(OpenError::Malformed)?;
+        *next = last_block.to_vec();
     }
     cbc_decrypt(key, &iv, body)?;
     let pad = *body.last().ok_or(OpenError::Malformed)? as usize + 1;
-    let padding_ok = body.len() >= pad
-        && body[body.len() - pad..]
-            .iter()
-            .all(|&b| b as usize + 1 == pad);
+    let padding = body
+        .len()
+        .checked_sub(pad)
+        .and_then(|start| body.get(start..));
+    let padding_ok = padding.is_some_and(|padding| padding.iter().all(|&b| b as usize + 1 == pad));
     if !padding_ok {
         return Err(OpenError::Authentication);
     }

@@ -194,31 +194,29 @@ impl TlsConnection {
         keys: &KeyLog,
         out: &mut Vec<TlsEvent>,
     ) {
-        let i = direction.index();
-        if self.sides[i].stopped {
+        let side = direction.pick_mut(&mut self.sides);
+        if side.stopped {
             return;
         }
-        if self.sides[i].records.records == 0 && self.sides[i].records.held() == 0 {
+        if side.records.records == 0 && side.records.held() == 0 {
             // What comes before the first record is not TLS: bytes a client or server slipped
             // in after STARTTLS (the CVE-2011-0411 family). A first record may be an alert
             // (a server refusing the handshake) as well as a handshake.
             let start = bytes
                 .windows(3)
-                .position(|w| (20..=24).contains(&w[0]) && w[1] == 3 && w[2] <= 4)
+                .position(|w| matches!(w, [20..=24, 3, 0..=4]))
                 .unwrap_or(bytes.len());
             if start > 0 {
                 // Judged once TLS shows up (or does not, by the end): see `judge_skipped`.
-                let side = &mut self.sides[i];
                 side.skipped += start as u64;
+                let shown = bytes.get(..start.min(200)).unwrap_or_default();
                 side.skipped_first
-                    .get_or_insert_with(|| (ts, crate::sanitize::line(&bytes[..start.min(200)])));
-                bytes = &bytes[start..];
+                    .get_or_insert_with(|| (ts, crate::sanitize::line(shown)));
+                bytes = bytes.get(start..).unwrap_or_default();
             }
         }
         let mut records = Vec::new();
-        let framed = self.sides[i]
-            .records
-            .push(bytes, ts, &mut |r| records.push(r));
+        let framed = side.records.push(bytes, ts, &mut |r| records.push(r));
         if self.keys_may_come {
             self.retry_waiting(direction, keys, out);
         }
@@ -229,7 +227,7 @@ impl TlsConnection {
             self.record(direction, record, keys, out);
         }
         if let Err(e) = framed {
-            self.sides[i].stopped = true;
+            direction.pick_mut(&mut self.sides).stopped = true;
             out.push(TlsEvent::Note {
                 direction,
                 ts,
@@ -241,7 +239,7 @@ impl TlsConnection {
 
     /// Bytes lost in one direction: its record boundaries and sequence numbers are gone.
     pub fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<TlsEvent>) {
-        let side = &mut self.sides[direction.index()];
+        let side = direction.pick_mut(&mut self.sides);
         if side.stopped {
             return;
         }
@@ -260,7 +258,7 @@ impl TlsConnection {
     /// Bytes a side sent before its TLS: once TLS shows up on either side, they were slipped
     /// in (an injection). Reported once per side.
     fn judge_skipped(&mut self, direction: Direction, out: &mut Vec<TlsEvent>) {
-        let side = &mut self.sides[direction.index()];
+        let side = direction.pick_mut(&mut self.sides);
         let Some((ts, shown)) = side.skipped_first.take() else {
             return;
         };
@@ -304,7 +302,7 @@ impl TlsConnection {
         }
         for direction in [Direction::ClientToServer, Direction::ServerToClient] {
             self.retry_waiting(direction, keys, out);
-            let side = &mut self.sides[direction.index()];
+            let side = direction.pick_mut(&mut self.sides);
             if !side.waiting.is_empty() {
                 self.info.records_undecrypted += side.waiting.len() as u64;
                 side.waiting.clear();
@@ -327,20 +325,20 @@ impl TlsConnection {
         keys: &KeyLog,
         out: &mut Vec<TlsEvent>,
     ) {
-        let i = direction.index();
-        self.info.records[i] += 1;
+        *direction.pick_mut(&mut self.info.records) += 1;
         if record.content_type == record::CHANGE_CIPHER_SPEC {
             // TLS 1.3 sends it only for middleboxes; before it, it starts protection.
             if !self.tls13() {
-                self.sides[i].protected = true;
+                direction.pick_mut(&mut self.sides).protected = true;
                 self.install_tls12(direction, keys);
             }
             return;
         }
-        if !self.sides[i].protected {
+        if !direction.pick(&self.sides).protected {
             match record.content_type {
                 record::HANDSHAKE => {
-                    let messages = self.sides[i].handshake.push(&record.body);
+                    let side = direction.pick_mut(&mut self.sides);
+                    let messages = side.handshake.push(&record.body);
                     for (kind, body) in messages {
                         self.handshake(direction, kind, &body, record.ts, keys, out);
                     }
@@ -357,8 +355,8 @@ impl TlsConnection {
             }
             return;
         }
-        if self.sides[i].cipher.is_none() {
-            let side = &mut self.sides[i];
+        let side = direction.pick_mut(&mut self.sides);
+        if side.cipher.is_none() {
             if self.keys_may_come && side.waiting_bytes + record.body.len() <= MAX_WAITING_BYTES {
                 side.waiting_bytes += record.body.len();
                 side.waiting.push_back(record);
@@ -377,13 +375,12 @@ impl TlsConnection {
         keys: &KeyLog,
         out: &mut Vec<TlsEvent>,
     ) {
-        let i = direction.index();
         let tls13 = self.tls13();
-        let Some(cipher) = self.sides[i].cipher.as_mut() else {
+        let side = direction.pick_mut(&mut self.sides);
+        let Some(cipher) = side.cipher.as_mut() else {
             return;
         };
         if let Err(e) = cipher.open(record) {
-            let side = &mut self.sides[i];
             side.stopped = true;
             self.info.records_undecrypted += 1;
             let reason = match (e, side.opened) {
@@ -406,15 +403,14 @@ impl TlsConnection {
             self.fail(reason);
             return;
         }
-        self.sides[i].opened += 1;
+        side.opened += 1;
         self.info.records_decrypted += 1;
         let content_type = if tls13 {
             // TLSInnerPlaintext: content, the real type, then zero padding.
-            let end = record.body.iter().rposition(|&b| b != 0);
-            let Some(end) = end else {
+            let last_nonzero = record.body.iter().enumerate().rfind(|&(_, &b)| b != 0);
+            let Some((end, &kind)) = last_nonzero else {
                 return;
             };
-            let kind = record.body[end];
             record.body.truncate(end);
             kind
         } else {
@@ -422,7 +418,7 @@ impl TlsConnection {
         };
         match content_type {
             record::APPLICATION_DATA => {
-                self.info.application_records[i] += 1;
+                *direction.pick_mut(&mut self.info.application_records) += 1;
                 out.push(TlsEvent::Plaintext {
                     direction,
                     bytes: std::mem::take(&mut record.body),
@@ -430,7 +426,7 @@ impl TlsConnection {
                 })
             }
             record::HANDSHAKE => {
-                let messages = self.sides[i].handshake.push(&record.body);
+                let messages = side.handshake.push(&record.body);
                 for (kind, body) in messages {
                     self.handshake(direction, kind, &body, record.ts, keys, out);
                 }
@@ -494,7 +490,7 @@ impl TlsConnection {
                 self.server_hello = Some(hello);
                 if tls13 {
                     for side in [Direction::ServerToClient, Direction::ClientToServer] {
-                        self.sides[side.index()].protected = true;
+                        side.pick_mut(&mut self.sides).protected = true;
                         self.install_tls13(side, "HANDSHAKE", keys);
                     }
                 }
@@ -546,12 +542,18 @@ impl TlsConnection {
             &server.random,
             2 * (mac + key + iv),
         );
-        let part = |n: usize, len: usize, base: usize| &block[base + n * len..base + (n + 1) * len];
+        // The block holds both MAC keys, then both keys, then both IVs, each client first.
         let n = direction.index();
+        let part = |len: usize, base: usize| block.get(base + n * len..base + (n + 1) * len);
+        let (Some(mac_key), Some(cipher_key), Some(fixed_iv)) =
+            (part(mac, 0), part(key, 2 * mac), part(iv, 2 * (mac + key)))
+        else {
+            return;
+        };
         let keys = DirectionKeys {
-            mac_key: part(n, mac, 0),
-            key: part(n, key, 2 * mac),
-            iv: part(n, iv, 2 * (mac + key)),
+            mac_key,
+            key: cipher_key,
+            iv: fixed_iv,
         };
         let cipher = RecordCipher::new(
             p,
@@ -560,7 +562,7 @@ impl TlsConnection {
             server.version <= TLS10,
             server.encrypt_then_mac,
         );
-        self.sides[direction.index()].cipher = cipher;
+        direction.pick_mut(&mut self.sides).cipher = cipher;
     }
 
     /// TLS 1.3: the direction's handshake or application traffic secret from the key log.
@@ -585,7 +587,7 @@ impl TlsConnection {
             if !self.keys_may_come {
                 self.fail(format!("the key log has no {label} for this connection"));
             }
-            self.sides[direction.index()].cipher = None;
+            direction.pick_mut(&mut self.sides).cipher = None;
             return;
         };
         self.set_tls13_secret(direction, suite, secret);
@@ -594,7 +596,7 @@ impl TlsConnection {
     fn set_tls13_secret(&mut self, direction: Direction, suite: Suite, secret: Vec<u8>) {
         let key = keys::expand_label(suite.hash, &secret, "key", suite.protection.key_len());
         let iv = keys::expand_label(suite.hash, &secret, "iv", 12);
-        let side = &mut self.sides[direction.index()];
+        let side = direction.pick_mut(&mut self.sides);
         side.cipher = match (key, iv) {
             (Some(key), Some(iv)) => RecordCipher::new(
                 suite.protection,
@@ -617,7 +619,7 @@ impl TlsConnection {
         let Some(suite) = self.suite else {
             return;
         };
-        let current = &self.sides[direction.index()].secret;
+        let current = &direction.pick(&self.sides).secret;
         if let Some(next) =
             keys::expand_label(suite.hash, current, "traffic upd", suite.hash.output_len())
         {
@@ -627,8 +629,8 @@ impl TlsConnection {
 
     /// Records that waited for a key: opened if it came.
     fn retry_waiting(&mut self, direction: Direction, keys: &KeyLog, out: &mut Vec<TlsEvent>) {
-        let i = direction.index();
-        if self.sides[i].waiting.is_empty() || self.sides[i].cipher.is_some() {
+        let side = direction.pick(&self.sides);
+        if side.waiting.is_empty() || side.cipher.is_some() {
             return;
         }
         if self.tls13() {
@@ -636,11 +638,15 @@ impl TlsConnection {
         } else {
             self.install_tls12(direction, keys);
         }
-        if self.sides[i].cipher.is_none() {
+        if direction.pick(&self.sides).cipher.is_none() {
             return;
         }
-        while let Some(mut record) = self.sides[i].waiting.pop_front() {
-            self.sides[i].waiting_bytes -= record.body.len();
+        loop {
+            let side = direction.pick_mut(&mut self.sides);
+            let Some(mut record) = side.waiting.pop_front() else {
+                break;
+            };
+            side.waiting_bytes -= record.body.len();
             self.open(direction, &mut record, keys, out);
         }
     }

@@ -40,8 +40,8 @@ impl HandshakeReader {
         self.held.extend_from_slice(bytes);
         let mut messages = Vec::new();
         let mut at = 0;
-        while let Some(header) = self.held.get(at..at + 4) {
-            let len = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
+        while let Some(&[kind, len_high, len_mid, len_low]) = self.held.get(at..at + 4) {
+            let len = u32::from_be_bytes([0, len_high, len_mid, len_low]) as usize;
             if len > MAX_MESSAGE {
                 self.overlong = true;
                 self.held.clear();
@@ -50,7 +50,7 @@ impl HandshakeReader {
             let Some(body) = self.held.get(at + 4..at + 4 + len) else {
                 break;
             };
-            messages.push((header[0], body.to_vec()));
+            messages.push((kind, body.to_vec()));
             at += 4 + len;
         }
         self.held.drain(..at);

@@ -37,14 +37,18 @@ fn p_hash<M: Mac + hmac::digest::KeyInit + Clone>(secret: &[u8], seed: &[u8], ou
         m.finalize().into_bytes().to_vec()
     };
     let mut filled = 0;
-    while filled < out.len() {
+    while let Some(unfilled) = out
+        .get_mut(filled..)
+        .filter(|unfilled| !unfilled.is_empty())
+    {
         let mut m = keyed.clone();
         m.update(&a);
         m.update(seed);
         let block = m.finalize().into_bytes();
-        let n = block.len().min(out.len() - filled);
-        out[filled..filled + n].copy_from_slice(&block[..n]);
-        filled += n;
+        for (byte, &produced) in unfilled.iter_mut().zip(block.iter()) {
+            *byte = produced;
+        }
+        filled += block.len().min(unfilled.len());
         let mut m = keyed.clone();
         m.update(&a);
         a = m.finalize().into_bytes().to_vec();
@@ -62,8 +66,10 @@ pub fn prf(hash: Hash, secret: &[u8], label: &[u8], seed: &[u8], len: usize) -> 
             // Each half of the secret keys one hash (the halves share a byte when it is odd).
             let half = secret.len().div_ceil(2);
             let mut sha = vec![0; len];
-            p_hash::<Hmac<Md5>>(&secret[..half], &seed, &mut out);
-            p_hash::<Hmac<Sha1>>(&secret[secret.len() - half..], &seed, &mut sha);
+            let first_half = secret.get(..half).unwrap_or_default();
+            let second_half = secret.get(secret.len() - half..).unwrap_or_default();
+            p_hash::<Hmac<Md5>>(first_half, &seed, &mut out);
+            p_hash::<Hmac<Sha1>>(second_half, &seed, &mut sha);
             out.iter_mut().zip(sha).for_each(|(o, s)| *o ^= s);
         }
     }

@@ -58,10 +58,13 @@ impl RecordReader {
                 let body = self.held.split_off(5);
                 let header = std::mem::take(&mut self.held);
                 debug_assert_eq!(body.len(), len);
+                let &[content_type, major, minor, ..] = header.as_slice() else {
+                    return Err(NotTls("short header".into()));
+                };
                 self.records += 1;
                 each(Record {
-                    content_type: header[0],
-                    version: [header[1], header[2]],
+                    content_type,
+                    version: [major, minor],
                     body,
                     ts,
                 });
@@ -71,9 +74,11 @@ impl RecordReader {
                 n if n < 5 => 5 - n,
                 _ => self.body_len()? + 5 - self.held.len(),
             };
-            let n = want.min(bytes.len());
-            self.held.extend_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
+            let (taken, rest) = bytes
+                .split_at_checked(want.min(bytes.len()))
+                .unwrap_or_default();
+            self.held.extend_from_slice(taken);
+            bytes = rest;
             if self.held.len() >= 5 {
                 self.body_len()?;
             }
@@ -92,14 +97,13 @@ impl RecordReader {
     }
 
     fn body_len(&self) -> Result<usize, NotTls> {
-        let Some(header) = self.held.get(..5) else {
+        let Some(&[content_type, major, minor, len_high, len_low]) = self.held.get(..5) else {
             return Err(NotTls("short header".into()));
         };
-        let len = u16::from_be_bytes([header[3], header[4]]) as usize;
-        if !(CHANGE_CIPHER_SPEC..=24).contains(&header[0]) || header[1] != 3 || len > MAX_BODY {
+        let len = u16::from_be_bytes([len_high, len_low]) as usize;
+        if !(CHANGE_CIPHER_SPEC..=24).contains(&content_type) || major != 3 || len > MAX_BODY {
             return Err(NotTls(format!(
-                "not a TLS record header: {:02x} {:02x} {:02x} length {len}",
-                header[0], header[1], header[2]
+                "not a TLS record header: {content_type:02x} {major:02x} {minor:02x} length {len}"
             )));
         }
         Ok(len)

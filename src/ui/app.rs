@@ -194,7 +194,13 @@ impl App {
             .sorted
             .iter()
             .copied()
-            .filter(|&i| query.matches(&self.store.entries[i], &self.store.search[i]))
+            .filter(|&i| {
+                let (entries, search) = (&self.store.entries, &self.store.search);
+                match (entries.get(i), search.get(i)) {
+                    (Some(entry), Some(text)) => query.matches(entry, text),
+                    _ => false,
+                }
+            })
             .collect();
         if self.following && !self.visible.is_empty() {
             self.selected = self.visible.len() - 1;
@@ -203,11 +209,9 @@ impl App {
     }
 
     fn sorted_sessions(&self) -> Vec<usize> {
-        let mut sorted: Vec<usize> = (0..self.store.entries.len()).collect();
-        let entries = &self.store.entries;
+        let mut sorted: Vec<(usize, &Entry)> = self.store.entries.iter().enumerate().collect();
         let key = self.sort;
-        sorted.sort_by(|&a, &b| {
-            let (a, b) = (&entries[a], &entries[b]);
+        sorted.sort_by(|&(_, a), &(_, b)| {
             let order = match key {
                 SortKey::Time => a.first_seen.cmp(&b.first_seen),
                 SortKey::Client => a.row.client.cmp(&b.row.client),
@@ -222,13 +226,13 @@ impl App {
         if self.descending {
             sorted.reverse();
         }
-        sorted
+        sorted.into_iter().map(|(i, _)| i).collect()
     }
 
     pub fn selected_entry(&self) -> Option<&Entry> {
         self.visible
             .get(self.selected)
-            .map(|&i| &self.store.entries[i])
+            .and_then(|&i| self.store.entries.get(i))
     }
 
     pub fn open_entry(&self) -> Option<&Entry> {
@@ -278,8 +282,13 @@ impl App {
             Action::Findings => self.handle(Action::Back),
             Action::NextMessage => {
                 if let Some(entry) = self.open_entry() {
-                    let next = (self.line + 1..entry.items.len())
-                        .find(|&i| matches!(entry.items[i], Item::Message(_)));
+                    let next = entry
+                        .items
+                        .iter()
+                        .enumerate()
+                        .skip(self.line + 1)
+                        .find(|(_, item)| matches!(item, Item::Message(_)))
+                        .map(|(i, _)| i);
                     self.line = next.unwrap_or(self.line);
                 }
             }
@@ -364,9 +373,13 @@ impl App {
             }
             Screen::Findings => {
                 let at = self.finding;
-                if let Some(listed) = self.store.findings.get(at) {
-                    self.session = Some(self.store.entries[listed.entry].row.id);
-                    self.line = listed.item;
+                let target = self.store.findings.get(at).and_then(|listed| {
+                    let entry = self.store.entries.get(listed.entry)?;
+                    Some((entry.row.id, listed.item))
+                });
+                if let Some((id, line)) = target {
+                    self.session = Some(id);
+                    self.line = line;
                     self.go(Screen::Dialogue);
                 }
             }

@@ -106,12 +106,13 @@ pub struct FindingIndex {
 
 impl FindingIndex {
     fn add(&mut self, severity: Severity, listed: Listed) {
-        let slot = match severity {
-            Severity::Alert => 0,
-            Severity::Warning => 1,
-            Severity::Info => 2,
+        let [alerts, warnings, infos] = &mut self.by_severity;
+        let list = match severity {
+            Severity::Alert => alerts,
+            Severity::Warning => warnings,
+            Severity::Info => infos,
         };
-        self.by_severity[slot].push(listed);
+        list.push(listed);
     }
 
     pub fn len(&self) -> usize {
@@ -156,8 +157,12 @@ impl Store {
         match update {
             Update::Row(row) => match self.index.get(&row.id) {
                 Some(&i) => {
-                    self.search[i] = search_text(&row);
-                    self.entries[i].row = *row;
+                    if let Some(search) = self.search.get_mut(i) {
+                        *search = search_text(&row);
+                    }
+                    if let Some(entry) = self.entries.get_mut(i) {
+                        entry.row = *row;
+                    }
                 }
                 None => {
                     self.index.insert(row.id, self.entries.len());
@@ -175,15 +180,14 @@ impl Store {
             },
             Update::Exchange(id, exchange) => self.push(id, Item::Exchange(exchange)),
             Update::Message(id, message) => {
-                if let Some(&i) = self.index.get(&id) {
-                    self.entries[i].attachments += message.view.attachments.len();
+                if let Some((_, entry)) = self.entry_mut(id) {
+                    entry.attachments += message.view.attachments.len();
                 }
                 self.push(id, Item::Message(message))
             }
             Update::Note(id, note) => self.push(id, Item::Note(note)),
             Update::Finding(id, finding) => {
-                if let Some(&i) = self.index.get(&id) {
-                    let entry = &mut self.entries[i];
+                if let Some((i, entry)) = self.entry_mut(id) {
                     entry.findings += 1;
                     entry.worst = entry.worst.max(Some(finding.severity()));
                     let item = entry.items.len();
@@ -210,8 +214,7 @@ impl Store {
     }
 
     fn push(&mut self, id: u64, item: Item) {
-        if let Some(&i) = self.index.get(&id) {
-            let entry = &mut self.entries[i];
+        if let Some((_, entry)) = self.entry_mut(id) {
             if entry.first_seen == Timestamp::default() {
                 entry.first_seen = item_ts(&item);
             }
@@ -220,7 +223,13 @@ impl Store {
     }
 
     pub fn get(&self, id: u64) -> Option<&Entry> {
-        self.index.get(&id).map(|&i| &self.entries[i])
+        self.index.get(&id).and_then(|&i| self.entries.get(i))
+    }
+
+    /// The entry of session `id`, with its place in `entries`.
+    fn entry_mut(&mut self, id: u64) -> Option<(usize, &mut Entry)> {
+        let i = *self.index.get(&id)?;
+        Some((i, self.entries.get_mut(i)?))
     }
 }
 

@@ -44,7 +44,7 @@ impl Catalog {
         let at_seq = self.by_seq.binary_search_by_key(&seq, |&(s, _)| s);
         let known = uid
             .and_then(|u| self.by_uid.get(&u).copied())
-            .or_else(|| at_seq.ok().map(|i| self.by_seq[i].1));
+            .or_else(|| self.by_seq.get(at_seq.ok()?).map(|&(_, slot)| slot));
         let slot = match known {
             Some(slot) => slot,
             None if self.entries.len() < MAX_SLOTS => {
@@ -54,10 +54,14 @@ impl Catalog {
             None => return None,
         };
         match at_seq {
-            Ok(i) => self.by_seq[i].1 = slot,
+            Ok(i) => {
+                if let Some((_, at_slot)) = self.by_seq.get_mut(i) {
+                    *at_slot = slot;
+                }
+            }
             Err(i) => self.by_seq.insert(i, (seq, slot)),
         }
-        let entry = &mut self.entries[slot.0];
+        let entry = self.entries.get_mut(slot.0)?;
         if let Some(uid) = uid {
             entry.uid = Some(uid);
             self.by_uid.insert(uid, slot);
@@ -68,18 +72,24 @@ impl Catalog {
         Some(slot)
     }
 
+    // A slot kept from before `clear` may name no entry: it then has no UID, flags or parts.
     pub fn uid(&self, slot: Slot) -> Option<u64> {
-        self.entries[slot.0].uid
+        self.entries.get(slot.0)?.uid
     }
 
     pub fn flags(&self, slot: Slot) -> Vec<String> {
-        self.entries[slot.0].flags.clone().unwrap_or_default()
+        self.entries
+            .get(slot.0)
+            .and_then(|entry| entry.flags.clone())
+            .unwrap_or_default()
     }
 
     /// The message was captured whole as the session's message `number`: the parts captured
     /// before it.
     pub fn whole(&mut self, slot: Slot, number: usize) -> Vec<usize> {
-        let entry = &mut self.entries[slot.0];
+        let Some(entry) = self.entries.get_mut(slot.0) else {
+            return Vec::new();
+        };
         entry.whole.get_or_insert(number);
         std::mem::take(&mut entry.parts)
     }
@@ -87,7 +97,7 @@ impl Catalog {
     /// A part of the message was captured as the session's message `number`: the whole message
     /// if it was captured before.
     pub fn part(&mut self, slot: Slot, number: usize) -> Option<usize> {
-        let entry = &mut self.entries[slot.0];
+        let entry = self.entries.get_mut(slot.0)?;
         if entry.whole.is_none() && entry.parts.len() < MAX_PARTS {
             entry.parts.push(number);
         }
@@ -103,7 +113,7 @@ impl Catalog {
             }
             Err(i) => i,
         };
-        for (s, _) in &mut self.by_seq[from..] {
+        for (s, _) in self.by_seq.iter_mut().skip(from) {
             *s -= 1;
         }
     }

@@ -115,8 +115,8 @@ pub enum Section {
 pub fn section_before_literal(before: &str) -> Section {
     let text = before.trim_end();
     let text = text
-        .rfind('{')
-        .map_or(text, |i| text[..i].trim_end_matches('~').trim_end());
+        .rsplit_once('{')
+        .map_or(text, |(item, _)| item.trim_end_matches('~').trim_end());
     let upper = text.to_ascii_uppercase();
     let start = ["BODY[", "BINARY[", "RFC822"]
         .iter()
@@ -125,7 +125,10 @@ pub fn section_before_literal(before: &str) -> Section {
     let Some(start) = start else {
         return Section::Other;
     };
-    let item = &upper[start..];
+    // ASCII upper-casing keeps every byte offset, so `start` is an offset in `text` too.
+    let (Some(item), Some(original)) = (upper.get(start..), text.get(start..)) else {
+        return Section::Other;
+    };
     match item {
         "BODY[]" | "RFC822" | "BINARY[]" => Section::Whole,
         _ if item.starts_with("BODY[]<") || item.starts_with("BINARY[]<") => {
@@ -135,7 +138,7 @@ pub fn section_before_literal(before: &str) -> Section {
                 .and_then(|o| o.trim_end_matches('>').parse().ok());
             origin.map_or(Section::Other, Section::Chunk)
         }
-        _ => Section::Part(text[start..].to_string()),
+        _ => Section::Part(original.to_string()),
     }
 }
 
@@ -188,17 +191,13 @@ pub fn fetch_seq(untagged: &str) -> Option<u64> {
 /// The value after a FETCH data item name (`UID 7`, `FLAGS (\Seen)`): the item must start the
 /// list or follow a space, so that `X-UID` or a header field name does not count.
 fn fetch_item<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    // ASCII upper-casing keeps every byte offset, so `upper`'s offsets are `text`'s.
     let upper = text.to_ascii_uppercase();
-    let mut from = 0;
-    while let Some(at) = upper[from..].find(name).map(|i| i + from) {
-        let before = upper[..at].chars().next_back();
-        let after = at + name.len();
-        if matches!(before, Some('(' | ' ')) && upper[after..].starts_with(' ') {
-            return Some(&text[after + 1..]);
-        }
-        from = after;
-    }
-    None
+    upper.match_indices(name).find_map(|(at, _)| {
+        let preceded = upper.get(..at)?.ends_with(['(', ' ']);
+        let value = text.get(at + name.len()..)?.strip_prefix(' ')?;
+        preceded.then_some(value)
+    })
 }
 
 /// `UID n` inside a FETCH response.
@@ -217,19 +216,18 @@ pub fn fetch_flags(text: &str) -> Option<Vec<String>> {
 
 /// The flags an APPEND stores the message with (`mailbox (\Seen) "date" {n}`).
 pub fn append_flags(args: &str) -> Option<Vec<String>> {
-    flag_list(&args[args.find(" (")? + 2..])
+    flag_list(args.split_once(" (")?.1)
 }
 
 /// A flag list from after its `(`.
 fn flag_list(list: &str) -> Option<Vec<String>> {
-    let list = &list[..list.find(')')?];
+    let list = list.split_once(')')?.0;
     Some(list.split_whitespace().map(str::to_string).collect())
 }
 
 /// `<origin.length>` of a partial fetch in a command: the length asked for.
 pub fn requested_length(command: &str) -> Option<u64> {
-    let start = command.find("]<")? + 2;
-    let inner = command[start..].split('>').next()?;
+    let inner = command.split_once("]<")?.1.split('>').next()?;
     inner.split_once('.')?.1.parse().ok()
 }
 

@@ -275,7 +275,7 @@ impl Pop3Dissector {
             "CAPA" => (Kind::Capa, text.clone()),
             "STLS" => (Kind::Stls, text.clone()),
             "AUTH" if !args.is_empty() => {
-                let sasl = Sasl::new(args[0], args.get(1).copied());
+                let sasl = Sasl::new(&first, args.get(1).copied());
                 let shown = match args.get(1) {
                     Some(_) => format!(
                         "AUTH {} [{}]",
@@ -308,7 +308,7 @@ impl Pop3Dissector {
                 Some(m) => m.append(bytes),
                 None => {
                     let room = MAX_LISTING_BYTES.saturating_sub(listing.len());
-                    listing.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                    listing.extend_from_slice(bytes.get(..room).unwrap_or(bytes));
                 }
             });
             return match step {

@@ -29,14 +29,14 @@ pub enum Status<'a> {
 
 /// `single-line = status [SP text]`; `status = "+OK" / "-ERR"`; `resp-code = "[" ... "]"`.
 pub fn status_line(line: &str) -> Option<Status<'_>> {
-    let starts = |prefix: &str| {
-        line.get(..prefix.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    let after_status = |status: &str| {
+        let (head, rest) = line.split_at_checked(status.len())?;
+        head.eq_ignore_ascii_case(status).then_some(rest)
     };
-    let (ok, rest) = if starts("+OK") {
-        (true, &line[3..])
-    } else if starts("-ERR") {
-        (false, &line[4..])
+    let (ok, rest) = if let Some(rest) = after_status("+OK") {
+        (true, rest)
+    } else if let Some(rest) = after_status("-ERR") {
+        (false, rest)
     } else if line == "+" || line.starts_with("+ ") {
         return Some(Status::Continue(line.get(2..).unwrap_or("")));
     } else {
@@ -64,11 +64,9 @@ pub fn multi_line(verb: &str, args: usize) -> bool {
 
 /// The APOP timestamp of a greeting (`<process-ID.clock@hostname>`).
 pub fn apop_timestamp(greeting: &str) -> Option<&str> {
-    let start = greeting.find('<')?;
-    let end = start + greeting[start..].find('>')?;
-    greeting[start..=end]
-        .contains('@')
-        .then(|| &greeting[start..=end])
+    let from_open = greeting.get(greeting.find('<')?..)?;
+    let timestamp = from_open.get(..=from_open.find('>')?)?;
+    timestamp.contains('@').then_some(timestamp)
 }
 
 /// One line of a LIST or UIDL listing: `msg-number SP (size / unique-id)`.

@@ -248,14 +248,12 @@ impl Dissector for SmtpDissector {
 impl SmtpDissector {
     /// Reads what both sides hold, for as long as either makes progress.
     fn report_drops(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
-        for (i, (direction, dropped)) in [
+        for (direction, dropped) in [
             (Direction::ClientToServer, self.client.dropped),
             (Direction::ServerToClient, self.server.dropped),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            if dropped > self.dropped_reported[i] {
+        ] {
+            let reported = direction.pick_mut(&mut self.dropped_reported);
+            if dropped > *reported {
                 note(
                     out,
                     NoteKind::Limit,
@@ -263,10 +261,10 @@ impl SmtpDissector {
                     ts,
                     format!(
                         "{} bytes dropped: the line or held data exceeded its limit",
-                        dropped - self.dropped_reported[i]
+                        dropped - *reported
                     ),
                 );
-                self.dropped_reported[i] = dropped;
+                *reported = dropped;
             }
         }
     }
@@ -503,7 +501,7 @@ impl SmtpDissector {
             return false;
         }
         if let Some(message) = &mut self.message {
-            message.append(&self.client.available()[..take]);
+            message.append(self.client.available().get(..take).unwrap_or_default());
         }
         *remaining -= take as u64;
         self.client.consume(take);
@@ -582,8 +580,9 @@ impl SmtpDissector {
         let lines = std::mem::take(&mut self.reply_lines);
         let Some(last) = lines.last() else { return };
         let texts: Vec<String> = lines.iter().map(Line::text).collect();
-        let code = texts[0].get(..3).unwrap_or_default().to_string();
-        let enhanced = texts[0]
+        let first_text = texts.first().map_or("", String::as_str);
+        let code = first_text.get(..3).unwrap_or_default().to_string();
+        let enhanced = first_text
             .get(4..)
             .and_then(parser::enhanced_status)
             .map(str::to_string);
@@ -668,7 +667,8 @@ impl SmtpDissector {
             Kind::Auth | Kind::AuthStep => {
                 if reply.code == "334" {
                     if let Some(sasl) = &mut self.sasl {
-                        sasl.challenge(reply.lines[0].get(4..).unwrap_or(""));
+                        let first_line = reply.lines.first().map_or("", String::as_str);
+                        sasl.challenge(first_line.get(4..).unwrap_or(""));
                     }
                     self.mode = ClientMode::SaslResponse;
                 } else {

@@ -46,11 +46,10 @@ pub struct ReplyLine<'a> {
 
 /// `Reply-code = %x32-35 %x30-35 %x30-39`. Accepts any three digits, as servers do send others.
 pub fn reply_line(line: &str) -> Option<ReplyLine<'_>> {
-    let bytes = line.as_bytes();
-    if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
+    let (code, rest) = line.split_at_checked(3)?;
+    if !code.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let (code, rest) = line.split_at(3);
     match rest.as_bytes().first() {
         None => Some(ReplyLine {
             code,
@@ -60,12 +59,12 @@ pub fn reply_line(line: &str) -> Option<ReplyLine<'_>> {
         Some(b' ') => Some(ReplyLine {
             code,
             last: true,
-            text: &rest[1..],
+            text: rest.get(1..)?,
         }),
         Some(b'-') => Some(ReplyLine {
             code,
             last: false,
-            text: &rest[1..],
+            text: rest.get(1..)?,
         }),
         _ => None,
     }
@@ -103,16 +102,13 @@ pub struct PathArg<'a> {
 /// `Mail-parameters` after `"FROM:" Reverse-path`, or `"TO:" Forward-path`; `keyword` is `FROM` or
 /// `TO`. Accepts a space after the colon and a path without brackets.
 pub fn path_arg<'a>(args: &'a str, keyword: &str) -> Option<PathArg<'a>> {
-    let prefix = args.get(..keyword.len() + 1)?;
+    let (prefix, rest) = args.split_at_checked(keyword.len() + 1)?;
     if !prefix.eq_ignore_ascii_case(&format!("{keyword}:")) {
         return None;
     }
-    let rest = args[keyword.len() + 1..].trim_start();
+    let rest = rest.trim_start();
     let (path, params) = match rest.strip_prefix('<') {
-        Some(inner) => {
-            let end = inner.find('>')?;
-            (&inner[..end], &inner[end + 1..])
-        }
+        Some(inner) => inner.split_once('>')?,
         None => rest.split_once(' ').unwrap_or((rest, "")),
     };
     let (route, mailbox) = match path.strip_prefix('@') {

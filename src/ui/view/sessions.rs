@@ -60,15 +60,16 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
     let first = app
         .visible
         .first()
-        .map(|&i| app.store.entries[i].first_seen);
+        .and_then(|&i| app.store.entries.get(i))
+        .map(|entry| entry.first_seen);
     let rows: Vec<Row> = app
         .visible
         .iter()
         .enumerate()
         .skip(app.offset)
         .take(height)
-        .map(|(n, &i)| {
-            let entry = &app.store.entries[i];
+        .filter_map(|(n, &i)| Some((n, app.store.entries.get(i)?)))
+        .map(|(n, entry)| {
             let row = &entry.row;
             let when = match (app.relative_time, first) {
                 (true, Some(first)) => {
