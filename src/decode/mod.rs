@@ -99,7 +99,14 @@ pub struct DecodeStats {
 
 impl DecodeStats {
     pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.dropped[reason as usize]
+        self.dropped.get(reason as usize).copied().unwrap_or(0)
+    }
+
+    fn count_drop(&mut self, reason: DropReason) {
+        // `dropped` has one slot per variant (`DropReason::ALL`), so this always finds one.
+        if let Some(count) = self.dropped.get_mut(reason as usize) {
+            *count += 1;
+        }
     }
 }
 
@@ -138,7 +145,7 @@ impl Decoder {
                 Some(segment)
             }
             Err(reason) => {
-                stats.dropped[reason as usize] += 1;
+                stats.count_drop(reason);
                 if reason == DropReason::UnsupportedLinkType
                     && warned_links.insert((frame.interface, frame.link))
                 {
@@ -220,6 +227,35 @@ fn segment<'a>(
     })
 }
 
+/// The fragment header among an IPv6 packet's extension headers, if it fragments the payload:
+/// (identification, offset in 8-byte units, more fragments). The chain is walked here because
+/// etherparse's iterator over it reads past the end of a cut chain (found by `fuzz/` decode).
+fn ipv6_fragment(first: u8, mut chain: &[u8]) -> Option<(u32, u16, bool)> {
+    const HOP_BY_HOP: u8 = 0;
+    const ROUTING: u8 = 43;
+    const FRAGMENT: u8 = 44;
+    const AUTH: u8 = 51;
+    const DESTINATION_OPTIONS: u8 = 60;
+    let mut next = first;
+    loop {
+        let len = match next {
+            HOP_BY_HOP | ROUTING | DESTINATION_OPTIONS => (usize::from(*chain.get(1)?) + 1) * 8,
+            AUTH => (usize::from(*chain.get(1)?) + 2) * 4,
+            FRAGMENT => {
+                let header: [u8; 8] = chain.get(..8)?.try_into().ok()?;
+                let [_, _, position @ .., i0, i1, i2, i3] = header;
+                let position = u16::from_be_bytes(position);
+                let (offset, more) = (position >> 3, position & 1 == 1);
+                let id = u32::from_be_bytes([i0, i1, i2, i3]);
+                return (offset != 0 || more).then_some((id, offset, more));
+            }
+            _ => return None,
+        };
+        next = *chain.first()?;
+        chain = chain.get(len..)?;
+    }
+}
+
 /// The IP layer of a packet, with what the defragmenter and the truncation check need.
 pub(crate) struct Ip<'p, 'a> {
     pub src: IpAddr,
@@ -257,22 +293,7 @@ impl<'p, 'a> Ip<'p, 'a> {
                 let header = v6.header();
                 let claimed = usize::from(header.payload_length())
                     .saturating_sub(v6.extensions().slice().len());
-                let fragment = v6
-                    .extensions()
-                    .clone()
-                    .into_iter()
-                    .find_map(|ext| match ext {
-                        etherparse::Ipv6ExtensionSlice::Fragment(f)
-                            if f.is_fragmenting_payload() =>
-                        {
-                            Some((
-                                f.identification(),
-                                f.fragment_offset().value(),
-                                f.more_fragments(),
-                            ))
-                        }
-                        _ => None,
-                    });
+                let fragment = ipv6_fragment(header.next_header().0, v6.extensions().slice());
                 Ok(Ip {
                     src: IpAddr::V6(header.source_addr()),
                     dst: IpAddr::V6(header.destination_addr()),

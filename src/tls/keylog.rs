@@ -27,7 +27,7 @@ pub struct Secrets {
     pub server_traffic: Option<Vec<u8>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct KeyLog {
     sessions: HashMap<[u8; 32], Secrets>,
     pub lines: u64,

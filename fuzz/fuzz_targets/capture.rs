@@ -1,0 +1,2 @@
+#![no_main]
+mailscope_fuzz::stage!("capture");
