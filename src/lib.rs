@@ -29,11 +29,26 @@
 //!   gives the same result.
 
 #![forbid(unsafe_code)]
+// Captures are hostile: nothing that input reaches may panic. Tests may.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
 
 pub mod analysis;
 pub mod capture;
 pub mod decode;
 pub mod export;
+pub mod fuzzing;
 pub mod hex;
 pub mod mime;
 pub mod pipeline;

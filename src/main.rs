@@ -2,6 +2,20 @@
 //! done by the `mailscope` library.
 
 #![forbid(unsafe_code)]
+// Captures are hostile: nothing that input reaches may panic. Tests may.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
 
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::ops::ControlFlow;
@@ -287,6 +301,9 @@ fn finish(report: &RunReport, analyzer: &Analyzer, quiet: bool) -> ExitCode {
         for line in describe_stats(report.frames, analyzer.decode_stats(), analyzer.tcp_stats()) {
             eprintln!("mailscope: {line}");
         }
+        if let Some(kib) = peak_memory_kib() {
+            eprintln!("mailscope: peak memory {:.1} MB", kib as f64 / 1024.0);
+        }
     }
     for fault in &report.faults {
         eprintln!("mailscope: {fault} (what was read before it is shown)");
@@ -298,6 +315,14 @@ fn finish(report: &RunReport, analyzer: &Analyzer, quiet: bool) -> ExitCode {
     } else {
         ExitCode::from(EXIT_PARTIAL)
     }
+}
+
+/// The most memory this process held at once (the kernel's high-water mark of its resident set,
+/// VmHWM), where the system tells it (Linux).
+fn peak_memory_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    line.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 fn flows(input: &Input, json: bool) -> Result<ExitCode, String> {

@@ -28,7 +28,7 @@ fn sanitize(bytes: &[u8], keep_newlines: bool) -> String {
                 '\n' if keep_newlines => out.push('\n'),
                 '\r' if keep_newlines && chars.peek() == Some(&'\n') => {}
                 '\t' | ' ' => out.push(c),
-                c if (c as u32) < 0x20 || c == '\x7f' => {
+                c if is_c0_control(c) => {
                     let _ = write!(out, "\\x{:02x}", c as u32);
                 }
                 c if is_invisible_control(c) => {
@@ -44,8 +44,20 @@ fn sanitize(bytes: &[u8], keep_newlines: bool) -> String {
     out
 }
 
+/// Whether captured text carries a character this module makes visible, line ends and tabs
+/// aside: escape sequences, other controls, bidi overrides.
+pub fn has_controls(text: &str) -> bool {
+    text.chars()
+        .any(|c| (is_c0_control(c) && !matches!(c, '\t' | '\r' | '\n')) || is_invisible_control(c))
+}
+
+/// C0 controls and DEL.
+fn is_c0_control(c: char) -> bool {
+    (c as u32) < 0x20 || c == '\x7f'
+}
+
 /// C1 controls (a terminal may treat U+009B as CSI) and the bidi formatting characters.
-fn is_invisible_control(c: char) -> bool {
+pub fn is_invisible_control(c: char) -> bool {
     matches!(c as u32, 0x80..=0x9f | 0x200e | 0x200f | 0x202a..=0x202e | 0x2066..=0x2069)
 }
 

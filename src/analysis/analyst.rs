@@ -43,6 +43,8 @@ pub(super) struct Watch {
     pub last_reply: Option<Timestamp>,
     pub pipelining_reported: bool,
     pub early_reported: bool,
+    /// Control characters in the dialogue were reported (once per session).
+    pub controls_reported: bool,
     /// SMTP: between an accepted MAIL and the reply to the end of its data.
     pub in_transaction: bool,
     /// SMTP: the MAIL command of the transaction in progress.

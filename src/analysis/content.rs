@@ -5,10 +5,60 @@
 use std::net::IpAddr;
 
 use super::analyst::{Found, Watch};
+use crate::export::files;
 use crate::hex;
 use crate::mime::{self, bare_address};
 use crate::proto::smtp;
+use crate::sanitize;
 use crate::session::model::{FindingKind, Message};
+
+/// Headers a reader sees and attachment names that carry control sequences, and attachment
+/// names that would be dangerous as file names.
+fn hostile_text(message: &Message, found: &mut Found) {
+    let ts = message.captured.ts;
+    let view = &message.view;
+    let names = view
+        .attachments
+        .iter()
+        .filter_map(|a| a.filename.as_deref());
+    let shown = [("Subject", view.subject.as_deref())]
+        .into_iter()
+        .chain(view.from.iter().map(|f| ("From", Some(f.as_str()))))
+        .chain(view.to.iter().map(|t| ("To", Some(t.as_str()))))
+        .chain(view.cc.iter().map(|c| ("Cc", Some(c.as_str()))))
+        .chain(names.clone().map(|n| ("attachment", Some(n))))
+        .filter_map(|(field, text)| Some((field, text?)));
+    let with_controls: Vec<String> = shown
+        .filter(|(_, text)| sanitize::has_controls(text))
+        .map(|(field, text)| format!("{field}: {}", sanitize::line(text.as_bytes())))
+        .collect();
+    if let Some(first) = with_controls.first() {
+        found.add(
+            FindingKind::ControlCharacters,
+            ts,
+            format!(
+                "message {} carries control characters in {} field(s), first {first}",
+                message.id,
+                with_controls.len()
+            ),
+            with_controls.iter().take(5).cloned().collect(),
+        );
+    }
+    for name in names {
+        if let Some(why) = files::name_hazard(name) {
+            let shown: String = sanitize::line(name.as_bytes()).chars().take(120).collect();
+            found.add(
+                FindingKind::HostileFileName,
+                ts,
+                format!(
+                    "message {} has an attachment named \"{shown}\": {why}",
+                    message.id
+                ),
+                Vec::new(),
+            );
+        }
+    }
+}
 
 /// Received hops may disagree by this much (clocks are never quite in step).
 const CLOCK_SKEW_SECONDS: i64 = 300;
@@ -23,6 +73,7 @@ pub(super) fn message(watch: &Watch, message: &Message, found: &mut Found) {
     if !message.seen_before.is_empty() || message.part_of.is_some() {
         return;
     }
+    hostile_text(message, found);
     let view = &message.view;
     let from = view.from.first().map(|f| bare_address(f));
     if let (Some(from), Some(reply_to)) = (from, view.reply_to.first()) {
@@ -163,7 +214,10 @@ fn relay_path(message: &Message, found: &mut Found) {
         );
     }
     for pair in hops.windows(2) {
-        let (Some(older), Some(newer)) = (pair[0].unix, pair[1].unix) else {
+        let [older_hop, newer_hop] = pair else {
+            continue;
+        };
+        let (Some(older), Some(newer)) = (older_hop.unix, newer_hop.unix) else {
             continue;
         };
         if newer.saturating_add(CLOCK_SKEW_SECONDS) < older {
@@ -173,9 +227,9 @@ fn relay_path(message: &Message, found: &mut Found) {
                 ts,
                 format!(
                     "the hop by {} is dated {} s before the hop by {} that handed it the message",
-                    name(&pair[1]),
+                    name(newer_hop),
                     older.saturating_sub(newer),
-                    name(&pair[0])
+                    name(older_hop)
                 ),
                 pair.iter()
                     .map(|h| {

@@ -5,6 +5,7 @@ use base64::Engine;
 
 use crate::export::time;
 use crate::proto::AuthAttempt;
+use crate::sanitize;
 use crate::session::model::{Session, TlsMode};
 
 pub const CSV_HEADER: &str =
@@ -39,13 +40,19 @@ pub fn crack_line(attempt: &AuthAttempt) -> Option<String> {
     }
 }
 
-/// One CSV field (RFC 4180): quoted when it must be, and with a leading `'` when a spreadsheet
-/// would take it for a formula (captured text is hostile).
+/// One CSV field (RFC 4180): quoted when it must be, with a leading `'` when a spreadsheet
+/// would take it for a formula, and terminal controls shown as escapes (captured text is
+/// hostile; `--json` keeps the exact value).
 fn field(text: &str) -> String {
+    let text = if sanitize::has_controls(text) {
+        sanitize::line(text.as_bytes())
+    } else {
+        text.to_string()
+    };
     let text = if text.starts_with(['=', '+', '-', '@']) {
         format!("'{text}")
     } else {
-        text.to_string()
+        text
     };
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
@@ -102,5 +109,6 @@ mod tests {
         assert_eq!(field("a,b"), "\"a,b\"");
         assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(field("mal\x1b[2Jlory"), "mal\\x1b[2Jlory");
     }
 }

@@ -7,6 +7,7 @@ use super::analyst::{remember, Found, Options, Watch};
 use super::explain;
 use super::tally::Tally;
 use crate::proto::{smtp, Exchange, Reply};
+use crate::sanitize;
 use crate::session::model::{FindingKind, Protocol, Session, TlsMode};
 
 /// Commands that do not use the service: greeting, capabilities, closing.
@@ -37,6 +38,35 @@ pub fn evidence(exchange: &Exchange) -> Vec<String> {
     lines
 }
 
+/// Commands or replies carrying terminal control sequences, reported once per session.
+fn control_characters(watch: &mut Watch, exchange: &Exchange, found: &mut Found) {
+    if watch.controls_reported {
+        return;
+    }
+    let command = exchange.command.as_ref().map(|c| &c.line);
+    let reply = exchange.reply.iter().flat_map(|r| &r.lines);
+    let sender = if command.is_some_and(|line| sanitize::has_controls(line)) {
+        "client"
+    } else if reply.into_iter().any(|line| sanitize::has_controls(line)) {
+        "server"
+    } else {
+        return;
+    };
+    watch.controls_reported = true;
+    let ts = exchange
+        .command
+        .as_ref()
+        .map(|c| c.ts)
+        .or(exchange.reply.as_ref().map(|r| r.ts))
+        .unwrap_or_default();
+    found.add(
+        FindingKind::ControlCharacters,
+        ts,
+        format!("the {sender} sent terminal control characters in the dialogue (the first here)"),
+        evidence(exchange),
+    );
+}
+
 /// Whether a reply says no: SMTP 4xx and 5xx, POP3 -ERR, IMAP NO and BAD.
 pub fn refused(protocol: Protocol, reply: &Reply) -> bool {
     match protocol {
@@ -56,6 +86,7 @@ pub(super) fn exchange(
 ) {
     let session = found.session;
     capabilities(watch, session);
+    control_characters(watch, exchange, found);
     let Some(command) = &exchange.command else {
         // A reply nobody asked for: the greeting.
         if let (None, Some(reply)) = (&watch.greeting, &exchange.reply) {

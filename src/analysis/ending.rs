@@ -6,7 +6,51 @@ use super::analyst::{Found, Watch};
 use super::dialogue::masked_starttls;
 use super::tally::Tally;
 use crate::session::model::{FindingKind, Protocol, Session, TlsMode};
-use crate::tcp::FlowEnd;
+use crate::tcp::{Direction, FlowEnd};
+
+/// Whether any payload went either way (delivered or lost).
+fn carried(session: &Session) -> bool {
+    session
+        .streams
+        .iter()
+        .any(|s| s.bytes + s.gap_bytes + s.after_reset_bytes > 0)
+}
+
+/// What reassembly saw: copies of the same bytes that differ, and a server that never answered.
+fn reassembly(tally: &mut Tally, found: &mut Found) {
+    let session = found.session;
+    for direction in [Direction::ClientToServer, Direction::ServerToClient] {
+        let stats = direction.pick(&session.streams);
+        if stats.conflicts > 0 {
+            found.add(
+                FindingKind::OverlapConflict,
+                session.end,
+                format!(
+                    "{} time(s) the {} sent bytes again with other content; the first copy is \
+                     the one shown",
+                    stats.conflicts,
+                    direction.sender()
+                ),
+                Vec::new(),
+            );
+        }
+    }
+    let [client, server] = &session.streams;
+    if client.packets > 0 && server.packets == 0 && !carried(session) {
+        let attempt = session.client.to_string();
+        if let Some((count, clients)) = tally.unanswered(session.server.ip(), &attempt) {
+            found.add(
+                FindingKind::UnansweredConnections,
+                session.end,
+                format!(
+                    "{count} connection attempts to {} got no answer so far, from {clients}",
+                    session.server
+                ),
+                Vec::new(),
+            );
+        }
+    }
+}
 
 /// A reply this slow is worth a look whatever the session's pace (greeting pauses are 6 s).
 const SLOW_ALWAYS_NS: u64 = 5_000_000_000;
@@ -32,6 +76,7 @@ pub(super) fn session(watch: &Watch, tally: &mut Tally, found: &mut Found) {
             Vec::new(),
         );
     }
+    reassembly(tally, found);
     let (unfinished, cut) = &watch.unfinished;
     match session.ended {
         Some(FlowEnd::Reset)
@@ -50,7 +95,8 @@ pub(super) fn session(watch: &Watch, tally: &mut Tally, found: &mut Found) {
                 evidence,
             );
         }
-        Some(FlowEnd::Evicted) => found.add(
+        // A connection that never carried a byte lost nothing (a flood of SYNs is judged below).
+        Some(FlowEnd::Evicted) if carried(session) => found.add(
             FindingKind::CaptureLimit,
             end,
             "the connection table was full: this session was closed early to make room".into(),

@@ -1,5 +1,6 @@
 //! What the analysis counts across sessions: failed logins and rejected recipients per client
-//! (brute force, address harvesting), and per server whether STARTTLS was offered (downgrade).
+//! (brute force, address harvesting), per server whether STARTTLS was offered (downgrade) and
+//! the connection attempts it never answered (scans, floods, an outage).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -63,16 +64,26 @@ pub struct Offers {
 pub struct Tally {
     clients: HashMap<IpAddr, Client>,
     servers: HashMap<String, Offers>,
+    /// Per server address: connection attempts it never answered.
+    unanswered: HashMap<IpAddr, Alarm>,
+}
+
+/// The entry for `key`, made if there is room for one more.
+fn tracked<K: Eq + std::hash::Hash, V: Default>(map: &mut HashMap<K, V>, key: K) -> Option<&mut V> {
+    if map.len() >= MAX_TRACKED && !map.contains_key(&key) {
+        return None;
+    }
+    Some(map.entry(key).or_default())
+}
+
+/// When `alarm` reaches its next level: the count and the names involved.
+fn raised(alarm: &mut Alarm, name: Option<&str>) -> Option<(u64, String)> {
+    alarm
+        .count(name)
+        .then(|| (alarm.count, alarm.names.join(", ")))
 }
 
 impl Tally {
-    fn client(&mut self, ip: IpAddr) -> Option<&mut Client> {
-        if self.clients.len() >= MAX_TRACKED && !self.clients.contains_key(&ip) {
-            return None;
-        }
-        Some(self.clients.entry(ip).or_default())
-    }
-
     /// Counts one event on a client's alarm (`which` picks it); when that reaches the next
     /// level, the count and the names involved.
     pub fn alarm(
@@ -81,16 +92,15 @@ impl Tally {
         which: fn(&mut Client) -> &mut Alarm,
         name: Option<&str>,
     ) -> Option<(u64, String)> {
-        let alarm = which(self.client(ip)?);
-        alarm
-            .count(name)
-            .then(|| (alarm.count, alarm.names.join(", ")))
+        raised(which(tracked(&mut self.clients, ip)?), name)
     }
 
     pub fn server(&mut self, key: String) -> Option<&mut Offers> {
-        if self.servers.len() >= MAX_TRACKED && !self.servers.contains_key(&key) {
-            return None;
-        }
-        Some(self.servers.entry(key).or_default())
+        tracked(&mut self.servers, key)
+    }
+
+    /// Counts a connection attempt `server` never answered, from `client`.
+    pub fn unanswered(&mut self, server: IpAddr, client: &str) -> Option<(u64, String)> {
+        raised(tracked(&mut self.unanswered, server)?, Some(client))
     }
 }

@@ -32,15 +32,16 @@ pub fn safe_name(text: &str, fallback: &str) -> String {
             }
         })
         .collect();
-    let extension = match safe.iter().rposition(|&c| c == '.') {
-        Some(dot) if safe.len() - dot <= MAX_EXTENSION_CHARS => &safe[dot..],
+    let last_dot = safe.iter().rposition(|&c| c == '.');
+    let extension = match last_dot.and_then(|dot| safe.get(dot..)) {
+        Some(extension) if extension.len() <= MAX_EXTENSION_CHARS => extension,
         _ => &[],
     };
     let mut name: String = if safe.len() <= MAX_NAME_CHARS {
         safe.iter().collect()
     } else {
-        let stem = &safe[..MAX_NAME_CHARS - extension.len()];
-        stem.iter().chain(extension).collect()
+        let stem_chars = MAX_NAME_CHARS - extension.len();
+        safe.iter().take(stem_chars).chain(extension).collect()
     };
     while name.starts_with('.') {
         name.remove(0);
@@ -56,6 +57,27 @@ pub fn safe_name(text: &str, fallback: &str) -> String {
         format!("_{name}")
     } else {
         name
+    }
+}
+
+/// Why a name taken from a capture would be dangerous as a file name, if it would.
+pub fn name_hazard(name: &str) -> Option<&'static str> {
+    let stem = name
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_uppercase();
+    if name.contains(['/', '\\']) || name.starts_with("..") || name == "." {
+        Some("it names a path, not a file")
+    } else if name.contains('\0') || crate::sanitize::has_controls(name) {
+        Some("it carries control characters")
+    } else if RESERVED.contains(&stem.as_str()) {
+        Some("Windows reserves it for a device")
+    } else if name.len() > 255 {
+        Some("it is longer than file systems allow")
+    } else {
+        None
     }
 }
 
@@ -91,7 +113,8 @@ impl OutputDir {
             Some((stem, ext)) if !stem.is_empty() => (stem, format!(".{ext}")),
             _ => (name, String::new()),
         };
-        for n in 1.. {
+        let mut n: u64 = 1;
+        loop {
             let candidate = if n == 1 {
                 name.to_string()
             } else {
@@ -101,8 +124,8 @@ impl OutputDir {
             if !path.exists() && self.used.insert(path.clone()) {
                 return path;
             }
+            n += 1;
         }
-        unreachable!("an unused name exists")
     }
 
     /// Writes a new file named from `name` (made safe) in the root, or in a sub-folder named

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::time;
+use super::{safe_json, time};
 use crate::capture::Timestamp;
 use crate::decode::{DecodeStats, DropReason};
 use crate::tcp::{Direction, Flow, HalfStats, StreamEvent, StreamSink, TcpStats};
@@ -89,7 +89,7 @@ impl<W: Write> StreamSink for FlowCollector<W> {
         let summary = FlowSummary::of(flow);
         match &mut self.out {
             Some(out) if self.error.is_none() => {
-                let written = serde_json::to_writer(&mut *out, &summary)
+                let written = safe_json::to_writer(&mut *out, &summary)
                     .map_err(io::Error::from)
                     .and_then(|()| out.write_all(b"\n"));
                 self.error = written.err();

@@ -12,6 +12,7 @@ use super::files::OutputDir;
 use super::index::{FindingEntry, Index, MessageEntry, SessionEntry};
 use super::json::FindingRecord;
 use super::mbox::MboxWriter;
+use super::safe_json;
 use super::transcript::TranscriptWriter;
 use crate::analysis::credentials;
 use crate::proto::{Exchange, Note};
@@ -85,7 +86,7 @@ impl ExportWriter {
             self.failed(e);
         }
         self.index.findings_total = self.findings_written;
-        match serde_json::to_vec_pretty(&self.index) {
+        match safe_json::to_vec_pretty(&self.index) {
             Ok(json) => {
                 self.write("index.json", &json);
             }
@@ -185,7 +186,7 @@ impl SessionSink for ExportWriter {
             .findings
             .write_all(separator)
             .map_err(serde_json::Error::io)
-            .and_then(|()| serde_json::to_writer(&mut self.findings, &FindingRecord::of(finding)));
+            .and_then(|()| safe_json::to_writer(&mut self.findings, &FindingRecord::of(finding)));
         match written {
             Ok(()) => self.findings_written += 1,
             Err(e) => self.failed(e.into()),

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::ecs;
+use super::{ecs, safe_json};
 use crate::capture::Timestamp;
 use crate::hex;
 use crate::proto::{Exchange, Note};
@@ -223,10 +223,10 @@ impl<W: Write> JsonWriter<W> {
                 if let Value::Object(fields) = &mut value {
                     merge(fields, ecs());
                 }
-                serde_json::to_writer(&mut self.out, &value)
+                safe_json::to_writer(&mut self.out, &value)
             })
         } else {
-            serde_json::to_writer(&mut self.out, record)
+            safe_json::to_writer(&mut self.out, record)
         };
         let result = result
             .map_err(io::Error::from)

@@ -11,6 +11,7 @@ pub mod index;
 pub mod json;
 pub mod mbox;
 pub mod pcapng;
+pub mod safe_json;
 pub mod slice;
 pub mod time;
 pub mod transcript;

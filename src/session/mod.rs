@@ -19,10 +19,10 @@ use crate::proto::{
     SmtpDissector,
 };
 use crate::secret::Secret;
-use crate::tcp::{Direction, Flow, FlowInfo, StreamEvent, StreamSink};
+use crate::tcp::{Direction, Flow, FlowEnd, FlowInfo, StreamEvent, StreamSink};
 use crate::tls::{KeyLog, KeyLogFile, TlsConnection, TlsEvent};
 use journeys::Journeys;
-use model::{Finding, Message, Protocol, Session, Sighting, TlsMode, TlsStatus};
+use model::{Finding, FindingKind, Message, Protocol, Session, Sighting, TlsMode, TlsStatus};
 
 /// The outputs: told about each piece as it is complete.
 pub trait SessionSink {
@@ -41,7 +41,8 @@ struct Live {
     session: Session,
     dissector: Option<Box<dyn Dissector + Send>>,
     /// Implicit TLS from the start, or after STARTTLS: the dissector reads what it decrypts.
-    tls: Option<TlsConnection>,
+    /// Boxed: most connections never have one, and a flood of them must stay small.
+    tls: Option<Box<TlsConnection>>,
     /// Whether the first client bytes were looked at yet.
     sniffed: bool,
     /// The capture-wide ids of the session's messages, in order (parts link to them).
@@ -58,7 +59,11 @@ const KEYLOG_POLL: Duration = Duration::from_millis(200);
 const MAX_LINKED_MESSAGES: usize = 1_000_000;
 
 pub struct SessionTable<S: SessionSink> {
-    live: HashMap<u64, Live>,
+    /// Boxed so that the table itself stays small when a flood fills it.
+    live: HashMap<u64, Box<Live>>,
+    /// Sessions ended by a reset, kept while their flow lingers: data after the reset is
+    /// judged when the flow leaves.
+    reset: HashMap<u64, Session>,
     pub sink: S,
     events: Vec<ProtoEvent>,
     /// The id the next message gets.
@@ -80,6 +85,7 @@ impl<S: SessionSink> SessionTable<S> {
     pub fn new(sink: S) -> SessionTable<S> {
         SessionTable {
             live: HashMap::new(),
+            reset: HashMap::new(),
             sink,
             events: Vec::new(),
             next_message: 1,
@@ -270,7 +276,7 @@ fn feed(
             ts,
             text: "TLS from here on (what follows is decrypted, where the key log allows)".into(),
         }));
-        live.tls = Some(TlsConnection::new(keys_may_come));
+        live.tls = Some(Box::new(TlsConnection::new(keys_may_come)));
         // Set here too (the Upgrade event is applied after this): what TLS says of the held
         // bytes depends on it.
         live.session.tls.mode = TlsMode::StartTls;
@@ -348,7 +354,7 @@ fn tls_note(kind: NoteKind, direction: Direction, ts: Timestamp, text: String) -
 
 /// The start of a TLS record carrying a handshake (content type 22, version 3.x).
 fn looks_like_tls(bytes: &[u8]) -> bool {
-    bytes.len() >= 3 && bytes[0] == 0x16 && bytes[1] == 0x03 && bytes[2] <= 0x04
+    matches!(bytes, [0x16, 0x03, minor, ..] if *minor <= 0x04)
 }
 
 impl<S: SessionSink> StreamSink for SessionTable<S> {
@@ -380,16 +386,18 @@ impl<S: SessionSink> StreamSink for SessionTable<S> {
             gaps: 0,
             notes: Vec::new(),
             ended: None,
+            streams: Default::default(),
         };
         self.live.insert(
             flow.id,
-            Live {
+            Box::new(Live {
                 session,
                 dissector,
-                tls: (mode == TlsMode::Implicit).then(|| TlsConnection::new(self.keys_may_come)),
+                tls: (mode == TlsMode::Implicit)
+                    .then(|| Box::new(TlsConnection::new(self.keys_may_come))),
                 sniffed: false,
                 message_ids: Vec::new(),
-            },
+            }),
         );
     }
 
@@ -403,7 +411,7 @@ impl<S: SessionSink> StreamSink for SessionTable<S> {
                 if direction == Direction::ClientToServer && !live.sniffed {
                     live.sniffed = true;
                     if live.tls.is_none() && looks_like_tls(bytes) {
-                        live.tls = Some(TlsConnection::new(self.keys_may_come));
+                        live.tls = Some(Box::new(TlsConnection::new(self.keys_may_come)));
                         live.session.tls.mode = TlsMode::Implicit;
                         self.events.push(ProtoEvent::Note(Note {
                             kind: NoteKind::Info,
@@ -461,7 +469,35 @@ impl<S: SessionSink> StreamSink for SessionTable<S> {
             live.session.start = flow.first_ts;
             live.session.end = flow.last_ts;
             live.session.ended = flow.end;
+            live.session.streams = flow.half.each_ref().map(|half| half.stats);
             self.sink.session_end(&live.session);
+            if flow.end == Some(FlowEnd::Reset) {
+                self.reset.insert(flow.info.id, live.session);
+            }
+        }
+    }
+
+    fn flow_removed(&mut self, flow: &Flow) {
+        let Some(session) = self.reset.remove(&flow.info.id) else {
+            return;
+        };
+        for direction in [Direction::ClientToServer, Direction::ServerToClient] {
+            let after = direction.pick(&flow.half).stats.after_reset_bytes;
+            if after == 0 {
+                continue;
+            }
+            let finding = Finding {
+                kind: FindingKind::DataAfterReset,
+                session: session.id,
+                ts: flow.last_ts,
+                detail: format!(
+                    "the {} sent {after} bytes after the connection was reset; they are \
+                     not part of the dialogue shown",
+                    direction.sender()
+                ),
+                evidence: Vec::new(),
+            };
+            self.sink.finding(&session, &finding);
         }
     }
 }

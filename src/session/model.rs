@@ -7,7 +7,7 @@ use crate::capture::Timestamp;
 use crate::mime::MessageView;
 use crate::ports::Service;
 use crate::proto::{AuthAttempt, CapturedMessage, MailboxEntry, MailboxState, Note, Upgrade};
-use crate::tcp::FlowEnd;
+use crate::tcp::{FlowEnd, HalfStats};
 use crate::tls::TlsInfo;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +98,9 @@ pub struct Session {
     pub gaps: u64,
     pub notes: Vec<Note>,
     pub ended: Option<FlowEnd>,
+    /// What reassembly counted each way (by [`crate::tcp::Direction::index`]), final at the
+    /// session's end.
+    pub streams: [HalfStats; 2],
 }
 
 impl Session {
@@ -282,4 +285,18 @@ finding_kinds! {
         "the dialogue does not follow the protocol here",
     TlsUndecrypted "tls-undecrypted" Info
         "the encrypted part of this session cannot be read",
+    OverlapConflict "overlap-conflict" Alert
+        "two copies of the same TCP bytes differ: monitors and the receiver may each have read \
+         another text (an evasion trick, or a broken stack)",
+    DataAfterReset "data-after-reset" Warning
+        "data came after the connection was reset: a monitor that stops at the reset misses it, \
+         and a receiver that ignored the reset may have read it",
+    UnansweredConnections "unanswered-connections" Warning
+        "connection attempts the server never answered: a scan, a flood, or a server that is down",
+    ControlCharacters "control-characters" Warning
+        "captured text carries terminal control sequences that could rewrite what a terminal or \
+         log viewer shows; mailscope shows them escaped",
+    HostileFileName "hostile-file-name" Warning
+        "an attachment name that could write outside a folder, name a device or hide its \
+         extension if saved as given; exports use a safe name instead",
 }

@@ -266,11 +266,14 @@ impl FlowTable {
             .iter()
             .map(|(k, f)| (f.last_ts, f.info.id, *k))
             .collect();
-        let count = (self.limits.max_flows / 10).clamp(1, by_age.len());
+        let count = (self.limits.max_flows / 10).max(1).min(by_age.len());
         let nth = count - 1;
         by_age.select_nth_unstable_by_key(nth, |(ts, id, _)| (*ts, *id));
-        let mut victims: Vec<(u64, FlowKey)> =
-            by_age[..count].iter().map(|(_, id, k)| (*id, *k)).collect();
+        let mut victims: Vec<(u64, FlowKey)> = by_age
+            .iter()
+            .take(count)
+            .map(|(_, id, k)| (*id, *k))
+            .collect();
         victims.sort_unstable_by_key(|(id, _)| *id);
         for (_, key) in victims {
             self.stats.evicted += 1;
@@ -300,23 +303,20 @@ impl FlowTable {
             }) else {
                 return;
             };
-            let d = if flow.half[0].pending_bytes() >= flow.half[1].pending_bytes() {
-                0
-            } else {
-                1
-            };
-            let direction = if d == 0 {
+            let [client_half, server_half] = &flow.half;
+            let direction = if client_half.pending_bytes() >= server_half.pending_bytes() {
                 Direction::ClientToServer
             } else {
                 Direction::ServerToClient
             };
-            let before = flow.half[d].pending_bytes();
             let Flow { info, half, .. } = flow;
-            half[d].flush_oldest_hole((segment.ts, segment.frame), &mut |e| {
+            let fullest = direction.pick_mut(half);
+            let before = fullest.pending_bytes();
+            fullest.flush_oldest_hole((segment.ts, segment.frame), &mut |e| {
                 sink.stream_event(info, direction, e)
             });
             self.stats.pending_limit_hits += 1;
-            self.pending_bytes -= before - flow.half[d].pending_bytes();
+            self.pending_bytes -= before - fullest.pending_bytes();
         }
     }
 }
@@ -340,13 +340,14 @@ fn update_flow(
         Direction::ServerToClient
     };
     flow.last_ts = flow.last_ts.max(segment.ts);
-    let d = direction.index();
-    flow.half[d].stats.packets += 1;
-    flow.half[d].stats.wire_bytes += u64::from(segment.wire_len);
+    let sending_stats = &mut direction.pick_mut(&mut flow.half).stats;
+    sending_stats.packets += 1;
+    sending_stats.wire_bytes += u64::from(segment.wire_len);
     if flow.end.is_some() {
         // Lingering after the end: retransmissions and last ACKs, or data after a reset.
         if flow.end == Some(FlowEnd::Reset) {
             stats.after_reset += 1;
+            sending_stats.after_reset_bytes += segment.payload.len() as u64;
         }
         return;
     }
@@ -354,7 +355,7 @@ fn update_flow(
         if !segment.flags.ack {
             flow.client_isn.get_or_insert(segment.seq);
         }
-        flow.half[d].on_syn(segment.seq);
+        direction.pick_mut(&mut flow.half).on_syn(segment.seq);
     }
     if segment.flags.rst {
         end_flow(
@@ -413,7 +414,9 @@ fn end_flow(
 ) {
     let Flow { info, half, .. } = flow;
     for direction in [Direction::ClientToServer, Direction::ServerToClient] {
-        half[direction.index()].close(ts, frame, &mut |e| sink.stream_event(info, direction, e));
+        direction
+            .pick_mut(half)
+            .close(ts, frame, &mut |e| sink.stream_event(info, direction, e));
     }
     if let Some(direction) = reset_by {
         sink.stream_event(info, direction, StreamEvent::Rst { ts });

@@ -56,6 +56,8 @@ pub struct HalfStats {
     pub conflicts: u64,
     /// Times a buffering limit forced a hole to become a gap.
     pub limit_hits: u64,
+    /// Payload bytes sent after the connection was reset (ignored).
+    pub after_reset_bytes: u64,
 }
 
 /// A piece waiting for the bytes before it. `missing` bytes after `data` were announced but not
@@ -136,7 +138,7 @@ impl HalfStream {
         if let Some(fin_at) = self.fin_at {
             let room = (fin_at as i64 - start).max(0) as u64;
             let cut = room.min(payload.len() as u64) as usize;
-            payload = &payload[..cut];
+            payload = payload.get(..cut).unwrap_or(payload);
             missing = missing.min(room - cut as u64);
         }
         // Bytes before `delivered` (or before offset 0) arrived already.
@@ -145,7 +147,7 @@ impl HalfStream {
             let total = payload.len() as u64 + missing;
             self.stats.retransmitted_bytes += behind.min(total);
             let cut = behind.min(payload.len() as u64) as usize;
-            payload = &payload[cut..];
+            payload = payload.get(cut..).unwrap_or_default();
             missing = missing.saturating_sub(behind - cut as u64);
             start = self.delivered as i64;
         }
@@ -325,10 +327,10 @@ impl HalfStream {
         }
         let captured_end = start + data.len() as u64;
         for (from, to) in fills {
-            let bytes = &data[(from.min(captured_end) - start) as usize
-                ..(to.min(captured_end) - start) as usize];
+            let captured =
+                (from.min(captured_end) - start) as usize..(to.min(captured_end) - start) as usize;
             let piece = Piece {
-                data: bytes.to_vec(),
+                data: data.get(captured).unwrap_or_default().to_vec(),
                 missing: to - from.max(captured_end).min(to),
             };
             self.pending_bytes += piece.data.len();
@@ -345,8 +347,8 @@ impl HalfStream {
         let captured_end = (start + data.len() as u64).min(key + old.data.len() as u64);
         let (from, to) = (overlap.0, overlap.1.min(captured_end));
         from < to
-            && data[(from - start) as usize..(to - start) as usize]
-                != old.data[(from - key) as usize..(to - key) as usize]
+            && data.get((from - start) as usize..(to - start) as usize)
+                != old.data.get((from - key) as usize..(to - key) as usize)
     }
 }
 

@@ -20,7 +20,7 @@ pub mod catalog;
 pub mod parser;
 pub mod units;
 
-use super::framing::Inbox;
+use super::framing::{Inbox, MAX_MESSAGE_BYTES};
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
@@ -148,6 +148,18 @@ pub struct ImapDissector {
     undecodable: [bool; 2],
 }
 
+/// A literal larger than a message keeps is still read (hashed and counted), not kept whole.
+fn note_oversized(reader: &mut UnitReader, direction: Direction, out: &mut Vec<ProtoEvent>) {
+    if let Some((size, ts)) = reader.oversized.take() {
+        let text = format!(
+            "a literal of {size} bytes was announced; only its first {} MiB are kept (all of it \
+             is hashed and counted)",
+            MAX_MESSAGE_BYTES >> 20
+        );
+        note(out, NoteKind::Limit, direction, ts, text);
+    }
+}
+
 fn literal_bytes(unit: &mut Unit) -> Vec<Vec<u8>> {
     unit.literals
         .drain(..)
@@ -189,12 +201,11 @@ impl Dissector for ImapDissector {
         ts: Timestamp,
         out: &mut Vec<ProtoEvent>,
     ) {
-        let i = direction.index();
-        if self.undecodable[i] {
-            self.opaque[i] += bytes.len() as u64;
+        if *direction.pick(&self.undecodable) {
+            *direction.pick_mut(&mut self.opaque) += bytes.len() as u64;
             return;
         }
-        if self.inflaters[i].is_some() {
+        if direction.pick(&self.inflaters).is_some() {
             self.inflate(direction, bytes, ts, true, out);
             return;
         }
@@ -206,18 +217,18 @@ impl Dissector for ImapDissector {
     }
 
     fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
-        if self.undecodable[direction.index()] {
+        if *direction.pick(&self.undecodable) {
             return;
         }
-        if self.inflaters[direction.index()].take().is_some() {
+        if direction.pick_mut(&mut self.inflaters).take().is_some() {
             // A deflate stream cannot go on past missing bytes.
-            self.undecodable[direction.index()] = true;
+            *direction.pick_mut(&mut self.undecodable) = true;
             note(out, NoteKind::Gap, direction, ts, format!("{len} compressed bytes were not captured; the rest of this direction cannot be inflated"));
             return;
         }
-        let (inbox, reader, i) = match direction {
-            Direction::ClientToServer => (&mut self.client, &mut self.client_reader, 0),
-            Direction::ServerToClient => (&mut self.server, &mut self.server_reader, 1),
+        let (inbox, reader) = match direction {
+            Direction::ClientToServer => (&mut self.client, &mut self.client_reader),
+            Direction::ServerToClient => (&mut self.server, &mut self.server_reader),
         };
         let held = inbox.gap(len, ts) as u64;
         if reader.gap(len + held) {
@@ -229,7 +240,7 @@ impl Dissector for ImapDissector {
                 format!("{} bytes inside a literal were not captured", len + held),
             );
         } else {
-            self.resync[i] = true;
+            *direction.pick_mut(&mut self.resync) = true;
             note(
                 out,
                 NoteKind::Gap,
@@ -325,7 +336,7 @@ impl ImapDissector {
             };
             let held = inbox.available().to_vec();
             inbox.consume(held.len());
-            self.inflaters[direction.index()] = Some(flate2::Decompress::new(false));
+            *direction.pick_mut(&mut self.inflaters) = Some(flate2::Decompress::new(false));
             self.inflate(direction, &held, ts, false, out);
         }
     }
@@ -340,8 +351,7 @@ impl ImapDissector {
         pump: bool,
         out: &mut Vec<ProtoEvent>,
     ) {
-        let i = direction.index();
-        let Some(mut inflater) = self.inflaters[i].take() else {
+        let Some(mut inflater) = direction.pick_mut(&mut self.inflaters).take() else {
             return;
         };
         let mut buffer = vec![0u8; INFLATE_CHUNK];
@@ -352,14 +362,16 @@ impl ImapDissector {
             let made = (inflater.total_out() - before_out) as usize;
             if let Err(e) = result {
                 note(out, NoteKind::Malformed, direction, ts, format!("the deflate stream is corrupt ({e}); the rest of this direction is not read"));
-                self.undecodable[i] = true;
-                self.opaque[i] += input.len() as u64;
+                *direction.pick_mut(&mut self.undecodable) = true;
+                *direction.pick_mut(&mut self.opaque) += input.len() as u64;
                 return;
             }
-            input = &input[used..];
+            // The inflater reports what it used and made, within the slices it was given.
+            input = input.get(used..).unwrap_or_default();
+            let inflated = buffer.get(..made).unwrap_or_default();
             match direction {
-                Direction::ClientToServer => self.client.push(&buffer[..made], ts),
-                Direction::ServerToClient => self.server.push(&buffer[..made], ts),
+                Direction::ClientToServer => self.client.push(inflated, ts),
+                Direction::ServerToClient => self.server.push(inflated, ts),
             }
             if pump {
                 self.pump(out);
@@ -368,7 +380,7 @@ impl ImapDissector {
                 break;
             }
         }
-        self.inflaters[i] = Some(inflater);
+        *direction.pick_mut(&mut self.inflaters) = Some(inflater);
     }
 
     fn read_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
@@ -377,7 +389,9 @@ impl ImapDissector {
             self.mode,
             ClientMode::Command | ClientMode::SaslResponse | ClientMode::Idle
         ) {
-            match self.client_reader.step(&mut self.client) {
+            let step = self.client_reader.step(&mut self.client);
+            note_oversized(&mut self.client_reader, Direction::ClientToServer, out);
+            match step {
                 Step::Waiting => break,
                 Step::Progress => progress = true,
                 Step::NeedsContinuation => {
@@ -540,7 +554,9 @@ impl ImapDissector {
     }
 
     fn read_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
-        match self.server_reader.step(&mut self.server) {
+        let step = self.server_reader.step(&mut self.server);
+        note_oversized(&mut self.server_reader, Direction::ServerToClient, out);
+        match step {
             Step::Waiting => false,
             Step::Progress | Step::NeedsContinuation => true,
             Step::Unit(unit) => {
@@ -677,7 +693,9 @@ impl ImapDissector {
         let literals: Vec<(usize, MessageBuilder)> = unit.literals.drain(..).collect();
         for (position, literal) in literals {
             let finished = |m: MessageBuilder| m.finish("imap-fetch", true, None, Vec::new());
-            match parser::section_before_literal(&unit.text[..position]) {
+            // `position` is where the text ended when the literal was announced.
+            let before_literal = unit.text.get(..position).unwrap_or_default();
+            match parser::section_before_literal(before_literal) {
                 Section::Whole => self.emit_fetched(finished(literal), slot, None, out),
                 Section::Part(section) => {
                     self.emit_fetched(finished(literal), slot, Some(section), out)

@@ -6,7 +6,7 @@
 //! MAX_MESSAGE_BYTES (and hashed in full), so a literal that claims 4 GB costs what arrives.
 
 use crate::capture::Timestamp;
-use crate::proto::framing::{Inbox, Line};
+use crate::proto::framing::{Inbox, Line, MAX_MESSAGE_BYTES};
 use crate::proto::message::MessageBuilder;
 
 /// IMAP lines (without literals) are kept up to this length; longer ones are cut and noted.
@@ -29,8 +29,7 @@ pub struct Unit {
 /// continuation (`+`) before sending it (a synchronising literal, RFC 9051 4.3).
 pub fn literal_marker(line: &str) -> Option<(u64, bool)> {
     let body = line.strip_suffix('}')?;
-    let open = body.rfind('{')?;
-    let inner = &body[open + 1..];
+    let (_, inner) = body.rsplit_once('{')?;
     let (digits, sync) = match inner.strip_suffix(['+', '-']) {
         Some(d) => (d, false),
         None => (inner, true),
@@ -63,6 +62,8 @@ pub struct UnitReader {
     remaining: u64,
     /// A synchronising literal waits for its continuation.
     held: bool,
+    /// A literal announced more than a message keeps: its size and when, until told.
+    pub oversized: Option<(u64, Timestamp)>,
 }
 
 impl UnitReader {
@@ -118,7 +119,7 @@ impl UnitReader {
                 return Step::Waiting;
             }
             if let Some((_, literal)) = self.unit.as_mut().and_then(|u| u.literals.last_mut()) {
-                literal.append(&inbox.available()[..take]);
+                literal.append(inbox.available().get(..take).unwrap_or_default());
             }
             inbox.consume(take);
             self.remaining -= take as u64;
@@ -148,6 +149,9 @@ impl UnitReader {
                 unit.literals
                     .push((unit.text.len(), MessageBuilder::new(line.ts)));
                 self.remaining = size;
+                if size > MAX_MESSAGE_BYTES as u64 {
+                    self.oversized = Some((size, line.ts));
+                }
                 if size == 0 {
                     return Step::Progress;
                 }

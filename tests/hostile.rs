@@ -1,0 +1,754 @@
+//! Hostile captures, generated here and streamed to the real binary's standard input: each tries
+//! to exhaust memory, to confuse reassembly, or to attack whoever reads the output. For each,
+//! mailscope must not panic, must stay under a stated peak memory (its own `peak memory` report,
+//! the kernel's high-water mark of its resident set), must report the condition as a finding,
+//! and must still extract the honest session beside it byte for byte.
+//!
+//! These captures cannot come from real software (no stack sends a 4 GB literal), so the truth
+//! is what the generator wrote: the honest session's message bytes and the condition it built.
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+/// Writes a classic pcap (raw IPv4 link type) while it is generated.
+struct Capture<W: Write> {
+    out: W,
+    /// Microseconds since the epoch of the next packet.
+    micros: u64,
+}
+
+const CLIENT_ISN: u32 = 1000;
+const SERVER_ISN: u32 = 5000;
+
+impl<W: Write> Capture<W> {
+    fn new(mut out: W) -> Capture<W> {
+        let mut header = Vec::new();
+        header.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        header.extend_from_slice(&2u16.to_le_bytes());
+        header.extend_from_slice(&4u16.to_le_bytes());
+        header.extend_from_slice(&[0; 8]);
+        header.extend_from_slice(&262_144u32.to_le_bytes());
+        header.extend_from_slice(&101u32.to_le_bytes());
+        out.write_all(&header).unwrap();
+        Capture {
+            out,
+            micros: 1_700_000_000_000_000,
+        }
+    }
+
+    fn packet(
+        &mut self,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        seq: u32,
+        flags: &str,
+        payload: &[u8],
+    ) {
+        let builder = etherparse::PacketBuilder::ipv4(src.ip().octets(), dst.ip().octets(), 64);
+        let mut tcp = builder.tcp(src.port(), dst.port(), seq, 65535);
+        for flag in flags.chars() {
+            tcp = match flag {
+                'S' => tcp.syn(),
+                'A' => tcp.ack(1),
+                'F' => tcp.fin(),
+                'R' => tcp.rst(),
+                'P' => tcp.psh(),
+                _ => panic!("flag {flag}"),
+            };
+        }
+        let mut frame = Vec::with_capacity(40 + payload.len());
+        tcp.write(&mut frame, payload).unwrap();
+        self.micros += 10;
+        let mut record = Vec::with_capacity(16);
+        record.extend_from_slice(&((self.micros / 1_000_000) as u32).to_le_bytes());
+        record.extend_from_slice(&((self.micros % 1_000_000) as u32).to_le_bytes());
+        record.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        record.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        self.out.write_all(&record).unwrap();
+        self.out.write_all(&frame).unwrap();
+    }
+}
+
+/// One TCP connection in a capture: its ends and the next sequence number each way.
+struct Conn {
+    client: SocketAddrV4,
+    server: SocketAddrV4,
+    next: [u32; 2],
+}
+
+const C: usize = 0;
+const S: usize = 1;
+/// The largest payload per generated segment (loopback-sized, to keep captures quick to make).
+const SEGMENT: usize = 60_000;
+
+impl Conn {
+    /// The three-way handshake, with the given initial sequence numbers.
+    fn open_with<W: Write>(
+        cap: &mut Capture<W>,
+        client: SocketAddrV4,
+        server: SocketAddrV4,
+        isn: [u32; 2],
+    ) -> Conn {
+        cap.packet(client, server, isn[C], "S", &[]);
+        cap.packet(server, client, isn[S], "SA", &[]);
+        cap.packet(client, server, isn[C].wrapping_add(1), "A", &[]);
+        Conn {
+            client,
+            server,
+            next: [isn[C].wrapping_add(1), isn[S].wrapping_add(1)],
+        }
+    }
+
+    fn open<W: Write>(cap: &mut Capture<W>, client: SocketAddrV4, server: SocketAddrV4) -> Conn {
+        Conn::open_with(cap, client, server, [CLIENT_ISN, SERVER_ISN])
+    }
+
+    fn ends(&self, side: usize) -> (SocketAddrV4, SocketAddrV4) {
+        if side == C {
+            (self.client, self.server)
+        } else {
+            (self.server, self.client)
+        }
+    }
+
+    /// Sends bytes from one side in order, in segments of at most SEGMENT bytes.
+    fn send<W: Write>(&mut self, cap: &mut Capture<W>, side: usize, bytes: &[u8]) {
+        let (src, dst) = self.ends(side);
+        for chunk in bytes.chunks(SEGMENT) {
+            cap.packet(src, dst, self.next[side], "PA", chunk);
+            self.next[side] = self.next[side].wrapping_add(chunk.len() as u32);
+        }
+    }
+
+    /// Moves a side's sequence number on without sending: the capture missed those bytes.
+    fn skip(&mut self, side: usize, len: u32) {
+        self.next[side] = self.next[side].wrapping_add(len);
+    }
+
+    /// Both sides close.
+    fn close<W: Write>(&mut self, cap: &mut Capture<W>) {
+        for side in [C, S] {
+            let (src, dst) = self.ends(side);
+            cap.packet(src, dst, self.next[side], "FA", &[]);
+            self.next[side] = self.next[side].wrapping_add(1);
+        }
+    }
+}
+
+fn addr(ip: [u8; 4], port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::from(ip), port)
+}
+
+const SERVER: [u8; 4] = [10, 0, 0, 25];
+const HONEST_CLIENT: [u8; 4] = [10, 9, 9, 9];
+
+/// The body of the honest message, as the client sent it inside DATA.
+fn honest_message() -> Vec<u8> {
+    b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: still here\r\n\
+      Message-ID: <honest@example.test>\r\n\r\nThe honest message survived.\r\n"
+        .to_vec()
+}
+
+/// A complete, well-behaved SMTP session carrying `honest_message`.
+fn honest_smtp<W: Write>(cap: &mut Capture<W>) {
+    let mut conn = Conn::open(cap, addr(HONEST_CLIENT, 40000), addr(SERVER, 25));
+    let message = honest_message();
+    let steps: [(&[u8], &[u8]); 6] = [
+        (b"", b"220 mx.example.test ESMTP\r\n"),
+        (b"EHLO client.example.test\r\n", b"250 mx.example.test\r\n"),
+        (b"MAIL FROM:<alice@example.test>\r\n", b"250 2.1.0 Ok\r\n"),
+        (b"RCPT TO:<bob@example.test>\r\n", b"250 2.1.5 Ok\r\n"),
+        (b"DATA\r\n", b"354 End data with <CR><LF>.<CR><LF>\r\n"),
+        (
+            &[&message[..], b".\r\n"].concat(),
+            b"250 2.0.0 Ok: queued\r\n",
+        ),
+    ];
+    for (command, reply) in steps {
+        conn.send(cap, C, command);
+        conn.send(cap, S, reply);
+    }
+    conn.send(cap, C, b"QUIT\r\n");
+    conn.send(cap, S, b"221 2.0.0 Bye\r\n");
+    conn.close(cap);
+}
+
+/// What a run gave: counts of records by type, the findings and messages, the run's summary.
+struct Run {
+    counts: std::collections::BTreeMap<String, u64>,
+    findings: Vec<Value>,
+    messages: Vec<Value>,
+    stderr: String,
+    success: bool,
+    peak_mb: f64,
+}
+
+/// Runs `mailscope --json -` on the capture that `generate` writes to its standard input.
+/// Messages are kept only when `keep_message` says so (a million of them would not fit).
+fn run(
+    extra: &[&str],
+    generate: impl FnOnce(&mut Capture<BufWriter<std::process::ChildStdin>>) + Send + 'static,
+    keep_message: impl Fn(&Value) -> bool,
+) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailscope"))
+        .args(["--json"])
+        .args(extra)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mailscope");
+    let stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut cap = Capture::new(BufWriter::with_capacity(1 << 20, stdin));
+        generate(&mut cap);
+        cap.out.flush().unwrap();
+    });
+    let stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+    let mut run = Run {
+        counts: Default::default(),
+        findings: Vec::new(),
+        messages: Vec::new(),
+        stderr: String::new(),
+        success: false,
+        peak_mb: 0.0,
+    };
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        // Most records are only counted: parse their type cheaply.
+        let kind = line
+            .strip_prefix("{\"type\":\"")
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("?")
+            .to_string();
+        if kind == "finding" || kind == "message" {
+            let record: Value = serde_json::from_str(&line).unwrap();
+            if kind == "finding" {
+                run.findings.push(record);
+            } else if keep_message(&record) {
+                run.messages.push(record);
+            }
+        }
+        *run.counts.entry(kind).or_default() += 1;
+    }
+    writer.join().expect("generator");
+    run.success = child.wait().unwrap().success();
+    run.stderr = stderr.join().unwrap();
+    run.peak_mb = run
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("mailscope: peak memory "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|mb| mb.parse().ok())
+        .unwrap_or_else(|| panic!("no peak memory line in:\n{}", run.stderr));
+    eprintln!("peak memory {} MB; records {:?}", run.peak_mb, run.counts);
+    run
+}
+
+impl Run {
+    fn kinds(&self) -> Vec<&str> {
+        self.findings
+            .iter()
+            .map(|f| f["kind"].as_str().unwrap())
+            .collect()
+    }
+
+    fn assert_finding(&self, kind: &str, detail_part: &str) {
+        assert!(
+            self.findings
+                .iter()
+                .any(|f| f["kind"] == kind && f["detail"].as_str().unwrap().contains(detail_part)),
+            "no {kind} finding with {detail_part:?}; findings: {:#?}",
+            &self.findings[..self.findings.len().min(20)]
+        );
+    }
+
+    fn assert_under(&self, mb: f64) {
+        assert!(self.success, "exit status; stderr:\n{}", self.stderr);
+        assert!(
+            self.peak_mb < mb,
+            "peak memory {} MB, bound {mb} MB",
+            self.peak_mb
+        );
+    }
+
+    /// The honest message came through whole: its exact bytes, by their SHA-256.
+    fn assert_honest_message(&self) {
+        use sha2::Digest;
+        let want = hex(&sha2::Sha256::digest(honest_message()));
+        assert!(
+            self.messages.iter().any(|m| m["sha256"] == want.as_str()),
+            "the honest message is missing; messages: {:#?}",
+            self.messages
+        );
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn is_honest(message: &Value) -> bool {
+    message["session"] == 1 || message["subject"] == "still here"
+}
+
+/// The SMTP dialogue up to the start of DATA's body, on a connection already open.
+fn smtp_until_data<W: Write>(cap: &mut Capture<W>, conn: &mut Conn) {
+    let steps: [(&[u8], &[u8]); 5] = [
+        (b"", b"220 mx.example.test ESMTP\r\n"),
+        (
+            b"EHLO evil.example.test\r\n",
+            b"250-mx.example.test\r\n250 PIPELINING\r\n",
+        ),
+        (b"MAIL FROM:<mallory@example.test>\r\n", b"250 2.1.0 Ok\r\n"),
+        (b"RCPT TO:<bob@example.test>\r\n", b"250 2.1.5 Ok\r\n"),
+        (b"DATA\r\n", b"354 End data with <CR><LF>.<CR><LF>\r\n"),
+    ];
+    for (command, reply) in steps {
+        conn.send(cap, C, command);
+        conn.send(cap, S, reply);
+    }
+}
+
+fn evil_client(port: u16) -> SocketAddrV4 {
+    addr([10, 6, 6, 6], port)
+}
+
+#[test]
+fn a_million_syns() {
+    let run = run(
+        &[],
+        |cap| {
+            honest_smtp(cap);
+            for n in 0..1_000_000u32 {
+                let [_, a, b, c] = n.to_be_bytes();
+                let client = addr([10, 100 + a, b, c], 1024 + (n % 60000) as u16);
+                cap.packet(client, addr(SERVER, 25), n, "S", &[]);
+            }
+        },
+        is_honest,
+    );
+    run.assert_under(400.0);
+    run.assert_honest_message();
+    run.assert_finding(
+        "unanswered-connections",
+        "500000 connection attempts to 10.0.0.25:25",
+    );
+}
+
+#[test]
+fn one_flow_with_100_000_holes() {
+    let run = run(
+        &[],
+        |cap| {
+            honest_smtp(cap);
+            let mut conn = Conn::open(cap, evil_client(40001), addr(SERVER, 25));
+            smtp_until_data(cap, &mut conn);
+            for _ in 0..100_000 {
+                conn.send(cap, C, b"0123456789");
+                conn.skip(C, 10);
+            }
+            conn.send(cap, C, b"\r\n.\r\n");
+            conn.send(cap, S, b"250 2.0.0 Ok: queued\r\n");
+            conn.close(cap);
+        },
+        is_honest,
+    );
+    run.assert_under(400.0);
+    run.assert_honest_message();
+    run.assert_finding("capture-gap", "");
+}
+
+#[test]
+fn an_imap_literal_claiming_4_gb() {
+    let run = run(
+        &[],
+        |cap| {
+            honest_smtp(cap);
+            let mut conn = Conn::open(cap, evil_client(40002), addr(SERVER, 143));
+            conn.send(cap, S, b"* OK IMAP4rev1 ready\r\n");
+            conn.send(cap, C, b"a1 APPEND INBOX {4294967296}\r\n");
+            conn.send(cap, S, b"+ Ready for literal data\r\n");
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..100 {
+                conn.send(cap, C, &chunk);
+            }
+            conn.close(cap);
+        },
+        is_honest,
+    );
+    run.assert_under(400.0);
+    run.assert_honest_message();
+    run.assert_finding("capture-limit", "");
+}
+
+#[test]
+fn a_gigabyte_line_without_crlf() {
+    let run = run(
+        &[],
+        |cap| {
+            honest_smtp(cap);
+            let mut conn = Conn::open(cap, evil_client(40003), addr(SERVER, 25));
+            conn.send(cap, S, b"220 mx.example.test ESMTP\r\n");
+            let chunk = vec![b'A'; SEGMENT];
+            for _ in 0..(1 << 30) / SEGMENT {
+                conn.send(cap, C, &chunk);
+            }
+            conn.close(cap);
+        },
+        is_honest,
+    );
+    run.assert_under(400.0);
+    run.assert_honest_message();
+    run.assert_finding("capture-limit", "");
+}
+
+#[test]
+fn tls_lengths_claiming_too_much() {
+    let run = run(
+        &[],
+        |cap| {
+            honest_smtp(cap);
+            // A record header claiming 65,535 bytes, over TLS's 2^14 + 2048.
+            let mut conn = Conn::open(cap, evil_client(40004), addr(SERVER, 465));
+            conn.send(cap, C, &[0x16, 0x03, 0x01, 0xff, 0xff]);
+            conn.send(cap, C, &vec![0; 70_000]);
+            conn.close(cap);
+            // A handshake message claiming 2^24 - 1 bytes, spread over full-size records.
+            let mut conn = Conn::open(cap, evil_client(40005), addr(SERVER, 465));
+            let mut body = vec![1, 0xff, 0xff, 0xff];
+            body.resize(16_384, 0xab);
+            for _ in 0..1024 {
+                let mut record = vec![0x16, 0x03, 0x01, 0x40, 0x00];
+                record.extend_from_slice(&body);
+                conn.send(cap, C, &record);
+                body = vec![0xab; 16_384];
+            }
+            conn.close(cap);
+        },
+        is_honest,
+    );
+    run.assert_under(400.0);
+    run.assert_honest_message();
+    println!("{:#?}", run.findings);
+}
+
+#[test]
+fn a_million_tiny_messages() {
+    const MESSAGES: u64 = 1_000_000;
+    let run = run(
+        &[],
+        |cap| {
+            honest_smtp(cap);
+            let mut conn = Conn::open(cap, evil_client(40006), addr(SERVER, 25));
+            conn.send(cap, S, b"220 mx.example.test ESMTP\r\n");
+            conn.send(cap, C, b"EHLO tiny.example.test\r\n");
+            conn.send(cap, S, b"250-mx.example.test\r\n250 PIPELINING\r\n");
+            for _ in 0..MESSAGES {
+                conn.send(
+                    cap,
+                    C,
+                    b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n",
+                );
+                conn.send(cap, S, b"250 Ok\r\n250 Ok\r\n354 Go\r\n");
+                conn.send(cap, C, b"x\r\n.\r\n");
+                conn.send(cap, S, b"250 Ok\r\n");
+            }
+            conn.close(cap);
+        },
+        is_honest,
+    );
+    run.assert_under(400.0);
+    run.assert_honest_message();
+    assert_eq!(run.counts["message"], MESSAGES + 1);
+}
+
+/// A message whose body is `body`, in DATA form (ends with the terminating dot line).
+fn data_of(body: &[u8]) -> Vec<u8> {
+    [b"Subject: contested\r\n\r\n", body, b"\r\n.\r\n"].concat()
+}
+
+#[test]
+fn overlaps_with_different_bytes() {
+    let first = b"pay 100 EUR to account A";
+    let second = b"pay 999 EUR to account B";
+    let run = run(
+        &[],
+        move |cap| {
+            honest_smtp(cap);
+            let mut conn = Conn::open(cap, evil_client(40007), addr(SERVER, 25));
+            smtp_until_data(cap, &mut conn);
+            let data = data_of(first);
+            let head = 22; // "Subject: contested\r\n\r\n" goes last, after the hole
+            let (src, dst) = conn.ends(C);
+            let at = conn.next[C].wrapping_add(head as u32);
+            cap.packet(src, dst, at, "PA", &data[head..]);
+            let mut other = data.clone();
+            other[head..head + second.len()].copy_from_slice(second);
+            cap.packet(src, dst, at, "PA", &other[head..]);
+            conn.send(cap, C, &data[..head]);
+            conn.skip(C, (data.len() - head) as u32);
+            conn.send(cap, S, b"250 2.0.0 Ok: queued\r\n");
+            conn.close(cap);
+        },
+        |m| m["subject"] == "contested" || is_honest(m),
+    );
+    run.assert_under(100.0);
+    run.assert_honest_message();
+    run.assert_finding("overlap-conflict", "");
+    // The first copy wins, as documented.
+    use sha2::Digest;
+    let want = hex(&sha2::Sha256::digest(
+        [&b"Subject: contested\r\n\r\n"[..], first, b"\r\n"].concat(),
+    ));
+    assert!(
+        run.messages.iter().any(|m| m["sha256"] == want.as_str()),
+        "{:#?}",
+        run.messages
+    );
+}
+
+#[test]
+fn sequence_numbers_wrap_inside_data() {
+    let body: Vec<u8> = (0..200_000u32)
+        .map(|n| b"abcdefghijklmnopqrstuvwxyz0123456789\r\n"[n as usize % 38])
+        .collect();
+    let message = data_of(&body);
+    let want = {
+        use sha2::Digest;
+        hex(&sha2::Sha256::digest(&message[..message.len() - 3]))
+    };
+    let run = run(
+        &[],
+        move |cap| {
+            honest_smtp(cap);
+            // The client's sequence numbers pass 2^32 about 100,000 bytes into the body.
+            let isn = 0u32.wrapping_sub(100_000 + 200);
+            let mut conn =
+                Conn::open_with(cap, evil_client(40008), addr(SERVER, 25), [isn, SERVER_ISN]);
+            smtp_until_data(cap, &mut conn);
+            conn.send(cap, C, &message);
+            conn.send(cap, S, b"250 2.0.0 Ok: queued\r\n");
+            conn.close(cap);
+        },
+        |m| m["subject"] == "contested" || is_honest(m),
+    );
+    run.assert_under(100.0);
+    run.assert_honest_message();
+    assert!(
+        run.messages.iter().any(|m| m["sha256"] == want.as_str()),
+        "{:#?}",
+        run.messages
+    );
+    assert!(!run.kinds().contains(&"capture-gap"), "{:#?}", run.findings);
+}
+
+#[test]
+fn reset_then_more_data() {
+    let run = run(
+        &[],
+        |cap| {
+            honest_smtp(cap);
+            let mut conn = Conn::open(cap, evil_client(40009), addr(SERVER, 25));
+            smtp_until_data(cap, &mut conn);
+            conn.send(cap, C, b"Subject: before the reset\r\n\r\nseen by all\r\n");
+            let (src, dst) = conn.ends(C);
+            cap.packet(src, dst, conn.next[C], "R", &[]);
+            conn.send(cap, C, b"hidden after the reset\r\n.\r\n");
+            conn.send(cap, S, b"250 2.0.0 Ok: queued\r\n");
+        },
+        is_honest,
+    );
+    run.assert_under(100.0);
+    run.assert_honest_message();
+    run.assert_finding("data-after-reset", "");
+}
+
+/// Attachment names that try to leave the output folder, name a device, or hide in length.
+fn hostile_names() -> Vec<String> {
+    let mut names: Vec<String> = [
+        "../../outside.txt",
+        "/etc/passwd",
+        "..",
+        ".",
+        "C:\\Windows\\system32\\evil.dll",
+        "a\u{0}b.txt",
+        "CON",
+        "nul.txt",
+        "LPT1.log",
+        "\u{1b}[2J\u{1b}]52;c;ZXZpbA==\u{7}evil.sh",
+        "report\u{202e}fdp.exe",
+    ]
+    .map(String::from)
+    .to_vec();
+    names.push(format!("{}.pdf", "n".repeat(10_000)));
+    names
+}
+
+/// A multipart message carrying one attachment per hostile name, each with its own content,
+/// and escape sequences in every header a viewer shows.
+fn hostile_message() -> Vec<u8> {
+    let mut message = String::from(
+        "From: \u{1b}[31mMallory\u{1b}[0m <mallory@example.test>\r\n\
+         To: \u{1b}]0;pwned\u{7}bob <bob@example.test>\r\n\
+         Subject: \u{1b}[2J\u{1b}[Hinvoice \u{9b}31m\r\n\
+         Message-ID: <hostile@example.test>\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: text/plain\r\n\r\nsee attached \u{1b}[8mhidden\r\n",
+    );
+    for (n, name) in hostile_names().iter().enumerate() {
+        message.push_str(&format!(
+            "--b\r\nContent-Type: application/octet-stream\r\n\
+             Content-Disposition: attachment; filename=\"{name}\"\r\n\r\n\
+             attachment number {n}\r\n"
+        ));
+    }
+    message.push_str("--b--\r\n");
+    message.into_bytes()
+}
+
+/// Every field of an SMTP session carries escapes: EHLO, the envelope, AUTH, the replies, the
+/// headers and the attachment names.
+fn hostile_session<W: Write>(cap: &mut Capture<W>) {
+    let mut conn = Conn::open(cap, evil_client(40010), addr(SERVER, 25));
+    let mut data = hostile_message();
+    data.extend_from_slice(b".\r\n");
+    let steps: [(&[u8], &[u8]); 7] = [
+        (b"", b"220 \x1b[2Jmx.example.test ESMTP\r\n"),
+        (
+            b"EHLO \x1b]0;title\x07evil\r\n",
+            b"250-mx\x1b[5m.example.test\r\n250 AUTH PLAIN\r\n",
+        ),
+        // AUTH PLAIN of "\0mal\x1b[2Jlory\0pass\x1b[0m"
+        (
+            b"AUTH PLAIN AG1hbBtbMkpsb3J5AHBhc3MbWzBt\r\n",
+            b"235 2.7.0 \x1b[1mAuthenticated\r\n",
+        ),
+        (b"MAIL FROM:<\x1b[2J@example.test>\r\n", b"250 2.1.0 Ok\r\n"),
+        (
+            b"RCPT TO:<bob\x1b[8m@example.test>\r\n",
+            b"250 2.1.5 Ok\r\n",
+        ),
+        (b"DATA\r\n", b"354 End data with <CR><LF>.<CR><LF>\r\n"),
+        (&data, b"250 2.0.0 Ok: queued as \x1b[2J\r\n"),
+    ];
+    for (command, reply) in steps {
+        conn.send(cap, C, command);
+        conn.send(cap, S, reply);
+    }
+    conn.close(cap);
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// What a terminal must never receive from captured text: C0 controls other than tab and line
+/// feed, DEL, C1 controls, and bidirectional overrides.
+fn raw_controls(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|&c| {
+            (c.is_control() && c != '\n' && c != '\t')
+                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
+        .collect()
+}
+
+#[test]
+fn escapes_in_every_field_and_hostile_attachment_names() {
+    let work = tempfile::tempdir().unwrap();
+    let capture = work.path().join("hostile.pcap");
+    {
+        let mut cap = Capture::new(BufWriter::new(std::fs::File::create(&capture).unwrap()));
+        honest_smtp(&mut cap);
+        hostile_session(&mut cap);
+        cap.out.flush().unwrap();
+    }
+    let out_dir = work.path().join("out");
+    let export = Command::new(env!("CARGO_BIN_EXE_mailscope"))
+        .arg("export")
+        .arg(&capture)
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    // Nothing was written outside the folder.
+    for path in files_under(work.path()) {
+        assert!(
+            path == capture || path.starts_with(&out_dir),
+            "{} escaped",
+            path.display()
+        );
+    }
+    // Every attachment is there, with its own content, under a name that is one safe component.
+    let files = files_under(&out_dir);
+    for n in 0..hostile_names().len() {
+        // The line end before a boundary belongs to the boundary.
+        let content = format!("attachment number {n}");
+        let found: Vec<_> = files
+            .iter()
+            .filter(|p| std::fs::read(p).unwrap() == content.as_bytes())
+            .collect();
+        assert_eq!(found.len(), 1, "attachment {n}: {found:?}");
+        let name = found[0].file_name().unwrap().to_str().unwrap();
+        assert!(name.len() <= 255, "{name}");
+        assert!(
+            raw_controls(name).is_empty() && !name.contains(['/', '\\', '\0']),
+            "{name:?}"
+        );
+        let stem = name.split('.').next().unwrap().to_ascii_uppercase();
+        assert!(!["CON", "NUL", "LPT1"].contains(&stem.as_str()), "{name}");
+    }
+    // What a terminal or a browser shows carries no raw control character.
+    for path in &files {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            // The .eml files are the messages as sent, escapes and all, on purpose.
+            if path.extension().is_none_or(|e| e != "eml") {
+                assert!(raw_controls(&text).is_empty(), "{}", path.display());
+            }
+        }
+    }
+    for mode in ["--text", "--json"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mailscope"))
+            .arg(mode)
+            .arg(&capture)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(raw_controls(&text), Vec::<char>::new(), "{mode}");
+        assert!(raw_controls(&String::from_utf8_lossy(&out.stderr)).is_empty());
+        if mode == "--json" {
+            let findings: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .filter(|r| r["type"] == "finding")
+                .collect();
+            for kind in ["control-characters", "hostile-file-name"] {
+                assert!(
+                    findings.iter().any(|f| f["kind"] == kind),
+                    "{kind}: {findings:#?}"
+                );
+            }
+        }
+    }
+}
