@@ -246,7 +246,14 @@ fn run(
         .and_then(|l| l.split(' ').next())
         .and_then(|mb| mb.parse().ok())
         .unwrap_or_else(|| panic!("no peak memory line in:\n{}", run.stderr));
-    eprintln!("peak memory {} MB; records {:?}", run.peak_mb, run.counts);
+    let mut kinds = std::collections::BTreeMap::<&str, u64>::new();
+    for finding in &run.findings {
+        *kinds.entry(finding["kind"].as_str().unwrap()).or_default() += 1;
+    }
+    eprintln!(
+        "peak memory {} MB; records {:?}; findings {kinds:?}",
+        run.peak_mb, run.counts
+    );
     run
 }
 
@@ -333,7 +340,7 @@ fn a_million_syns() {
         },
         is_honest,
     );
-    run.assert_under(400.0);
+    run.assert_under(300.0);
     run.assert_honest_message();
     run.assert_finding(
         "unanswered-connections",
@@ -359,7 +366,7 @@ fn one_flow_with_100_000_holes() {
         },
         is_honest,
     );
-    run.assert_under(400.0);
+    run.assert_under(64.0);
     run.assert_honest_message();
     run.assert_finding("capture-gap", "");
 }
@@ -382,7 +389,7 @@ fn an_imap_literal_claiming_4_gb() {
         },
         is_honest,
     );
-    run.assert_under(400.0);
+    run.assert_under(128.0);
     run.assert_honest_message();
     run.assert_finding("capture-limit", "");
 }
@@ -403,7 +410,7 @@ fn a_gigabyte_line_without_crlf() {
         },
         is_honest,
     );
-    run.assert_under(400.0);
+    run.assert_under(32.0);
     run.assert_honest_message();
     run.assert_finding("capture-limit", "");
 }
@@ -433,9 +440,10 @@ fn tls_lengths_claiming_too_much() {
         },
         is_honest,
     );
-    run.assert_under(400.0);
+    run.assert_under(32.0);
     run.assert_honest_message();
-    println!("{:#?}", run.findings);
+    run.assert_finding("protocol-error", "length 65535");
+    run.assert_finding("protocol-error", "handshake message claims more than");
 }
 
 #[test]
@@ -463,7 +471,7 @@ fn a_million_tiny_messages() {
         },
         is_honest,
     );
-    run.assert_under(400.0);
+    run.assert_under(32.0);
     run.assert_honest_message();
     assert_eq!(run.counts["message"], MESSAGES + 1);
 }
@@ -498,7 +506,7 @@ fn overlaps_with_different_bytes() {
         },
         |m| m["subject"] == "contested" || is_honest(m),
     );
-    run.assert_under(100.0);
+    run.assert_under(32.0);
     run.assert_honest_message();
     run.assert_finding("overlap-conflict", "");
     // The first copy wins, as documented.
@@ -538,7 +546,7 @@ fn sequence_numbers_wrap_inside_data() {
         },
         |m| m["subject"] == "contested" || is_honest(m),
     );
-    run.assert_under(100.0);
+    run.assert_under(32.0);
     run.assert_honest_message();
     assert!(
         run.messages.iter().any(|m| m["sha256"] == want.as_str()),
@@ -564,7 +572,7 @@ fn reset_then_more_data() {
         },
         is_honest,
     );
-    run.assert_under(100.0);
+    run.assert_under(32.0);
     run.assert_honest_message();
     run.assert_finding("data-after-reset", "");
 }

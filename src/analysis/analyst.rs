@@ -43,6 +43,8 @@ pub(super) struct Watch {
     pub last_reply: Option<Timestamp>,
     pub pipelining_reported: bool,
     pub early_reported: bool,
+    /// Recipient domains an open relay was reported for (once each per session).
+    pub relayed: Vec<String>,
     /// Control characters in the dialogue were reported (once per session).
     pub controls_reported: bool,
     /// SMTP: between an accepted MAIL and the reply to the end of its data.

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::analyst::{remember, Found, Options, Watch};
+use super::analyst::{remember, Found, Options, Watch, MAX_NAMES};
 use super::explain;
 use super::tally::Tally;
 use crate::proto::{smtp, Exchange, Reply};
@@ -279,7 +279,7 @@ fn helo_literal(session: &Session, argument: &str, exchange: &Exchange, found: &
 
 /// An accepted recipient outside the server's domains, without authentication.
 fn relayed(
-    watch: &Watch,
+    watch: &mut Watch,
     options: &Options,
     argument: &str,
     exchange: &Exchange,
@@ -315,7 +315,9 @@ fn relayed(
     } else {
         options.local_domains.iter().any(|d| within(&domain, d))
     };
-    if !local {
+    // Once per recipient domain and session: a spam run relays thousands of messages.
+    if !local && !watch.relayed.contains(&domain) && watch.relayed.len() < MAX_NAMES {
+        watch.relayed.push(domain.clone());
         let reply = exchange.reply.as_ref();
         found.add(
             FindingKind::OpenRelay,

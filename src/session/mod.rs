@@ -327,6 +327,11 @@ fn dissect_tls(
                 ts,
                 text,
             } => events.push(tls_note(NoteKind::TlsAlert, direction, ts, text)),
+            TlsEvent::Broken {
+                direction,
+                ts,
+                text,
+            } => events.push(tls_note(NoteKind::Malformed, direction, ts, text)),
             TlsEvent::NotTls {
                 direction,
                 ts,

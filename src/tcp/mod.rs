@@ -110,7 +110,9 @@ impl FlowKey {
 pub struct FlowTable {
     ports: MailPorts,
     limits: TcpLimits,
-    flows: HashMap<FlowKey, Flow, ahash::RandomState>,
+    /// Boxed: the table's empty slots (and its copy while it grows) then cost a pointer each,
+    /// not a whole flow, when a flood fills it.
+    flows: HashMap<FlowKey, Box<Flow>, ahash::RandomState>,
     pending_bytes: usize,
     now: Timestamp,
     last_sweep: Timestamp,
@@ -176,12 +178,12 @@ impl FlowTable {
         }
         let flow = self.new_flow(segment);
         sink.flow_opened(&flow.info);
-        self.flows.insert(key, flow);
+        self.flows.insert(key, Box::new(flow));
     }
 
     /// Ends every open flow (the capture is over) and empties the table, in flow order.
     pub fn finish(&mut self, sink: &mut dyn StreamSink) {
-        let mut flows: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
+        let mut flows: Vec<Box<Flow>> = self.flows.drain().map(|(_, f)| f).collect();
         flows.sort_by_key(|f| f.info.id);
         for mut flow in flows {
             if flow.end.is_none() {
@@ -309,7 +311,7 @@ impl FlowTable {
             } else {
                 Direction::ServerToClient
             };
-            let Flow { info, half, .. } = flow;
+            let Flow { info, half, .. } = &mut **flow;
             let fullest = direction.pick_mut(half);
             let before = fullest.pending_bytes();
             fullest.flush_oldest_hole((segment.ts, segment.frame), &mut |e| {

@@ -68,6 +68,13 @@ pub enum TlsEvent {
         ts: Timestamp,
         text: String,
     },
+    /// The stream breaks TLS's framing (a record or handshake length over its limit): nothing
+    /// more is read from that side.
+    Broken {
+        direction: Direction,
+        ts: Timestamp,
+        text: String,
+    },
     /// Bytes one side sent before its first TLS record: after STARTTLS, an injection.
     NotTls {
         direction: Direction,
@@ -228,7 +235,7 @@ impl TlsConnection {
         }
         if let Err(e) = framed {
             direction.pick_mut(&mut self.sides).stopped = true;
-            out.push(TlsEvent::Note {
+            out.push(TlsEvent::Broken {
                 direction,
                 ts,
                 text: format!("the TLS stream cannot be followed further: {}", e.0),
@@ -337,11 +344,7 @@ impl TlsConnection {
         if !direction.pick(&self.sides).protected {
             match record.content_type {
                 record::HANDSHAKE => {
-                    let side = direction.pick_mut(&mut self.sides);
-                    let messages = side.handshake.push(&record.body);
-                    for (kind, body) in messages {
-                        self.handshake(direction, kind, &body, record.ts, keys, out);
-                    }
+                    self.handshake_record(direction, &record.body, record.ts, keys, out);
                 }
                 record::ALERT => out.extend(alert(direction, &record.body, record.ts)),
                 _ => out.push(TlsEvent::Note {
@@ -426,10 +429,7 @@ impl TlsConnection {
                 })
             }
             record::HANDSHAKE => {
-                let messages = side.handshake.push(&record.body);
-                for (kind, body) in messages {
-                    self.handshake(direction, kind, &body, record.ts, keys, out);
-                }
+                self.handshake_record(direction, &record.body, record.ts, keys, out);
             }
             record::ALERT => out.extend(alert(direction, &record.body, record.ts)),
             _ => {}
@@ -648,6 +648,37 @@ impl TlsConnection {
             };
             side.waiting_bytes -= record.body.len();
             self.open(direction, &mut record, keys, out);
+        }
+    }
+}
+
+impl TlsConnection {
+    /// A handshake record's bytes: each message they complete is handled; a message claiming
+    /// more than a handshake message may hold ends the reading of this side's handshake.
+    fn handshake_record(
+        &mut self,
+        direction: Direction,
+        body: &[u8],
+        ts: Timestamp,
+        keys: &KeyLog,
+        out: &mut Vec<TlsEvent>,
+    ) {
+        let reader = &mut direction.pick_mut(&mut self.sides).handshake;
+        let was_overlong = reader.overlong;
+        let messages = reader.push(body);
+        if reader.overlong && !was_overlong {
+            out.push(TlsEvent::Broken {
+                direction,
+                ts,
+                text: format!(
+                    "a handshake message claims more than {} bytes: the handshake is not read \
+                     further",
+                    handshake::MAX_MESSAGE
+                ),
+            });
+        }
+        for (kind, message) in messages {
+            self.handshake(direction, kind, &message, ts, keys, out);
         }
     }
 }

@@ -15,7 +15,7 @@ pub const FINISHED: u8 = 20;
 pub const KEY_UPDATE: u8 = 24;
 
 /// A handshake message longer than this is not read (certificate chains are well under it).
-const MAX_MESSAGE: usize = 256 * 1024;
+pub const MAX_MESSAGE: usize = 256 * 1024;
 
 /// The random a TLS 1.3 ServerHello carries when it is a HelloRetryRequest (RFC 8446 4.1.3).
 const HELLO_RETRY_RANDOM: [u8; 32] = [

@@ -129,7 +129,7 @@ impl Dissector for SmtpDissector {
             Direction::ClientToServer => self.client.push(bytes, ts),
             Direction::ServerToClient => self.server.push(bytes, ts),
         }
-        self.report_drops(ts, out);
+        self.report_drops(ts, false, out);
         self.pump(out);
     }
 
@@ -190,6 +190,7 @@ impl Dissector for SmtpDissector {
     }
 
     fn end(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+        self.report_drops(ts, true, out);
         if let Some(message) = self.message.take() {
             note(
                 out,
@@ -246,14 +247,15 @@ impl Dissector for SmtpDissector {
 }
 
 impl SmtpDissector {
-    /// Reads what both sides hold, for as long as either makes progress.
-    fn report_drops(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+    /// Notes bytes dropped at a limit: the first drop each way at once, the rest summed up at
+    /// the end (a gigabyte line would otherwise give a note per segment).
+    fn report_drops(&mut self, ts: Timestamp, at_end: bool, out: &mut Vec<ProtoEvent>) {
         for (direction, dropped) in [
             (Direction::ClientToServer, self.client.dropped),
             (Direction::ServerToClient, self.server.dropped),
         ] {
             let reported = direction.pick_mut(&mut self.dropped_reported);
-            if dropped > *reported {
+            if dropped > *reported && (*reported == 0 || at_end) {
                 note(
                     out,
                     NoteKind::Limit,
