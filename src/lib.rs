@@ -53,6 +53,7 @@ pub mod hex;
 pub mod mime;
 pub mod pipeline;
 pub mod ports;
+pub mod privileges;
 pub mod proto;
 pub mod sanitize;
 pub mod secret;

@@ -27,6 +27,7 @@ mod ui;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
 use mailscope::analysis::{self, Analyst};
 use mailscope::capture::{
     FileSource, LiveOptions, LiveSource, PacketSource, Record, DEFAULT_LIVE_SNAPLEN,
@@ -41,6 +42,7 @@ use mailscope::export::slice::{self, Slice};
 use mailscope::export::transcript::TranscriptWriter;
 use mailscope::pipeline::{Analyzer, Config, RunReport};
 use mailscope::ports::{MailPorts, PortAssignment};
+use mailscope::privileges;
 use mailscope::proto::Exchange;
 use mailscope::session::model::{Message, Session};
 use mailscope::session::{SessionSink, SessionTable};
@@ -140,6 +142,10 @@ struct Input {
     /// Put the interface in promiscuous mode (off by default).
     #[arg(long, requires = "interface")]
     promiscuous: bool,
+    /// Started as root: become this user once the interface is open (as tcpdump's -Z). Files
+    /// made before that are given to this user too.
+    #[arg(long, value_name = "NAME", requires = "interface")]
+    user: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -228,6 +234,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 interface: None,
                 filter: None,
                 promiscuous: false,
+                user: None,
                 common,
             };
             if slices.is_empty() {
@@ -269,7 +276,46 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
-fn open_sources(input: &Input, ports: &MailPorts) -> Result<Vec<Box<dyn PacketSource>>, String> {
+/// The output folder `dir`, given to whom [`privileges::owner_for`] says.
+fn output_dir(input: &Input, dir: &str) -> Result<OutputDir, String> {
+    let root = std::path::Path::new(dir);
+    OutputDir::create(root, privileges::owner_for(root, input.user.as_deref())?)
+        .map_err(|e| format!("cannot create {dir}: {e}"))
+}
+
+/// A new file at `path` the user named, given to whom [`privileges::owner_for`] says.
+fn create_new(input: &Input, path: &std::path::Path) -> Result<std::fs::File, String> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let owner = privileges::owner_for(
+        parent.unwrap_or(std::path::Path::new(".")),
+        input.user.as_deref(),
+    )?;
+    privileges::create_new(path, owner).map_err(|e| e.to_string())
+}
+
+/// A progress line on standard error for reading capture files, when it is a terminal and the
+/// run is not quiet: bytes read of all files, speed and time left; cleared when done.
+fn progress_line(input: &Input) -> Option<ProgressBar> {
+    if input.common.quiet || !io::stderr().is_terminal() {
+        return None;
+    }
+    let style = ProgressStyle::with_template(
+        "mailscope: reading {bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec}, {eta} left",
+    )
+    .ok()?;
+    Some(
+        ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr())
+            .with_style(style)
+            .with_finish(ProgressFinish::AndClear),
+    )
+}
+
+/// Opens the input; `progress` shows a progress line for files (see [`progress_line`]).
+fn open_sources(
+    input: &Input,
+    ports: &MailPorts,
+    progress: bool,
+) -> Result<Vec<Box<dyn PacketSource>>, String> {
     if let Some(interface) = &input.interface {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -283,14 +329,25 @@ fn open_sources(input: &Input, ports: &MailPorts) -> Result<Vec<Box<dyn PacketSo
             stop,
         })
         .map_err(|e| e.to_string())?;
+        if let Some(user) = &input.user {
+            privileges::drop_to(user)?;
+        }
         return Ok(vec![Box::new(live)]);
     }
     if input.files.is_empty() {
         return Err("no capture given (a file, - for standard input, or -i IFACE)".into());
     }
+    let bar = progress.then(|| progress_line(input)).flatten();
     let mut sources: Vec<Box<dyn PacketSource>> = Vec::new();
     for path in &input.files {
-        sources.push(Box::new(FileSource::open(path).map_err(|e| e.to_string())?));
+        let source = match &bar {
+            Some(bar) => FileSource::open_watched(path, &mut |raw, size| {
+                bar.inc_length(size.unwrap_or(0));
+                Box::new(bar.wrap_read(raw))
+            }),
+            None => FileSource::open(path),
+        };
+        sources.push(Box::new(source.map_err(|e| e.to_string())?));
     }
     Ok(sources)
 }
@@ -304,6 +361,13 @@ fn finish(report: &RunReport, analyzer: &Analyzer, quiet: bool) -> ExitCode {
         if let Some(kib) = peak_memory_kib() {
             eprintln!("mailscope: peak memory {:.1} MB", kib as f64 / 1024.0);
         }
+    }
+    if let Some(drops) = report.drops {
+        eprintln!(
+            "mailscope: live: {} packets passed the filter, {} dropped by the kernel (mailscope \
+             fell behind), {} by the interface",
+            drops.received, drops.kernel, drops.interface
+        );
     }
     for fault in &report.faults {
         eprintln!("mailscope: {fault} (what was read before it is shown)");
@@ -327,7 +391,7 @@ fn peak_memory_kib() -> Option<u64> {
 
 fn flows(input: &Input, json: bool) -> Result<ExitCode, String> {
     let config = input.common.config();
-    let mut sources = open_sources(input, &config.ports)?;
+    let mut sources = open_sources(input, &config.ports, true)?;
     let mut analyzer = Analyzer::new(config);
     let stdout = io::stdout().lock();
     let (report, mut collector) = if json {
@@ -357,7 +421,7 @@ fn sessions(input: &Input, sink: &mut impl SessionSink) -> Result<ExitCode, Stri
 /// `sessions`, also giving the TLS keys that were read (files and the captures' own).
 fn dissect(input: &Input, sink: &mut impl SessionSink) -> Result<(ExitCode, KeyLog), String> {
     let config = input.common.config();
-    let mut sources = open_sources(input, &config.ports)?;
+    let mut sources = open_sources(input, &config.ports, true)?;
     let mut analyzer = Analyzer::new(config);
     let mut table = SessionTable::new(Analyst::new(sink, input.common.analysis()));
     let live = input.interface.is_some();
@@ -400,15 +464,12 @@ fn inject_secrets(input: &Input, out: &str) -> Result<ExitCode, String> {
         .iter()
         .filter(|r| keys.secrets(r).is_some())
         .count();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(out)
+    let file = create_new(input, std::path::Path::new(out))
         .map_err(|e| format!("cannot create {out}: {e}"))?;
     let mut writer = PcapngWriter::new(BufWriter::new(file), secrets.as_bytes())
         .map_err(|e| format!("cannot write {out}: {e}"))?;
     let mut failed = None;
-    for mut source in open_sources(input, &MailPorts::default())? {
+    for mut source in open_sources(input, &MailPorts::default(), false)? {
         // Read faults were reported by the first pass; here what can be read is copied.
         let _ = source.read(&mut |record| {
             if let Record::Frame(frame) = record {
@@ -458,12 +519,12 @@ fn terminal_ui(input: &Input) -> Result<ExitCode, String> {
     // Files are opened here too, so that one that cannot be opened is an error before the
     // screen changes; the reader thread opens them again through the opener.
     if !live {
-        open_sources(input, &config.ports)?;
+        open_sources(input, &config.ports, false)?;
     }
     let opened = input.clone();
     let ports = config.ports.clone();
     let job = ui::Job {
-        open: Box::new(move || open_sources(&opened, &ports)),
+        open: Box::new(move || open_sources(&opened, &ports, false)),
         config,
         keys,
         followed: if live { followed } else { Vec::new() },
@@ -495,7 +556,7 @@ fn slicer(input: &Input) -> Result<Option<ui::Slicer>, String> {
     let ports = input.common.config().ports;
     Ok(Some(Box::new(
         move |wanted: &Slice, file: std::fs::File| {
-            let open = || open_sources(&input, &ports);
+            let open = || open_sources(&input, &ports, false);
             slice::write(&open, &ports, wanted, &keys, BufWriter::new(file))
         },
     )))
@@ -535,15 +596,11 @@ fn describe_keys(keys: &KeyLog) {
 }
 
 fn export(input: &Input, dir: &str, mbox: Option<&str>) -> Result<ExitCode, String> {
-    let out = OutputDir::create(std::path::Path::new(dir))
-        .map_err(|e| format!("cannot create {dir}: {e}"))?;
+    let out = output_dir(input, dir)?;
     let mut writer = ExportWriter::new(out).map_err(|e| format!("cannot write into {dir}: {e}"))?;
     if let Some(path) = mbox {
         // The user named this file: it may be anywhere, but is never written over.
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
+        let file = create_new(input, std::path::Path::new(path))
             .map_err(|e| format!("cannot create {path}: {e}"))?;
         writer = writer.with_mbox(file);
     }
@@ -566,8 +623,7 @@ fn export_slices(input: &Input, dir: &str, ids: &[u64]) -> Result<ExitCode, Stri
     if input.files.iter().any(|f| f == "-") {
         return Err("--slice reads the capture twice: give files, not -".into());
     }
-    let mut out = OutputDir::create(std::path::Path::new(dir))
-        .map_err(|e| format!("cannot create {dir}: {e}"))?;
+    let mut out = output_dir(input, dir)?;
     let mut wanted = SliceFinder {
         ids: ids.to_vec(),
         found: Vec::new(),
@@ -583,7 +639,7 @@ fn export_slices(input: &Input, dir: &str, ids: &[u64]) -> Result<ExitCode, Stri
         let (path, file) = out
             .create_file(&format!("session-{id}.pcapng"), "session.pcapng")
             .map_err(|e| format!("cannot write into {dir}: {e}"))?;
-        let open = || open_sources(input, &ports);
+        let open = || open_sources(input, &ports, false);
         let packets = slice::write(&open, &ports, slice, &keys, BufWriter::new(file))?;
         if !input.common.quiet {
             eprintln!(

@@ -4,7 +4,7 @@
 
 use std::ops::ControlFlow;
 
-use crate::capture::{CaptureError, PacketSource, Record};
+use crate::capture::{CaptureError, LiveDrops, PacketSource, Record};
 use crate::decode::{DecodeStats, Decoder};
 use crate::ports::MailPorts;
 use crate::tcp::{FlowTable, StreamSink, TcpLimits, TcpStats};
@@ -27,6 +27,8 @@ pub struct RunReport {
     pub frames: u64,
     /// Inputs that could not be read in full (what came before the fault was analysed).
     pub faults: Vec<CaptureError>,
+    /// A live capture's packet counts.
+    pub drops: Option<LiveDrops>,
 }
 
 impl Analyzer {
@@ -67,6 +69,7 @@ impl Analyzer {
                 Ok(summary) => {
                     report.frames += summary.frames;
                     report.faults.extend(summary.fault);
+                    report.drops = report.drops.or(summary.drops);
                 }
                 Err(error) => report.faults.push(error),
             }

@@ -124,6 +124,40 @@ fn hostile_attachment_names_stay_in_the_folder() {
     assert_eq!(attachments[0].file_name().unwrap(), "_.._evl");
 }
 
+/// Run as root into a folder another user owns, the export leaves nothing root owns: every
+/// folder and file is that user's.
+#[test]
+fn exports_by_root_into_a_users_folder_belong_to_that_user() {
+    use std::os::unix::fs::MetadataExt;
+    let work = tempfile::tempdir().unwrap();
+    if work.path().metadata().unwrap().uid() != 0 {
+        eprintln!("not root: nothing to hand over, nothing to check");
+        return;
+    }
+    let home = work.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let out_dir = home.join("out");
+    export(&[&common::sample("smtp-plain.pcap")], &out_dir);
+    let mut made = files_under(&out_dir);
+    made.push(out_dir.clone());
+    made.extend(
+        made.clone()
+            .iter()
+            .filter_map(|p| p.parent().map(Path::to_path_buf)),
+    );
+    assert!(made.len() > 3);
+    for path in made {
+        let meta = path.metadata().unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (65534, 65534),
+            "{}",
+            path.display()
+        );
+    }
+}
+
 /// The samples with logins, cleartext and inside TLS.
 const WITH_LOGINS: [&str; 5] = [
     "pop3.pcap",

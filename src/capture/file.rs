@@ -38,15 +38,26 @@ impl FileSource {
     /// Opens a capture file, or standard input for `-`. Gzip is recognised by its magic number,
     /// not by the file name.
     pub fn open(path: &str) -> Result<FileSource, CaptureError> {
+        FileSource::open_watched(path, &mut |raw, _| raw)
+    }
+
+    /// As [`FileSource::open`], with the raw bytes read through `watch` (given the file's size,
+    /// unknown for standard input): a progress display counts them there.
+    pub fn open_watched(
+        path: &str,
+        watch: &mut dyn FnMut(Box<dyn Read + Send>, Option<u64>) -> Box<dyn Read + Send>,
+    ) -> Result<FileSource, CaptureError> {
         let fail = |e| CaptureError {
             source_name: path.to_string(),
             at: None,
             kind: CaptureErrorKind::Open(e),
         };
         let raw: Box<dyn Read + Send> = if path == "-" {
-            Box::new(io::stdin())
+            watch(Box::new(io::stdin()), None)
         } else {
-            Box::new(File::open(path).map_err(fail)?)
+            let file = File::open(path).map_err(fail)?;
+            let size = file.metadata().ok().map(|m| m.len());
+            watch(Box::new(file), size)
         };
         FileSource::from_reader(path, raw)
     }

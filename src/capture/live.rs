@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::{
-    CaptureError, CaptureErrorKind, Frame, LinkType, PacketSource, Position, ReadSummary, Record,
-    Timestamp,
+    CaptureError, CaptureErrorKind, Frame, LinkType, LiveDrops, PacketSource, Position,
+    ReadSummary, Record, Timestamp,
 };
 
 /// Whole packets: mail dissection needs every payload byte.
@@ -129,6 +129,11 @@ impl PacketSource for LiveSource {
                 }
             }
         }
+        summary.drops = self.capture.stats().ok().map(|s| LiveDrops {
+            received: s.received,
+            kernel: s.dropped,
+            interface: s.if_dropped,
+        });
         Ok(summary)
     }
 }

@@ -94,6 +94,18 @@ pub struct ReadSummary {
     /// Set when the input ended in a fault after some records were read: those records were still
     /// delivered, and the caller reports a partial read.
     pub fault: Option<CaptureError>,
+    /// A live capture: what libpcap counted.
+    pub drops: Option<LiveDrops>,
+}
+
+/// A live capture's packet counts, from libpcap (pcap_stats): packets the filter passed, and
+/// packets lost because mailscope did not read them fast enough (the kernel's buffer was
+/// full) or that the interface itself dropped.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LiveDrops {
+    pub received: u32,
+    pub kernel: u32,
+    pub interface: u32,
 }
 
 pub trait PacketSource {

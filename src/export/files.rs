@@ -4,9 +4,11 @@
 //! (files are created exclusively, which also refuses to follow a planted symlink).
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+use crate::privileges;
 
 /// Longest name part taken from captured data, in characters.
 pub const MAX_NAME_CHARS: usize = 60;
@@ -83,15 +85,20 @@ pub fn name_hazard(name: &str) -> Option<&'static str> {
 
 pub struct OutputDir {
     root: PathBuf,
+    /// Who gets what is created here (see [`privileges::owner_for`]).
+    owner: Option<(u32, u32)>,
     /// Names handed out, per folder, so that two messages with one subject get two files.
     used: HashSet<PathBuf>,
 }
 
 impl OutputDir {
-    pub fn create(root: &Path) -> io::Result<OutputDir> {
+    /// The folder `root`, made if need be and given to `owner` with all it will hold.
+    pub fn create(root: &Path, owner: Option<(u32, u32)>) -> io::Result<OutputDir> {
         fs::create_dir_all(root)?;
+        privileges::hand_over(root, owner)?;
         Ok(OutputDir {
             root: root.to_path_buf(),
+            owner,
             used: HashSet::new(),
         })
     }
@@ -141,6 +148,7 @@ impl OutputDir {
             Some(f) => {
                 let dir = self.root.join(safe_name(f, "folder"));
                 fs::create_dir_all(&dir)?;
+                privileges::hand_over(&dir, self.owner)?;
                 dir
             }
             None => self.root.clone(),
@@ -158,11 +166,7 @@ impl OutputDir {
 
     fn new_file(&mut self, dir: &Path, name: &str, fallback: &str) -> io::Result<(PathBuf, File)> {
         let path = self.claim(dir, &safe_name(name, fallback));
-        // Never through a link or over a file that was there before.
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let file = privileges::create_new(&path, self.owner)?;
         Ok((path, file))
     }
 }
@@ -200,7 +204,7 @@ mod tests {
     #[test]
     fn same_name_twice_gets_two_files() {
         let dir = tempfile::tempdir().unwrap();
-        let mut out = OutputDir::create(dir.path()).unwrap();
+        let mut out = OutputDir::create(dir.path(), None).unwrap();
         let a = out.write(None, "report.pdf", "x", b"1").unwrap();
         let b = out.write(None, "report.pdf", "x", b"2").unwrap();
         assert_eq!(a.file_name().unwrap(), "report.pdf");

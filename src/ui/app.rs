@@ -484,7 +484,8 @@ impl App {
     /// The save folder, created on first use.
     fn saver(&mut self) -> Result<&mut OutputDir, String> {
         if self.saver.is_none() {
-            let created = OutputDir::create(&self.save_dir)
+            let owner = mailscope::privileges::owner_for(&self.save_dir, None)?;
+            let created = OutputDir::create(&self.save_dir, owner)
                 .map_err(|e| format!("cannot create {}: {e}", self.save_dir.display()))?;
             self.saver = Some(created);
         }
