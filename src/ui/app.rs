@@ -503,27 +503,38 @@ impl App {
             message.id,
             message.view.subject.as_deref().unwrap_or("message")
         );
-        let file = (None, name, message.captured.bytes.clone());
-        self.status = Some(self.write_files(vec![file]));
+        let files = self
+            .store
+            .body(message)
+            .map(|body| vec![(None, name, body)]);
+        self.status = Some(match files {
+            Ok(files) => self.write_files(files),
+            Err(e) => format!("cannot read the message back: {e}"),
+        });
     }
 
-    /// `a`: each attachment of the message, decoded, in a folder named after the message.
+    /// `a`: each attachment of the message, decoded (again, from its body), in a folder named
+    /// after the message.
     fn save_attachments(&mut self) {
         let Some(message) = self.chosen_message() else {
             self.status = Some("select a message line to save its attachments".into());
             return;
         };
         let folder = format!("{}-attachments", message.id);
-        let files = message
-            .view
-            .attachments
-            .iter()
-            .map(|a| {
-                let name = a.filename.clone().unwrap_or_else(|| "attachment".into());
-                (Some(folder.clone()), name, a.bytes.clone())
-            })
-            .collect();
-        self.status = Some(self.write_files(files));
+        let files = self.store.body(message).map(|body| {
+            mailscope::mime::parse(&body)
+                .attachments
+                .into_iter()
+                .map(|a| {
+                    let name = a.filename.unwrap_or_else(|| "attachment".into());
+                    (Some(folder.clone()), name, a.bytes)
+                })
+                .collect()
+        });
+        self.status = Some(match files {
+            Ok(files) => self.write_files(files),
+            Err(e) => format!("cannot read the message back: {e}"),
+        });
     }
 }
 

@@ -6,6 +6,7 @@
 // Public inside the binary so that benches/ui.rs can include this tree and time it.
 pub mod app;
 pub mod keys;
+pub mod spool;
 pub mod store;
 pub mod view;
 pub mod worker;

@@ -2,6 +2,7 @@
 //! a session's row is replaced as it grows.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
 
 use mailscope::capture::Timestamp;
@@ -10,6 +11,8 @@ use mailscope::session::model::{
     user_of, Finding, Message, Protocol, Session, Severity, TlsStatus,
 };
 use mailscope::tcp::FlowEnd;
+
+use super::spool::{Spool, Spooled};
 
 /// A session's summary line: small, so that it can be sent each time the session changes.
 #[derive(Clone, Debug)]
@@ -131,6 +134,9 @@ impl FindingIndex {
     }
 }
 
+/// Message bodies kept in memory at most; past this, new ones go to the spool.
+const HELD_BODY_BYTES: usize = 512 << 20;
+
 #[derive(Default)]
 pub struct Store {
     pub entries: Vec<Entry>,
@@ -146,9 +152,51 @@ pub struct Store {
     /// Bumped on every change, so that views know when to recompute.
     pub generation: u64,
     pub findings: FindingIndex,
+    /// Message body bytes held in memory.
+    held: usize,
+    /// Instead of HELD_BODY_BYTES (tests).
+    pub hold_limit: Option<usize>,
+    spool: Option<Spool>,
+    /// Bodies in the spool, by message id.
+    spooled: HashMap<u64, Spooled>,
 }
 
 impl Store {
+    /// Keeps a message small: its decoded attachments are dropped (saving decodes them again
+    /// from the body), and past the threshold its body goes to the spool. If the spool cannot
+    /// be written, the body stays in memory.
+    fn compact(&mut self, message: &mut Message) {
+        for attachment in &mut message.view.attachments {
+            attachment.bytes = Vec::new();
+        }
+        let len = message.captured.bytes.len();
+        if self.held + len > self.hold_limit.unwrap_or(HELD_BODY_BYTES) {
+            if self.spool.is_none() {
+                self.spool = Spool::create(&std::env::temp_dir()).ok();
+            }
+            let spooled = self.spool.as_mut().map(|s| s.put(&message.captured.bytes));
+            if let Some(Ok(spooled)) = spooled {
+                message.captured.bytes = Vec::new();
+                self.spooled.insert(message.id, spooled);
+                return;
+            }
+        }
+        self.held += len;
+    }
+
+    /// A message's exact bytes, from memory or from the spool.
+    pub fn body(&self, message: &Message) -> io::Result<Vec<u8>> {
+        match (self.spooled.get(&message.id), &self.spool) {
+            (Some(&spooled), Some(spool)) => spool.get(spooled),
+            _ => Ok(message.captured.bytes.clone()),
+        }
+    }
+
+    /// Message body bytes in memory, and in the spool on disk.
+    pub fn body_bytes(&self) -> (usize, u64) {
+        (self.held, self.spool.as_ref().map_or(0, Spool::len))
+    }
+
     pub fn apply(&mut self, update: Update) {
         // Progress changes no session: the session list need not be filtered again for it.
         if !matches!(update, Update::Progress { .. }) {
@@ -179,7 +227,8 @@ impl Store {
                 }
             },
             Update::Exchange(id, exchange) => self.push(id, Item::Exchange(exchange)),
-            Update::Message(id, message) => {
+            Update::Message(id, mut message) => {
+                self.compact(&mut message);
                 if let Some((_, entry)) = self.entry_mut(id) {
                     entry.attachments += message.view.attachments.len();
                 }

@@ -5,6 +5,7 @@ use std::sync::mpsc::sync_channel;
 
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
+use sha2::Digest;
 
 use mailscope::capture::{FileSource, PacketSource};
 use mailscope::pipeline::Config;
@@ -19,15 +20,16 @@ fn sample(name: &str) -> String {
 }
 
 fn loaded(file: &str, keylog: Option<&str>) -> App {
-    loaded_with(sample(file), file, keylog)
+    loaded_with(sample(file), file, keylog, None)
 }
 
 fn loaded_path(path: &std::path::Path) -> App {
     let name = path.display().to_string();
-    loaded_with(name.clone(), &name, None)
+    loaded_with(name.clone(), &name, None, None)
 }
 
-fn loaded_with(path: String, file: &str, keylog: Option<&str>) -> App {
+/// `hold_limit`: message body bytes kept in memory at most (the rest is spooled).
+fn loaded_with(path: String, file: &str, keylog: Option<&str>, hold_limit: Option<usize>) -> App {
     let mut keys = KeyLog::default();
     if let Some(k) = keylog {
         keys.add(&std::fs::read(sample(k)).unwrap());
@@ -49,6 +51,7 @@ fn loaded_with(path: String, file: &str, keylog: Option<&str>) -> App {
     let (tx, rx) = sync_channel(1 << 20);
     worker::read(job, tx);
     let mut app = App::new(file.to_string(), false);
+    app.store.hold_limit = hold_limit;
     while let Ok(update) = rx.try_recv() {
         app.store.apply(update);
     }
@@ -237,34 +240,49 @@ fn findings_list_undecrypted_tls_and_lead_to_the_session() {
 
 /// `n` finds the message, `s` and `a` save it and its attachment through the safe path
 /// builder: the hostile name `..\x1b[31m/evil.txt` stays inside the save folder.
+/// Saved messages and attachments land inside the save folder under safe names, with the bytes
+/// whose SHA-256 the dissector computed on the wire; the same when the bodies were spooled to
+/// disk (the header then says how much is there).
 #[test]
 fn messages_and_attachments_are_saved_inside_the_save_folder() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut app = loaded("hostile-escapes.pcap", None);
-    app.save_dir = dir.path().join("saved");
-    screen(&mut app, 120, 40);
-    app.handle(Action::Open);
-    app.handle(Action::NextMessage);
-    app.handle(Action::Open);
-    assert_eq!(app.screen, Screen::Message);
-    app.handle(Action::Save);
-    app.handle(Action::SaveAttachments);
-    let Some(Item::Message(message)) = app.open_entry().unwrap().items.get(app.message.unwrap())
-    else {
-        panic!("a message is open");
-    };
-    let attachment = &message.view.attachments[0];
-    let mut files: Vec<std::path::PathBuf> = walk(&app.save_dir);
-    files.sort();
-    assert_eq!(files.len(), 2, "{files:?}");
-    for file in &files {
-        assert!(file.starts_with(&app.save_dir));
-        let name = file.file_name().unwrap().to_str().unwrap();
-        assert!(!name.contains('\x1b') && !name.starts_with('.'), "{name:?}");
+    for hold_limit in [None, Some(0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = "hostile-escapes.pcap";
+        let mut app = loaded_with(sample(file), file, None, hold_limit);
+        app.save_dir = dir.path().join("saved");
+        let first = screen(&mut app, 120, 40);
+        assert_eq!(
+            first.contains("MB on disk"),
+            hold_limit.is_some(),
+            "{first}"
+        );
+        app.handle(Action::Open);
+        app.handle(Action::NextMessage);
+        app.handle(Action::Open);
+        assert_eq!(app.screen, Screen::Message);
+        app.handle(Action::Save);
+        app.handle(Action::SaveAttachments);
+        let Some(Item::Message(message)) =
+            app.open_entry().unwrap().items.get(app.message.unwrap())
+        else {
+            panic!("a message is open");
+        };
+        assert_eq!(message.captured.bytes.is_empty(), hold_limit.is_some());
+        let mut files: Vec<std::path::PathBuf> = walk(&app.save_dir);
+        files.sort();
+        assert_eq!(files.len(), 2, "{files:?}");
+        for file in &files {
+            assert!(file.starts_with(&app.save_dir));
+            let name = file.file_name().unwrap().to_str().unwrap();
+            assert!(!name.contains('\x1b') && !name.starts_with('.'), "{name:?}");
+        }
+        let saved: Vec<[u8; 32]> = files
+            .iter()
+            .map(|f| sha2::Sha256::digest(std::fs::read(f).unwrap()).into())
+            .collect();
+        assert!(saved.contains(&message.captured.sha256));
+        assert!(saved.contains(&message.view.attachments[0].sha256));
     }
-    let saved: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
-    assert!(saved.contains(&message.captured.bytes));
-    assert!(saved.contains(&attachment.bytes));
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -64,7 +64,16 @@ fn draw_title(frame: &mut Frame, area: Rect, app: &App) {
     } else {
         "reading…".to_string()
     };
-    let text = format!(" mailscope  {}  │ {counts} │ {state}", app.title);
+    // Past the memory threshold, message bodies wait on disk: say how much.
+    let spooled = match store.body_bytes() {
+        (_, 0) => String::new(),
+        (held, on_disk) => format!(
+            " │ bodies {} MB in memory, {} MB on disk",
+            held >> 20,
+            on_disk >> 20
+        ),
+    };
+    let text = format!(" mailscope  {}  │ {counts} │ {state}{spooled}", app.title);
     let progress = match (store.done, store.total) {
         (false, Some(total)) if total > 0 => Some((store.bytes as f64 / total as f64).min(0.99)),
         _ => None,
