@@ -48,6 +48,7 @@ pub mod analysis;
 pub mod capture;
 pub mod decode;
 pub mod export;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod hex;
 pub mod mime;

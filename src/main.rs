@@ -293,10 +293,11 @@ fn create_new(input: &Input, path: &std::path::Path) -> Result<std::fs::File, St
     privileges::create_new(path, owner).map_err(|e| e.to_string())
 }
 
-/// A progress line on standard error for reading capture files, when it is a terminal and the
-/// run is not quiet: bytes read of all files, speed and time left; cleared when done.
+/// A progress line on standard error for reading capture files, when it is a terminal that
+/// standard output does not write to too, and the run is not quiet: bytes read of all files,
+/// speed and time left; cleared when done.
 fn progress_line(input: &Input) -> Option<ProgressBar> {
-    if input.common.quiet || !io::stderr().is_terminal() {
+    if input.common.quiet || !io::stderr().is_terminal() || io::stdout().is_terminal() {
         return None;
     }
     let style = ProgressStyle::with_template(
@@ -362,7 +363,11 @@ fn finish(report: &RunReport, analyzer: &Analyzer, quiet: bool) -> ExitCode {
             eprintln!("mailscope: peak memory {:.1} MB", kib as f64 / 1024.0);
         }
     }
-    if let Some(drops) = report.drops {
+    // Packets lost are worth saying even to a quiet run.
+    if let Some(drops) = report
+        .drops
+        .filter(|d| !quiet || d.kernel + d.interface > 0)
+    {
         eprintln!(
             "mailscope: live: {} packets passed the filter, {} dropped by the kernel (mailscope \
              fell behind), {} by the interface",

@@ -52,23 +52,52 @@ pub fn owner_for(dir: &Path, user: Option<&str>) -> Result<Option<(u32, u32)>, S
         let user = lookup(name)?;
         return Ok(Some((user.uid.as_raw(), user.gid.as_raw())));
     }
-    let existing = dir.ancestors().find_map(|d| d.metadata().ok());
+    let existing = dir
+        .ancestors()
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        })
+        .find_map(|d| d.metadata().ok());
     Ok(existing
         .filter(|m| m.uid() != 0)
         .map(|m| (m.uid(), m.gid())))
 }
 
-/// Gives `path` to `owner` (see [`owner_for`]).
-pub fn hand_over(path: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
+/// Makes `dir` and its missing parents; each folder made here (never one that was there
+/// before) goes to `owner`.
+pub fn create_dirs(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && d.symlink_metadata().is_err())
+        .collect();
+    std::fs::create_dir_all(dir)?;
+    missing.iter().rev().try_for_each(|d| hand_over(d, owner))
+}
+
+/// Makes the new folder `dir`: an existing one, or a link planted in its place, is refused.
+pub fn create_dir(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
+    std::fs::create_dir(dir)?;
+    hand_over(dir, owner)
+}
+
+/// Gives `path` itself (a link is not followed) to `owner`.
+fn hand_over(path: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
     match owner {
-        Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid)),
+        Some((uid, gid)) => std::os::unix::fs::lchown(path, Some(uid), Some(gid)),
         None => Ok(()),
     }
 }
 
-/// Creates a new file (never over an existing one, never through a link), given to `owner`.
+/// Creates a new file (never over an existing one, never through a link) and gives the open
+/// file to `owner`, so that nothing can be swapped in between.
 pub fn create_new(path: &Path, owner: Option<(u32, u32)>) -> io::Result<File> {
     let file = OpenOptions::new().write(true).create_new(true).open(path)?;
-    hand_over(path, owner)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+    }
     Ok(file)
 }

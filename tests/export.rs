@@ -10,19 +10,6 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
 fn sha(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -66,7 +53,7 @@ fn eml_and_attachments_are_the_bytes_that_were_sent() {
             }
         }
     }
-    let files = files_under(dir.path());
+    let files = common::files_under(dir.path());
     let eml: BTreeSet<String> = files
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "eml"))
@@ -109,14 +96,14 @@ fn hostile_attachment_names_stay_in_the_folder() {
     std::fs::write(&capture, &bytes).unwrap();
     let out_dir = work.path().join("out");
     export(&[&capture], &out_dir);
-    for path in files_under(work.path()) {
+    for path in common::files_under(work.path()) {
         assert!(
             path == capture || path.starts_with(&out_dir),
             "{} escaped",
             path.display()
         );
     }
-    let attachments: Vec<PathBuf> = files_under(&out_dir)
+    let attachments: Vec<PathBuf> = common::files_under(&out_dir)
         .into_iter()
         .filter(|p| p.parent().unwrap() != out_dir)
         .collect();
@@ -124,8 +111,9 @@ fn hostile_attachment_names_stay_in_the_folder() {
     assert_eq!(attachments[0].file_name().unwrap(), "_.._evl");
 }
 
-/// Run as root into a folder another user owns, the export leaves nothing root owns: every
-/// folder and file is that user's.
+/// Run as root into a folder another user owns (named relative to it, as `sudo mailscope export
+/// cap out` does), the export leaves nothing root owns: every folder and file it made is that
+/// user's; and a link planted where an attachment folder will go is not followed.
 #[test]
 fn exports_by_root_into_a_users_folder_belong_to_that_user() {
     use std::os::unix::fs::MetadataExt;
@@ -137,25 +125,60 @@ fn exports_by_root_into_a_users_folder_belong_to_that_user() {
     let home = work.path().join("home");
     std::fs::create_dir(&home).unwrap();
     std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
-    let out_dir = home.join("out");
-    export(&[&common::sample("smtp-plain.pcap")], &out_dir);
-    let mut made = files_under(&out_dir);
-    made.push(out_dir.clone());
-    made.extend(
-        made.clone()
-            .iter()
-            .filter_map(|p| p.parent().map(Path::to_path_buf)),
-    );
-    assert!(made.len() > 3);
-    for path in made {
-        let meta = path.metadata().unwrap();
-        assert_eq!(
-            (meta.uid(), meta.gid()),
-            (65534, 65534),
+    let elsewhere = work.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    // A folder of the user's with a link where smtp-plain.pcap's attachment folder would go.
+    let out = home.join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::os::unix::fs::chown(&out, Some(65534), Some(65534)).unwrap();
+    let planted = out.join("0001-01-Отчёт_за_квартал__проверка.attachments");
+    std::os::unix::fs::symlink(&elsewhere, &planted).unwrap();
+    for dir in ["out", "fresh/sub"] {
+        let run = Command::new(env!("CARGO_BIN_EXE_mailscope"))
+            .args([
+                "export",
+                common::sample("smtp-plain.pcap").to_str().unwrap(),
+                dir,
+            ])
+            .current_dir(&home)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
             "{}",
-            path.display()
+            String::from_utf8_lossy(&run.stderr)
         );
+        let made = home.join(dir);
+        let mut paths = common::files_under(&made);
+        assert!(paths.len() > 5, "{paths:?}");
+        assert!(
+            paths.iter().any(|p| p.parent().unwrap() != made),
+            "an attachment folder"
+        );
+        paths.extend(
+            paths
+                .clone()
+                .iter()
+                .filter_map(|p| p.parent().map(Path::to_path_buf)),
+        );
+        if dir == "fresh/sub" {
+            paths.push(home.join("fresh"));
+        }
+        for path in paths {
+            let meta = path.symlink_metadata().unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                (65534, 65534),
+                "{}",
+                path.display()
+            );
+        }
     }
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "nothing through the link"
+    );
 }
 
 /// The samples with logins, cleartext and inside TLS.

@@ -156,9 +156,9 @@ fn the_terminal_ui_follows_a_live_capture() {
     );
 }
 
-/// The ids a process runs with, from /proc: (real, effective, saved, filesystem) uids and its
-/// supplementary groups.
-fn process_ids(pid: u32) -> (Vec<u32>, Vec<u32>) {
+/// The ids a process runs with, from /proc: its (real, effective, saved, filesystem) uids and
+/// gids, and its supplementary groups.
+fn process_ids(pid: u32) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| -> Vec<u32> {
         status
@@ -169,27 +169,35 @@ fn process_ids(pid: u32) -> (Vec<u32>, Vec<u32>) {
             .map(|n| n.parse().unwrap())
             .collect()
     };
-    (field("Uid:"), field("Groups:"))
+    (field("Uid:"), field("Gid:"), field("Groups:"))
 }
 
-/// `--user nobody`: once the interface is open the process is nobody for good (all four uids,
-/// none of root's groups), and it still captures.
+/// `--user nobody`: once the interface is open the process is nobody for good (all four uids
+/// and gids, none of root's groups), and it still captures.
 #[test]
 #[ignore = "needs root and the mail lab; .ci/run runs it"]
 fn user_drops_root_after_opening_the_interface() {
-    let id = Command::new("id").args(["-u", "nobody"]).output().unwrap();
-    let nobody: u32 = String::from_utf8(id.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id").args([flag, "nobody"]).output().unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (nobody, nogroup) = (id("-u"), id("-g"));
     let child = start(&["--user", "nobody", "--json", "-i", "lo"]);
     sleep(Duration::from_millis(1500));
-    let (uids, groups) = process_ids(child.id());
+    let (uids, gids, groups) = process_ids(child.id());
     assert_eq!(
         uids,
         vec![nobody; 4],
         "real, effective, saved and filesystem uid"
+    );
+    assert_eq!(
+        gids,
+        vec![nogroup; 4],
+        "real, effective, saved and filesystem gid"
     );
     assert!(!groups.contains(&0), "root's group is gone: {groups:?}");
     let (port, _, _) = smtp_dialogue();

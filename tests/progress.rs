@@ -1,5 +1,6 @@
 //! The progress line: on a terminal, reading files shows bytes read of the total and is cleared
-//! before the summary; into a pipe or a file, nothing of it appears.
+//! before the summary; into a pipe or a file, or when the records go to the terminal too,
+//! nothing of it appears.
 
 mod common;
 
@@ -33,6 +34,20 @@ fn reading_files_shows_a_progress_line_on_a_terminal_only() {
         terminal.rfind("connections").unwrap() > cleared,
         "cleared before the summary"
     );
+
+    // Standard output on the terminal too: the line would garble the records, so it is not shown.
+    let command = format!(
+        "{} --json {}",
+        env!("CARGO_BIN_EXE_mailscope"),
+        sample.display()
+    );
+    let out = Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let terminal = String::from_utf8_lossy(&out.stdout);
+    assert!(terminal.contains("\"type\":\"session\""), "{terminal}");
+    assert!(!terminal.contains("mailscope: reading"));
 
     let piped = Command::new(env!("CARGO_BIN_EXE_mailscope"))
         .args(["--json"])

@@ -44,7 +44,7 @@ fn reassembly(tally: &mut Tally, found: &mut Found) {
                 session.end,
                 format!(
                     "{count} connection attempts to {} got no answer so far, from {clients}",
-                    session.server
+                    session.server.ip()
                 ),
                 Vec::new(),
             );

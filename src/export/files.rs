@@ -3,8 +3,8 @@
 //! no control characters, no names Windows reserves, bounded length, never an existing file
 //! (files are created exclusively, which also refuses to follow a planted symlink).
 
-use std::collections::HashSet;
-use std::fs::{self, File};
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -89,17 +89,20 @@ pub struct OutputDir {
     owner: Option<(u32, u32)>,
     /// Names handed out, per folder, so that two messages with one subject get two files.
     used: HashSet<PathBuf>,
+    /// Sub-folders made in this run, by the name asked for.
+    folders: HashMap<String, PathBuf>,
 }
 
 impl OutputDir {
-    /// The folder `root`, made if need be and given to `owner` with all it will hold.
+    /// The folder `root`, made if need be; what is made in it goes to `owner` (and `root` too,
+    /// with its parents, if they are made here).
     pub fn create(root: &Path, owner: Option<(u32, u32)>) -> io::Result<OutputDir> {
-        fs::create_dir_all(root)?;
-        privileges::hand_over(root, owner)?;
+        privileges::create_dirs(root, owner)?;
         Ok(OutputDir {
             root: root.to_path_buf(),
             owner,
             used: HashSet::new(),
+            folders: HashMap::new(),
         })
     }
 
@@ -128,11 +131,25 @@ impl OutputDir {
                 format!("{stem}-{n}{ext}")
             };
             let path = folder.join(candidate);
-            if !path.exists() && self.used.insert(path.clone()) {
+            // A link counts as taken, even one that points nowhere.
+            if path.symlink_metadata().is_err() && self.used.insert(path.clone()) {
                 return path;
             }
             n += 1;
         }
+    }
+
+    /// The sub-folder for `name` (made safe), made new on first use: names are predictable from
+    /// the capture, so a folder (or a link) already in its place is never written into.
+    fn folder(&mut self, name: &str) -> io::Result<PathBuf> {
+        if let Some(dir) = self.folders.get(name) {
+            return Ok(dir.clone());
+        }
+        let root = self.root.clone();
+        let dir = self.claim(&root, &safe_name(name, "folder"));
+        privileges::create_dir(&dir, self.owner)?;
+        self.folders.insert(name.to_string(), dir.clone());
+        Ok(dir)
     }
 
     /// Writes a new file named from `name` (made safe) in the root, or in a sub-folder named
@@ -145,12 +162,7 @@ impl OutputDir {
         bytes: &[u8],
     ) -> io::Result<PathBuf> {
         let dir = match folder {
-            Some(f) => {
-                let dir = self.root.join(safe_name(f, "folder"));
-                fs::create_dir_all(&dir)?;
-                privileges::hand_over(&dir, self.owner)?;
-                dir
-            }
+            Some(f) => self.folder(f)?,
             None => self.root.clone(),
         };
         let (path, mut file) = self.new_file(&dir, name, fallback)?;

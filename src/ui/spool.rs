@@ -1,13 +1,13 @@
 //! Message bodies kept on disk instead of in memory: past a threshold the UI writes each new
-//! message's bytes to one temporary file and reads them back when they are saved. The file is
-//! unlinked as soon as it is made, so it goes away with the process, whatever ends it.
+//! message's bytes to one temporary file and reads them back when they are saved. The file
+//! never has a name others could open or plant (tempfile: O_TMPFILE, or a random name unlinked
+//! at once, mode 0600), and it goes away with the process, whatever ends it.
 //!
 //! Offsets into the capture file would need reassembly (and decryption, and inflating) run again
 //! to give a body back; the spool holds the finished bytes once.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::Path;
 
 /// Where one body lies in the spool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,16 +22,12 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// A new spool in `dir` (the system's temporary folder, normally).
-    pub fn create(dir: &Path) -> io::Result<Spool> {
-        let path = dir.join(format!("mailscope-spool-{}", std::process::id()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        std::fs::remove_file(&path)?;
-        Ok(Spool { file, end: 0 })
+    /// A new spool in the system's temporary folder.
+    pub fn create() -> io::Result<Spool> {
+        Ok(Spool {
+            file: tempfile::tempfile()?,
+            end: 0,
+        })
     }
 
     pub fn put(&mut self, bytes: &[u8]) -> io::Result<Spooled> {

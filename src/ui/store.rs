@@ -155,8 +155,10 @@ pub struct Store {
     /// Message body bytes held in memory.
     held: usize,
     /// Instead of HELD_BODY_BYTES (tests).
-    pub hold_limit: Option<usize>,
+    pub(crate) hold_limit: Option<usize>,
     spool: Option<Spool>,
+    /// Why the spool could not be made, if it could not: bodies then stay in memory.
+    pub spool_error: Option<String>,
     /// Bodies in the spool, by message id.
     spooled: HashMap<u64, Spooled>,
 }
@@ -171,8 +173,11 @@ impl Store {
         }
         let len = message.captured.bytes.len();
         if self.held + len > self.hold_limit.unwrap_or(HELD_BODY_BYTES) {
-            if self.spool.is_none() {
-                self.spool = Spool::create(&std::env::temp_dir()).ok();
+            if self.spool.is_none() && self.spool_error.is_none() {
+                match Spool::create() {
+                    Ok(spool) => self.spool = Some(spool),
+                    Err(e) => self.spool_error = Some(e.to_string()),
+                }
             }
             let spooled = self.spool.as_mut().map(|s| s.put(&message.captured.bytes));
             if let Some(Ok(spooled)) = spooled {

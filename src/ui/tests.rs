@@ -238,11 +238,10 @@ fn findings_list_undecrypted_tls_and_lead_to_the_session() {
     assert!(app.session.is_some());
 }
 
-/// `n` finds the message, `s` and `a` save it and its attachment through the safe path
-/// builder: the hostile name `..\x1b[31m/evil.txt` stays inside the save folder.
-/// Saved messages and attachments land inside the save folder under safe names, with the bytes
-/// whose SHA-256 the dissector computed on the wire; the same when the bodies were spooled to
-/// disk (the header then says how much is there).
+/// `n` finds the message, `s` and `a` save it and its attachment through the safe path builder:
+/// the hostile name `..\x1b[31m/evil.txt` stays inside the save folder, and the saved bytes
+/// have the SHA-256 computed on the wire; the same when the bodies were spooled to disk (the
+/// title then says how much is there).
 #[test]
 fn messages_and_attachments_are_saved_inside_the_save_folder() {
     for hold_limit in [None, Some(0)] {

@@ -300,3 +300,17 @@ pub fn tshark_fields(file: &Path, filter: &str, fields: &[&str], extra: &[&str])
     }
     tshark(&args).lines().map(String::from).collect()
 }
+
+/// Every file below `dir`, in no particular order.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

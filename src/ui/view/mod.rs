@@ -64,13 +64,14 @@ fn draw_title(frame: &mut Frame, area: Rect, app: &App) {
     } else {
         "reading…".to_string()
     };
-    // Past the memory threshold, message bodies wait on disk: say how much.
-    let spooled = match store.body_bytes() {
-        (_, 0) => String::new(),
-        (held, on_disk) => format!(
-            " │ bodies {} MB in memory, {} MB on disk",
-            held >> 20,
-            on_disk >> 20
+    // Past the memory threshold, message bodies wait on disk: say how much (or why not).
+    let spooled = match (store.body_bytes(), &store.spool_error) {
+        (_, Some(e)) => format!(" │ bodies stay in memory: no temporary file ({e})"),
+        ((_, 0), None) => String::new(),
+        ((held, on_disk), None) => format!(
+            " │ bodies {:.1} MB in memory, {:.1} MB on disk",
+            held as f64 / 1048576.0,
+            on_disk as f64 / 1048576.0
         ),
     };
     let text = format!(" mailscope  {}  │ {counts} │ {state}{spooled}", app.title);
