@@ -94,6 +94,16 @@ fn tick(n: usize) -> Timestamp {
     Timestamp(1_700_000_000_000_000_000 + n as i64 * 1_000_000)
 }
 
+/// Hands each piece of a stream input to `each` with its time; returns the time after the last.
+fn replay(data: &[u8], mut each: impl FnMut(Piece<'_>, Timestamp)) -> Timestamp {
+    let mut n = 0;
+    for piece in pieces(data) {
+        n += 1;
+        each(piece, tick(n));
+    }
+    tick(n + 1)
+}
+
 /// The capture readers (pcap, pcapng, gzip).
 pub fn capture(data: &[u8]) {
     let Ok(mut source) = FileSource::from_reader("fuzz", Box::new(Cursor::new(data.to_vec())))
@@ -297,15 +307,13 @@ pub fn tls_records(data: &[u8]) {
 pub fn tls_connection(data: &[u8], keys: &KeyLog) {
     let mut tls = TlsConnection::new(false);
     let mut out = Vec::new();
-    let mut n = 0;
-    for piece in pieces(data) {
-        n += 1;
+    replay(data, |piece, ts| {
         match piece {
-            Piece::Data(direction, bytes) => tls.data(direction, bytes, tick(n), keys, &mut out),
-            Piece::Gap(direction, len) => tls.gap(direction, len, tick(n), &mut out),
+            Piece::Data(direction, bytes) => tls.data(direction, bytes, ts, keys, &mut out),
+            Piece::Gap(direction, len) => tls.gap(direction, len, ts, &mut out),
         }
         out.clear();
-    }
+    });
     tls.end(keys, &mut out);
 }
 
@@ -323,16 +331,14 @@ pub fn keylog(data: &[u8]) {
 /// A dissector on both directions of a connection (a stream input), then the connection's end.
 pub fn dissect(dissector: &mut dyn Dissector, data: &[u8]) {
     let mut out: Vec<ProtoEvent> = Vec::new();
-    let mut n = 0;
-    for piece in pieces(data) {
-        n += 1;
+    let end = replay(data, |piece, ts| {
         match piece {
-            Piece::Data(direction, bytes) => dissector.data(direction, bytes, tick(n), &mut out),
-            Piece::Gap(direction, len) => dissector.gap(direction, len, tick(n), &mut out),
+            Piece::Data(direction, bytes) => dissector.data(direction, bytes, ts, &mut out),
+            Piece::Gap(direction, len) => dissector.gap(direction, len, ts, &mut out),
         }
         out.clear();
-    }
-    dissector.end(tick(n + 1), &mut out);
+    });
+    dissector.end(end, &mut out);
 }
 
 /// The whole pipeline on a capture: reading, decoding, reassembly, TLS, dissection, analysis

@@ -54,27 +54,26 @@ pub fn safe_name(text: &str, fallback: &str) -> String {
     } else {
         trimmed
     };
-    let stem = name.split('.').next().unwrap_or("").to_ascii_uppercase();
-    if RESERVED.contains(&stem.as_str()) {
+    if is_reserved(&name) {
         format!("_{name}")
     } else {
         name
     }
 }
 
+/// Whether Windows reserves `name` for a device (`CON`, `nul.txt`, `LPT1.log`...).
+fn is_reserved(name: &str) -> bool {
+    let stem = name.split('.').next().unwrap_or("").trim();
+    RESERVED.iter().any(|r| r.eq_ignore_ascii_case(stem))
+}
+
 /// Why a name taken from a capture would be dangerous as a file name, if it would.
 pub fn name_hazard(name: &str) -> Option<&'static str> {
-    let stem = name
-        .split('.')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_uppercase();
     if name.contains(['/', '\\']) || name.starts_with("..") || name == "." {
         Some("it names a path, not a file")
     } else if name.contains('\0') || crate::sanitize::has_controls(name) {
         Some("it carries control characters")
-    } else if RESERVED.contains(&stem.as_str()) {
+    } else if is_reserved(name) {
         Some("Windows reserves it for a device")
     } else if name.len() > 255 {
         Some("it is longer than file systems allow")

@@ -55,13 +55,6 @@ fn prefix(direction: Direction) -> &'static str {
     }
 }
 
-fn side(direction: Direction) -> &'static str {
-    match direction {
-        Direction::ClientToServer => "client",
-        Direction::ServerToClient => "server",
-    }
-}
-
 /// Writes `bytes` as prefixed, sanitized lines, continuing a line the same direction left open.
 fn write_lines(
     out: &mut impl Write,
@@ -140,10 +133,10 @@ impl<W: Write> StreamSink for FollowWriter<W> {
                     write_note(out, open, dir, &format!("gap: {len} bytes not captured"))
                 }
                 StreamEvent::Fin { .. } => {
-                    write_note(out, open, dir, &format!("{} closed (FIN)", side(dir)))
+                    write_note(out, open, dir, &format!("{} closed (FIN)", dir.sender()))
                 }
                 StreamEvent::Rst { .. } => {
-                    write_note(out, open, dir, &format!("{} reset (RST)", side(dir)))
+                    write_note(out, open, dir, &format!("{} reset (RST)", dir.sender()))
                 }
             }),
         }

@@ -347,10 +347,7 @@ impl<W: Write> SessionSink for JsonWriter<W> {
         self.write(&NoteRecord {
             kind: "note",
             session: session.id,
-            direction: note.direction.map(|d| match d {
-                Direction::ClientToServer => "client",
-                Direction::ServerToClient => "server",
-            }),
+            direction: note.direction.map(Direction::sender),
             text: &note.text,
             ts: seconds(note.ts),
         });

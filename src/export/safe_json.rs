@@ -39,6 +39,11 @@ impl<F: Formatter> Formatter for Escaping<F> {
         writer: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
+        // Everything that needs escaping starts with a byte of 0x7f or more: plain ASCII, the
+        // usual case, is written as it is without decoding characters.
+        if fragment.bytes().all(|b| b < 0x7f) {
+            return writer.write_all(fragment.as_bytes());
+        }
         let mut rest = fragment;
         while let Some((at, c)) = rest.char_indices().find(|&(_, c)| needs_escape(c)) {
             let (before, after) = rest.split_at(at);
