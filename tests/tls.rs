@@ -301,7 +301,7 @@ fn a_gap_stops_decryption_at_the_gap() {
         &mut [Box::new(source) as Box<dyn mailscope::capture::PacketSource>],
         &mut table,
     );
-    let cut = table.sink;
+    let cut = table.into_sink();
     let hit: Vec<&Session> = cut
         .sessions
         .iter()
@@ -420,5 +420,5 @@ fn with_keys_logged_at(
         analyzer.feed(Record::Frame(frame), &mut table);
     }
     analyzer.finish(&mut table);
-    table.sink
+    table.into_sink()
 }

@@ -229,7 +229,7 @@ fn check(
     table.keys.finish();
     let mut sources = [Box::new(MemorySource { frames }) as Box<dyn PacketSource>];
     analyzer.run(&mut sources, &mut table);
-    let got = table.sink;
+    let got = table.into_sink();
     assert_eq!(got.sessions.len(), 1, "{name}");
     let session = &got.sessions[0];
     assert!(session.tls.decrypted(), "{name}: {:?}", session.tls.error());

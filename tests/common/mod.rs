@@ -207,7 +207,7 @@ pub fn dialogues_with_keys(path: &Path, keylog: &[u8]) -> (Dialogues, mailscope:
     table.keys.finish();
     let report = analyzer.run(&mut [Box::new(source) as Box<dyn PacketSource>], &mut table);
     assert!(report.faults.is_empty(), "{:?}", report.faults);
-    (table.sink, table.keys)
+    (table.out.sink, table.keys)
 }
 
 /// samples/MANIFEST.json: what the clients that made the samples sent and received.

@@ -1,0 +1,259 @@
+//! Sessions: the model side of the session layer. It turns what [`super::Connections`]
+//! report into the [`Session`]s users see, numbers messages across the capture and links each
+//! to its parts and earlier sightings, and hands each finished piece to a [`SessionSink`] as
+//! soon as it is complete (so that a live capture can be followed).
+//!
+//! Everything that spans connections lives here, so that a parallel run can keep it in one
+//! place and feed it the workers' events in capture order.
+
+use std::collections::HashMap;
+
+use crate::capture::Timestamp;
+use crate::proto::ProtoEvent;
+use crate::tcp::{Direction, FlowEnd};
+
+use super::connections::{Events, PreparedMessage, SessionEvent};
+use super::journeys::Journeys;
+use super::model::{
+    Finding, FindingKind, Message, Protocol, Session, Sighting, TlsMode, TlsStatus,
+};
+use super::SessionSink;
+
+/// Mailbox listing entries kept per session (a hostile server can list endlessly).
+const MAX_MAILBOX_ENTRIES: usize = 100_000;
+/// Message ids remembered per session for linking parts to their message.
+const MAX_LINKED_MESSAGES: usize = 1_000_000;
+
+struct Open {
+    session: Session,
+    /// The capture-wide ids of the session's messages, in order (parts link to them).
+    message_ids: Vec<u64>,
+}
+
+pub struct Sessions<S: SessionSink> {
+    /// Boxed so that the table itself stays small when a flood fills it.
+    open: HashMap<u64, Box<Open>>,
+    /// Sessions ended by a reset, kept while their flow lingers: data after the reset is
+    /// judged when the flow leaves.
+    reset: HashMap<u64, Session>,
+    pub sink: S,
+    /// The id the next message gets.
+    next_message: u64,
+    /// Messages by Message-ID, to link each to its earlier sightings.
+    journeys: Journeys,
+}
+
+impl<S: SessionSink> Sessions<S> {
+    pub fn new(sink: S) -> Sessions<S> {
+        Sessions {
+            open: HashMap::new(),
+            reset: HashMap::new(),
+            sink,
+            next_message: 1,
+            journeys: Journeys::default(),
+        }
+    }
+
+    /// Data after a reset, judged when the reset flow leaves the table.
+    fn removed(&mut self, flow: u64, last_ts: Timestamp, after_reset: [u64; 2]) {
+        let Some(session) = self.reset.remove(&flow) else {
+            return;
+        };
+        for direction in [Direction::ClientToServer, Direction::ServerToClient] {
+            let after = *direction.pick(&after_reset);
+            if after == 0 {
+                continue;
+            }
+            let finding = Finding {
+                kind: FindingKind::DataAfterReset,
+                session: session.id,
+                ts: last_ts,
+                detail: format!(
+                    "the {} sent {after} bytes after the connection was reset; they are \
+                     not part of the dialogue shown",
+                    direction.sender()
+                ),
+                evidence: Vec::new(),
+            };
+            self.sink.finding(&session, &finding);
+        }
+    }
+}
+
+impl<S: SessionSink> Events for Sessions<S> {
+    fn event(&mut self, flow: u64, event: SessionEvent) {
+        let event = match event {
+            SessionEvent::Opened { info, mode } => {
+                let session = Session {
+                    id: info.id,
+                    protocol: Protocol::of(info.service),
+                    client: info.client,
+                    server: info.server,
+                    start: Timestamp::default(),
+                    end: Timestamp::default(),
+                    tls: TlsStatus {
+                        mode,
+                        upgrade: None,
+                        info: Default::default(),
+                    },
+                    auth: Vec::new(),
+                    capabilities: Vec::new(),
+                    mailbox: Vec::new(),
+                    selected: None,
+                    exchanges: 0,
+                    messages: 0,
+                    gaps: 0,
+                    notes: Vec::new(),
+                    ended: None,
+                    streams: Default::default(),
+                };
+                let message_ids = Vec::new();
+                let open = Open {
+                    session,
+                    message_ids,
+                };
+                self.open.insert(flow, Box::new(open));
+                return;
+            }
+            SessionEvent::Ended {
+                start,
+                end,
+                how,
+                streams,
+            } => {
+                if let Some(open) = self.open.remove(&flow) {
+                    let mut session = open.session;
+                    session.start = start;
+                    session.end = end;
+                    session.ended = how;
+                    session.streams = streams;
+                    self.sink.session_end(&session);
+                    if how == Some(FlowEnd::Reset) {
+                        self.reset.insert(flow, session);
+                    }
+                }
+                return;
+            }
+            SessionEvent::Removed {
+                last_ts,
+                after_reset,
+            } => return self.removed(flow, last_ts, after_reset),
+            other => other,
+        };
+        let Some(open) = self.open.get_mut(&flow) else {
+            return;
+        };
+        match event {
+            SessionEvent::TlsMode(mode) => open.session.tls.mode = mode,
+            SessionEvent::TlsInfo(info) => open.session.tls.info = *info,
+            SessionEvent::Gap => open.session.gaps += 1,
+            SessionEvent::Proto(event) => apply(&mut open.session, event, &mut self.sink),
+            SessionEvent::Message(prepared) => {
+                let message = link(open, *prepared, self.next_message, &mut self.journeys);
+                self.next_message += 1;
+                open.session.messages += 1;
+                self.sink.message(&open.session, &message);
+            }
+            SessionEvent::Opened { .. }
+            | SessionEvent::Ended { .. }
+            | SessionEvent::Removed { .. } => {}
+        }
+    }
+
+    fn decrypted(&mut self, flow: u64, direction: Direction, bytes: &[u8]) {
+        if let Some(open) = self.open.get(&flow) {
+            self.sink.decrypted(&open.session, direction, bytes);
+        }
+    }
+}
+
+/// A message given its id and the messages it is linked to: its parts or whole in this
+/// session, its earlier sightings, and for a bounce the message it reports on.
+fn link(open: &mut Open, prepared: PreparedMessage, id: u64, journeys: &mut Journeys) -> Message {
+    let PreparedMessage {
+        captured,
+        view,
+        body_hash,
+    } = prepared;
+    let ids = &open.message_ids;
+    let part_of = captured.part_of.and_then(|n| ids.get(n).copied());
+    let parts = captured
+        .parts
+        .iter()
+        .filter_map(|&n| ids.get(n).copied())
+        .collect();
+    if open.message_ids.len() < MAX_LINKED_MESSAGES {
+        open.message_ids.push(id);
+    }
+    let seen_before = match (&view.message_id, body_hash) {
+        (Some(message_id), Some(body_hash)) => journeys.sight(
+            message_id,
+            Sighting {
+                message: id,
+                session: open.session.id,
+                source: captured.source,
+                sha256: captured.sha256,
+                body_hash,
+                whole: captured.complete && !captured.partial && !captured.truncated,
+            },
+        ),
+        _ => Vec::new(),
+    };
+    let reports_on = view
+        .report
+        .as_ref()
+        .and_then(|r| r.original_message_id.as_deref())
+        .and_then(|original| journeys.first(original));
+    Message {
+        id,
+        session: open.session.id,
+        body_hash,
+        captured,
+        view,
+        part_of,
+        parts,
+        seen_before,
+        reports_on,
+    }
+}
+
+/// Updates the session with one dissector event (other than a message) and passes it on.
+fn apply(session: &mut Session, event: ProtoEvent, sink: &mut impl SessionSink) {
+    match event {
+        ProtoEvent::Exchange(exchange) => {
+            session.exchanges += 1;
+            sink.exchange(session, &exchange);
+        }
+        ProtoEvent::Auth(attempt) => session.auth.push(attempt),
+        // Numbered and linked by `link`, which knows the session's earlier messages.
+        ProtoEvent::Message(_) => {}
+        ProtoEvent::Upgrade(upgrade) => {
+            session.tls.mode = TlsMode::StartTls;
+            session.tls.upgrade = Some(upgrade);
+        }
+        ProtoEvent::Capabilities(capabilities) => session.capabilities = capabilities,
+        ProtoEvent::Selected(state) => session.selected = state,
+        ProtoEvent::Mailbox(entries) => {
+            // LIST gives sizes and UIDL unique ids: merge them by message number.
+            for entry in entries {
+                let full = session.mailbox.len() >= MAX_MAILBOX_ENTRIES;
+                match session
+                    .mailbox
+                    .iter_mut()
+                    .find(|e| e.number == entry.number)
+                {
+                    Some(known) => {
+                        known.size = entry.size.or(known.size);
+                        known.uid = entry.uid.or(known.uid.take());
+                    }
+                    None if !full => session.mailbox.push(entry),
+                    None => {}
+                }
+            }
+        }
+        ProtoEvent::Note(note) => {
+            sink.note(session, &note);
+            session.notes.push(note);
+        }
+    }
+}
