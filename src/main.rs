@@ -40,12 +40,12 @@ use mailscope::export::json::JsonWriter;
 use mailscope::export::pcapng::PcapngWriter;
 use mailscope::export::slice::{self, Slice};
 use mailscope::export::transcript::TranscriptWriter;
-use mailscope::pipeline::{Analyzer, Config, RunReport};
+use mailscope::pipeline::{parallel, Analyzer, Config, RunReport};
 use mailscope::ports::{MailPorts, PortAssignment};
 use mailscope::privileges;
 use mailscope::proto::Exchange;
 use mailscope::session::model::{Message, Session};
-use mailscope::session::{SessionSink, SessionTable};
+use mailscope::session::{SessionSink, SessionTable, Sessions};
 use mailscope::tcp::Direction;
 use mailscope::tls::{KeyLog, KeyLogFile};
 
@@ -170,6 +170,10 @@ struct Common {
     /// own name and parent domain count as its domains.
     #[arg(long = "local-domain", value_name = "DOMAIN")]
     local_domains: Vec<String>,
+    /// Worker threads for --json, --text and export of files (default: one per core; 1 runs
+    /// all on one thread). The output is the same for any number.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
 }
 
 impl Common {
@@ -177,6 +181,14 @@ impl Common {
         analysis::Options {
             local_domains: self.local_domains.clone(),
         }
+    }
+
+    /// Worker threads asked for, or one per core.
+    fn threads(&self) -> usize {
+        self.threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            usize::from,
+        )
     }
 
     fn config(&self) -> Config {
@@ -354,9 +366,9 @@ fn open_sources(
 }
 
 /// Reports read faults and picks the exit status: partial when anything could not be read.
-fn finish(report: &RunReport, analyzer: &Analyzer, quiet: bool) -> ExitCode {
+fn finish(report: &RunReport, quiet: bool) -> ExitCode {
     if !quiet {
-        for line in describe_stats(report.frames, analyzer.decode_stats(), analyzer.tcp_stats()) {
+        for line in describe_stats(report.frames, &report.decode, &report.tcp) {
             eprintln!("mailscope: {line}");
         }
         if let Some(kib) = peak_memory_kib() {
@@ -415,7 +427,7 @@ fn flows(input: &Input, json: bool) -> Result<ExitCode, String> {
             return write_failed(e);
         }
     }
-    Ok(finish(&report, &analyzer, input.common.quiet))
+    Ok(finish(&report, input.common.quiet))
 }
 
 /// Dissects the input into sessions and hands them to `sink` as they complete.
@@ -427,20 +439,36 @@ fn sessions(input: &Input, sink: &mut impl SessionSink) -> Result<ExitCode, Stri
 fn dissect(input: &Input, sink: &mut impl SessionSink) -> Result<(ExitCode, KeyLog), String> {
     let config = input.common.config();
     let mut sources = open_sources(input, &config.ports, true)?;
-    let mut analyzer = Analyzer::new(config);
-    let mut table = SessionTable::new(Analyst::new(sink, input.common.analysis()));
+    let mut keys = KeyLog::default();
+    let followed = load_keys(&input.common, &mut keys)?;
+    let analyst = Analyst::new(sink, input.common.analysis());
     let live = input.interface.is_some();
-    table.keys_may_come = live;
-    table.redact = input.common.redact;
-    table.followed = load_keys(&input.common, &mut table.keys)?;
-    if !live {
-        table.followed.clear();
-    }
-    let report = analyzer.run(&mut sources, &mut table);
+    let threads = input.common.threads();
+    // A live capture stays on one thread: it follows its key logs and shows each piece as
+    // soon as it is complete, where workers would hold it until their round is full.
+    let (report, keys) = if live || threads < 2 {
+        let mut table = SessionTable::new(analyst);
+        table.keys = keys;
+        table.keys_may_come = live;
+        table.redact = input.common.redact;
+        if live {
+            table.followed = followed;
+        }
+        let report = Analyzer::new(config).run(&mut sources, &mut table);
+        (report, table.keys)
+    } else {
+        let setup = parallel::Setup {
+            config,
+            threads,
+            keys,
+            redact: input.common.redact,
+        };
+        parallel::run(setup, &mut sources, &mut Sessions::new(analyst))
+    };
     if !input.common.quiet {
-        describe_keys(&table.keys);
+        describe_keys(&keys);
     }
-    Ok((finish(&report, &analyzer, input.common.quiet), table.keys))
+    Ok((finish(&report, input.common.quiet), keys))
 }
 
 /// The client randoms of the TLS connections in a capture.
@@ -703,7 +731,7 @@ fn follow(
     if !found {
         return Err(format!(
             "no connection {connection} in {file} ({} connections on mail ports; see `mailscope flows`)",
-            analyzer.tcp_stats().flows
+            report.tcp.flows
         ));
     }
     if raw.is_some() && gaps.0 > 0 && !common.quiet {
@@ -712,7 +740,7 @@ fn follow(
             gaps.0, gaps.1
         );
     }
-    Ok(finish(&report, &analyzer, true))
+    Ok(finish(&report, true))
 }
 
 fn write_failed(e: io::Error) -> Result<ExitCode, String> {

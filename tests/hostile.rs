@@ -195,8 +195,9 @@ fn run(
     generate: impl FnOnce(&mut Capture<BufWriter<std::process::ChildStdin>>) + Send + 'static,
     keep_message: impl Fn(&Value) -> bool,
 ) -> Run {
+    // Two workers wherever it runs: the figures (README) do not depend on the machine's cores.
     let mut child = Command::new(env!("CARGO_BIN_EXE_mailscope"))
-        .args(["--json"])
+        .args(["--json", "--threads", "2"])
         .args(extra)
         .arg("-")
         .stdin(Stdio::piped())

@@ -108,7 +108,7 @@ pub struct LiveDrops {
     pub interface: u32,
 }
 
-pub trait PacketSource {
+pub trait PacketSource: Send {
     /// A name for messages: the file name, `-` for standard input, or the interface.
     fn name(&self) -> &str;
 

@@ -92,6 +92,16 @@ pub struct TcpStats {
     pub after_reset: u64,
 }
 
+impl TcpStats {
+    /// Counts `other`'s too (the workers of a parallel run each have a table).
+    pub fn add(&mut self, other: &TcpStats) {
+        self.flows += other.flows;
+        self.evicted += other.evicted;
+        self.pending_limit_hits += other.pending_limit_hits;
+        self.after_reset += other.after_reset;
+    }
+}
+
 const NANOS: i64 = 1_000_000_000;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,9 +124,31 @@ pub struct FlowTable {
     /// not a whole flow, when a flood fills it.
     flows: HashMap<FlowKey, Box<Flow>, ahash::RandomState>,
     pending_bytes: usize,
-    now: Timestamp,
-    last_sweep: Timestamp,
+    clock: SweepClock,
     pub stats: TcpStats,
+}
+
+/// The capture's clock, by the newest timestamp seen, and when idle flows are next looked for:
+/// every second of capture time. A parallel run's reader keeps the one clock its workers obey.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SweepClock {
+    pub now: Timestamp,
+    last_sweep: Timestamp,
+}
+
+impl SweepClock {
+    /// Moves the clock to `ts` (it never goes back); true when a sweep is due (it is then
+    /// counted as done).
+    pub fn advance(&mut self, ts: Timestamp) -> bool {
+        if ts > self.now {
+            self.now = ts;
+        }
+        let due = self.now.0 - self.last_sweep.0 >= NANOS;
+        if due {
+            self.last_sweep = self.now;
+        }
+        due
+    }
 }
 
 impl FlowTable {
@@ -126,8 +158,7 @@ impl FlowTable {
             limits,
             flows: HashMap::default(),
             pending_bytes: 0,
-            now: Timestamp::default(),
-            last_sweep: Timestamp::default(),
+            clock: SweepClock::default(),
             stats: TcpStats::default(),
         }
     }
@@ -141,12 +172,19 @@ impl FlowTable {
     }
 
     pub fn process(&mut self, segment: &TcpSegment<'_>, sink: &mut dyn StreamSink) {
-        if segment.ts > self.now {
-            self.now = segment.ts;
-        }
-        if self.now.0 - self.last_sweep.0 >= NANOS {
+        if self.clock.advance(segment.ts) {
             self.sweep(sink);
         }
+        self.handle(segment, sink);
+    }
+
+    /// Sets the clock from outside (a parallel run's reader keeps it for all workers).
+    pub fn set_now(&mut self, now: Timestamp) {
+        self.clock.now = now;
+    }
+
+    /// One segment into its flow, without looking at the clock.
+    pub fn handle(&mut self, segment: &TcpSegment<'_>, sink: &mut dyn StreamSink) {
         let key = FlowKey::of(segment.src, segment.dst);
         let known = self
             .flows
@@ -187,7 +225,13 @@ impl FlowTable {
         flows.sort_by_key(|f| f.info.id);
         for mut flow in flows {
             if flow.end.is_none() {
-                end_flow(&mut flow, FlowEnd::EndOfCapture, (self.now, 0), None, sink);
+                end_flow(
+                    &mut flow,
+                    FlowEnd::EndOfCapture,
+                    (self.clock.now, 0),
+                    None,
+                    sink,
+                );
             }
             sink.flow_removed(&flow);
         }
@@ -233,9 +277,9 @@ impl FlowTable {
 
     /// Ends flows idle past the timeout and removes ended flows past the linger time, in flow
     /// order so that the output does not depend on hash order.
-    fn sweep(&mut self, sink: &mut dyn StreamSink) {
-        self.last_sweep = self.now;
-        let now = self.now;
+    pub fn sweep(&mut self, sink: &mut dyn StreamSink) {
+        self.clock.last_sweep = self.clock.now;
+        let now = self.clock.now;
         let idle = self.limits.idle_timeout_secs * NANOS;
         let linger = self.limits.linger_secs * NANOS;
         let mut due: Vec<(u64, FlowKey)> = self
@@ -287,7 +331,7 @@ impl FlowTable {
         if let Some(mut flow) = self.flows.remove(&key) {
             self.pending_bytes -= flow.half[0].pending_bytes() + flow.half[1].pending_bytes();
             if flow.end.is_none() {
-                end_flow(&mut flow, reason, (self.now, 0), None, sink);
+                end_flow(&mut flow, reason, (self.clock.now, 0), None, sink);
             }
             sink.flow_removed(&flow);
         }

@@ -1,6 +1,9 @@
 //! The pipeline: one [`Analyzer`] per run drives decode and TCP over the records of one or more
 //! sources, in order. Synchronous and deterministic: the same capture always gives the same
-//! events in the same order.
+//! events in the same order. [`parallel`] runs the same stages on several threads and gives the
+//! same output.
+
+pub mod parallel;
 
 use std::ops::ControlFlow;
 
@@ -29,6 +32,22 @@ pub struct RunReport {
     pub faults: Vec<CaptureError>,
     /// A live capture's packet counts.
     pub drops: Option<LiveDrops>,
+    pub decode: DecodeStats,
+    pub tcp: TcpStats,
+}
+
+impl RunReport {
+    /// Adds what one source's reading returned.
+    fn read(&mut self, result: Result<crate::capture::ReadSummary, CaptureError>) {
+        match result {
+            Ok(summary) => {
+                self.frames += summary.frames;
+                self.faults.extend(summary.fault);
+                self.drops = self.drops.or(summary.drops);
+            }
+            Err(error) => self.faults.push(error),
+        }
+    }
 }
 
 impl Analyzer {
@@ -65,16 +84,11 @@ impl Analyzer {
                 self.feed(record, sink);
                 ControlFlow::Continue(())
             });
-            match result {
-                Ok(summary) => {
-                    report.frames += summary.frames;
-                    report.faults.extend(summary.fault);
-                    report.drops = report.drops.or(summary.drops);
-                }
-                Err(error) => report.faults.push(error),
-            }
+            report.read(result);
         }
         self.finish(sink);
+        report.decode = self.decoder.stats.clone();
+        report.tcp = self.table.stats;
         report
     }
 
