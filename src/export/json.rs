@@ -131,9 +131,16 @@ struct MessageRecord<'a> {
     /// Earlier sightings of the same Message-ID: the message's journey so far.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     seen_before: Vec<SightingRecord>,
+    /// Earlier sightings in all (`seen_before` lists the first few).
+    #[serde(skip_serializing_if = "is_zero")]
+    seen_count: u64,
     /// For a bounce: the message it reports on, when seen earlier in the capture.
     #[serde(skip_serializing_if = "Option::is_none")]
     reports_on: Option<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize)]
@@ -337,6 +344,7 @@ impl<W: Write> SessionSink for JsonWriter<W> {
                         body_hash: hex::encode(&s.body_hash),
                     })
                     .collect(),
+                seen_count: message.seen_count,
                 reports_on: message.reports_on,
             },
             || ecs::message(session, message),

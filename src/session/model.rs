@@ -131,8 +131,11 @@ pub struct Message {
     pub parts: Vec<u64>,
     /// The BLAKE3 hash of the body, for messages with a Message-ID (see [`Sighting`]).
     pub body_hash: Option<[u8; 32]>,
-    /// Earlier sightings of the same Message-ID, in this capture: its journey so far.
+    /// Earlier sightings of the same Message-ID, in this capture: its journey so far (the
+    /// first [`super::journeys::MAX_PER_MESSAGE`] of them).
     pub seen_before: Vec<Sighting>,
+    /// Earlier sightings in all.
+    pub seen_count: u64,
     /// For a delivery report (bounce): the message it reports on, when it was seen earlier.
     pub reports_on: Option<u64>,
 }

@@ -185,7 +185,7 @@ fn link(open: &mut Open, prepared: PreparedMessage, id: u64, journeys: &mut Jour
     if open.message_ids.len() < MAX_LINKED_MESSAGES {
         open.message_ids.push(id);
     }
-    let seen_before = match (&view.message_id, body_hash) {
+    let (seen_before, seen_count) = match (&view.message_id, body_hash) {
         (Some(message_id), Some(body_hash)) => journeys.sight(
             message_id,
             Sighting {
@@ -197,7 +197,7 @@ fn link(open: &mut Open, prepared: PreparedMessage, id: u64, journeys: &mut Jour
                 whole: captured.complete && !captured.partial && !captured.truncated,
             },
         ),
-        _ => Vec::new(),
+        _ => (Vec::new(), 0),
     };
     let reports_on = view
         .report
@@ -213,6 +213,7 @@ fn link(open: &mut Open, prepared: PreparedMessage, id: u64, journeys: &mut Jour
         part_of,
         parts,
         seen_before,
+        seen_count,
         reports_on,
     }
 }

@@ -79,6 +79,12 @@ pub fn lines(message: &Message) -> Vec<Line<'static>> {
                 s.message, s.session, s.source
             )));
         }
+        let more = message
+            .seen_count
+            .saturating_sub(message.seen_before.len() as u64);
+        if more > 0 {
+            lines.push(Line::raw(format!("  and {more} sightings after those")));
+        }
         if let Some(original) = message.reports_on {
             lines.push(Line::raw(format!(
                 "  a delivery report on message #{original}"
