@@ -122,11 +122,10 @@ pub fn run<S: SessionSink>(
             inputs.push(input);
             outputs.push(output);
         }
-        let mut keys = setup.keys.clone();
-        let ports = setup.config.ports.clone();
-        let reader = scope.spawn(move || read(Decoder::new(ports), sources, inputs, &mut keys));
+        let decoder = Decoder::new(setup.config.ports.clone());
+        let reader = scope.spawn(move || read(decoder, sources, inputs, setup.keys));
         merge(&outputs, sessions);
-        // Workers and reader stop when the merge does: their channels are closed.
+        // Should the merge stop early, closed channels stop the workers, then the reader.
         drop(outputs);
         let (mut report, keys) = reader.join().unwrap_or_default();
         for handle in handles {
@@ -143,7 +142,7 @@ fn read(
     mut decoder: Decoder,
     sources: &mut [Box<dyn PacketSource>],
     inputs: Vec<SyncSender<Batch>>,
-    keys: &mut KeyLog,
+    mut keys: KeyLog,
 ) -> (RunReport, KeyLog) {
     let mut report = RunReport::default();
     let mut rounds = Rounds::new(inputs);
@@ -179,7 +178,7 @@ fn read(
     // Workers that are gone (the merge stopped) need nothing more.
     let _ = rounds.end();
     report.decode = decoder.stats;
-    (report, std::mem::take(keys))
+    (report, keys)
 }
 
 /// The round being filled, one batch per worker.
