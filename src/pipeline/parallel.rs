@@ -369,24 +369,24 @@ impl Events for Recorder {
 /// sessions. Flows are known by (their number in the worker, the worker); sessions are
 /// numbered as they open.
 fn merge<S: SessionSink>(outputs: &[Receiver<Chunk>], sessions: &mut Sessions<S>) {
-    let mut feeds: Vec<Feed> = outputs.iter().map(Feed::new).collect();
-    let workers = feeds.len() as u64;
+    let mut inputs: Vec<MergeInput> = outputs.iter().map(MergeInput::new).collect();
+    let workers = inputs.len() as u64;
     let mut opened = 0u64;
     loop {
-        for feed in &mut feeds {
-            if !feed.start_round() {
+        for input in &mut inputs {
+            if !input.start_round() {
                 return;
             }
         }
         // The worker whose next record comes first (records with the same tag all come from
         // one worker, in its order).
-        while let Some((_, worker)) = feeds
+        while let Some((_, worker)) = inputs
             .iter_mut()
             .enumerate()
-            .filter_map(|(w, feed)| feed.next_tag().map(|tag| (tag, w)))
+            .filter_map(|(w, input)| input.next_tag().map(|tag| (tag, w)))
             .min()
         {
-            let Some((_, flow, event)) = feeds.get_mut(worker).and_then(|f| f.records.next())
+            let Some((_, flow, event)) = inputs.get_mut(worker).and_then(|f| f.records.next())
             else {
                 continue;
             };
@@ -404,15 +404,15 @@ fn merge<S: SessionSink>(outputs: &[Receiver<Chunk>], sessions: &mut Sessions<S>
 }
 
 /// One worker's records as the merge reads them, a chunk at a time.
-struct Feed<'a> {
+struct MergeInput<'a> {
     output: &'a Receiver<Chunk>,
     records: Peekable<std::vec::IntoIter<Tagged>>,
     round_end: bool,
 }
 
-impl Feed<'_> {
-    fn new(output: &Receiver<Chunk>) -> Feed<'_> {
-        Feed {
+impl MergeInput<'_> {
+    fn new(output: &Receiver<Chunk>) -> MergeInput<'_> {
+        MergeInput {
             output,
             records: Vec::new().into_iter().peekable(),
             round_end: true,
