@@ -36,6 +36,7 @@ fn loaded() -> App {
         redact: false,
         analysis: Default::default(),
         total_bytes: None,
+        threads: 2,
     };
     let (tx, rx) = sync_channel(1 << 16);
     worker::read(job, tx);

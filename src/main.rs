@@ -462,6 +462,7 @@ fn dissect(input: &Input, sink: &mut impl SessionSink) -> Result<(ExitCode, KeyL
             threads,
             keys,
             redact: input.common.redact,
+            watch: None,
         };
         parallel::run(setup, &mut sources, &mut Sessions::new(analyst))
     };
@@ -565,6 +566,7 @@ fn terminal_ui(input: &Input) -> Result<ExitCode, String> {
         redact: input.common.redact,
         analysis: input.common.analysis(),
         total_bytes,
+        threads: input.common.threads(),
     };
     let faults = ui::run(job, title, slicer(input)?).map_err(|e| format!("terminal: {e}"))?;
     for fault in &faults {

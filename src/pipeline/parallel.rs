@@ -25,7 +25,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread;
 
 use super::{Config, RunReport};
-use crate::capture::{PacketSource, Record, Timestamp};
+use crate::capture::{Frame, PacketSource, Record, Timestamp};
 use crate::decode::{Decoder, TcpSegment};
 use crate::session::{Connections, Events, SessionEvent, SessionSink, Sessions};
 use crate::tcp::{Direction, FlowTable, StreamSink, SweepClock, TcpStats};
@@ -43,6 +43,9 @@ const CHUNK_RECORDS: usize = 1024;
 /// Chunks queued for the merge, per worker.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
+/// Shown each frame as it is read (progress); `Break` stops the reading.
+pub type Watch = Box<dyn FnMut(&Frame<'_>) -> ControlFlow<()> + Send>;
+
 /// What the workers start from.
 pub struct Setup {
     pub config: Config,
@@ -51,6 +54,7 @@ pub struct Setup {
     pub keys: KeyLog,
     /// `--redact`: secrets are masked in the workers, before they reach the outputs.
     pub redact: bool,
+    pub watch: Option<Watch>,
 }
 
 /// Where in the capture a record happened: (segment number, phase, birth). Records of one
@@ -123,7 +127,8 @@ pub fn run<S: SessionSink>(
             outputs.push(output);
         }
         let decoder = Decoder::new(setup.config.ports.clone());
-        let reader = scope.spawn(move || read(decoder, sources, inputs, setup.keys));
+        let (keys, watch) = (setup.keys, setup.watch);
+        let reader = scope.spawn(move || read(decoder, sources, inputs, keys, watch));
         merge(&outputs, sessions);
         // Should the merge stop early, closed channels stop the workers, then the reader.
         drop(outputs);
@@ -143,15 +148,24 @@ fn read(
     sources: &mut [Box<dyn PacketSource>],
     inputs: Vec<SyncSender<Batch>>,
     mut keys: KeyLog,
+    mut watch: Option<Watch>,
 ) -> (RunReport, KeyLog) {
     let mut report = RunReport::default();
     let mut rounds = Rounds::new(inputs);
     let mut clock = SweepClock::default();
     let mut number = 0u64;
+    let mut stopped = false;
     for source in sources.iter_mut() {
+        if stopped {
+            break;
+        }
         let result = source.read(&mut |record| {
             match record {
                 Record::Frame(frame) => {
+                    if watch.as_mut().is_some_and(|w| w(&frame).is_break()) {
+                        stopped = true;
+                        return ControlFlow::Break(());
+                    }
                     let Some(segment) = decoder.decode(&frame) else {
                         return ControlFlow::Continue(());
                     };

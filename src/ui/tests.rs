@@ -47,6 +47,7 @@ fn loaded_with(path: String, file: &str, keylog: Option<&str>, hold_limit: Optio
         redact: false,
         analysis: Default::default(),
         total_bytes: None,
+        threads: 2,
     };
     let (tx, rx) = sync_channel(1 << 20);
     worker::read(job, tx);

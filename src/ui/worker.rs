@@ -6,11 +6,11 @@ use std::sync::mpsc::SyncSender;
 use std::thread::JoinHandle;
 
 use mailscope::analysis::{self, Analyst};
-use mailscope::capture::{PacketSource, Record};
-use mailscope::pipeline::{Analyzer, Config};
+use mailscope::capture::{Frame, PacketSource, Record};
+use mailscope::pipeline::{parallel, Analyzer, Config, RunReport};
 use mailscope::proto::{Exchange, Note};
 use mailscope::session::model::{Finding, Message, Session};
-use mailscope::session::{SessionSink, SessionTable};
+use mailscope::session::{SessionSink, SessionTable, Sessions};
 use mailscope::tls::{KeyLog, KeyLogFile};
 
 use super::store::{SessionRow, Update};
@@ -33,6 +33,8 @@ pub struct Job {
     pub analysis: analysis::Options,
     /// Bytes the inputs hold, for the progress gauge (unknown for live capture and stdin).
     pub total_bytes: Option<u64>,
+    /// Worker threads for files (`--threads`).
+    pub threads: usize,
 }
 
 struct ChannelSink {
@@ -74,13 +76,7 @@ pub fn spawn(job: Job, tx: SyncSender<Update>) -> JoinHandle<()> {
 
 /// Reads every input to the end (or until the UI goes away), sending updates as it goes.
 pub fn read(job: Job, tx: SyncSender<Update>) {
-    let sink = ChannelSink { tx: tx.clone() };
-    let mut table = SessionTable::new(Analyst::new(sink, job.analysis));
-    table.keys = job.keys;
-    table.followed = job.followed;
-    table.keys_may_come = job.live;
-    table.redact = job.redact;
-    let mut sources = match (job.open)() {
+    let sources = match (job.open)() {
         Ok(sources) => sources,
         Err(e) => {
             let _ = tx.send(Update::Done {
@@ -90,34 +86,95 @@ pub fn read(job: Job, tx: SyncSender<Update>) {
             return;
         }
     };
-    let mut analyzer = Analyzer::new(job.config);
-    let (mut frames, mut bytes) = (0u64, 0u64);
-    let mut faults = Vec::new();
+    let progress = Progress {
+        tx: tx.clone(),
+        frames: 0,
+        bytes: 0,
+        total: job.total_bytes,
+        every_frame: job.live,
+    };
+    let analyst = Analyst::new(ChannelSink { tx: tx.clone() }, job.analysis);
+    // A live capture stays on one thread, as on the command line: each piece shows as soon
+    // as it is complete.
+    let report = if job.live || job.threads < 2 {
+        let mut table = SessionTable::new(analyst);
+        table.keys = job.keys;
+        table.followed = job.followed;
+        table.keys_may_come = job.live;
+        table.redact = job.redact;
+        read_on_one_thread(job.config, sources, &mut table, progress)
+    } else {
+        let mut progress = progress;
+        let setup = parallel::Setup {
+            config: job.config,
+            threads: job.threads,
+            keys: job.keys,
+            redact: job.redact,
+            watch: Some(Box::new(move |frame| progress.frame(frame))),
+        };
+        let mut sources = sources;
+        parallel::run(setup, &mut sources, &mut Sessions::new(analyst)).0
+    };
+    let faults = report.faults.iter().map(ToString::to_string).collect();
+    let _ = tx.send(Update::Done {
+        faults,
+        frames: report.frames,
+    });
+}
+
+fn read_on_one_thread(
+    config: Config,
+    mut sources: Vec<Box<dyn PacketSource>>,
+    table: &mut SessionTable<Analyst<ChannelSink>>,
+    mut progress: Progress,
+) -> RunReport {
+    let mut analyzer = Analyzer::new(config);
+    let mut report = RunReport::default();
     for source in sources.iter_mut() {
         let result = source.read(&mut |record| {
             if let Record::Frame(frame) = &record {
-                frames += 1;
-                // A record's header and its bytes, close to what the file holds.
-                bytes += frame.data.len() as u64 + 16;
-                if frames % PROGRESS_EVERY == 0 || job.live {
-                    let update = Update::Progress {
-                        frames,
-                        bytes,
-                        total: job.total_bytes,
-                    };
-                    if tx.send(update).is_err() {
-                        return ControlFlow::Break(());
-                    }
-                }
+                progress.frame(frame)?;
             }
-            analyzer.feed(record, &mut table);
+            analyzer.feed(record, table);
             ControlFlow::Continue(())
         });
         match result {
-            Ok(summary) => faults.extend(summary.fault.map(|f| f.to_string())),
-            Err(e) => faults.push(e.to_string()),
+            Ok(summary) => {
+                report.frames += summary.frames;
+                report.faults.extend(summary.fault);
+            }
+            Err(e) => report.faults.push(e),
         }
     }
-    analyzer.finish(&mut table);
-    let _ = tx.send(Update::Done { faults, frames });
+    analyzer.finish(table);
+    report
+}
+
+/// Progress reports to the UI, every `PROGRESS_EVERY` frames (every frame when live).
+struct Progress {
+    tx: SyncSender<Update>,
+    frames: u64,
+    bytes: u64,
+    total: Option<u64>,
+    every_frame: bool,
+}
+
+impl Progress {
+    /// Counts a frame; `Break` when the UI is gone.
+    fn frame(&mut self, frame: &Frame<'_>) -> ControlFlow<()> {
+        self.frames += 1;
+        // A record's header and its bytes, close to what the file holds.
+        self.bytes += frame.data.len() as u64 + 16;
+        if self.frames % PROGRESS_EVERY == 0 || self.every_frame {
+            let update = Update::Progress {
+                frames: self.frames,
+                bytes: self.bytes,
+                total: self.total,
+            };
+            if self.tx.send(update).is_err() {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
 }
