@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::iter::Peekable;
 use std::net::SocketAddr;
 use std::ops::{ControlFlow, Range};
+use std::panic;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread;
 
@@ -132,11 +133,12 @@ pub fn run<S: SessionSink>(
         merge(&outputs, sessions);
         // Should the merge stop early, closed channels stop the workers, then the reader.
         drop(outputs);
-        let (mut report, keys) = reader.join().unwrap_or_default();
+        // A thread that panicked takes the run down as one thread's panic would: its output
+        // would be silently short otherwise.
+        let (mut report, keys) = reader.join().unwrap_or_else(|e| panic::resume_unwind(e));
         for handle in handles {
-            if let Ok(stats) = handle.join() {
-                report.tcp.add(&stats);
-            }
+            let stats = handle.join().unwrap_or_else(|e| panic::resume_unwind(e));
+            report.tcp.add(&stats);
         }
         (report, keys)
     })
