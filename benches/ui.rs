@@ -12,7 +12,7 @@ use std::sync::mpsc::sync_channel;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mailscope::capture::{FileSource, PacketSource};
-use mailscope::pipeline::Config;
+use mailscope::pipeline::{Config, Dissection};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
@@ -29,14 +29,16 @@ fn loaded() -> App {
             let source = FileSource::open(&path).map_err(|e| e.to_string())?;
             Ok(vec![Box::new(source) as Box<dyn PacketSource>])
         }),
-        config: Config::default(),
-        keys: Default::default(),
-        followed: Vec::new(),
-        live: false,
-        redact: false,
+        dissection: Dissection {
+            config: Config::default(),
+            threads: 2,
+            keys: Default::default(),
+            live: false,
+            followed: Vec::new(),
+            redact: false,
+        },
         analysis: Default::default(),
         total_bytes: None,
-        threads: 2,
     };
     let (tx, rx) = sync_channel(1 << 16);
     worker::read(job, tx);

@@ -40,12 +40,12 @@ use mailscope::export::json::JsonWriter;
 use mailscope::export::pcapng::PcapngWriter;
 use mailscope::export::slice::{self, Slice};
 use mailscope::export::transcript::TranscriptWriter;
-use mailscope::pipeline::{parallel, Analyzer, Config, RunReport};
+use mailscope::pipeline::{Analyzer, Config, Dissection, RunReport};
 use mailscope::ports::{MailPorts, PortAssignment};
 use mailscope::privileges;
 use mailscope::proto::Exchange;
 use mailscope::session::model::{Message, Session};
-use mailscope::session::{SessionSink, SessionTable, Sessions};
+use mailscope::session::SessionSink;
 use mailscope::tcp::Direction;
 use mailscope::tls::{KeyLog, KeyLogFile};
 
@@ -437,39 +437,29 @@ fn sessions(input: &Input, sink: &mut impl SessionSink) -> Result<ExitCode, Stri
 
 /// `sessions`, also giving the TLS keys that were read (files and the captures' own).
 fn dissect(input: &Input, sink: &mut impl SessionSink) -> Result<(ExitCode, KeyLog), String> {
-    let config = input.common.config();
-    let mut sources = open_sources(input, &config.ports, true)?;
-    let mut keys = KeyLog::default();
-    let followed = load_keys(&input.common, &mut keys)?;
+    let mut sources = open_sources(input, &input.common.config().ports, true)?;
+    let dissection = dissection(input)?;
     let analyst = Analyst::new(sink, input.common.analysis());
-    let live = input.interface.is_some();
-    let threads = input.common.threads();
-    // A live capture stays on one thread: it follows its key logs and shows each piece as
-    // soon as it is complete, where workers would hold it until their round is full.
-    let (report, keys) = if live || threads < 2 {
-        let mut table = SessionTable::new(analyst);
-        table.keys = keys;
-        table.keys_may_come = live;
-        table.redact = input.common.redact;
-        if live {
-            table.followed = followed;
-        }
-        let report = Analyzer::new(config).run(&mut sources, &mut table);
-        (report, table.keys)
-    } else {
-        let setup = parallel::Setup {
-            config,
-            threads,
-            keys,
-            redact: input.common.redact,
-            watch: None,
-        };
-        parallel::run(setup, &mut sources, &mut Sessions::new(analyst))
-    };
+    let (report, keys) = dissection.run(&mut sources, analyst, None);
     if !input.common.quiet {
         describe_keys(&keys);
     }
     Ok((finish(&report, input.common.quiet), keys))
+}
+
+/// How the input is dissected, with the key logs read (live: read as they grow).
+fn dissection(input: &Input) -> Result<Dissection, String> {
+    let mut keys = KeyLog::default();
+    let followed = load_keys(&input.common, &mut keys)?;
+    let live = input.interface.is_some();
+    Ok(Dissection {
+        config: input.common.config(),
+        threads: input.common.threads(),
+        keys,
+        live,
+        followed: if live { followed } else { Vec::new() },
+        redact: input.common.redact,
+    })
 }
 
 /// The client randoms of the TLS connections in a capture.
@@ -533,10 +523,8 @@ fn terminal_ui(input: &Input) -> Result<ExitCode, String> {
     if !io::stdout().is_terminal() {
         return Err("the terminal UI needs a terminal; use --text or --json to print".into());
     }
-    let config = input.common.config();
-    let mut keys = KeyLog::default();
-    let followed = load_keys(&input.common, &mut keys)?;
-    let live = input.interface.is_some();
+    let dissection = dissection(input)?;
+    let live = dissection.live;
     let total_bytes = (!live && !input.files.iter().any(|f| f == "-"))
         .then(|| {
             input
@@ -552,21 +540,16 @@ fn terminal_ui(input: &Input) -> Result<ExitCode, String> {
     };
     // Files are opened here too, so that one that cannot be opened is an error before the
     // screen changes; the reader thread opens them again through the opener.
+    let ports = dissection.config.ports.clone();
     if !live {
-        open_sources(input, &config.ports, false)?;
+        open_sources(input, &ports, false)?;
     }
     let opened = input.clone();
-    let ports = config.ports.clone();
     let job = ui::Job {
         open: Box::new(move || open_sources(&opened, &ports, false)),
-        config,
-        keys,
-        followed: if live { followed } else { Vec::new() },
-        live,
-        redact: input.common.redact,
+        dissection,
         analysis: input.common.analysis(),
         total_bytes,
-        threads: input.common.threads(),
     };
     let faults = ui::run(job, title, slicer(input)?).map_err(|e| format!("terminal: {e}"))?;
     for fault in &faults {

@@ -25,8 +25,8 @@ use std::panic;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread;
 
-use super::{Config, RunReport};
-use crate::capture::{Frame, PacketSource, Record, Timestamp};
+use super::{read_all, Dissection, RunReport, Watch};
+use crate::capture::{PacketSource, Record, Timestamp};
 use crate::decode::{Decoder, TcpSegment};
 use crate::session::{Connections, Events, SessionEvent, SessionSink, Sessions};
 use crate::tcp::{Direction, FlowTable, StreamSink, SweepClock, TcpStats};
@@ -43,20 +43,6 @@ const ROUNDS_IN_FLIGHT: usize = 4;
 const CHUNK_RECORDS: usize = 1024;
 /// Chunks queued for the merge, per worker.
 const CHUNKS_IN_FLIGHT: usize = 4;
-
-/// Shown each frame as it is read (progress); `Break` stops the reading.
-pub type Watch = Box<dyn FnMut(&Frame<'_>) -> ControlFlow<()> + Send>;
-
-/// What the workers start from.
-pub struct Setup {
-    pub config: Config,
-    pub threads: usize,
-    /// The key log files' secrets; each worker holds a copy.
-    pub keys: KeyLog,
-    /// `--redact`: secrets are masked in the workers, before they reach the outputs.
-    pub redact: bool,
-    pub watch: Option<Watch>,
-}
 
 /// Where in the capture a record happened: (segment number, phase, birth). Records of one
 /// segment come after the sweep due at it (phase 0 before phase 1); a sweep, and the end of
@@ -101,12 +87,14 @@ struct Chunk {
     round_end: bool,
 }
 
-/// Runs `setup.threads` workers over the sources and feeds `sessions` what one thread would.
-/// Returns the run's report and the TLS keys read (the files' and the captures' own).
+/// Runs `setup.threads` workers over the sources and feeds `sessions` what one thread would
+/// (each worker holds a copy of the keys; secrets are masked in the workers). Returns the
+/// run's report and the TLS keys read (the files' and the captures' own).
 pub fn run<S: SessionSink>(
-    setup: Setup,
+    setup: Dissection,
     sources: &mut [Box<dyn PacketSource>],
     sessions: &mut Sessions<S>,
+    watch: Option<&mut Watch>,
 ) -> (RunReport, KeyLog) {
     let workers = setup.threads.max(1);
     let mut limits = setup.config.limits;
@@ -128,7 +116,7 @@ pub fn run<S: SessionSink>(
             outputs.push(output);
         }
         let decoder = Decoder::new(setup.config.ports.clone());
-        let (keys, watch) = (setup.keys, setup.watch);
+        let keys = setup.keys;
         let reader = scope.spawn(move || read(decoder, sources, inputs, keys, watch));
         merge(&outputs, sessions);
         // Should the merge stop early, closed channels stop the workers, then the reader.
@@ -150,46 +138,34 @@ fn read(
     sources: &mut [Box<dyn PacketSource>],
     inputs: Vec<SyncSender<Batch>>,
     mut keys: KeyLog,
-    mut watch: Option<Watch>,
+    watch: Option<&mut Watch>,
 ) -> (RunReport, KeyLog) {
-    let mut report = RunReport::default();
     let mut rounds = Rounds::new(inputs);
     let mut clock = SweepClock::default();
     let mut number = 0u64;
-    let mut stopped = false;
-    for source in sources.iter_mut() {
-        if stopped {
-            break;
-        }
-        let result = source.read(&mut |record| {
-            match record {
-                Record::Frame(frame) => {
-                    if watch.as_mut().is_some_and(|w| w(&frame).is_break()) {
-                        stopped = true;
-                        return ControlFlow::Break(());
-                    }
-                    let Some(segment) = decoder.decode(&frame) else {
-                        return ControlFlow::Continue(());
-                    };
-                    number += 1;
-                    if clock.advance(segment.ts) {
-                        rounds.all(|| Item::Sweep {
-                            number,
-                            now: clock.now,
-                        });
-                    }
-                    rounds.segment(number, clock.now, &segment);
+    let mut report = read_all(sources, watch, &mut |record| {
+        match record {
+            Record::Frame(frame) => {
+                let Some(segment) = decoder.decode(&frame) else {
+                    return ControlFlow::Continue(());
+                };
+                number += 1;
+                if clock.advance(segment.ts) {
+                    rounds.all(|| Item::Sweep {
+                        number,
+                        now: clock.now,
+                    });
                 }
-                Record::TlsKeyLog(text) => {
-                    keys.add(text);
-                    keys.finish();
-                    rounds.all(|| Item::KeyLog(text.to_vec()));
-                }
+                rounds.segment(number, clock.now, &segment);
             }
-            rounds.end_if_full()
-        });
-        report.read(result);
-    }
+            Record::TlsKeyLog(text) => {
+                keys.add(text);
+                keys.finish();
+                rounds.all(|| Item::KeyLog(text.to_vec()));
+            }
+        }
+        rounds.end_if_full()
+    });
     rounds.all(|| Item::End { now: clock.now });
     // Workers that are gone (the merge stopped) need nothing more.
     let _ = rounds.end();
@@ -359,16 +335,18 @@ impl Recorder {
 
 impl Events for Recorder {
     fn event(&mut self, flow: u64, event: SessionEvent) {
-        let birth = match &event {
-            SessionEvent::Opened { .. } => {
-                self.births.insert(flow, self.number);
-                self.number
-            }
-            SessionEvent::Removed { .. } => self.births.remove(&flow).unwrap_or_default(),
-            _ => self.births.get(&flow).copied().unwrap_or_default(),
+        if let SessionEvent::Opened { .. } = event {
+            self.births.insert(flow, self.number);
+        }
+        // Within a segment's own records there is one flow at work at a time, in order; only
+        // a sweep (or the end) ends several, which go in the order they opened.
+        let birth = match self.phase {
+            SWEEP => self.births.get(&flow).copied().unwrap_or_default(),
+            _ => 0,
         };
-        // Within a segment's own records there is one flow at work at a time, in order.
-        let birth = if self.phase == SWEEP { birth } else { 0 };
+        if let SessionEvent::Removed { .. } = event {
+            self.births.remove(&flow);
+        }
         self.records
             .push(((self.number, self.phase, birth), flow, event));
         if self.records.len() >= CHUNK_RECORDS {

@@ -51,7 +51,7 @@ fn setup() -> io::Result<Terminal<CrosstermBackend<Stdout>>> {
 /// Runs the UI on `job` until the user quits. Returns the read faults, if any, for the caller's
 /// exit status.
 pub fn run(job: Job, title: String, slicer: Option<Slicer>) -> io::Result<Vec<String>> {
-    let live = job.live;
+    let live = job.dissection.live;
     let (tx, rx) = sync_channel(worker::CHANNEL_DEPTH);
     let reader = worker::spawn(job, tx);
     let mut terminal = setup()?;

@@ -8,7 +8,7 @@ use ratatui::Terminal;
 use sha2::Digest;
 
 use mailscope::capture::{FileSource, PacketSource};
-use mailscope::pipeline::Config;
+use mailscope::pipeline::{Config, Dissection};
 use mailscope::tls::KeyLog;
 
 use super::app::{Action, App, Screen};
@@ -40,14 +40,16 @@ fn loaded_with(path: String, file: &str, keylog: Option<&str>, hold_limit: Optio
             let source = FileSource::open(&path).map_err(|e| e.to_string())?;
             Ok(vec![Box::new(source) as Box<dyn PacketSource>])
         }),
-        config: Config::default(),
-        keys,
-        followed: Vec::new(),
-        live: false,
-        redact: false,
+        dissection: Dissection {
+            config: Config::default(),
+            threads: 2,
+            keys,
+            live: false,
+            followed: Vec::new(),
+            redact: false,
+        },
         analysis: Default::default(),
         total_bytes: None,
-        threads: 2,
     };
     let (tx, rx) = sync_channel(1 << 20);
     worker::read(job, tx);

@@ -6,12 +6,11 @@ use std::sync::mpsc::SyncSender;
 use std::thread::JoinHandle;
 
 use mailscope::analysis::{self, Analyst};
-use mailscope::capture::{Frame, PacketSource, Record};
-use mailscope::pipeline::{parallel, Analyzer, Config, RunReport};
+use mailscope::capture::{Frame, PacketSource};
+use mailscope::pipeline::Dissection;
 use mailscope::proto::{Exchange, Note};
 use mailscope::session::model::{Finding, Message, Session};
-use mailscope::session::{SessionSink, SessionTable, Sessions};
-use mailscope::tls::{KeyLog, KeyLogFile};
+use mailscope::session::SessionSink;
 
 use super::store::{SessionRow, Update};
 
@@ -25,16 +24,10 @@ pub type Opener = Box<dyn FnOnce() -> Result<Vec<Box<dyn PacketSource>>, String>
 /// What the reader is asked to read.
 pub struct Job {
     pub open: Opener,
-    pub config: Config,
-    pub keys: KeyLog,
-    pub followed: Vec<KeyLogFile>,
-    pub live: bool,
-    pub redact: bool,
+    pub dissection: Dissection,
     pub analysis: analysis::Options,
     /// Bytes the inputs hold, for the progress gauge (unknown for live capture and stdin).
     pub total_bytes: Option<u64>,
-    /// Worker threads for files (`--threads`).
-    pub threads: usize,
 }
 
 struct ChannelSink {
@@ -86,68 +79,25 @@ pub fn read(job: Job, tx: SyncSender<Update>) {
             return;
         }
     };
-    let progress = Progress {
+    let mut progress = Progress {
         tx: tx.clone(),
         frames: 0,
         bytes: 0,
         total: job.total_bytes,
-        every_frame: job.live,
+        every_frame: job.dissection.live,
     };
     let analyst = Analyst::new(ChannelSink { tx: tx.clone() }, job.analysis);
-    // A live capture stays on one thread, as on the command line: each piece shows as soon
-    // as it is complete.
-    let report = if job.live || job.threads < 2 {
-        let mut table = SessionTable::new(analyst);
-        table.keys = job.keys;
-        table.followed = job.followed;
-        table.keys_may_come = job.live;
-        table.redact = job.redact;
-        read_on_one_thread(job.config, sources, &mut table, progress)
-    } else {
-        let mut progress = progress;
-        let setup = parallel::Setup {
-            config: job.config,
-            threads: job.threads,
-            keys: job.keys,
-            redact: job.redact,
-            watch: Some(Box::new(move |frame| progress.frame(frame))),
-        };
-        let mut sources = sources;
-        parallel::run(setup, &mut sources, &mut Sessions::new(analyst)).0
-    };
+    let mut sources = sources;
+    let (report, _) = job.dissection.run(
+        &mut sources,
+        analyst,
+        Some(&mut |frame| progress.frame(frame)),
+    );
     let faults = report.faults.iter().map(ToString::to_string).collect();
     let _ = tx.send(Update::Done {
         faults,
         frames: report.frames,
     });
-}
-
-fn read_on_one_thread(
-    config: Config,
-    mut sources: Vec<Box<dyn PacketSource>>,
-    table: &mut SessionTable<Analyst<ChannelSink>>,
-    mut progress: Progress,
-) -> RunReport {
-    let mut analyzer = Analyzer::new(config);
-    let mut report = RunReport::default();
-    for source in sources.iter_mut() {
-        let result = source.read(&mut |record| {
-            if let Record::Frame(frame) = &record {
-                progress.frame(frame)?;
-            }
-            analyzer.feed(record, table);
-            ControlFlow::Continue(())
-        });
-        match result {
-            Ok(summary) => {
-                report.frames += summary.frames;
-                report.faults.extend(summary.fault);
-            }
-            Err(e) => report.faults.push(e),
-        }
-    }
-    analyzer.finish(table);
-    report
 }
 
 /// Progress reports to the UI, every `PROGRESS_EVERY` frames (every frame when live).
