@@ -3,7 +3,12 @@
 //! grammar, RFC 2047/2231 decoding and charsets are mail-parser's (stalwartlabs, lenient and
 //! fuzzed); this module only chooses what to show.
 
-use mail_parser::{HeaderValue, Host, MessageParser, MimeHeaders, PartType};
+mod base64_parts;
+
+use base64_parts::DecodedParts;
+use mail_parser::{
+    HeaderValue, Host, MessageParser, MessagePart, MessagePartId, MimeHeaders, PartType,
+};
 use sha2::{Digest, Sha256};
 
 /// What a message says about itself.
@@ -119,9 +124,21 @@ fn content_type<'x>(part: &impl MimeHeaders<'x>) -> String {
 
 /// Parses a message. Never fails: bytes that are not a message give a view with `parsed` false.
 pub fn parse(bytes: &[u8]) -> MessageView {
-    let Some(message) = MessageParser::default().parse(bytes) else {
-        return MessageView::default();
-    };
+    if let Some(disguised) = base64_parts::disguise(bytes) {
+        if let Some(message) = MessageParser::default().parse(&disguised.bytes) {
+            if let Some(decoded) = base64_parts::decode(bytes, &message, &disguised) {
+                return view(&message, decoded);
+            }
+        }
+    }
+    match MessageParser::default().parse(bytes) {
+        Some(message) => view(&message, DecodedParts::new()),
+        None => MessageView::default(),
+    }
+}
+
+/// What `message` shows, with the bodies of `decoded` parts in place of their stored bytes.
+fn view(message: &mail_parser::Message<'_>, mut decoded: DecodedParts) -> MessageView {
     let mut view = MessageView {
         subject: message.subject().map(str::to_string),
         message_id: message.message_id().map(|id| format!("<{id}>")),
@@ -131,18 +148,38 @@ pub fn parse(bytes: &[u8]) -> MessageView {
         reply_to: addresses(message.reply_to()),
         date: message.date().map(|d| d.to_rfc3339()),
         parsed: true,
+        parts: mime_tree(message, &decoded),
+        report: delivery_report(message),
         ..MessageView::default()
     };
     view.text = message
         .body_text(0)
         .map(|t| t.into_owned())
         .or_else(|| message.body_html(0).map(|t| t.into_owned()));
+    let uuencoded: Vec<Attachment> = message
+        .text_body
+        .iter()
+        .filter_map(|&id| Some((id, message.part(id)?)))
+        .flat_map(|(id, part)| uudecode_blocks(part_bytes(id, part, &decoded)))
+        .map(|(name, bytes)| Attachment {
+            filename: Some(name),
+            content_type: "application/octet-stream".into(),
+            size: bytes.len(),
+            sha256: Sha256::digest(&bytes).into(),
+            bytes,
+        })
+        .collect();
     // A header-only fetch of a multipart message leaves an empty multipart "part": not a file.
-    for part in message
-        .attachments()
-        .filter(|p| !content_type(*p).starts_with("multipart/"))
-    {
-        let bytes = part.contents().to_vec();
+    for &id in &message.attachments {
+        let Some(part) = message
+            .part(id)
+            .filter(|p| !content_type(*p).starts_with("multipart/"))
+        else {
+            continue;
+        };
+        let bytes = decoded
+            .remove(&id)
+            .unwrap_or_else(|| part.contents().to_vec());
         view.attachments.push(Attachment {
             filename: part.attachment_name().map(str::to_string),
             content_type: content_type(part),
@@ -151,19 +188,7 @@ pub fn parse(bytes: &[u8]) -> MessageView {
             bytes,
         });
     }
-    for part in message.text_bodies() {
-        for (name, bytes) in uudecode_blocks(part.contents()) {
-            view.attachments.push(Attachment {
-                filename: Some(name),
-                content_type: "application/octet-stream".into(),
-                size: bytes.len(),
-                sha256: Sha256::digest(&bytes).into(),
-                bytes,
-            });
-        }
-    }
-    view.parts = mime_tree(&message);
-    view.report = delivery_report(&message);
+    view.attachments.extend(uuencoded);
     let mut hops: Vec<Hop> = message
         .header_values("Received")
         .filter_map(|value| match value {
@@ -341,14 +366,27 @@ pub fn body_hash(bytes: &[u8]) -> [u8; 32] {
     blake3::hash(body).into()
 }
 
-fn mime_tree(message: &mail_parser::Message<'_>) -> Vec<(usize, String, usize)> {
+/// A part's body bytes: ours where we decoded it, else mail-parser's.
+fn part_bytes<'a>(
+    id: MessagePartId,
+    part: &'a MessagePart<'_>,
+    decoded: &'a DecodedParts,
+) -> &'a [u8] {
+    decoded.get(&id).map_or(part.contents(), Vec::as_slice)
+}
+
+fn mime_tree(
+    message: &mail_parser::Message<'_>,
+    decoded: &DecodedParts,
+) -> Vec<(usize, String, usize)> {
     let mut out = Vec::new();
     let mut stack = vec![(0u32, 0usize)];
     while let Some((id, depth)) = stack.pop() {
         let Some(part) = message.part(id) else {
             continue;
         };
-        out.push((depth, content_type(part), part.len()));
+        let size = decoded.get(&id).map_or(part.len(), Vec::len);
+        out.push((depth, content_type(part), size));
         if let PartType::Multipart(children) = &part.body {
             for child in children.iter().rev() {
                 stack.push((*child, depth + 1));
