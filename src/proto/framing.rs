@@ -271,13 +271,12 @@ pub fn read_dot_body(
             state.at_line_start = false;
             continue;
         }
-        let whole_line = memchr::memchr(b'\n', rest).and_then(|i| rest.get(..=i));
-        let (line, at_line_start) = match whole_line {
-            Some(line) => (line, true),
-            None => (rest, false),
-        };
+        // Lines that do not start with a dot go on in one run: bodies rarely hold such lines.
+        let run =
+            memchr::memmem::find(rest, b"\n.").map_or(rest, |nl| rest.get(..=nl).unwrap_or(rest));
+        let at_line_start = run.ends_with(b"\n");
         if at_line_start {
-            let before_lf = match line {
+            let before_lf = match run {
                 [.., cr, _] => *cr,
                 // A lone LF: the byte before it came earlier in this read, or in the last one.
                 _ => match available.get(..pos).and_then(<[u8]>::last) {
@@ -287,8 +286,8 @@ pub fn read_dot_body(
             };
             state.after_bare_lf = before_lf != b'\r';
         }
-        sink(line);
-        pos += line.len();
+        sink(run);
+        pos += run.len();
         state.at_line_start = at_line_start;
     }
     state.scan(available.get(..ended.unwrap_or(pos)).unwrap_or(available));
