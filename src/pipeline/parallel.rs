@@ -104,6 +104,7 @@ pub fn run<S: SessionSink>(
         let mut inputs = Vec::new();
         let mut outputs = Vec::new();
         let mut handles = Vec::new();
+        let (spent, reusable) = sync_channel::<Batch>(workers * (ROUNDS_IN_FLIGHT + 1));
         for _ in 0..workers {
             let (input, batches) = sync_channel::<Batch>(ROUNDS_IN_FLIGHT);
             let (chunks, output) = sync_channel::<Chunk>(CHUNKS_IN_FLIGHT);
@@ -111,13 +112,15 @@ pub fn run<S: SessionSink>(
             connections.keys = setup.keys.clone();
             connections.redact = setup.redact;
             let table = FlowTable::new(setup.config.ports.clone(), limits);
-            handles.push(scope.spawn(move || work(table, connections, batches)));
+            let spent = spent.clone();
+            handles.push(scope.spawn(move || work(table, connections, batches, spent)));
             inputs.push(input);
             outputs.push(output);
         }
         let decoder = Decoder::new(setup.config.ports.clone());
         let keys = setup.keys;
-        let reader = scope.spawn(move || read(decoder, sources, inputs, keys, watch));
+        let rounds = Rounds::new(inputs, reusable);
+        let reader = scope.spawn(move || read(decoder, sources, rounds, keys, watch));
         merge(&outputs, sessions);
         // Should the merge stop early, closed channels stop the workers, then the reader.
         drop(outputs);
@@ -136,11 +139,10 @@ pub fn run<S: SessionSink>(
 fn read(
     mut decoder: Decoder,
     sources: &mut [Box<dyn PacketSource>],
-    inputs: Vec<SyncSender<Batch>>,
+    mut rounds: Rounds,
     mut keys: KeyLog,
     watch: Option<&mut Watch>,
 ) -> (RunReport, KeyLog) {
-    let mut rounds = Rounds::new(inputs);
     let mut clock = SweepClock::default();
     let mut number = 0u64;
     let mut report = read_all(sources, watch, &mut |record| {
@@ -176,6 +178,9 @@ fn read(
 /// The round being filled, one batch per worker.
 struct Rounds {
     inputs: Vec<SyncSender<Batch>>,
+    /// Batches the workers are done with, emptied: refilled rather than grown anew, which
+    /// keeps the reader from allocating what the workers free.
+    reusable: Receiver<Batch>,
     batches: Vec<Batch>,
     segments: usize,
     bytes: usize,
@@ -183,10 +188,11 @@ struct Rounds {
 }
 
 impl Rounds {
-    fn new(inputs: Vec<SyncSender<Batch>>) -> Rounds {
+    fn new(inputs: Vec<SyncSender<Batch>>, reusable: Receiver<Batch>) -> Rounds {
         let batches = inputs.iter().map(|_| Batch::default()).collect();
         Rounds {
             inputs,
+            reusable,
             batches,
             segments: 0,
             bytes: 0,
@@ -243,7 +249,8 @@ impl Rounds {
         self.segments = 0;
         self.bytes = 0;
         for (input, batch) in self.inputs.iter().zip(&mut self.batches) {
-            if input.send(std::mem::take(batch)).is_err() {
+            let next = self.reusable.try_recv().unwrap_or_default();
+            if input.send(std::mem::replace(batch, next)).is_err() {
                 return ControlFlow::Break(());
             }
         }
@@ -265,9 +272,10 @@ fn work(
     mut table: FlowTable,
     mut connections: Connections<Recorder>,
     batches: Receiver<Batch>,
+    spent: SyncSender<Batch>,
 ) -> TcpStats {
-    for batch in batches {
-        for item in batch.items {
+    for mut batch in batches {
+        for item in batch.items.drain(..) {
             match item {
                 Item::Segment {
                     number,
@@ -293,6 +301,9 @@ fn work(
                 }
             }
         }
+        batch.payloads.clear();
+        // A full return queue means the reader has enough: this one is freed.
+        let _ = spent.try_send(batch);
         if !connections.out.send(true) {
             break;
         }
