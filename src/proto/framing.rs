@@ -6,6 +6,9 @@
 //! side is held up to [`MAX_HELD_BYTES`], and what comes after is dropped and counted.
 
 use std::collections::VecDeque;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 
 use crate::capture::Timestamp;
 
@@ -16,6 +19,11 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024;
 pub const MAX_HELD_BYTES: usize = 1 << 20;
 /// Message bytes kept for each message; size and hash still cover the whole message.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Searchers built once: these run on every read of a body, and building one costs about as
+/// much as searching a short read.
+static CR_DOT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\r."));
+static LINE_DOT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n."));
 
 /// A line taken from an inbox, with its line end.
 #[derive(Debug, PartialEq, Eq)]
@@ -228,7 +236,8 @@ impl DotState {
         let cr_dot = |w: &[u8]| matches!(w, [b'\r', b'.', b'\r' | b'\n']);
         // `\r.` is rare in mail: looking for it first keeps this at memchr's speed.
         let inside = || {
-            memchr::memmem::find_iter(raw, b"\r.")
+            CR_DOT
+                .find_iter(raw)
                 .any(|i| matches!(raw.get(i + 2), Some(b'\r' | b'\n')))
         };
         if head.windows(3).any(cr_dot) || inside() {
@@ -272,8 +281,9 @@ pub fn read_dot_body(
             continue;
         }
         // Lines that do not start with a dot go on in one run: bodies rarely hold such lines.
-        let run =
-            memchr::memmem::find(rest, b"\n.").map_or(rest, |nl| rest.get(..=nl).unwrap_or(rest));
+        let run = LINE_DOT
+            .find(rest)
+            .map_or(rest, |nl| rest.get(..=nl).unwrap_or(rest));
         let at_line_start = run.ends_with(b"\n");
         if at_line_start {
             let before_lf = match run {
