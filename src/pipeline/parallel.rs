@@ -91,11 +91,13 @@ struct Chunk {
 /// (each worker holds a copy of the keys; secrets are masked in the workers). Returns the
 /// run's report and the TLS keys read (the files' and the captures' own).
 pub fn run<S: SessionSink>(
-    setup: Dissection,
+    mut setup: Dissection,
     sources: &mut [Box<dyn PacketSource>],
     sessions: &mut Sessions<S>,
     watch: Option<&mut Watch>,
 ) -> (RunReport, KeyLog) {
+    // The key log is held once, not once per worker.
+    setup.keys.share();
     let workers = setup.threads.max(1);
     let mut limits = setup.config.limits;
     limits.max_flows = (limits.max_flows / workers).max(1);

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::hex;
 
@@ -30,6 +31,9 @@ pub struct Secrets {
 #[derive(Clone, Debug, Default)]
 pub struct KeyLog {
     sessions: HashMap<[u8; 32], Secrets>,
+    /// Sessions handed to [`KeyLog::share`]: read by every clone (the workers of a parallel
+    /// run), held once. Lines added later go to `sessions`, which then wins.
+    shared: Arc<HashMap<[u8; 32], Secrets>>,
     pub lines: u64,
     pub malformed: u64,
     /// Comments, unused labels, and client randoms beyond the limit.
@@ -40,12 +44,24 @@ pub struct KeyLog {
 
 impl KeyLog {
     pub fn secrets(&self, client_random: &[u8; 32]) -> Option<&Secrets> {
-        self.sessions.get(client_random)
+        self.sessions
+            .get(client_random)
+            .or_else(|| self.shared.get(client_random))
+    }
+
+    /// Moves the sessions read so far to where clones share them instead of copying them.
+    pub fn share(&mut self) {
+        let sessions = std::mem::take(&mut self.sessions);
+        if self.shared.is_empty() {
+            self.shared = Arc::new(sessions);
+        } else {
+            Arc::make_mut(&mut self.shared).extend(sessions);
+        }
     }
 
     /// The key log lines for one connection, as an NSS key log file has them.
     pub fn lines_for(&self, client_random: &[u8; 32]) -> String {
-        let Some(secrets) = self.sessions.get(client_random) else {
+        let Some(secrets) = self.secrets(client_random) else {
             return String::new();
         };
         let random = hex::encode(client_random);
@@ -67,22 +83,37 @@ impl KeyLog {
     }
 
     pub fn sessions(&self) -> usize {
-        self.sessions.len()
+        let own = self.sessions.keys();
+        self.shared.len() + own.filter(|r| !self.shared.contains_key(*r)).count()
     }
 
     /// Adds key log text; a line cut at the end is completed by the next call.
     pub fn add(&mut self, text: &[u8]) {
-        self.partial.extend_from_slice(text);
-        let Some(end) = memchr::memrchr(b'\n', &self.partial) else {
-            if self.partial.len() > MAX_LINE {
-                self.malformed += 1;
-                self.partial.clear();
-            }
+        // Lines are read where they are: a key log can be hundreds of megabytes.
+        let Some(end) = memchr::memrchr(b'\n', text) else {
+            self.hold(text);
             return;
         };
-        let complete: Vec<u8> = self.partial.drain(..=end).collect();
-        for line in complete.split(|&b| b == b'\n') {
+        let complete = text.get(..end).unwrap_or_default();
+        let rest = text.get(end + 1..).unwrap_or_default();
+        let mut lines = complete.split(|&b| b == b'\n');
+        if !self.partial.is_empty() {
+            let mut first = std::mem::take(&mut self.partial);
+            first.extend_from_slice(lines.next().unwrap_or_default());
+            self.line(&first);
+        }
+        for line in lines {
             self.line(line);
+        }
+        self.hold(rest);
+    }
+
+    /// Keeps the start of a line until its end comes; a line that grows too long is malformed.
+    fn hold(&mut self, text: &[u8]) {
+        self.partial.extend_from_slice(text);
+        if self.partial.len() > MAX_LINE {
+            self.malformed += 1;
+            self.partial.clear();
         }
     }
 
@@ -139,11 +170,17 @@ impl KeyLog {
             self.malformed += 1;
             return;
         };
-        if self.sessions.len() >= MAX_SESSIONS && !self.sessions.contains_key(&random) {
+        let known = self.sessions.contains_key(&random) || self.shared.contains_key(&random);
+        // Both counts, not sessions(): an entry in both counts twice, but this runs per line.
+        if self.sessions.len() + self.shared.len() >= MAX_SESSIONS && !known {
             self.ignored += 1;
             return;
         }
-        let secrets = self.sessions.entry(random).or_default();
+        let shared = &self.shared;
+        let secrets = self
+            .sessions
+            .entry(random)
+            .or_insert_with(|| shared.get(&random).cloned().unwrap_or_default());
         let slot = match label {
             "CLIENT_RANDOM" => &mut secrets.master,
             "CLIENT_HANDSHAKE_TRAFFIC_SECRET" => &mut secrets.client_handshake,
@@ -182,11 +219,16 @@ impl KeyLogFile {
             return Ok(());
         }
         io::Seek::seek(&mut file, io::SeekFrom::Start(self.read))?;
-        let mut text = Vec::new();
-        file.take(len - self.read).read_to_end(&mut text)?;
-        self.read += text.len() as u64;
-        keys.add(&text);
-        Ok(())
+        let mut file = file.take(len - self.read);
+        let mut chunk = vec![0; 1 << 20];
+        loop {
+            let n = file.read(&mut chunk)?;
+            let Some(text) = chunk.get(..n).filter(|text| !text.is_empty()) else {
+                return Ok(());
+            };
+            self.read += n as u64;
+            keys.add(text);
+        }
     }
 }
 
@@ -244,5 +286,49 @@ mod tests {
         let s = keys.secrets(&[0xab; 32]).unwrap();
         assert_eq!(s.server_traffic.as_deref(), Some(&[3, 4][..]));
         assert_eq!((keys.lines, keys.malformed, keys.ignored), (8, 2, 3));
+    }
+
+    #[test]
+    fn shared_sessions_are_read_by_clones_and_later_lines_complete_them() {
+        let (a, b) = ("aa".repeat(32), "bb".repeat(32));
+        let mut keys = KeyLog::default();
+        keys.add(
+            format!("CLIENT_HANDSHAKE_TRAFFIC_SECRET {a} 01\nCLIENT_RANDOM {b} 02\n").as_bytes(),
+        );
+        keys.share();
+        let mut worker = keys.clone();
+        assert_eq!(worker.sessions(), 2);
+        assert_eq!(
+            worker.secrets(&[0xbb; 32]).unwrap().master.as_deref(),
+            Some(&[2][..])
+        );
+        // A key log inside the capture adds to a session the shared part already has.
+        worker.add(format!("SERVER_HANDSHAKE_TRAFFIC_SECRET {a} 03\n").as_bytes());
+        let s = worker.secrets(&[0xaa; 32]).unwrap();
+        assert_eq!(
+            s.client_handshake.as_deref(),
+            Some(&[1][..]),
+            "kept from the shared part"
+        );
+        assert_eq!(s.server_handshake.as_deref(), Some(&[3][..]));
+        assert_eq!(worker.sessions(), 2, "the same session, not a new one");
+        assert!(worker
+            .lines_for(&[0xaa; 32])
+            .contains("SERVER_HANDSHAKE_TRAFFIC_SECRET"));
+        assert_eq!(
+            keys.secrets(&[0xaa; 32]).unwrap().server_handshake,
+            None,
+            "clones apart"
+        );
+        worker.share();
+        assert_eq!(worker.sessions(), 2);
+        assert_eq!(
+            worker
+                .secrets(&[0xaa; 32])
+                .unwrap()
+                .server_handshake
+                .as_deref(),
+            Some(&[3][..])
+        );
     }
 }
