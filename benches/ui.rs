@@ -24,11 +24,9 @@ const SESSIONS: u64 = 100_000;
 
 fn loaded() -> App {
     let path = format!("{}/samples/smtp-plain.pcap", env!("CARGO_MANIFEST_DIR"));
+    let source = FileSource::open(&path).expect("the sample opens");
     let job = Job {
-        open: Box::new(move || {
-            let source = FileSource::open(&path).map_err(|e| e.to_string())?;
-            Ok(vec![Box::new(source) as Box<dyn PacketSource>])
-        }),
+        sources: vec![Box::new(source) as Box<dyn PacketSource>],
         dissection: Dissection {
             config: Config::default(),
             threads: 2,

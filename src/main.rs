@@ -523,6 +523,9 @@ fn terminal_ui(input: &Input) -> Result<ExitCode, String> {
     if !io::stdout().is_terminal() {
         return Err("the terminal UI needs a terminal; use --text or --json to print".into());
     }
+    // Opened first: a live capture drops privileges there, before the key logs are read.
+    let ports = input.common.config().ports;
+    let sources = open_sources(input, &ports, false)?;
     let dissection = dissection(input)?;
     let live = dissection.live;
     let total_bytes = (!live && !input.files.iter().any(|f| f == "-"))
@@ -538,15 +541,8 @@ fn terminal_ui(input: &Input) -> Result<ExitCode, String> {
         Some(interface) => format!("live on {interface}"),
         None => input.files.join(" "),
     };
-    // Files are opened here too, so that one that cannot be opened is an error before the
-    // screen changes; the reader thread opens them again through the opener.
-    let ports = dissection.config.ports.clone();
-    if !live {
-        open_sources(input, &ports, false)?;
-    }
-    let opened = input.clone();
     let job = ui::Job {
-        open: Box::new(move || open_sources(&opened, &ports, false)),
+        sources,
         dissection,
         analysis: input.common.analysis(),
         total_bytes,

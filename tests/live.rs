@@ -156,6 +156,32 @@ fn the_terminal_ui_follows_a_live_capture() {
     );
 }
 
+/// The terminal UI with `--user nobody` reads key logs as nobody, after the interface is open:
+/// a key log only root may read is refused (as root it would be read).
+#[test]
+#[ignore = "needs root and the mail lab; .ci/run runs it"]
+fn the_terminal_ui_reads_key_logs_after_dropping_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("root-only.keys");
+    std::fs::write(
+        &keys,
+        format!("CLIENT_RANDOM {} {}\n", "ab".repeat(32), "cd".repeat(48)),
+    )
+    .unwrap();
+    std::fs::set_permissions(&keys, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    assert!(std::fs::read(&keys).is_ok(), "root reads it");
+    let tmux = common::Tmux::start(&format!(
+        "{} -i lo --user nobody --keylog {}; echo SHELL-AGAIN; sleep 20",
+        env!("CARGO_BIN_EXE_mailscope"),
+        keys.display()
+    ));
+    let after = tmux.wait_for("SHELL-AGAIN");
+    assert!(
+        after.contains("cannot read key log") && after.contains("ermission denied"),
+        "{after}"
+    );
+}
+
 /// The ids a process runs with, from /proc: its (real, effective, saved, filesystem) uids and
 /// gids, and its supplementary groups.
 fn process_ids(pid: u32) -> (Vec<u32>, Vec<u32>, Vec<u32>) {

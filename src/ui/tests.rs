@@ -35,11 +35,9 @@ fn loaded_with(path: String, file: &str, keylog: Option<&str>, hold_limit: Optio
         keys.add(&std::fs::read(sample(k)).unwrap());
         keys.finish();
     }
+    let source = FileSource::open(&path).unwrap();
     let job = Job {
-        open: Box::new(move || {
-            let source = FileSource::open(&path).map_err(|e| e.to_string())?;
-            Ok(vec![Box::new(source) as Box<dyn PacketSource>])
-        }),
+        sources: vec![Box::new(source) as Box<dyn PacketSource>],
         dissection: Dissection {
             config: Config::default(),
             threads: 2,

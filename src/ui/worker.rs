@@ -19,11 +19,11 @@ pub const CHANNEL_DEPTH: usize = 4096;
 /// How often progress is reported, in frames.
 const PROGRESS_EVERY: u64 = 10_000;
 
-pub type Opener = Box<dyn FnOnce() -> Result<Vec<Box<dyn PacketSource>>, String> + Send>;
-
 /// What the reader is asked to read.
 pub struct Job {
-    pub open: Opener,
+    /// Opened by the caller: an input that cannot be opened is an error before the screen
+    /// changes, and a live capture drops privileges (`--user`) before the key logs are read.
+    pub sources: Vec<Box<dyn PacketSource>>,
     pub dissection: Dissection,
     pub analysis: analysis::Options,
     /// Bytes the inputs hold, for the progress gauge (unknown for live capture and stdin).
@@ -69,16 +69,6 @@ pub fn spawn(job: Job, tx: SyncSender<Update>) -> JoinHandle<()> {
 
 /// Reads every input to the end (or until the UI goes away), sending updates as it goes.
 pub fn read(job: Job, tx: SyncSender<Update>) {
-    let sources = match (job.open)() {
-        Ok(sources) => sources,
-        Err(e) => {
-            let _ = tx.send(Update::Done {
-                faults: vec![e],
-                frames: 0,
-            });
-            return;
-        }
-    };
     let mut progress = Progress {
         tx: tx.clone(),
         frames: 0,
@@ -87,7 +77,7 @@ pub fn read(job: Job, tx: SyncSender<Update>) {
         every_frame: job.dissection.live,
     };
     let analyst = Analyst::new(ChannelSink { tx: tx.clone() }, job.analysis);
-    let mut sources = sources;
+    let mut sources = job.sources;
     let (report, _) = job.dissection.run(
         &mut sources,
         analyst,
