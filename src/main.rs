@@ -437,8 +437,9 @@ fn sessions(input: &Input, sink: &mut impl SessionSink) -> Result<ExitCode, Stri
 
 /// `sessions`, also giving the TLS keys that were read (files and the captures' own).
 fn dissect(input: &Input, sink: &mut impl SessionSink) -> Result<(ExitCode, KeyLog), String> {
-    let mut sources = open_sources(input, &input.common.config().ports, true)?;
-    let dissection = dissection(input)?;
+    let config = input.common.config();
+    let mut sources = open_sources(input, &config.ports, true)?;
+    let dissection = dissection(input, config)?;
     let analyst = Analyst::new(sink, input.common.analysis());
     let (report, keys) = dissection.run(&mut sources, analyst, None);
     if !input.common.quiet {
@@ -447,13 +448,14 @@ fn dissect(input: &Input, sink: &mut impl SessionSink) -> Result<(ExitCode, KeyL
     Ok((finish(&report, input.common.quiet), keys))
 }
 
-/// How the input is dissected, with the key logs read (live: read as they grow).
-fn dissection(input: &Input) -> Result<Dissection, String> {
+/// How the input is dissected, with the key logs read (live: read as they grow). Called after
+/// the inputs are open, so that a live capture reads them as `--user`.
+fn dissection(input: &Input, config: Config) -> Result<Dissection, String> {
     let mut keys = KeyLog::default();
     let followed = load_keys(&input.common, &mut keys)?;
     let live = input.interface.is_some();
     Ok(Dissection {
-        config: input.common.config(),
+        config,
         threads: input.common.threads(),
         keys,
         live,
@@ -524,9 +526,9 @@ fn terminal_ui(input: &Input) -> Result<ExitCode, String> {
         return Err("the terminal UI needs a terminal; use --text or --json to print".into());
     }
     // Opened first: a live capture drops privileges there, before the key logs are read.
-    let ports = input.common.config().ports;
-    let sources = open_sources(input, &ports, false)?;
-    let dissection = dissection(input)?;
+    let config = input.common.config();
+    let sources = open_sources(input, &config.ports, false)?;
+    let dissection = dissection(input, config)?;
     let live = dissection.live;
     let total_bytes = (!live && !input.files.iter().any(|f| f == "-"))
         .then(|| {

@@ -45,8 +45,12 @@ pub fn disguise(raw: &[u8]) -> Option<Disguised> {
     let mut taken = Vec::new();
     let mut copied = 0;
     for line in memchr::memmem::find_iter(raw, ENCODING_LINE) {
+        // A line inside a body already taken out is not a header.
+        if line < copied {
+            continue;
+        }
         let value = line + ENCODING_LINE.len() - DISGUISE.len();
-        let Some(body) = binary_body(raw, value).filter(|_| line >= copied) else {
+        let Some(body) = binary_body(raw, value) else {
             continue;
         };
         bytes.extend_from_slice(raw.get(copied..value)?);
@@ -161,7 +165,7 @@ fn binary_body(raw: &[u8], value: usize) -> Option<Range<usize>> {
         let line_end = body_start + nl;
         line_end - usize::from(rest.get(nl.wrapping_sub(1)) == Some(&b'\r'))
     });
-    Some(body_start..body_end.max(body_start))
+    Some(body_start..body_end)
 }
 
 fn is_blank(line: &[u8]) -> bool {

@@ -88,7 +88,7 @@ struct Chunk {
 }
 
 /// Runs `setup.threads` workers over the sources and feeds `sessions` what one thread would
-/// (each worker holds a copy of the keys; secrets are masked in the workers). Returns the
+/// (the workers share the key log read so far; secrets are masked in the workers). Returns the
 /// run's report and the TLS keys read (the files' and the captures' own).
 pub fn run<S: SessionSink>(
     mut setup: Dissection,
