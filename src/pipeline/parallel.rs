@@ -35,7 +35,7 @@ use crate::tls::KeyLog;
 /// A round ends after this many segments...
 const ROUND_SEGMENTS: usize = 4096;
 /// ...or this many payload bytes, whichever comes first.
-const ROUND_BYTES: usize = 4 << 20;
+const ROUND_BYTES: usize = 1 << 20;
 /// Rounds queued for each worker: enough to keep it busy, few enough to bound memory.
 const ROUNDS_IN_FLIGHT: usize = 4;
 /// Records a worker sends at once: the end of the capture (or a sweep) can end every open
