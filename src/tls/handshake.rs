@@ -2,6 +2,9 @@
 //! several), and the ones we read parsed: ClientHello and ServerHello with tls-parser, the
 //! server's certificate with x509-parser.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use tls_parser::{
     parse_tls_extensions, parse_tls_message_handshake, SNIType, TlsExtension, TlsMessage,
     TlsMessageHandshake,
@@ -180,6 +183,10 @@ pub fn certificate(body: &[u8], tls13: bool) -> Option<CertificateInfo> {
     let first = list.get(3..)?;
     let len = u32::from_be_bytes([0, *first.first()?, *first.get(1)?, *first.get(2)?]) as usize;
     let der = first.get(3..3 + len)?;
+    PARSED_CERTIFICATES.with_borrow_mut(|cache| cache.parse(der))
+}
+
+fn parse_certificate(der: &[u8]) -> Option<CertificateInfo> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let validity = cert.validity();
     Some(CertificateInfo {
@@ -190,9 +197,81 @@ pub fn certificate(body: &[u8], tls13: bool) -> Option<CertificateInfo> {
     })
 }
 
+/// Certificates a thread remembers; when more arrive, it forgets them all (a flood of
+/// distinct ones then costs what it cost without the cache: a parse each).
+const CACHED_CERTIFICATES: usize = 32;
+/// Larger certificates are parsed each time rather than kept.
+const MAX_CACHED_DER: usize = 16 * 1024;
+
+/// A server shows the same certificate to every client, and parsing it was a twentieth of
+/// the work on a capture of many short TLS sessions. So each thread (a worker and its flows)
+/// remembers what the last few certificates it parsed said, by their DER bytes.
+#[derive(Default)]
+struct CertificateCache(HashMap<Vec<u8>, Option<CertificateInfo>, ahash::RandomState>);
+
+impl CertificateCache {
+    fn parse(&mut self, der: &[u8]) -> Option<CertificateInfo> {
+        if der.len() > MAX_CACHED_DER {
+            return parse_certificate(der);
+        }
+        if let Some(known) = self.0.get(der) {
+            return known.clone();
+        }
+        let parsed = parse_certificate(der);
+        if self.0.len() >= CACHED_CERTIFICATES {
+            self.0.clear();
+        }
+        self.0.insert(der.to_vec(), parsed.clone());
+        parsed
+    }
+}
+
+thread_local! {
+    static PARSED_CERTIFICATES: RefCell<CertificateCache> = RefCell::default();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lab's certificate, made by OpenSSL (scripts/lab/setup.sh), as DER.
+    fn lab_certificate() -> Vec<u8> {
+        let pem = include_bytes!("../../scripts/lab/config/tls/server.crt");
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem).expect("PEM");
+        pem.contents
+    }
+
+    #[test]
+    fn a_certificate_seen_again_reads_the_same_and_a_changed_one_anew() {
+        let der = lab_certificate();
+        let mut cache = CertificateCache::default();
+        let first = cache.parse(&der).expect("the lab's certificate parses");
+        // What `openssl x509 -noout -subject -dates` says of it.
+        assert_eq!(first.subject, "O=mail-lab, CN=mail.example.test");
+        assert!(first.not_after.contains("2036"), "{first:?}");
+        assert_eq!(cache.parse(&der).as_ref(), Some(&first));
+
+        // Same length, one letter of the issuer changed (it comes first in the DER): parsed
+        // anew, not found.
+        let at = der
+            .windows(4)
+            .position(|w| w == b"mail")
+            .expect("the name in the DER");
+        let mut changed = der.clone();
+        changed[at] = b'n';
+        let second = cache.parse(&changed).expect("still parses");
+        assert_eq!(second.issuer, "O=nail-lab, CN=mail.example.test");
+        assert_eq!(cache.parse(&der).as_ref(), Some(&first));
+    }
+
+    #[test]
+    fn a_flood_of_certificates_is_not_all_kept() {
+        let mut cache = CertificateCache::default();
+        for n in 0..(CACHED_CERTIFICATES * 3) as u32 {
+            assert_eq!(cache.parse(&n.to_be_bytes()), None);
+            assert!(cache.0.len() <= CACHED_CERTIFICATES);
+        }
+    }
 
     #[test]
     fn messages_are_joined_across_records_and_split_within_one() {
