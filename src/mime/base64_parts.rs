@@ -8,10 +8,13 @@
 //! only where it must equal mail-parser's own decoding: each renamed line in the header of a
 //! binary part that took no other encoding, whose body in the copy starts where ours was taken
 //! out and holds nothing but line breaks, and each body plain padded base64 between line
-//! breaks. Anything else (nested messages, text parts, stray characters, unpadded ends) goes
-//! back to mail-parser on the original bytes.
+//! breaks. A message cut short (a capture that ends mid-transfer) has no boundary after its
+//! last part: mail-parser reads that part's base64 to the end, fails, and keeps the text as
+//! it is; we keep the same text without the wasted reading. Anything else (nested messages,
+//! text parts, stray characters, unpadded ends) goes back to mail-parser on the original
+//! bytes.
 
-use mail_parser::{Encoding, Message, MessagePartId, PartType};
+use mail_parser::{Encoding, Message, MessagePartId, MimeHeaders, PartType};
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -83,23 +86,65 @@ pub fn decode(raw: &[u8], message: &Message<'_>, disguised: &Disguised) -> Optio
             .partition_point(|part| part.offset_header as usize <= taken.renamed)
             .checked_sub(1)?;
         let part = message.parts.get(index)?;
-        let (PartType::Binary(left) | PartType::InlineBinary(left)) = &part.body else {
-            return None;
-        };
         let in_header =
             (part.offset_header as usize..part.offset_body as usize).contains(&taken.renamed);
-        if !in_header
-            || part.offset_body as usize != taken.at
-            || part.encoding != Encoding::None
-            || part.is_encoding_problem
-            || left.iter().any(|&b| b != b'\r' && b != b'\n')
-        {
+        if !in_header || part.offset_body as usize != taken.at || part.encoding != Encoding::None {
             return None;
         }
-        let id = MessagePartId::try_from(index).ok()?;
-        decoded.insert(id, decode_lines(raw.get(taken.original.clone())?)?);
+        let body = raw.get(taken.original.clone())?;
+        let bytes = match &part.body {
+            PartType::Binary(left) | PartType::InlineBinary(left)
+                if !part.is_encoding_problem && only_line_breaks(left) =>
+            {
+                decode_lines(body)?
+            }
+            // A message cut short: no boundary after the last part. mail-parser then fails to
+            // decode it (at the end, after reading it all) and keeps its text as it is, as
+            // text in the part's charset: the same bytes when there is none and the text is
+            // only base64.
+            PartType::Text(left)
+                if part.is_encoding_problem
+                    && taken.original.end == raw.len()
+                    && only_line_breaks(left.as_bytes())
+                    && part
+                        .content_type()
+                        .and_then(|ct| ct.attribute("charset"))
+                        .is_none()
+                    && is_base64_text(body) =>
+            {
+                body.to_vec()
+            }
+            _ => return None,
+        };
+        decoded.insert(MessagePartId::try_from(index).ok()?, bytes);
     }
     Some(decoded)
+}
+
+fn only_line_breaks(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == b'\r' || b == b'\n')
+}
+
+/// Whether `text` holds only base64 characters and line breaks. It runs over whole
+/// attachments, so each byte's test has no branches (the compiler vectorises it) and the
+/// answer is checked a block at a time.
+fn is_base64_text(text: &[u8]) -> bool {
+    text.chunks(256).all(|block| {
+        block
+            .iter()
+            .fold(true, |ok, &b| ok & is_base64_text_byte(b))
+    })
+}
+
+fn is_base64_text_byte(b: u8) -> bool {
+    b.is_ascii_uppercase()
+        | b.is_ascii_lowercase()
+        | b.is_ascii_digit()
+        | (b == b'+')
+        | (b == b'/')
+        | (b == b'=')
+        | (b == b'\r')
+        | (b == b'\n')
 }
 
 /// Base64 text broken into lines by CRLF or LF; None for any other byte outside the alphabet.
@@ -246,6 +291,7 @@ mod tests {
         (
             prop::sample::select(vec![
                 "application/octet-stream",
+                "application/octet-stream; charset=utf-7",
                 "image/png",
                 "application/pdf; name=\"r.pdf\"",
                 "text/plain; charset=utf-8",
@@ -343,8 +389,13 @@ mod tests {
             parts in prop::collection::vec(gen_part(), 0..5),
             lf_only in any::<bool>(),
             closed in any::<bool>(),
+            cut in any::<usize>(),
         ) {
-            let raw = message(&parts, lf_only, closed);
+            let mut raw = message(&parts, lf_only, closed);
+            // A message cut short, as a capture that ends mid-transfer leaves it.
+            if !closed && cut % 2 == 0 {
+                raw.truncate(cut / 2 % (raw.len() + 1));
+            }
             let alone = mail_parser::MessageParser::default()
                 .parse(&raw)
                 .map(|m| super::super::view(&m, DecodedParts::new()))
