@@ -146,8 +146,10 @@ impl UnitReader {
         unit.overlong |= line.overlong;
         match literal_marker(&text) {
             Some((size, sync)) if !line.overlong && unit.literals.len() < MAX_LITERALS_PER_UNIT => {
-                unit.literals
-                    .push((unit.text.len(), MessageBuilder::new(line.ts)));
+                unit.literals.push((
+                    unit.text.len(),
+                    MessageBuilder::announced(line.ts, Some(size)),
+                ));
                 self.remaining = size;
                 if size > MAX_MESSAGE_BYTES as u64 {
                     self.oversized = Some((size, line.ts));

@@ -46,7 +46,8 @@ enum ClientMode {
 enum Kind {
     Other,
     Hello,
-    Mail(String),
+    /// The sender and the size it announced (`SIZE=`).
+    Mail(String, Option<u64>),
     Rcpt(String),
     Reset,
     Data,
@@ -71,6 +72,7 @@ struct Pending {
 struct Transaction {
     mail_from: Option<String>,
     accepted: Vec<String>,
+    announced_size: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -322,14 +324,12 @@ impl SmtpDissector {
         let verb = command.verb.clone();
         let (kind, shown) = match verb.as_str() {
             "HELO" | "EHLO" | "LHLO" => (Kind::Hello, text.clone()),
-            "MAIL" => (
-                Kind::Mail(
-                    parser::path_arg(command.args, "FROM")
-                        .map(|p| p.mailbox.to_string())
-                        .unwrap_or_default(),
-                ),
-                text.clone(),
-            ),
+            "MAIL" => {
+                let path = parser::path_arg(command.args, "FROM");
+                let size = path.as_ref().and_then(|p| parser::size_param(&p.params));
+                let from = path.map(|p| p.mailbox.to_string()).unwrap_or_default();
+                (Kind::Mail(from, size), text.clone())
+            }
             "RCPT" => {
                 let path = parser::path_arg(command.args, "TO");
                 if let Some(p) = path.as_ref().filter(|p| !p.route.is_empty()) {
@@ -624,16 +624,20 @@ impl SmtpDissector {
                 )));
             }
             Kind::Reset if positive => self.transaction = Transaction::default(),
-            Kind::Mail(from) if positive => {
+            Kind::Mail(from, size) if positive => {
                 self.transaction = Transaction {
                     mail_from: Some(from.clone()),
                     accepted: Vec::new(),
+                    announced_size: *size,
                 };
             }
             Kind::Rcpt(to) if positive => self.transaction.accepted.push(to.clone()),
             Kind::Data => {
                 self.mode = if reply.code == "354" {
-                    self.message = Some(MessageBuilder::new(reply.ts));
+                    self.message = Some(MessageBuilder::announced(
+                        reply.ts,
+                        self.transaction.announced_size,
+                    ));
                     ClientMode::Data {
                         state: DotState::default(),
                     }

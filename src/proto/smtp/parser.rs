@@ -131,6 +131,16 @@ pub fn path_arg<'a>(args: &'a str, keyword: &str) -> Option<PathArg<'a>> {
     })
 }
 
+/// The message size a `MAIL FROM` announces: `size-param = "SIZE=" size-value` (RFC 1870).
+pub fn size_param(params: &[&str]) -> Option<u64> {
+    params.iter().find_map(|param| {
+        let (keyword, value) = param.split_once('=')?;
+        keyword
+            .eq_ignore_ascii_case("SIZE")
+            .then(|| value.parse().ok())?
+    })
+}
+
 /// `bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ]` (RFC 3030).
 pub fn bdat_args(args: &str) -> Option<(u64, bool)> {
     let mut words = args.split_whitespace();
@@ -231,6 +241,17 @@ mod tests {
         assert_eq!(enhanced_status("2.0.0"), Some("2.0.0"));
         assert_eq!(enhanced_status("Ok: queued"), None);
         assert_eq!(enhanced_status("3.1.0 x"), None);
+    }
+
+    #[test]
+    fn size_params() {
+        assert_eq!(
+            size_param(&["BODY=8BITMIME", "size=1009394"]),
+            Some(1009394)
+        );
+        assert_eq!(size_param(&["SIZE=12x"]), None);
+        assert_eq!(size_param(&["SIZE"]), None);
+        assert_eq!(size_param(&["SMTPUTF8"]), None);
     }
 
     #[test]
