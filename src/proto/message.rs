@@ -60,12 +60,12 @@ impl MessageBuilder {
         let Some(announced) = self.announced else {
             return;
         };
-        let wanted = self.bytes.len() + needed;
-        if self.bytes.len() < BELIEVE_ANNOUNCED_AFTER || (announced as usize) <= wanted {
+        let announced = usize::try_from(announced).unwrap_or(usize::MAX);
+        if self.bytes.len() < BELIEVE_ANNOUNCED_AFTER || announced <= self.bytes.len() + needed {
             return;
         }
-        let target = (announced as usize)
-            .saturating_add(announced as usize / 32 + 4096)
+        let target = announced
+            .saturating_add(announced / 32 + 4096)
             .min(MAX_MESSAGE_BYTES);
         // Should the room not be had, growing by doubling is what was going to happen anyway.
         let _ = self.bytes.try_reserve_exact(target - self.bytes.len());

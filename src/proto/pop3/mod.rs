@@ -98,16 +98,6 @@ impl Default for Pop3Dissector {
     }
 }
 
-/// The size a RETR reply announces, as in RFC 1939's `+OK 120 octets`.
-fn retr_octets(status: &str) -> Option<u64> {
-    let mut words = status.split_whitespace().skip(1);
-    let size = words.next()?.parse().ok()?;
-    words
-        .next()
-        .is_some_and(|w| w.eq_ignore_ascii_case("octets"))
-        .then_some(size)
-}
-
 fn reply_of(status: &Line, extra: Vec<String>) -> Reply {
     let first = status.text();
     let code = if first.to_ascii_uppercase().starts_with("+OK") {
@@ -375,9 +365,9 @@ impl Pop3Dissector {
                 self.mode = ClientMode::SaslResponse;
                 self.exchange(pending, reply_of(&line, Vec::new()), out);
             }
-            Status::Done { ok: true, .. } if pending.multi_line => {
+            Status::Done { ok: true, text, .. } if pending.multi_line => {
                 let size = match pending.kind {
-                    Kind::Retr => retr_octets(&line.text()),
+                    Kind::Retr => parser::octets(text),
                     _ => None,
                 };
                 let message = matches!(pending.kind, Kind::Retr | Kind::Top)
@@ -520,14 +510,6 @@ impl TwoSides for Pop3Dissector {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn retr_announces_octets() {
-        assert_eq!(super::retr_octets("+OK 120 octets"), Some(120));
-        assert_eq!(super::retr_octets("+OK 120 OCTETS follow"), Some(120));
-        assert_eq!(super::retr_octets("+OK message follows"), None);
-        assert_eq!(super::retr_octets("+OK 120"), None);
-    }
-
     use super::*;
 
     const C: Direction = Direction::ClientToServer;

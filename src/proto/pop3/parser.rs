@@ -69,6 +69,16 @@ pub fn apop_timestamp(greeting: &str) -> Option<&str> {
     timestamp.contains('@').then_some(timestamp)
 }
 
+/// The size a RETR reply's text announces, as in RFC 1939's `+OK 120 octets`.
+pub fn octets(status_text: &str) -> Option<u64> {
+    let mut words = status_text.split_whitespace();
+    let size = words.next()?.parse().ok()?;
+    words
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("octets"))
+        .then_some(size)
+}
+
 /// One line of a LIST or UIDL listing: `msg-number SP (size / unique-id)`.
 pub fn listing_line(line: &str) -> Option<(u64, &str)> {
     let (number, value) = line.trim_end().split_once(' ')?;
@@ -78,6 +88,18 @@ pub fn listing_line(line: &str) -> Option<(u64, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retr_announces_octets() {
+        let octets_of = |line| match status_line(line) {
+            Some(Status::Done { text, .. }) => octets(text),
+            _ => None,
+        };
+        assert_eq!(octets_of("+OK 120 octets"), Some(120));
+        assert_eq!(octets_of("+OK 120 OCTETS follow"), Some(120));
+        assert_eq!(octets_of("+OK message follows"), None);
+        assert_eq!(octets_of("+OK 120"), None);
+    }
 
     #[test]
     fn known_answers() {
