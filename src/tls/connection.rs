@@ -238,7 +238,7 @@ impl TlsConnection {
             out.push(TlsEvent::Broken {
                 direction,
                 ts,
-                text: format!("the TLS stream cannot be followed further: {}", e.0),
+                text: format!("the TLS stream cannot be followed further: {e}"),
             });
             self.fail("the TLS stream broke off (not a TLS record)".into());
         }

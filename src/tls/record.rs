@@ -35,78 +35,111 @@ impl Record {
 
 #[derive(Debug, Default)]
 pub struct RecordReader {
-    held: Vec<u8>,
+    /// The header of an unfinished record, `header_len` bytes of it so far.
+    header: [u8; 5],
+    header_len: usize,
+    /// Its body so far; room for all of it is made once the header is known, and the record
+    /// takes it as it is.
+    body: Vec<u8>,
     /// Records read so far.
     pub records: u64,
 }
 
-/// Why the stream is not TLS records (any more).
+/// Why the stream is not TLS records (any more): the header found instead of a record's.
 #[derive(Debug, PartialEq, Eq)]
-pub struct NotTls(pub String);
+pub struct NotTls([u8; 5]);
+
+impl std::fmt::Display for NotTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [content_type, major, minor, high, low] = self.0;
+        let len = u16::from_be_bytes([high, low]);
+        write!(
+            f,
+            "not a TLS record header: {content_type:02x} {major:02x} {minor:02x} length {len}"
+        )
+    }
+}
+
+/// The body length a record header announces, if it is a TLS record header.
+fn body_len(header: [u8; 5]) -> Result<usize, NotTls> {
+    let [content_type, major, _, high, low] = header;
+    let len = u16::from_be_bytes([high, low]) as usize;
+    if !(CHANGE_CIPHER_SPEC..=24).contains(&content_type) || major != 3 || len > MAX_BODY {
+        return Err(NotTls(header));
+    }
+    Ok(len)
+}
 
 impl RecordReader {
     /// Takes the next bytes; hands each complete record to `each`. Once a header is not a TLS
     /// record header, nothing after it can be framed: the error says what was found.
+    ///
+    /// Records whole within `bytes` are read where they are; only a record cut by the end of
+    /// `bytes` is held.
     pub fn push(
         &mut self,
         mut bytes: &[u8],
         ts: Timestamp,
         each: &mut dyn FnMut(Record),
     ) -> Result<(), NotTls> {
-        while !bytes.is_empty() || self.complete().is_some() {
-            if let Some(len) = self.complete() {
-                let body = self.held.split_off(5);
-                let header = std::mem::take(&mut self.held);
-                debug_assert_eq!(body.len(), len);
-                let &[content_type, major, minor, ..] = header.as_slice() else {
-                    return Err(NotTls("short header".into()));
-                };
-                self.records += 1;
-                each(Record {
-                    content_type,
-                    version: [major, minor],
-                    body,
-                    ts,
-                });
-                continue;
+        if self.held() > 0 {
+            bytes = self.fill(bytes)?;
+            if self.header_len < 5 || self.body.len() < body_len(self.header)? {
+                return Ok(());
             }
-            let want = match self.held.len() {
-                n if n < 5 => 5 - n,
-                _ => self.body_len()? + 5 - self.held.len(),
-            };
-            let (taken, rest) = bytes
-                .split_at_checked(want.min(bytes.len()))
-                .unwrap_or_default();
-            self.held.extend_from_slice(taken);
-            bytes = rest;
-            if self.held.len() >= 5 {
-                self.body_len()?;
-            }
+            let body = std::mem::take(&mut self.body);
+            self.header_len = 0;
+            self.emit(self.header, body, ts, each);
         }
+        while let Some((&header, rest)) = bytes.split_first_chunk::<5>() {
+            let Some((body, rest)) = rest.split_at_checked(body_len(header)?) else {
+                break;
+            };
+            self.emit(header, body.to_vec(), ts, each);
+            bytes = rest;
+        }
+        self.fill(bytes)?;
         Ok(())
+    }
+
+    /// Adds to the held record what it lacks (its header first), no more; returns the rest.
+    fn fill<'a>(&mut self, bytes: &'a [u8]) -> Result<&'a [u8], NotTls> {
+        let (taken, bytes) = bytes.split_at((5 - self.header_len).min(bytes.len()));
+        let end = self.header_len + taken.len();
+        if let Some(slot) = self.header.get_mut(self.header_len..end) {
+            slot.copy_from_slice(taken);
+        }
+        self.header_len = end;
+        if end < 5 {
+            return Ok(bytes);
+        }
+        let missing = body_len(self.header)?.saturating_sub(self.body.len());
+        self.body.reserve_exact(missing);
+        let (taken, rest) = bytes.split_at(missing.min(bytes.len()));
+        self.body.extend_from_slice(taken);
+        Ok(rest)
+    }
+
+    fn emit(
+        &mut self,
+        header: [u8; 5],
+        body: Vec<u8>,
+        ts: Timestamp,
+        each: &mut dyn FnMut(Record),
+    ) {
+        let [content_type, major, minor, ..] = header;
+        self.records += 1;
+        each(Record {
+            content_type,
+            version: [major, minor],
+            body,
+            ts,
+        });
     }
 
     /// Bytes of an unfinished record.
     pub fn held(&self) -> usize {
-        self.held.len()
-    }
-
-    fn complete(&self) -> Option<usize> {
-        let len = self.body_len().ok()?;
-        (self.held.len() == 5 + len).then_some(len)
-    }
-
-    fn body_len(&self) -> Result<usize, NotTls> {
-        let Some(&[content_type, major, minor, len_high, len_low]) = self.held.get(..5) else {
-            return Err(NotTls("short header".into()));
-        };
-        let len = u16::from_be_bytes([len_high, len_low]) as usize;
-        if !(CHANGE_CIPHER_SPEC..=24).contains(&content_type) || major != 3 || len > MAX_BODY {
-            return Err(NotTls(format!(
-                "not a TLS record header: {content_type:02x} {major:02x} {minor:02x} length {len}"
-            )));
-        }
-        Ok(len)
+        self.header_len + self.body.len()
     }
 }
 
@@ -135,6 +168,42 @@ mod tests {
             .push(&wire[..14], Timestamp::default(), &mut |_| n += 1)
             .unwrap();
         assert_eq!(n, 2);
+    }
+
+    /// Every way of cutting the stream in three reads the same records, with the same bytes
+    /// held at the end, as reading it whole.
+    #[test]
+    fn records_read_the_same_however_the_stream_is_cut() {
+        let mut wire = vec![22, 3, 1, 0, 4, 1, 2, 3, 4, 23, 3, 3, 0, 0];
+        wire.extend_from_slice(&[23, 3, 3, 0, 6, 9, 8, 7, 6, 5, 4, 21, 3, 3, 0, 2, 1]);
+        let read = |cuts: &[usize]| {
+            let mut got = Vec::new();
+            let mut reader = RecordReader::default();
+            let mut start = 0;
+            for &end in cuts.iter().chain([&wire.len()]) {
+                let piece = &wire[start..end];
+                reader
+                    .push(piece, Timestamp::default(), &mut |r| {
+                        got.push((r.content_type, r.version, r.body))
+                    })
+                    .unwrap();
+                start = end;
+            }
+            (got, reader.held(), reader.records)
+        };
+        let whole = read(&[]);
+        assert_eq!(whole.0.len(), 3);
+        assert_eq!(
+            whole.0[1],
+            (23, [3, 3], vec![]),
+            "an empty record is a record"
+        );
+        assert_eq!(whole.1, 6, "the alert is not complete");
+        for first in 0..=wire.len() {
+            for second in first..=wire.len() {
+                assert_eq!(read(&[first, second]), whole, "cut at {first} and {second}");
+            }
+        }
     }
 
     #[test]
