@@ -160,8 +160,7 @@ enum Engine {
     Aead(Aead),
     Cbc {
         key: Vec<u8>,
-        mac_key: Vec<u8>,
-        mac: MacHash,
+        mac: RecordMac,
         encrypt_then_mac: bool,
         /// TLS 1.0 chains the IV from the previous record; later versions send it per record.
         chained_iv: Option<Vec<u8>>,
@@ -197,8 +196,7 @@ impl RecordCipher {
         let engine = match protection {
             Protection::Cbc { mac, .. } => Engine::Cbc {
                 key: keys.key.to_vec(),
-                mac_key: keys.mac_key.to_vec(),
-                mac,
+                mac: RecordMac::new(mac, keys.mac_key)?,
                 encrypt_then_mac,
                 chained_iv: tls10.then(|| keys.iv.to_vec()),
             },
@@ -253,19 +251,10 @@ impl RecordCipher {
             }
             Engine::Cbc {
                 key,
-                mac_key,
                 mac,
                 encrypt_then_mac,
                 chained_iv,
-            } => open_cbc(
-                seq,
-                record,
-                key,
-                mac_key,
-                *mac,
-                *encrypt_then_mac,
-                chained_iv,
-            ),
+            } => open_cbc(seq, record, key, mac, *encrypt_then_mac, chained_iv),
         }
     }
 }
@@ -280,18 +269,46 @@ fn tls12_aad(seq: u64, record: &Record, len: usize) -> [u8; 13] {
     aad
 }
 
-fn hmac(mac: MacHash, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-        let Ok(mut m) = <M as hmac::digest::KeyInit>::new_from_slice(key) else {
-            return Vec::new();
-        };
-        parts.iter().for_each(|p| m.update(p));
-        m.finalize().into_bytes().to_vec()
+/// A record MAC keyed once per direction: HMAC's keying costs two hash blocks, as much as the
+/// MAC of a short record itself.
+enum RecordMac {
+    Sha1(Hmac<Sha1>),
+    Sha256(Hmac<Sha256>),
+    Sha384(Box<Hmac<Sha384>>),
+}
+
+impl RecordMac {
+    fn new(mac: MacHash, key: &[u8]) -> Option<RecordMac> {
+        fn keyed<M: Mac + hmac::digest::KeyInit>(key: &[u8]) -> Option<M> {
+            <M as hmac::digest::KeyInit>::new_from_slice(key).ok()
+        }
+        Some(match mac {
+            MacHash::Sha1 => RecordMac::Sha1(keyed(key)?),
+            MacHash::Sha256 => RecordMac::Sha256(keyed(key)?),
+            MacHash::Sha384 => RecordMac::Sha384(Box::new(keyed(key)?)),
+        })
     }
-    match mac {
-        MacHash::Sha1 => run::<Hmac<Sha1>>(key, parts),
-        MacHash::Sha256 => run::<Hmac<Sha256>>(key, parts),
-        MacHash::Sha384 => run::<Hmac<Sha384>>(key, parts),
+
+    fn output_len(&self) -> usize {
+        match self {
+            RecordMac::Sha1(_) => MacHash::Sha1.output_len(),
+            RecordMac::Sha256(_) => MacHash::Sha256.output_len(),
+            RecordMac::Sha384(_) => MacHash::Sha384.output_len(),
+        }
+    }
+
+    /// Whether `expected` is the MAC of `parts` (compared in constant time).
+    fn verifies(&self, parts: &[&[u8]], expected: &[u8]) -> bool {
+        fn run<M: Mac + Clone>(keyed: &M, parts: &[&[u8]], expected: &[u8]) -> bool {
+            let mut m = keyed.clone();
+            parts.iter().for_each(|p| m.update(p));
+            m.verify_slice(expected).is_ok()
+        }
+        match self {
+            RecordMac::Sha1(m) => run(m, parts, expected),
+            RecordMac::Sha256(m) => run(m, parts, expected),
+            RecordMac::Sha384(m) => run(m.as_ref(), parts, expected),
+        }
     }
 }
 
@@ -315,8 +332,7 @@ fn cbc_decrypt(key: &[u8], iv: &[u8], data: &mut [u8]) -> Result<(), OpenError> 
 fn strip_mac(
     seq: u64,
     record: &mut Record,
-    mac: MacHash,
-    mac_key: &[u8],
+    mac: &RecordMac,
     short: OpenError,
 ) -> Result<(), OpenError> {
     let (content, received_mac) = record
@@ -327,8 +343,7 @@ fn strip_mac(
         .ok_or(short)?;
     let content_len = content.len();
     let aad = tls12_aad(seq, record, content_len);
-    let expected = hmac(mac, mac_key, &[&aad, content]);
-    if expected != received_mac {
+    if !mac.verifies(&[&aad, content], received_mac) {
         return Err(OpenError::Authentication);
     }
     record.body.truncate(content_len);
@@ -341,13 +356,12 @@ fn open_cbc(
     seq: u64,
     record: &mut Record,
     key: &[u8],
-    mac_key: &[u8],
-    mac: MacHash,
+    mac: &RecordMac,
     encrypt_then_mac: bool,
     chained_iv: &mut Option<Vec<u8>>,
 ) -> Result<(), OpenError> {
     if encrypt_then_mac {
-        strip_mac(seq, record, mac, mac_key, OpenError::Malformed)?;
+        strip_mac(seq, record, mac, OpenError::Malformed)?;
     }
     let body = &mut record.body;
     let iv = match chained_iv {
@@ -379,7 +393,7 @@ fn open_cbc(
     }
     body.truncate(body.len() - pad);
     if !encrypt_then_mac {
-        strip_mac(seq, record, mac, mac_key, OpenError::Authentication)?;
+        strip_mac(seq, record, mac, OpenError::Authentication)?;
     }
     Ok(())
 }

@@ -119,6 +119,9 @@ pub struct TlsConnection {
     /// A HelloRetryRequest came: this is TLS 1.3 before the real ServerHello says so.
     hello_retried: bool,
     sides: [Side; 2],
+    /// TLS 1.2 and earlier: the key block of both directions, made for the first one to
+    /// change cipher and kept for the other (made anew after another ServerHello).
+    key_block: Option<Vec<u8>>,
     /// Keys may still be logged (a live capture following its key log): wait, within bounds.
     keys_may_come: bool,
 }
@@ -177,6 +180,7 @@ impl TlsConnection {
             suite: None,
             hello_retried: false,
             sides: [Side::default(), Side::default()],
+            key_block: None,
             keys_may_come,
         }
     }
@@ -488,6 +492,7 @@ impl TlsConnection {
                     })
                 };
                 self.server_hello = Some(hello);
+                self.key_block = None;
                 if tls13 {
                     for side in [Direction::ServerToClient, Direction::ClientToServer] {
                         side.pick_mut(&mut self.sides).protected = true;
@@ -521,27 +526,21 @@ impl TlsConnection {
 
     /// TLS 1.2 and earlier: both directions' keys come from the master secret.
     fn install_tls12(&mut self, direction: Direction, keys: &KeyLog) {
-        let (Some(suite), Some(server)) = (self.suite, self.server_hello.clone()) else {
+        let (Some(suite), Some(server)) = (self.suite, &self.server_hello) else {
             return self.fail("handshake not captured".into());
         };
-        let Some(secrets) = self.secrets(keys) else {
-            return;
-        };
-        let Some(master) = secrets.master.clone() else {
-            return self.fail("the key log has no CLIENT_RANDOM line for this connection".into());
-        };
-        let Some(client) = &self.client_hello else {
-            return;
-        };
+        let (tls10, encrypt_then_mac) = (server.version <= TLS10, server.encrypt_then_mac);
         let p = suite.protection;
         let (mac, key, iv) = (p.mac_key_len(), p.key_len(), p.fixed_iv_len());
-        let block = keys::key_block(
-            suite.hash,
-            &master,
-            &client.random,
-            &server.random,
-            2 * (mac + key + iv),
-        );
+        if self.key_block.is_none() {
+            let Some(block) = self.key_block(suite.hash, 2 * (mac + key + iv), keys) else {
+                return;
+            };
+            self.key_block = Some(block);
+        }
+        let Some(block) = &self.key_block else {
+            return;
+        };
         // The block holds both MAC keys, then both keys, then both IVs, each client first.
         let n = direction.index();
         let part = |len: usize, base: usize| block.get(base + n * len..base + (n + 1) * len);
@@ -555,14 +554,25 @@ impl TlsConnection {
             key: cipher_key,
             iv: fixed_iv,
         };
-        let cipher = RecordCipher::new(
-            p,
-            keys,
-            false,
-            server.version <= TLS10,
-            server.encrypt_then_mac,
-        );
+        let cipher = RecordCipher::new(p, keys, false, tls10, encrypt_then_mac);
         direction.pick_mut(&mut self.sides).cipher = cipher;
+    }
+
+    /// The TLS 1.2 key block from the logged master secret and the hellos' randoms.
+    fn key_block(&mut self, hash: keys::Hash, len: usize, keys: &KeyLog) -> Option<Vec<u8>> {
+        let secrets = self.secrets(keys)?;
+        let Some(master) = &secrets.master else {
+            self.fail("the key log has no CLIENT_RANDOM line for this connection".into());
+            return None;
+        };
+        let (client, server) = (self.client_hello.as_ref()?, self.server_hello.as_ref()?);
+        Some(keys::key_block(
+            hash,
+            master,
+            &client.random,
+            &server.random,
+            len,
+        ))
     }
 
     /// TLS 1.3: the direction's handshake or application traffic secret from the key log.
@@ -594,23 +604,20 @@ impl TlsConnection {
     }
 
     fn set_tls13_secret(&mut self, direction: Direction, suite: Suite, secret: Vec<u8>) {
-        let key = keys::expand_label(suite.hash, &secret, "key", suite.protection.key_len());
-        let iv = keys::expand_label(suite.hash, &secret, "iv", 12);
+        let prk = keys::Prk::new(suite.hash, &secret);
+        let traffic = prk.and_then(|prk| {
+            let key = prk.expand_label("key", suite.protection.key_len())?;
+            Some((key, prk.expand_label("iv", 12)?))
+        });
         let side = direction.pick_mut(&mut self.sides);
-        side.cipher = match (key, iv) {
-            (Some(key), Some(iv)) => RecordCipher::new(
-                suite.protection,
-                DirectionKeys {
-                    key: &key,
-                    iv: &iv,
-                    mac_key: &[],
-                },
-                true,
-                false,
-                false,
-            ),
-            _ => None,
-        };
+        side.cipher = traffic.and_then(|(key, iv)| {
+            let keys = DirectionKeys {
+                key: &key,
+                iv: &iv,
+                mac_key: &[],
+            };
+            RecordCipher::new(suite.protection, keys, true, false, false)
+        });
         side.secret = secret;
     }
 

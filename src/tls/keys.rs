@@ -2,6 +2,7 @@
 //! RFC 2246 5) and the TLS 1.3 HKDF-Expand-Label (RFC 8446 7.1). The primitives are the
 //! RustCrypto hmac/hkdf/sha crates; only the TLS-specific framing of them is written here.
 
+use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use md5::Md5;
 use sha1::Sha1;
@@ -88,25 +89,43 @@ pub fn key_block(
     prf(hash, master, b"key expansion", &seed, len)
 }
 
+/// A TLS 1.3 secret keyed for HKDF-Expand-Label (RFC 8446 7.1). Keying costs as much as one
+/// expansion, so a secret that gives several values (a record key and its IV) is keyed once.
+pub enum Prk {
+    Sha256(Hkdf<Sha256>),
+    Sha384(Box<Hkdf<Sha384>>),
+}
+
+impl Prk {
+    pub fn new(hash: Hash, secret: &[u8]) -> Option<Prk> {
+        match hash {
+            Hash::Sha256 => Some(Prk::Sha256(Hkdf::from_prk(secret).ok()?)),
+            Hash::Sha384 => Some(Prk::Sha384(Box::new(Hkdf::from_prk(secret).ok()?))),
+            Hash::Md5Sha1 => None,
+        }
+    }
+
+    /// HKDF-Expand-Label(secret, label, "", len).
+    pub fn expand_label(&self, label: &str, len: usize) -> Option<Vec<u8>> {
+        let full_len = "tls13 ".len() + label.len();
+        let mut info = Vec::with_capacity(4 + full_len);
+        info.extend_from_slice(&u16::try_from(len).ok()?.to_be_bytes());
+        info.push(u8::try_from(full_len).ok()?);
+        info.extend_from_slice(b"tls13 ");
+        info.extend_from_slice(label.as_bytes());
+        info.push(0);
+        let mut out = vec![0; len];
+        let expanded = match self {
+            Prk::Sha256(hkdf) => hkdf.expand(&info, &mut out),
+            Prk::Sha384(hkdf) => hkdf.expand(&info, &mut out),
+        };
+        expanded.ok().map(|_| out)
+    }
+}
+
 /// HKDF-Expand-Label(secret, label, "", len) of TLS 1.3.
 pub fn expand_label(hash: Hash, secret: &[u8], label: &str, len: usize) -> Option<Vec<u8>> {
-    let full = format!("tls13 {label}");
-    let mut info = Vec::with_capacity(4 + full.len());
-    info.extend_from_slice(&(len as u16).to_be_bytes());
-    info.push(full.len() as u8);
-    info.extend_from_slice(full.as_bytes());
-    info.push(0);
-    let mut out = vec![0; len];
-    let expanded = match hash {
-        Hash::Sha256 => hkdf::Hkdf::<Sha256>::from_prk(secret)
-            .ok()?
-            .expand(&info, &mut out),
-        Hash::Sha384 => hkdf::Hkdf::<Sha384>::from_prk(secret)
-            .ok()?
-            .expand(&info, &mut out),
-        Hash::Md5Sha1 => return None,
-    };
-    expanded.ok().map(|_| out)
+    Prk::new(hash, secret)?.expand_label(label, len)
 }
 
 #[cfg(test)]
