@@ -1,14 +1,46 @@
 //! Lowercase hex, as key logs, hashes and client randoms are written.
 
+use std::fmt;
+
+/// The lowercase hex digit of a nibble.
+fn digit(nibble: u8) -> u8 {
+    if nibble < 10 {
+        b'0' + nibble
+    } else {
+        b'a' + nibble - 10
+    }
+}
+
 pub fn encode(bytes: &[u8]) -> String {
     // Not `format!` per byte: hashes are written for every message and attachment.
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        for nibble in [b >> 4, b & 0x0f] {
-            text.push(char::from_digit(nibble.into(), 16).unwrap_or('0'));
+    let digits = bytes.iter().flat_map(|&b| [digit(b >> 4), digit(b & 0x0f)]);
+    digits.map(char::from).collect()
+}
+
+/// Bytes written as hex where they go, with no string made for them: in a JSON record (a
+/// string) or with `{}`.
+pub struct Hex<'a>(pub &'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = [0u8; 64];
+        for chunk in self.0.chunks(text.len() / 2) {
+            let pairs = text.chunks_exact_mut(2).zip(chunk);
+            let used = pairs.fold(0, |used, (pair, &b)| {
+                pair.copy_from_slice(&[digit(b >> 4), digit(b & 0x0f)]);
+                used + 2
+            });
+            let written = text.get(..used).unwrap_or_default();
+            f.write_str(std::str::from_utf8(written).map_err(|_| fmt::Error)?)?;
         }
+        Ok(())
     }
-    text
+}
+
+impl serde::Serialize for Hex<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 /// `None` unless every pair of characters is a hex byte.
@@ -29,6 +61,9 @@ mod tests {
         let bytes: Vec<u8> = (0..=255).collect();
         let formatted: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(super::encode(&bytes), formatted);
+        assert_eq!(super::Hex(&bytes).to_string(), formatted);
+        let json = serde_json::to_string(&super::Hex(&bytes[..3])).unwrap();
+        assert_eq!(json, "\"000102\"");
         assert_eq!(super::decode(&formatted), Some(bytes));
     }
 }

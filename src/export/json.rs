@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::{ecs, safe_json};
 use crate::capture::Timestamp;
-use crate::hex;
+use crate::hex::Hex;
 use crate::proto::{Exchange, Note};
 use crate::session::model::{Finding, Message, Session};
 use crate::session::SessionSink;
@@ -51,7 +51,7 @@ struct MailboxRecord<'a> {
 #[derive(Serialize)]
 struct TlsRecord<'a> {
     mode: &'static str,
-    client_random: Option<String>,
+    client_random: Option<Hex<'a>>,
     version: Option<&'a str>,
     cipher: Option<&'a str>,
     sni: Option<&'a str>,
@@ -80,7 +80,7 @@ struct ExchangeRecord<'a> {
     session: u64,
     ts: f64,
     command: Option<&'a str>,
-    reply: Option<String>,
+    reply: Option<ReplyText<'a>>,
     reply_code: Option<&'a str>,
     enhanced_code: Option<&'a str>,
     latency_ms: Option<f64>,
@@ -88,6 +88,25 @@ struct ExchangeRecord<'a> {
     /// IMAP: the selected mailbox after this exchange.
     #[serde(skip_serializing_if = "Option::is_none")]
     mailbox: Option<&'a crate::proto::MailboxState>,
+}
+
+/// A reply's lines joined by newlines (as `Reply::text`), written straight into the record.
+struct ReplyText<'a>(&'a [String]);
+
+impl std::fmt::Display for ReplyText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut lines = self.0.iter();
+        if let Some(first) = lines.next() {
+            f.write_str(first)?;
+        }
+        lines.try_for_each(|line| write!(f, "\n{line}"))
+    }
+}
+
+impl Serialize for ReplyText<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 #[derive(Serialize)]
@@ -98,7 +117,7 @@ struct MessageRecord<'a> {
     session: u64,
     source: &'static str,
     size: u64,
-    sha256: String,
+    sha256: Hex<'a>,
     complete: bool,
     hole_bytes: u64,
     truncated: bool,
@@ -130,7 +149,7 @@ struct MessageRecord<'a> {
     received: &'a [crate::mime::Hop],
     /// Earlier sightings of the same Message-ID: the message's journey so far.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    seen_before: Vec<SightingRecord>,
+    seen_before: Vec<SightingRecord<'a>>,
     /// Earlier sightings in all (`seen_before` lists the first few).
     #[serde(skip_serializing_if = "is_zero")]
     seen_count: u64,
@@ -144,12 +163,12 @@ fn is_zero(n: &u64) -> bool {
 }
 
 #[derive(Serialize)]
-struct SightingRecord {
+struct SightingRecord<'a> {
     message: u64,
     session: u64,
     source: &'static str,
-    sha256: String,
-    body_hash: String,
+    sha256: Hex<'a>,
+    body_hash: Hex<'a>,
 }
 
 #[derive(Serialize)]
@@ -157,7 +176,7 @@ struct AttachmentRecord<'a> {
     filename: Option<&'a str>,
     content_type: &'a str,
     size: usize,
-    sha256: String,
+    sha256: Hex<'a>,
 }
 
 #[derive(Serialize)]
@@ -278,7 +297,7 @@ impl<W: Write> SessionSink for JsonWriter<W> {
                 session: session.id,
                 ts: seconds(ts),
                 command: command.map(|c| c.line.as_str()),
-                reply: reply.map(|r| r.text()),
+                reply: reply.map(|r| ReplyText(&r.lines)),
                 reply_code: reply.map(|r| r.code.as_str()),
                 enhanced_code: reply.and_then(|r| r.enhanced.as_deref()),
                 latency_ms,
@@ -299,7 +318,7 @@ impl<W: Write> SessionSink for JsonWriter<W> {
                 session: session.id,
                 source: message.captured.source,
                 size: c.size,
-                sha256: hex::encode(&c.sha256),
+                sha256: Hex(&c.sha256),
                 complete: c.complete,
                 hole_bytes: c.hole_bytes,
                 truncated: c.truncated,
@@ -329,7 +348,7 @@ impl<W: Write> SessionSink for JsonWriter<W> {
                         filename: a.filename.as_deref(),
                         content_type: &a.content_type,
                         size: a.size,
-                        sha256: hex::encode(&a.sha256),
+                        sha256: Hex(&a.sha256),
                     })
                     .collect(),
                 received: &v.hops,
@@ -340,8 +359,8 @@ impl<W: Write> SessionSink for JsonWriter<W> {
                         message: s.message,
                         session: s.session,
                         source: s.source,
-                        sha256: hex::encode(&s.sha256),
-                        body_hash: hex::encode(&s.body_hash),
+                        sha256: Hex(&s.sha256),
+                        body_hash: Hex(&s.body_hash),
                     })
                     .collect(),
                 seen_count: message.seen_count,
@@ -380,7 +399,7 @@ impl<W: Write> SessionSink for JsonWriter<W> {
                 end: seconds(session.end),
                 tls: TlsRecord {
                     mode: session.tls.mode.name(),
-                    client_random: tls.client_random.map(|r| hex::encode(&r)),
+                    client_random: tls.client_random.as_ref().map(|r| Hex(r)),
                     version: tls.version.as_deref(),
                     cipher: tls.cipher.as_deref(),
                     sni: tls.sni.as_deref(),
