@@ -101,7 +101,7 @@ impl Found<'_> {
 pub struct Analyst<S: SessionSink> {
     pub inner: S,
     pub(super) options: Options,
-    watches: HashMap<u64, Watch>,
+    watches: HashMap<u64, Watch, ahash::RandomState>,
     pub(super) tally: Tally,
 }
 
@@ -110,7 +110,7 @@ impl<S: SessionSink> Analyst<S> {
         Analyst {
             inner,
             options,
-            watches: HashMap::new(),
+            watches: HashMap::default(),
             tally: Tally::default(),
         }
     }

@@ -318,7 +318,7 @@ struct Recorder {
     number: u64,
     phase: u8,
     /// The number of the segment that opened each open flow.
-    births: HashMap<u64, u64>,
+    births: HashMap<u64, u64, ahash::RandomState>,
     records: Vec<Tagged>,
     chunks: SyncSender<Chunk>,
 }
@@ -328,7 +328,7 @@ impl Recorder {
         Recorder {
             number: 0,
             phase: SEGMENT,
-            births: HashMap::new(),
+            births: HashMap::default(),
             records: Vec::new(),
             chunks,
         }

@@ -82,7 +82,7 @@ const KEYLOG_POLL: Duration = Duration::from_millis(200);
 
 pub struct Connections<E: Events> {
     /// Boxed so that the table itself stays small when a flood fills it.
-    live: HashMap<u64, Box<Connection>>,
+    live: HashMap<u64, Box<Connection>, ahash::RandomState>,
     /// Where events go.
     pub out: E,
     /// What the dissector of the connection at hand reported, passed on once it is done.
@@ -101,7 +101,7 @@ pub struct Connections<E: Events> {
 impl<E: Events> Connections<E> {
     pub fn with_output(out: E) -> Connections<E> {
         Connections {
-            live: HashMap::new(),
+            live: HashMap::default(),
             out,
             events: Vec::new(),
             keys: KeyLog::default(),

@@ -32,10 +32,10 @@ struct Open {
 
 pub struct Sessions<S: SessionSink> {
     /// Boxed so that the table itself stays small when a flood fills it.
-    open: HashMap<u64, Box<Open>>,
+    open: HashMap<u64, Box<Open>, ahash::RandomState>,
     /// Sessions ended by a reset, kept while their flow lingers: data after the reset is
     /// judged when the flow leaves.
-    reset: HashMap<u64, Session>,
+    reset: HashMap<u64, Session, ahash::RandomState>,
     pub sink: S,
     /// The id the next message gets.
     next_message: u64,
@@ -46,8 +46,8 @@ pub struct Sessions<S: SessionSink> {
 impl<S: SessionSink> Sessions<S> {
     pub fn new(sink: S) -> Sessions<S> {
         Sessions {
-            open: HashMap::new(),
-            reset: HashMap::new(),
+            open: HashMap::default(),
+            reset: HashMap::default(),
             sink,
             next_message: 1,
             journeys: Journeys::default(),
