@@ -284,17 +284,15 @@ pub fn tls_records(data: &[u8]) {
             if record.content_type != HANDSHAKE {
                 return;
             }
-            for (kind, body) in messages.push(&record.body) {
-                match kind {
-                    handshake::CLIENT_HELLO => drop(handshake::client_hello(&body)),
-                    handshake::SERVER_HELLO => drop(handshake::server_hello(&body)),
-                    handshake::CERTIFICATE => {
-                        drop(handshake::certificate(&body, false));
-                        drop(handshake::certificate(&body, true));
-                    }
-                    _ => {}
+            messages.push(&record.body, &mut |kind, body| match kind {
+                handshake::CLIENT_HELLO => drop(handshake::client_hello(body)),
+                handshake::SERVER_HELLO => drop(handshake::server_hello(body)),
+                handshake::CERTIFICATE => {
+                    drop(handshake::certificate(body, false));
+                    drop(handshake::certificate(body, true));
                 }
-            }
+                _ => {}
+            });
         });
         if framed.is_err() {
             break;

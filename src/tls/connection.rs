@@ -122,6 +122,8 @@ pub struct TlsConnection {
     /// TLS 1.2 and earlier: the key block of both directions, made for the first one to
     /// change cipher and kept for the other (made anew after another ServerHello).
     key_block: Option<Vec<u8>>,
+    /// The records one push of bytes framed, emptied after each: kept for its room.
+    framed: Vec<Record>,
     /// Keys may still be logged (a live capture following its key log): wait, within bounds.
     keys_may_come: bool,
 }
@@ -181,6 +183,7 @@ impl TlsConnection {
             hello_retried: false,
             sides: [Side::default(), Side::default()],
             key_block: None,
+            framed: Vec::new(),
             keys_may_come,
         }
     }
@@ -226,7 +229,7 @@ impl TlsConnection {
                 bytes = bytes.get(start..).unwrap_or_default();
             }
         }
-        let mut records = Vec::new();
+        let mut records = std::mem::take(&mut self.framed);
         let framed = side.records.push(bytes, ts, &mut |r| records.push(r));
         if self.keys_may_come {
             self.retry_waiting(direction, keys, out);
@@ -234,9 +237,10 @@ impl TlsConnection {
         if !records.is_empty() {
             self.judge_skipped(direction, out);
         }
-        for record in records {
+        for record in records.drain(..) {
             self.record(direction, record, keys, out);
         }
+        self.framed = records;
         if let Err(e) = framed {
             direction.pick_mut(&mut self.sides).stopped = true;
             out.push(TlsEvent::Broken {
@@ -670,9 +674,14 @@ impl TlsConnection {
         keys: &KeyLog,
         out: &mut Vec<TlsEvent>,
     ) {
-        let reader = &mut direction.pick_mut(&mut self.sides).handshake;
+        // Out of its side while its messages are handled (they never read records, so
+        // nothing pushes to it meanwhile).
+        let side = direction.pick_mut(&mut self.sides);
+        let mut reader = std::mem::take(&mut side.handshake);
         let was_overlong = reader.overlong;
-        let messages = reader.push(body);
+        reader.push(body, &mut |kind, message| {
+            self.handshake(direction, kind, message, ts, keys, out)
+        });
         if reader.overlong && !was_overlong {
             out.push(TlsEvent::Broken {
                 direction,
@@ -684,9 +693,7 @@ impl TlsConnection {
                 ),
             });
         }
-        for (kind, message) in messages {
-            self.handshake(direction, kind, &message, ts, keys, out);
-        }
+        direction.pick_mut(&mut self.sides).handshake = reader;
     }
 }
 

@@ -35,29 +35,47 @@ pub struct HandshakeReader {
 }
 
 impl HandshakeReader {
-    /// Adds handshake record bytes; returns the whole messages (type, body) they complete.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    /// Adds handshake record bytes; hands each whole message they complete to `each` (its
+    /// type and body). Messages whole within `bytes` are read where they are.
+    pub fn push(&mut self, bytes: &[u8], each: &mut dyn FnMut(u8, &[u8])) {
         if self.overlong {
-            return Vec::new();
+            return;
         }
-        self.held.extend_from_slice(bytes);
-        let mut messages = Vec::new();
+        let mut held = std::mem::take(&mut self.held);
+        let input = if held.is_empty() {
+            bytes
+        } else {
+            held.extend_from_slice(bytes);
+            &held
+        };
+        let Some(used) = self.read(input, each) else {
+            return;
+        };
+        if held.is_empty() {
+            held.extend_from_slice(bytes.get(used..).unwrap_or_default());
+        } else {
+            held.drain(..used);
+        }
+        self.held = held;
+    }
+
+    /// Hands out the whole messages at the start of `input`; how many bytes they took, or
+    /// `None` once a message is too long to read.
+    fn read(&mut self, input: &[u8], each: &mut dyn FnMut(u8, &[u8])) -> Option<usize> {
         let mut at = 0;
-        while let Some(&[kind, len_high, len_mid, len_low]) = self.held.get(at..at + 4) {
+        while let Some(&[kind, len_high, len_mid, len_low]) = input.get(at..at + 4) {
             let len = u32::from_be_bytes([0, len_high, len_mid, len_low]) as usize;
             if len > MAX_MESSAGE {
                 self.overlong = true;
-                self.held.clear();
-                return messages;
+                return None;
             }
-            let Some(body) = self.held.get(at + 4..at + 4 + len) else {
+            let Some(body) = input.get(at + 4..at + 4 + len) else {
                 break;
             };
-            messages.push((kind, body.to_vec()));
+            each(kind, body);
             at += 4 + len;
         }
-        self.held.drain(..at);
-        messages
+        Some(at)
     }
 }
 
@@ -276,10 +294,17 @@ mod tests {
     #[test]
     fn messages_are_joined_across_records_and_split_within_one() {
         let mut reader = HandshakeReader::default();
-        assert!(reader.push(&[1, 0, 0, 3, 0xaa]).is_empty());
-        let got = reader.push(&[0xbb, 0xcc, 20, 0, 0, 1, 0xdd, 11]);
+        let mut push = |bytes: &[u8]| {
+            let mut got = Vec::new();
+            reader.push(bytes, &mut |kind, body| got.push((kind, body.to_vec())));
+            got
+        };
+        assert!(push(&[1, 0, 0, 3, 0xaa]).is_empty());
+        let got = push(&[0xbb, 0xcc, 20, 0, 0, 1, 0xdd]);
         assert_eq!(got, vec![(1, vec![0xaa, 0xbb, 0xcc]), (20, vec![0xdd])]);
-        assert!(reader.push(&[0xff, 0xff, 0xff]).is_empty());
+        let got = push(&[11, 0, 0, 0, 2, 0, 0, 1, 7, 2]);
+        assert_eq!(got, vec![(11, vec![]), (2, vec![7])], "read where they lie");
+        assert!(push(&[0xff, 0xff, 0xff]).is_empty());
         assert!(reader.overlong, "a 16 MB message is not held");
     }
 }
