@@ -4,7 +4,7 @@
 
 mod common;
 
-use mailscope::capture::Timestamp;
+use mailscope::capture::{FileSource, Timestamp};
 use mailscope::tcp::Direction;
 
 const ORIGINAL: &str = "variants/smtp-small-nsec.pcap";
@@ -39,6 +39,28 @@ fn every_container_gives_the_same_streams() {
                 .collect::<Vec<_>>()
         };
         assert_eq!(endpoints(&derived), endpoints(&original), "{name}");
+    }
+}
+
+/// A pipe may deliver a byte at a time: the format is still told, and the records read alike.
+#[test]
+fn a_pipe_that_gives_one_byte_per_read_reads_like_the_file() {
+    struct OneByte(std::fs::File);
+    impl std::io::Read for OneByte {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let end = buf.len().min(1);
+            self.0.read(&mut buf[..end])
+        }
+    }
+    for name in DERIVED {
+        let path = common::sample(name);
+        let (whole, _) = common::run_file(&path);
+        let file = std::fs::File::open(&path).unwrap();
+        let source = FileSource::from_reader(name, Box::new(OneByte(file))).unwrap();
+        let (trickled, report) = common::run_sources(vec![Box::new(source)], Default::default());
+        assert!(report.faults.is_empty(), "{name}: {:?}", report.faults);
+        assert_eq!(trickled.packets, whole.packets, "{name}");
+        assert_eq!(trickled.streams, whole.streams, "{name}");
     }
 }
 

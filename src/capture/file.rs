@@ -91,14 +91,37 @@ impl FileSource {
     }
 }
 
-/// Reads up to SNIFF_BYTES (fewer only at end of input), so that the format check sees a whole
-/// header even when the input is a pipe that delivers a few bytes at a time.
+/// Reads the leading bytes the format check needs (fewer only at the end of the input), so that
+/// it sees a whole header even when the input is a pipe that delivers a few bytes at a time, and
+/// no more: a capture piped in as it is made must not have to fill a buffer first.
 fn sniff(mut input: Box<dyn Read + Send>) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
-    let mut head = Vec::with_capacity(SNIFF_BYTES);
-    (&mut input)
-        .take(SNIFF_BYTES as u64)
-        .read_to_end(&mut head)?;
+    let mut head = Vec::new();
+    while let Some(missing) = header_len(&head).checked_sub(head.len()).filter(|&n| n > 0) {
+        if (&mut input).take(missing as u64).read_to_end(&mut head)? == 0 {
+            break;
+        }
+    }
     Ok((head, input))
+}
+
+/// How many leading bytes show the format and hold its header, as far as `head` tells: the
+/// magic; then a classic pcap header, or a pcapng Section Header Block by its own length (at
+/// most SNIFF_BYTES). gzip needs only its magic: the decoder's output is sniffed in turn.
+fn header_len(head: &[u8]) -> usize {
+    const CLASSIC_HEADER: usize = 24;
+    let len = match *head {
+        [0x0a, 0x0d, 0x0d, 0x0a, a, b, c, d, 0x4d, 0x3c, 0x2b, 0x1a, ..] => {
+            u32::from_le_bytes([a, b, c, d]) as usize
+        }
+        [0x0a, 0x0d, 0x0d, 0x0a, a, b, c, d, 0x1a, 0x2b, 0x3c, 0x4d, ..] => {
+            u32::from_be_bytes([a, b, c, d]) as usize
+        }
+        [0x0a, 0x0d, 0x0d, 0x0a, ..] => 12,
+        [0x1f, 0x8b, ..] => 2,
+        _ if head.len() < 4 => 4,
+        _ => CLASSIC_HEADER,
+    };
+    len.min(SNIFF_BYTES)
 }
 
 /// A pcapng interface, as its Interface Description Block describes it.
