@@ -1,7 +1,7 @@
 //! mailscope's engine: bytes in, sessions out. No terminal code lives here.
 //!
 //! ```text
-//! capture   PacketSource (file, live, memory)      -> Record::Frame / Record::TlsKeyLog
+//! capture   PacketSource (file, live, memory)      -> Record::Frame / TlsKeyLog / Pause
 //! decode    link + IP (+ defrag) + TCP headers     -> TcpSegment on a mail port
 //! tcp       FlowTable, per-direction reassembly    -> StreamEvent { Data, Gap, Fin, Rst }
 //! tls       key logs, records, handshakes, ciphers -> plaintext, TlsInfo

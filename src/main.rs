@@ -273,6 +273,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 let mut writer = JsonWriter::new(BufWriter::new(io::stdout().lock()));
                 writer.ecs = output.ecs;
                 let code = sessions(input, &mut writer)?;
+                writer.flush();
                 writer.error.take().map_or(Ok(code), write_failed)
             } else if let Some(out) = &output.inject_secrets {
                 inject_secrets(input, out)

@@ -198,6 +198,10 @@ impl<S: SessionSink> SessionSink for Analyst<S> {
         self.watches.remove(&session.id);
         self.inner.session_end(session);
     }
+
+    fn flush(&mut self) {
+        self.inner.flush();
+    }
 }
 
 /// Counts a note to be summed up at the session's end, keeping the first few texts.

@@ -198,6 +198,9 @@ impl PacketSource for FileSource {
                 Ok(next) => next,
                 Err(PcapError::Eof) => break,
                 Err(PcapError::Incomplete(_)) => {
+                    if deliver(Record::Pause).is_break() {
+                        break;
+                    }
                     if let Err(e) = reader.refill() {
                         summary.fault =
                             Some(self.error(Some(position(&format, blocks + 1)), fault_kind(&e)));

@@ -118,7 +118,12 @@ impl PacketSource for LiveSource {
                         break;
                     }
                 }
-                Err(pcap::Error::TimeoutExpired) => std::thread::sleep(IDLE_SLEEP),
+                Err(pcap::Error::TimeoutExpired) => {
+                    if deliver(Record::Pause).is_break() {
+                        break;
+                    }
+                    std::thread::sleep(IDLE_SLEEP)
+                }
                 Err(e) => {
                     summary.fault = Some(CaptureError {
                         source_name: self.name.clone(),

@@ -85,6 +85,9 @@ pub enum Record<'a> {
     Frame(Frame<'a>),
     /// The body of a pcapng Decryption Secrets Block of type TLS key log (NSS key log lines).
     TlsKeyLog(&'a [u8]),
+    /// The source has handed out all it holds: what comes next may take a while (the rest of
+    /// a pipe, the next live packet). Outputs write out what they hold here.
+    Pause,
 }
 
 /// What a source returns once it stops without a fatal error at its start.

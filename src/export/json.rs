@@ -1,5 +1,9 @@
-//! `--json`: the NDJSON records of the output contract (../shared/DESIGN.md), one per line,
-//! flushed as each is complete. Fields may be added; the contract's fields are never renamed.
+//! `--json`: the NDJSON records of the output contract (../shared/DESIGN.md), one per line.
+//! Fields may be added; the contract's fields are never renamed.
+//!
+//! Flushed as produced: the records are written out whenever the input pauses (the rest of a
+//! pipe, the next live packet) and at the end, so none waits in a buffer while mailscope waits
+//! for input. Not after each record: on a file, the write per record took 10% of the run.
 
 use std::io::{self, Write};
 
@@ -256,8 +260,7 @@ impl<W: Write> JsonWriter<W> {
         };
         let result = result
             .map_err(io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"))
-            .and_then(|()| self.out.flush());
+            .and_then(|()| self.out.write_all(b"\n"));
         self.error = result.err();
     }
 }
@@ -280,6 +283,12 @@ fn merge(fields: &mut Map<String, Value>, ecs: Map<String, Value>) {
 }
 
 impl<W: Write> SessionSink for JsonWriter<W> {
+    fn flush(&mut self) {
+        if self.error.is_none() {
+            self.error = self.out.flush().err();
+        }
+    }
+
     fn exchange(&mut self, session: &Session, exchange: &Exchange) {
         let command = exchange.command.as_ref();
         let reply = exchange.reply.as_ref();

@@ -71,6 +71,7 @@ impl Analyzer {
                 }
             }
             Record::TlsKeyLog(text) => sink.keylog(text),
+            Record::Pause => sink.pause(),
         }
     }
 

@@ -167,6 +167,8 @@ fn read(
                 keys.finish();
                 rounds.all(|| Item::KeyLog(text.to_vec()));
             }
+            // Records come out a round at a time here (the merge writes out each round's).
+            Record::Pause => {}
         }
         rounds.end_if_full()
     });
@@ -380,6 +382,8 @@ fn merge<S: SessionSink>(outputs: &[Receiver<Chunk>], sessions: &mut Sessions<S>
     let workers = inputs.len() as u64;
     let mut opened = 0u64;
     loop {
+        // What the last round produced is written out before waiting for the next.
+        sessions.pause();
         for input in &mut inputs {
             if !input.start_round() {
                 return;

@@ -63,6 +63,8 @@ pub trait Events {
     fn event(&mut self, flow: u64, event: SessionEvent);
     /// Bytes TLS decrypted, in order per direction (what the dissector reads next).
     fn decrypted(&mut self, flow: u64, direction: Direction, bytes: &[u8]);
+    /// The input pauses (see [`crate::capture::Record::Pause`]).
+    fn pause(&mut self) {}
 }
 
 struct Connection {
@@ -280,6 +282,10 @@ fn looks_like_tls(bytes: &[u8]) -> bool {
 }
 
 impl<E: Events> StreamSink for Connections<E> {
+    fn pause(&mut self) {
+        self.out.pause();
+    }
+
     fn keylog(&mut self, text: &[u8]) {
         self.keys.add(text);
         self.keys.finish();

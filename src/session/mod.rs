@@ -28,6 +28,8 @@ pub trait SessionSink {
     fn decrypted(&mut self, _session: &Session, _direction: Direction, _bytes: &[u8]) {}
     /// The connection ended; the session is final.
     fn session_end(&mut self, session: &Session);
+    /// Write out what is held: the input pauses, or is over.
+    fn flush(&mut self) {}
 }
 
 /// The session layer on one thread: the connections report straight to the model.
@@ -63,5 +65,8 @@ impl<S: SessionSink> SessionSink for &mut S {
     }
     fn session_end(&mut self, session: &Session) {
         (**self).session_end(session)
+    }
+    fn flush(&mut self) {
+        (**self).flush()
     }
 }

@@ -165,6 +165,10 @@ impl<S: SessionSink> Events for Sessions<S> {
             self.sink.decrypted(&open.session, direction, bytes);
         }
     }
+
+    fn pause(&mut self) {
+        self.sink.flush();
+    }
 }
 
 /// A message given its id and the messages it is linked to: its parts or whole in this

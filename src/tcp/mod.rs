@@ -56,6 +56,8 @@ pub trait StreamSink {
     fn flow_ended(&mut self, _flow: &Flow) {}
     /// The flow leaves the table; its counters are final.
     fn flow_removed(&mut self, _flow: &Flow) {}
+    /// The input pauses (see [`crate::capture::Record::Pause`]).
+    fn pause(&mut self) {}
 }
 
 #[derive(Clone, Copy, Debug)]
