@@ -33,9 +33,10 @@ struct Open {
 pub struct Sessions<S: SessionSink> {
     /// Boxed so that the table itself stays small when a flood fills it.
     open: HashMap<u64, Box<Open>, ahash::RandomState>,
-    /// Sessions ended by a reset, kept while their flow lingers: data after the reset is
-    /// judged when the flow leaves.
-    reset: HashMap<u64, Session, ahash::RandomState>,
+    /// Sessions ended by a reset, kept while their flow lingers (30 s of capture time): data
+    /// after the reset is judged when the flow leaves. Boxed as they were while open: a busy
+    /// capture holds tens of thousands, and a table of whole sessions made the run slower.
+    reset: HashMap<u64, Box<Open>, ahash::RandomState>,
     pub sink: S,
     /// The id the next message gets.
     next_message: u64,
@@ -56,9 +57,10 @@ impl<S: SessionSink> Sessions<S> {
 
     /// Data after a reset, judged when the reset flow leaves the table.
     fn removed(&mut self, flow: u64, last_ts: Timestamp, after_reset: [u64; 2]) {
-        let Some(session) = self.reset.remove(&flow) else {
+        let Some(open) = self.reset.remove(&flow) else {
             return;
         };
+        let session = &open.session;
         for direction in [Direction::ClientToServer, Direction::ServerToClient] {
             let after = *direction.pick(&after_reset);
             if after == 0 {
@@ -75,7 +77,7 @@ impl<S: SessionSink> Sessions<S> {
                 ),
                 evidence: Vec::new(),
             };
-            self.sink.finding(&session, &finding);
+            self.sink.finding(session, &finding);
         }
     }
 }
@@ -121,15 +123,17 @@ impl<S: SessionSink> Events for Sessions<S> {
                 how,
                 streams,
             } => {
-                if let Some(open) = self.open.remove(&flow) {
-                    let mut session = open.session;
+                if let Some(mut open) = self.open.remove(&flow) {
+                    let session = &mut open.session;
                     session.start = start;
                     session.end = end;
                     session.ended = how;
                     session.streams = streams;
-                    self.sink.session_end(&session);
+                    self.sink.session_end(session);
                     if how == Some(FlowEnd::Reset) {
-                        self.reset.insert(flow, session);
+                        // Only the session is judged later.
+                        open.message_ids = Vec::new();
+                        self.reset.insert(flow, open);
                     }
                 }
                 return;
