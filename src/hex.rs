@@ -12,9 +12,7 @@ fn digit(nibble: u8) -> u8 {
 }
 
 pub fn encode(bytes: &[u8]) -> String {
-    // Not `format!` per byte: hashes are written for every message and attachment.
-    let digits = bytes.iter().flat_map(|&b| [digit(b >> 4), digit(b & 0x0f)]);
-    digits.map(char::from).collect()
+    Hex(bytes).to_string()
 }
 
 /// Bytes written as hex where they go, with no string made for them: in a JSON record (a

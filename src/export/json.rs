@@ -94,7 +94,7 @@ struct ExchangeRecord<'a> {
     mailbox: Option<&'a crate::proto::MailboxState>,
 }
 
-/// A reply's lines joined by newlines (as `Reply::text`), written straight into the record.
+/// A reply as one text, its lines joined by newlines, written straight into the record.
 struct ReplyText<'a>(&'a [String]);
 
 impl std::fmt::Display for ReplyText<'_> {

@@ -55,13 +55,6 @@ pub struct Reply {
     pub end_offset: u64,
 }
 
-impl Reply {
-    /// The reply as one text (lines joined by newlines).
-    pub fn text(&self) -> String {
-        self.lines.join("\n")
-    }
-}
-
 /// One authentication attempt, decoded.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuthAttempt {
