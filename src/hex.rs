@@ -23,12 +23,10 @@ impl fmt::Display for Hex<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut text = [0u8; 64];
         for chunk in self.0.chunks(text.len() / 2) {
-            let pairs = text.chunks_exact_mut(2).zip(chunk);
-            let used = pairs.fold(0, |used, (pair, &b)| {
+            for (pair, &b) in text.chunks_exact_mut(2).zip(chunk) {
                 pair.copy_from_slice(&[digit(b >> 4), digit(b & 0x0f)]);
-                used + 2
-            });
-            let written = text.get(..used).unwrap_or_default();
+            }
+            let written = text.get(..2 * chunk.len()).unwrap_or_default();
             f.write_str(std::str::from_utf8(written).map_err(|_| fmt::Error)?)?;
         }
         Ok(())

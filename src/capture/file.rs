@@ -26,7 +26,9 @@ use super::{
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 /// Read buffer: holds at least one record of the largest accepted size.
 const BUFFER_BYTES: usize = MAX_RECORD_BYTES + 64 * 1024;
-/// Enough leading bytes to recognise the format (a pcapng section header with its options).
+/// A gzip stream starts with these (compressed captures are told by content, not by name).
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// The most read to recognise the format: a pcapng section header claiming more is not one.
 const SNIFF_BYTES: usize = 64 * 1024;
 
 pub struct FileSource {
@@ -69,7 +71,7 @@ impl FileSource {
             kind: CaptureErrorKind::Io(e),
         };
         let (head, rest) = sniff(raw).map_err(io_fail)?;
-        let input: Box<dyn Read + Send> = if head.starts_with(&[0x1f, 0x8b]) {
+        let input: Box<dyn Read + Send> = if head.starts_with(&GZIP_MAGIC) {
             let (head, rest) = sniff(Box::new(MultiGzDecoder::new(Cursor::new(head).chain(rest))))
                 .map_err(io_fail)?;
             Box::new(Cursor::new(head).chain(rest))
@@ -117,7 +119,7 @@ fn header_len(head: &[u8]) -> usize {
             u32::from_be_bytes([a, b, c, d]) as usize
         }
         [0x0a, 0x0d, 0x0d, 0x0a, ..] => 12,
-        [0x1f, 0x8b, ..] => 2,
+        _ if head.starts_with(&GZIP_MAGIC) => GZIP_MAGIC.len(),
         _ if head.len() < 4 => 4,
         _ => CLASSIC_HEADER,
     };

@@ -4,12 +4,12 @@
 use sha2::{Digest, Sha256};
 
 use super::framing::MAX_MESSAGE_BYTES;
+use super::CapturedMessage;
+use crate::capture::Timestamp;
 
 /// A sender's announced size is believed only once this much has arrived: an announcement
 /// alone reserves nothing.
 const BELIEVE_ANNOUNCED_AFTER: usize = 64 * 1024;
-use super::CapturedMessage;
-use crate::capture::Timestamp;
 
 #[derive(Debug)]
 pub struct MessageBuilder {
