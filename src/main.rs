@@ -473,7 +473,7 @@ impl SessionSink for ClientRandoms {
     fn exchange(&mut self, _: &Session, _: &Exchange) {}
     fn message(&mut self, _: &Session, _: &Message) {}
     fn session_end(&mut self, session: &Session) {
-        self.0.extend(session.tls.info.client_random);
+        self.0.extend(session.tls.info().client_random);
     }
 }
 

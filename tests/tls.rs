@@ -64,7 +64,7 @@ fn check_ciphers(file: &str, keylog: &str) -> usize {
     let truth = capture["sessions"].as_array().unwrap();
     for expected in truth {
         let session = session_by_port(&got.sessions, expected);
-        let tls = &session.tls.info;
+        let tls = &session.tls.info();
         let what = format!(
             "{file} session {} ({})",
             session.id, expected["tls"]["cipher"]
@@ -216,7 +216,7 @@ fn a_wrong_key_is_named_and_gives_no_plaintext() {
     for session in &got.sessions {
         assert!(!session.tls.decrypted());
         let error = session.tls.error().unwrap();
-        if session.tls.info.records_undecrypted > 0 && !error.contains("no key") {
+        if session.tls.info().records_undecrypted > 0 && !error.contains("no key") {
             assert!(
                 error.contains("wrong key"),
                 "session {}: {error}",
@@ -267,7 +267,7 @@ fn keys_for_other_connections_only() {
     for session in &got.sessions {
         assert_eq!(session.tls.error(), Some("no key for this client random"));
         assert!(
-            session.tls.info.version.is_some(),
+            session.tls.info().version.is_some(),
             "the handshake is still read"
         );
     }

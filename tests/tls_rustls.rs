@@ -233,7 +233,11 @@ fn check(
     assert_eq!(got.sessions.len(), 1, "{name}");
     let session = &got.sessions[0];
     assert!(session.tls.decrypted(), "{name}: {:?}", session.tls.error());
-    assert_eq!(session.tls.info.version.as_deref(), Some(version), "{name}");
+    assert_eq!(
+        session.tls.info().version.as_deref(),
+        Some(version),
+        "{name}"
+    );
     for (i, side) in written.iter().enumerate() {
         assert_eq!(
             got.decrypted.get(&(session.id, i)),
@@ -255,7 +259,7 @@ fn check(
         .get(&session.id)
         .is_some_and(|notes| notes.iter().any(|n| n.contains("HelloRetryRequest")));
     assert_eq!(retried, name.contains("HRR"), "{name}");
-    let cert = session.tls.info.certificate.as_ref().unwrap();
+    let cert = session.tls.info().certificate.as_ref().unwrap();
     assert!(
         cert.subject.contains("rcgen") || !cert.subject.is_empty(),
         "{name}"

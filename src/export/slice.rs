@@ -30,7 +30,7 @@ impl Slice {
             client: session.client,
             server: session.server,
             start: session.start,
-            client_random: session.tls.info.client_random,
+            client_random: session.tls.info().client_random,
         }
     }
 

@@ -68,6 +68,9 @@ pub trait Events {
 }
 
 struct Connection {
+    /// The mail service of the server's port: which dissector it gets.
+    service: Option<Service>,
+    /// Made on first use (see [`Connection::dissector`]).
     dissector: Option<Box<dyn Dissector + Send>>,
     /// Implicit TLS from the start, or after STARTTLS: the dissector reads what it decrypts.
     /// Boxed: most connections never have one, and a flood of them must stay small.
@@ -156,23 +159,31 @@ fn prepare(captured: CapturedMessage) -> PreparedMessage {
     }
 }
 
-fn dissector_for(service: Option<Service>) -> (Option<Box<dyn Dissector + Send>>, TlsMode) {
-    let dissector: Box<dyn Dissector + Send> = match service {
-        Some(Service::Smtp | Service::Smtps) => Box::new(SmtpDissector::default()),
-        Some(Service::Pop3 | Service::Pop3s) => Box::new(Pop3Dissector::default()),
-        Some(Service::Imap | Service::Imaps) => Box::new(ImapDissector::default()),
-        None => return (None, TlsMode::None),
-    };
-    let implicit = matches!(
-        service,
-        Some(Service::Smtps | Service::Pop3s | Service::Imaps)
-    );
-    let mode = if implicit {
-        TlsMode::Implicit
-    } else {
-        TlsMode::None
-    };
-    (Some(dissector), mode)
+fn dissector_for(service: Option<Service>) -> Option<Box<dyn Dissector + Send>> {
+    match service? {
+        Service::Smtp | Service::Smtps => Some(Box::new(SmtpDissector::default())),
+        Service::Pop3 | Service::Pop3s => Some(Box::new(Pop3Dissector::default())),
+        Service::Imap | Service::Imaps => Some(Box::new(ImapDissector::default())),
+    }
+}
+
+/// The TLS mode a connection starts with, as its port says.
+fn mode_of(service: Option<Service>) -> TlsMode {
+    match service {
+        Some(Service::Smtps | Service::Pop3s | Service::Imaps) => TlsMode::Implicit,
+        _ => TlsMode::None,
+    }
+}
+
+impl Connection {
+    /// The dissector, made when the connection first has something for it: a flood of
+    /// connections that never send a byte stays small.
+    fn dissector(&mut self) -> Option<&mut (dyn Dissector + Send + 'static)> {
+        if self.dissector.is_none() {
+            self.dissector = dissector_for(self.service);
+        }
+        self.dissector.as_deref_mut()
+    }
 }
 
 /// What one connection's bytes go through, and what they report to.
@@ -194,7 +205,7 @@ impl<E: Events> Feed<'_, E> {
             self.tls(conn, out);
             return;
         }
-        if let Some(d) = conn.dissector.as_mut() {
+        if let Some(d) = conn.dissector() {
             d.data(direction, bytes, ts, self.events);
         }
         let held = self.events.iter_mut().find_map(|e| match e {
@@ -234,7 +245,7 @@ impl<E: Events> Feed<'_, E> {
                     ts,
                 } => {
                     self.out.decrypted(self.id, direction, &bytes);
-                    if let Some(d) = conn.dissector.as_mut() {
+                    if let Some(d) = conn.dissector() {
                         d.data(direction, &bytes, ts, self.events);
                     }
                     continue;
@@ -292,11 +303,12 @@ impl<E: Events> StreamSink for Connections<E> {
     }
 
     fn flow_opened(&mut self, flow: &FlowInfo) {
-        let (dissector, mode) = dissector_for(flow.service);
+        let mode = mode_of(flow.service);
         self.live.insert(
             flow.id,
             Box::new(Connection {
-                dissector,
+                service: flow.service,
+                dissector: None,
                 tls: (mode == TlsMode::Implicit)
                     .then(|| Box::new(TlsConnection::new(self.keys_may_come))),
                 mode,
@@ -349,7 +361,7 @@ impl<E: Events> StreamSink for Connections<E> {
                     let mut out = Vec::new();
                     tls.gap(direction, len, ts, &mut out);
                     feed.tls(conn, out);
-                } else if let Some(d) = conn.dissector.as_mut() {
+                } else if let Some(d) = conn.dissector() {
                     d.gap(direction, len, ts, feed.events);
                 }
             }
@@ -374,10 +386,12 @@ impl<E: Events> StreamSink for Connections<E> {
             if let Some(tls) = conn.tls.as_mut() {
                 let mut out = Vec::new();
                 tls.end(feed.keys, &mut out);
-                let info = Box::new(tls.info.clone());
+                // The connection is over: its TLS state goes with it.
+                let info = Box::new(std::mem::take(&mut tls.info));
                 feed.out.event(id, SessionEvent::TlsInfo(info));
                 feed.tls(&mut conn, out);
             }
+            // A dissector never made was never given anything: it has nothing to end.
             if let Some(d) = conn.dissector.as_mut() {
                 d.end(flow.last_ts, feed.events);
             }

@@ -62,18 +62,51 @@ pub struct TlsStatus {
     pub mode: TlsMode,
     /// Where STARTTLS or STLS took effect.
     pub upgrade: Option<Upgrade>,
-    /// What the TLS layer saw and made of it.
-    pub info: TlsInfo,
+    /// What the TLS layer saw and made of it, once the connection is over. Boxed and absent
+    /// until then: it is a third of a session, and a flood holds many open sessions.
+    info: Option<Box<TlsInfo>>,
 }
 
+/// The TLS a session shows before its connection ends, or without TLS.
+static NO_TLS: TlsInfo = TlsInfo {
+    client_random: None,
+    version: None,
+    cipher: None,
+    sni: None,
+    alpn: None,
+    certificate: None,
+    resumed: false,
+    records_decrypted: 0,
+    records_undecrypted: 0,
+    application_records: [0; 2],
+    records: [0; 2],
+    error: None,
+};
+
 impl TlsStatus {
+    pub fn new(mode: TlsMode) -> TlsStatus {
+        TlsStatus {
+            mode,
+            upgrade: None,
+            info: None,
+        }
+    }
+
+    pub fn info(&self) -> &TlsInfo {
+        self.info.as_deref().unwrap_or(&NO_TLS)
+    }
+
+    pub fn set_info(&mut self, info: Box<TlsInfo>) {
+        self.info = Some(info);
+    }
+
     pub fn decrypted(&self) -> bool {
-        self.mode != TlsMode::None && self.info.decrypted()
+        self.mode != TlsMode::None && self.info().decrypted()
     }
 
     /// Why the TLS part is not (all) readable.
     pub fn error(&self) -> Option<&str> {
-        self.info.error.as_deref()
+        self.info().error.as_deref()
     }
 }
 

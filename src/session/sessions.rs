@@ -26,7 +26,7 @@ const MAX_LINKED_MESSAGES: usize = 1_000_000;
 
 struct Open {
     session: Session,
-    /// The capture-wide ids of the session's messages, in order (parts link to them).
+    /// IMAP: the capture-wide ids of the session's messages, in order (parts link to them).
     message_ids: Vec<u64>,
 }
 
@@ -93,11 +93,7 @@ impl<S: SessionSink> Events for Sessions<S> {
                     server: info.server,
                     start: Timestamp::default(),
                     end: Timestamp::default(),
-                    tls: TlsStatus {
-                        mode,
-                        upgrade: None,
-                        info: Default::default(),
-                    },
+                    tls: TlsStatus::new(mode),
                     auth: Vec::new(),
                     capabilities: Vec::new(),
                     mailbox: Vec::new(),
@@ -149,7 +145,7 @@ impl<S: SessionSink> Events for Sessions<S> {
         };
         match event {
             SessionEvent::TlsMode(mode) => open.session.tls.mode = mode,
-            SessionEvent::TlsInfo(info) => open.session.tls.info = *info,
+            SessionEvent::TlsInfo(info) => open.session.tls.set_info(info),
             SessionEvent::Gap => open.session.gaps += 1,
             SessionEvent::Proto(event) => apply(&mut open.session, event, &mut self.sink),
             SessionEvent::Message(prepared) => {
@@ -190,7 +186,9 @@ fn link(open: &mut Open, prepared: PreparedMessage, id: u64, journeys: &mut Jour
         .iter()
         .filter_map(|&n| ids.get(n).copied())
         .collect();
-    if open.message_ids.len() < MAX_LINKED_MESSAGES {
+    // Only IMAP names parts (by the session's message numbers): other sessions keep no list,
+    // which a flood of tiny messages would grow to megabytes.
+    if open.session.protocol == Protocol::Imap && open.message_ids.len() < MAX_LINKED_MESSAGES {
         open.message_ids.push(id);
     }
     let (seen_before, seen_count) = match (&view.message_id, body_hash) {

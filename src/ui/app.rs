@@ -456,7 +456,7 @@ impl App {
             client: row.client,
             server: row.server,
             start: row.start,
-            client_random: row.tls.info.client_random,
+            client_random: row.tls.info().client_random,
         };
         let id = row.id;
         let Some(slicer) = self.slicer.take() else {

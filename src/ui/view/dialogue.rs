@@ -280,7 +280,7 @@ fn header(entry: &Entry, show_secrets: bool) -> Vec<Line<'static>> {
         Style::default()
     };
     lines.push(Line::styled(transcript::tls_summary(&row.tls), tls_style));
-    if let Some(cert) = &row.tls.info.certificate {
+    if let Some(cert) = &row.tls.info().certificate {
         lines.push(Line::raw(format!(
             "certificate: {} · issuer {} · valid {} to {}",
             sanitize::line(cert.subject.as_bytes()),
