@@ -23,6 +23,12 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// jemalloc rather than glibc's malloc: with workers, what one thread allocates (a dissector's
+/// events) another frees (the merge), and glibc then locks the first thread's arena; that made
+/// two workers on TLS captures a third slower. Measured in bench/ and the README.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod ui;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
