@@ -183,6 +183,8 @@ struct Run {
     counts: std::collections::BTreeMap<String, u64>,
     findings: Vec<Value>,
     messages: Vec<Value>,
+    /// Sessions that list a mailbox (POP3 LIST or UIDL).
+    listed: Vec<Value>,
     stderr: String,
     success: bool,
     peak_mb: f64,
@@ -217,6 +219,7 @@ fn run(
         counts: Default::default(),
         findings: Vec::new(),
         messages: Vec::new(),
+        listed: Vec::new(),
         stderr: String::new(),
         success: false,
         peak_mb: 0.0,
@@ -236,6 +239,9 @@ fn run(
             } else if keep_message(&record) {
                 run.messages.push(record);
             }
+        }
+        if kind == "session" && line.contains("\"mailbox\":[{") {
+            run.listed.push(serde_json::from_str(&line).unwrap());
         }
         *run.counts.entry(kind).or_default() += 1;
     }
@@ -493,6 +499,48 @@ fn a_million_tiny_messages() {
     run.assert_honest_message();
     run.assert_count("open-relay", 1);
     assert_eq!(run.counts["message"], MESSAGES + 1);
+}
+
+#[test]
+fn a_mailbox_listed_again_and_again() {
+    // As long as a listing may be (1 MiB), each line a new message number.
+    const ENTRIES: u64 = 50_000;
+    const ROUNDS: usize = 4;
+    let run = run(
+        &[],
+        |cap| {
+            honest_smtp(cap);
+            let mut conn = Conn::open(cap, evil_client(40007), addr(SERVER, 110));
+            conn.send(cap, S, b"+OK POP3 ready\r\n");
+            let list: String = (1..=ENTRIES)
+                .map(|n| format!("{n} {}\r\n", 100 + n))
+                .collect();
+            let uidl: String = (1..=ENTRIES).map(|n| format!("{n} uid-{n}\r\n")).collect();
+            for _ in 0..ROUNDS {
+                for (command, listing) in [("LIST", &list), ("UIDL", &uidl)] {
+                    conn.send(cap, C, format!("{command}\r\n").as_bytes());
+                    conn.send(cap, S, format!("+OK\r\n{listing}.\r\n").as_bytes());
+                }
+            }
+            conn.send(cap, C, b"QUIT\r\n");
+            conn.send(cap, S, b"+OK bye\r\n");
+            conn.close(cap);
+        },
+        is_honest,
+    );
+    run.assert_under(64.0);
+    run.assert_honest_message();
+    // Every number once, with the size LIST gave and the id UIDL gave.
+    let [session] = &run.listed[..] else {
+        panic!("sessions with a mailbox: {}", run.listed.len());
+    };
+    let mailbox = session["mailbox"].as_array().unwrap();
+    assert_eq!(mailbox.len() as u64, ENTRIES);
+    for (entry, n) in mailbox.iter().zip(1..) {
+        assert_eq!(entry["number"], n);
+        assert_eq!(entry["size"], 100 + n);
+        assert_eq!(entry["uid"], format!("uid-{n}"));
+    }
 }
 
 /// A message whose body is `body`, in DATA form (ends with the terminating dot line).

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use crate::capture::Timestamp;
-use crate::proto::ProtoEvent;
+use crate::proto::{MailboxEntry, ProtoEvent};
 use crate::tcp::{Direction, FlowEnd};
 
 use super::connections::{Events, PreparedMessage, SessionEvent};
@@ -240,27 +240,30 @@ fn apply(session: &mut Session, event: ProtoEvent, sink: &mut impl SessionSink) 
         }
         ProtoEvent::Capabilities(capabilities) => session.capabilities = capabilities,
         ProtoEvent::Selected(state) => session.selected = state,
-        ProtoEvent::Mailbox(entries) => {
-            // LIST gives sizes and UIDL unique ids: merge them by message number.
-            for entry in entries {
-                let full = session.mailbox.len() >= MAX_MAILBOX_ENTRIES;
-                match session
-                    .mailbox
-                    .iter_mut()
-                    .find(|e| e.number == entry.number)
-                {
-                    Some(known) => {
-                        known.size = entry.size.or(known.size);
-                        known.uid = entry.uid.or(known.uid.take());
-                    }
-                    None if !full => session.mailbox.push(entry),
-                    None => {}
-                }
-            }
-        }
+        ProtoEvent::Mailbox(entries) => merge_listing(&mut session.mailbox, entries),
         ProtoEvent::Note(note) => {
             sink.note(session, &note);
             session.notes.push(note);
+        }
+    }
+}
+
+/// LIST gives sizes and UIDL unique ids: a listing is merged into the mailbox by message number.
+/// The entries are looked up by number through an index made for the merge: searching the list
+/// took a step per known entry for each entry listed, 10^10 steps for a listing of 100,000.
+fn merge_listing(mailbox: &mut Vec<MailboxEntry>, entries: Vec<MailboxEntry>) {
+    let mut at: HashMap<u64, usize, ahash::RandomState> = mailbox
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.number, i))
+        .collect();
+    for entry in entries {
+        if let Some(known) = at.get(&entry.number).and_then(|&i| mailbox.get_mut(i)) {
+            known.size = entry.size.or(known.size);
+            known.uid = entry.uid.or(known.uid.take());
+        } else if mailbox.len() < MAX_MAILBOX_ENTRIES {
+            at.insert(entry.number, mailbox.len());
+            mailbox.push(entry);
         }
     }
 }
