@@ -242,7 +242,7 @@ fn starttls(watch: &Watch, tally: &mut Tally, found: &mut Found) {
 /// The TLS handshake never completed: no ServerHello, or a client that sent nothing after its
 /// ClientHello (every completed handshake has the client send its Finished, at least).
 fn handshake_failed(session: &Session) -> bool {
-    let info = &session.tls.info();
+    let info = session.tls.info();
     info.version.is_none() || info.records[0] <= 1
 }
 

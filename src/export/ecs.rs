@@ -81,7 +81,7 @@ pub fn session(session: &Session) -> Map<String, Value> {
 
 /// ECS keys added into the session record's own `tls` object.
 fn tls(session: &Session) -> Map<String, Value> {
-    let info = &session.tls.info();
+    let info = session.tls.info();
     let mut tls = Map::new();
     if session.tls.mode == TlsMode::None {
         return tls;

@@ -396,7 +396,7 @@ impl<W: Write> SessionSink for JsonWriter<W> {
     }
 
     fn session_end(&mut self, session: &Session) {
-        let tls = &session.tls.info();
+        let tls = session.tls.info();
         self.write_with(
             &SessionRecord {
                 kind: "session",

@@ -39,7 +39,7 @@ pub fn tls_summary(tls: &TlsStatus) -> String {
         return "no TLS".into();
     }
     let mut parts = vec![format!("TLS {}", tls.mode.name())];
-    let info = &tls.info();
+    let info = tls.info();
     if let (Some(version), Some(cipher)) = (&info.version, &info.cipher) {
         parts.push(format!("{version} {cipher}"));
     }

@@ -250,7 +250,7 @@ fn apply(session: &mut Session, event: ProtoEvent, sink: &mut impl SessionSink) 
 
 /// LIST gives sizes and UIDL unique ids: a listing is merged into the mailbox by message number.
 /// The entries are looked up by number through an index made for the merge: searching the list
-/// took a step per known entry for each entry listed, 10^10 steps for a listing of 100,000.
+/// took a step per known entry for each entry listed: billions for a listing of 100,000.
 fn merge_listing(mailbox: &mut Vec<MailboxEntry>, entries: Vec<MailboxEntry>) {
     let mut at: HashMap<u64, usize, ahash::RandomState> = mailbox
         .iter()
