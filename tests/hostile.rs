@@ -543,6 +543,35 @@ fn a_mailbox_listed_again_and_again() {
     }
 }
 
+#[test]
+fn commands_that_get_no_reply() {
+    // Only the clients' side was captured (asymmetric routing, or clients that never wait).
+    const COMMANDS: usize = 300_000;
+    let clients = [(25, "NOOP\r\n"), (110, "NOOP\r\n"), (143, "a NOOP\r\n")];
+    let run = run(
+        &[],
+        move |cap| {
+            honest_smtp(cap);
+            for (n, (port, command)) in clients.into_iter().enumerate() {
+                let mut conn = Conn::open(cap, evil_client(40010 + n as u16), addr(SERVER, port));
+                conn.send(cap, C, command.repeat(COMMANDS).as_bytes());
+                conn.close(cap);
+            }
+        },
+        is_honest,
+    );
+    run.assert_under(64.0);
+    run.assert_honest_message();
+    // Every command is still reported, as an exchange without a reply.
+    assert_eq!(run.counts["exchange"], 3 * COMMANDS as u64 + 7);
+    let detail = format!("{COMMANDS} command(s) got no reply: NOOP");
+    let unanswered = run
+        .findings
+        .iter()
+        .filter(|f| f["detail"] == detail.as_str());
+    assert_eq!(unanswered.count(), 3, "findings: {:#?}", run.findings);
+}
+
 /// A message whose body is `body`, in DATA form (ends with the terminating dot line).
 fn data_of(body: &[u8]) -> Vec<u8> {
     [b"Subject: contested\r\n\r\n", body, b"\r\n.\r\n"].concat()

@@ -31,6 +31,22 @@ pub struct Exchange {
     pub unknown_command: bool,
 }
 
+/// Commands a connection holds while they await their reply. Past this many the oldest is given
+/// up as unanswered, as at the end of the connection: a capture of the client's side alone would
+/// otherwise hold every command it sent (two million NOOPs, a 12 MB capture, took 856 MB).
+pub const MAX_AWAITING_REPLY: usize = 1000;
+
+impl Exchange {
+    /// A command that got no reply.
+    pub fn unanswered(command: Command, unknown_command: bool) -> Exchange {
+        Exchange {
+            command: Some(command),
+            reply: None,
+            unknown_command,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Command {
     /// The command line without its line end, as text (bytes that are not UTF-8 replaced).

@@ -20,12 +20,14 @@ pub mod catalog;
 pub mod parser;
 pub mod units;
 
+use std::collections::VecDeque;
+
 use super::framing::{Inbox, MAX_MESSAGE_BYTES};
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
     note, AuthAttempt, CapturedMessage, Command, Dissector, Exchange, MailboxState, NoteKind,
-    ProtoEvent, Reply, TwoSides, Upgrade,
+    ProtoEvent, Reply, TwoSides, Upgrade, MAX_AWAITING_REPLY,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -125,7 +127,7 @@ pub struct ImapDissector {
     client_reader: UnitReader,
     server_reader: UnitReader,
     mode: ClientMode,
-    pending: Vec<Pending>,
+    pending: VecDeque<Pending>,
     /// The client holds a synchronising literal until the server's `+`.
     awaiting_continuation: bool,
     /// The selected mailbox as both sides see it, and one being selected (until its OK).
@@ -175,7 +177,7 @@ impl Default for ImapDissector {
             client_reader: UnitReader::client(),
             server_reader: UnitReader::default(),
             mode: ClientMode::Command,
-            pending: Vec::new(),
+            pending: VecDeque::new(),
             awaiting_continuation: false,
             state: None,
             selecting: None,
@@ -274,11 +276,7 @@ impl Dissector for ImapDissector {
             out.push(ProtoEvent::Auth(sasl.attempt(None, ts)));
         }
         for p in self.pending.drain(..) {
-            out.push(ProtoEvent::Exchange(Exchange {
-                command: Some(p.command),
-                reply: None,
-                unknown_command: false,
-            }));
+            out.push(ProtoEvent::Exchange(Exchange::unanswered(p.command, false)));
         }
         let [c, s] = self.opaque;
         if c + s > 0 {
@@ -436,7 +434,7 @@ impl ImapDissector {
             }
             ClientMode::Idle => {
                 if unit.text.eq_ignore_ascii_case("DONE") {
-                    if let Some(p) = self.pending.last_mut() {
+                    if let Some(p) = self.pending.back_mut() {
                         p.command.line.push_str(" ... DONE");
                     }
                     self.mode = ClientMode::Command;
@@ -539,7 +537,15 @@ impl ImapDissector {
             "FETCH" | "UID FETCH" => Kind::Fetch,
             _ => Kind::Other,
         };
-        self.pending.push(Pending {
+        if self.pending.len() >= MAX_AWAITING_REPLY {
+            if let Some(oldest) = self.pending.pop_front() {
+                out.push(ProtoEvent::Exchange(Exchange::unanswered(
+                    oldest.command,
+                    false,
+                )));
+            }
+        }
+        self.pending.push_back(Pending {
             requested: parser::requested_length(&args),
             tag,
             command: Command {
@@ -615,7 +621,7 @@ impl ImapDissector {
                 if let Some(seq) = parser::fetch_seq(&rest) {
                     self.fetched(seq, unit, out);
                 }
-                match self.pending.first_mut() {
+                match self.pending.front_mut() {
                     Some(p) if p.untagged.len() < MAX_UNTAGGED_LINES => p.untagged.push(text),
                     Some(_) => {}
                     None => {
@@ -663,7 +669,7 @@ impl ImapDissector {
                 self.mode = ClientMode::SaslResponse;
             }
             ClientMode::Idle => {
-                if let Some(p) = self.pending.last_mut() {
+                if let Some(p) = self.pending.back_mut() {
                     p.untagged.push(unit.text.clone());
                 }
             }
@@ -805,7 +811,8 @@ impl ImapDissector {
                 self.client_unit(refused, out);
             }
         }
-        let Some(index) = self.pending.iter().position(|p| p.tag == tag) else {
+        let found = self.pending.iter().position(|p| p.tag == tag);
+        let Some(pending) = found.and_then(|index| self.pending.remove(index)) else {
             note(
                 out,
                 NoteKind::Malformed,
@@ -815,7 +822,6 @@ impl ImapDissector {
             );
             return;
         };
-        let pending = self.pending.remove(index);
         let ok = status == "OK";
         match &pending.kind {
             Kind::Login(user, password) => out.push(ProtoEvent::Auth(AuthAttempt {

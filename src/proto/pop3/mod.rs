@@ -14,7 +14,7 @@ use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
     note, note_overlong, AuthAttempt, Command, Dissector, Exchange, MailboxEntry, NoteKind,
-    ProtoEvent, Reply, TwoSides, Upgrade,
+    ProtoEvent, Reply, TwoSides, Upgrade, MAX_AWAITING_REPLY,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -50,6 +50,23 @@ struct Pending {
     kind: Kind,
     multi_line: bool,
     unknown: bool,
+}
+
+impl Pending {
+    /// The command `shown` (`verb`) that `line` ended; its other fields as most commands have them.
+    fn new(shown: String, verb: String, line: &Line) -> Pending {
+        Pending {
+            command: Command {
+                line: shown,
+                verb,
+                ts: line.ts,
+                end_offset: line.end_offset,
+            },
+            kind: Kind::Other,
+            multi_line: false,
+            unknown: false,
+        }
+    }
 }
 
 /// A multi-line reply being read.
@@ -185,11 +202,9 @@ impl Dissector for Pop3Dissector {
             out.push(ProtoEvent::Auth(sasl.attempt(None, ts)));
         }
         for p in self.pending.drain(..) {
-            out.push(ProtoEvent::Exchange(Exchange {
-                command: Some(p.command),
-                reply: None,
-                unknown_command: p.unknown,
-            }));
+            out.push(ProtoEvent::Exchange(Exchange::unanswered(
+                p.command, p.unknown,
+            )));
         }
     }
 }
@@ -207,26 +222,15 @@ impl Pop3Dissector {
         progress
     }
 
-    fn push(
-        &mut self,
-        shown: String,
-        verb: String,
-        line: &Line,
-        kind: Kind,
-        multi_line: bool,
-        unknown: bool,
-    ) {
-        self.pending.push_back(Pending {
-            command: Command {
-                line: shown,
-                verb,
-                ts: line.ts,
-                end_offset: line.end_offset,
-            },
-            kind,
-            multi_line,
-            unknown,
-        });
+    /// A command that awaits its reply.
+    fn push(&mut self, pending: Pending, out: &mut Vec<ProtoEvent>) {
+        if self.pending.len() >= MAX_AWAITING_REPLY {
+            if let Some(oldest) = self.pending.pop_front() {
+                let exchange = Exchange::unanswered(oldest.command, oldest.unknown);
+                out.push(ProtoEvent::Exchange(exchange));
+            }
+        }
+        self.pending.push_back(pending);
     }
 
     fn client_line(&mut self, line: Line, out: &mut Vec<ProtoEvent>) {
@@ -237,14 +241,11 @@ impl Pop3Dissector {
                 Some(sasl) => sasl.respond(&text),
                 None => text.clone(),
             };
-            self.push(
-                format!("[{shown}]"),
-                "AUTH-RESPONSE".into(),
-                &line,
-                Kind::AuthStep,
-                false,
-                false,
-            );
+            let step = Pending {
+                kind: Kind::AuthStep,
+                ..Pending::new(format!("[{shown}]"), "AUTH-RESPONSE".into(), &line)
+            };
+            self.push(step, out);
             self.mode = ClientMode::AwaitReply;
             return;
         }
@@ -290,7 +291,13 @@ impl Pop3Dissector {
             _ => (Kind::Other, text.clone()),
         };
         let waits = matches!(kind, Kind::Auth | Kind::Stls);
-        self.push(shown, verb, &line, kind, multi, !known);
+        let pending = Pending {
+            kind,
+            multi_line: multi,
+            unknown: !known,
+            ..Pending::new(shown, verb, &line)
+        };
+        self.push(pending, out);
         if waits {
             self.mode = ClientMode::AwaitReply;
         }

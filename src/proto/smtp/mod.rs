@@ -18,7 +18,7 @@ use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
     note, note_overlong, Command, Dissector, Exchange, NoteKind, ProtoEvent, Reply, TwoSides,
-    Upgrade,
+    Upgrade, MAX_AWAITING_REPLY,
 };
 use crate::capture::Timestamp;
 use crate::tcp::Direction;
@@ -225,11 +225,8 @@ impl Dissector for SmtpDissector {
             out.push(ProtoEvent::Auth(sasl.attempt(None, ts)));
         }
         for pending in self.pending.drain(..) {
-            out.push(ProtoEvent::Exchange(Exchange {
-                command: Some(pending.command),
-                reply: None,
-                unknown_command: pending.unknown,
-            }));
+            let exchange = Exchange::unanswered(pending.command, pending.unknown);
+            out.push(ProtoEvent::Exchange(exchange));
         }
         for (direction, held) in [
             (Direction::ClientToServer, self.client.held()),
@@ -310,6 +307,7 @@ impl SmtpDissector {
                 &line,
                 Kind::AuthStep,
                 false,
+                out,
             );
             self.mode = ClientMode::AwaitReply;
             return;
@@ -354,7 +352,7 @@ impl SmtpDissector {
                 Some((size, last)) => {
                     self.message
                         .get_or_insert_with(|| MessageBuilder::new(line.ts));
-                    self.push_command(text.clone(), verb, &line, Kind::Bdat { last }, false);
+                    self.push_command(text.clone(), verb, &line, Kind::Bdat { last }, false, out);
                     self.mode = ClientMode::Bdat { remaining: size };
                     return;
                 }
@@ -397,7 +395,7 @@ impl SmtpDissector {
             _ => (Kind::Other, text.clone()),
         };
         let waits = matches!(kind, Kind::Data | Kind::StartTls | Kind::Auth);
-        self.push_command(shown, verb, &line, kind, !command.known);
+        self.push_command(shown, verb, &line, kind, !command.known, out);
         if waits {
             self.mode = ClientMode::AwaitReply;
         }
@@ -410,7 +408,14 @@ impl SmtpDissector {
         line: &Line,
         kind: Kind,
         unknown: bool,
+        out: &mut Vec<ProtoEvent>,
     ) {
+        if self.pending.len() >= MAX_AWAITING_REPLY {
+            if let Some(oldest) = self.pending.pop_front() {
+                let exchange = Exchange::unanswered(oldest.command, oldest.unknown);
+                out.push(ProtoEvent::Exchange(exchange));
+            }
+        }
         self.pending.push_back(Pending {
             command: Command {
                 line: shown,
@@ -486,7 +491,7 @@ impl SmtpDissector {
                     end_offset: self.client.offset(),
                     overlong: false,
                 };
-                self.push_command(".".into(), ".".into(), &end, Kind::DataEnd, false);
+                self.push_command(".".into(), ".".into(), &end, Kind::DataEnd, false, out);
                 self.mode = ClientMode::AwaitReply;
                 true
             }
@@ -574,7 +579,7 @@ impl SmtpDissector {
             end_offset: self.client.offset(),
             overlong: false,
         };
-        self.push_command(".".into(), ".".into(), &end, Kind::DataEnd, false);
+        self.push_command(".".into(), ".".into(), &end, Kind::DataEnd, false, out);
         self.mode = ClientMode::AwaitReply;
     }
 
