@@ -17,6 +17,8 @@ pub use imap::ImapDissector;
 pub use pop3::Pop3Dissector;
 pub use smtp::SmtpDissector;
 
+use std::collections::VecDeque;
+
 use crate::capture::Timestamp;
 use crate::secret::Secret;
 use crate::tcp::Direction;
@@ -45,6 +47,38 @@ impl Exchange {
             unknown_command,
         }
     }
+}
+
+/// A dissector's record of a command that awaits its reply.
+pub trait AwaitsReply {
+    /// The exchange it makes when no reply comes.
+    fn unanswered(self) -> Exchange;
+}
+
+/// Queues a command to await its reply; when [`MAX_AWAITING_REPLY`] already wait, the oldest
+/// is given up as unanswered.
+pub fn await_reply<P: AwaitsReply>(
+    pending: &mut VecDeque<P>,
+    command: P,
+    out: &mut Vec<ProtoEvent>,
+) {
+    if pending.len() >= MAX_AWAITING_REPLY {
+        out.extend(
+            pending
+                .pop_front()
+                .map(|p| ProtoEvent::Exchange(p.unanswered())),
+        );
+    }
+    pending.push_back(command);
+}
+
+/// The connection ended: every command still waiting got no reply.
+pub fn end_awaiting<P: AwaitsReply>(pending: &mut VecDeque<P>, out: &mut Vec<ProtoEvent>) {
+    out.extend(
+        pending
+            .drain(..)
+            .map(|p| ProtoEvent::Exchange(p.unanswered())),
+    );
 }
 
 #[derive(Clone, Debug, PartialEq)]

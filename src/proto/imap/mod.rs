@@ -26,8 +26,8 @@ use super::framing::{Inbox, MAX_MESSAGE_BYTES};
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
-    note, AuthAttempt, CapturedMessage, Command, Dissector, Exchange, MailboxState, NoteKind,
-    ProtoEvent, Reply, TwoSides, Upgrade, MAX_AWAITING_REPLY,
+    await_reply, end_awaiting, note, AuthAttempt, AwaitsReply, CapturedMessage, Command, Dissector,
+    Exchange, MailboxState, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -111,6 +111,12 @@ struct Pending {
     untagged: Vec<String>,
     /// A partial fetch's asked length.
     requested: Option<u64>,
+}
+
+impl AwaitsReply for Pending {
+    fn unanswered(self) -> Exchange {
+        Exchange::unanswered(self.command, false)
+    }
 }
 
 /// A message fetched in pieces (`BODY[]<origin.length>`).
@@ -275,9 +281,7 @@ impl Dissector for ImapDissector {
         if let Some(sasl) = self.sasl.take() {
             out.push(ProtoEvent::Auth(sasl.attempt(None, ts)));
         }
-        for p in self.pending.drain(..) {
-            out.push(ProtoEvent::Exchange(Exchange::unanswered(p.command, false)));
-        }
+        end_awaiting(&mut self.pending, out);
         let [c, s] = self.opaque;
         if c + s > 0 {
             note(out, NoteKind::Malformed, Direction::ClientToServer, ts, format!("past a broken deflate stream: {c} bytes from the client and {s} from the server, not decoded"));
@@ -537,15 +541,7 @@ impl ImapDissector {
             "FETCH" | "UID FETCH" => Kind::Fetch,
             _ => Kind::Other,
         };
-        if self.pending.len() >= MAX_AWAITING_REPLY {
-            if let Some(oldest) = self.pending.pop_front() {
-                out.push(ProtoEvent::Exchange(Exchange::unanswered(
-                    oldest.command,
-                    false,
-                )));
-            }
-        }
-        self.pending.push_back(Pending {
+        let pending = Pending {
             requested: parser::requested_length(&args),
             tag,
             command: Command {
@@ -556,7 +552,8 @@ impl ImapDissector {
             },
             kind,
             untagged: Vec::new(),
-        });
+        };
+        await_reply(&mut self.pending, pending, out);
     }
 
     fn read_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {

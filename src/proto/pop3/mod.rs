@@ -13,8 +13,8 @@ use super::framing::{read_dot_body, DotBody, DotState, Inbox, Line};
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
-    note, note_overlong, AuthAttempt, Command, Dissector, Exchange, MailboxEntry, NoteKind,
-    ProtoEvent, Reply, TwoSides, Upgrade, MAX_AWAITING_REPLY,
+    await_reply, end_awaiting, note, note_overlong, AuthAttempt, AwaitsReply, Command, Dissector,
+    Exchange, MailboxEntry, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -50,6 +50,12 @@ struct Pending {
     kind: Kind,
     multi_line: bool,
     unknown: bool,
+}
+
+impl AwaitsReply for Pending {
+    fn unanswered(self) -> Exchange {
+        Exchange::unanswered(self.command, self.unknown)
+    }
 }
 
 impl Pending {
@@ -201,11 +207,7 @@ impl Dissector for Pop3Dissector {
         if let Some(sasl) = self.sasl.take() {
             out.push(ProtoEvent::Auth(sasl.attempt(None, ts)));
         }
-        for p in self.pending.drain(..) {
-            out.push(ProtoEvent::Exchange(Exchange::unanswered(
-                p.command, p.unknown,
-            )));
-        }
+        end_awaiting(&mut self.pending, out);
     }
 }
 
@@ -224,13 +226,7 @@ impl Pop3Dissector {
 
     /// A command that awaits its reply.
     fn push(&mut self, pending: Pending, out: &mut Vec<ProtoEvent>) {
-        if self.pending.len() >= MAX_AWAITING_REPLY {
-            if let Some(oldest) = self.pending.pop_front() {
-                let exchange = Exchange::unanswered(oldest.command, oldest.unknown);
-                out.push(ProtoEvent::Exchange(exchange));
-            }
-        }
-        self.pending.push_back(pending);
+        await_reply(&mut self.pending, pending, out);
     }
 
     fn client_line(&mut self, line: Line, out: &mut Vec<ProtoEvent>) {

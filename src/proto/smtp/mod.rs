@@ -17,8 +17,8 @@ use super::framing::{read_dot_body, DotBody, DotState, Inbox, Line};
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
-    note, note_overlong, Command, Dissector, Exchange, NoteKind, ProtoEvent, Reply, TwoSides,
-    Upgrade, MAX_AWAITING_REPLY,
+    await_reply, end_awaiting, note, note_overlong, AwaitsReply, Command, Dissector, Exchange,
+    NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::tcp::Direction;
@@ -66,6 +66,12 @@ struct Pending {
     command: Command,
     kind: Kind,
     unknown: bool,
+}
+
+impl AwaitsReply for Pending {
+    fn unanswered(self) -> Exchange {
+        Exchange::unanswered(self.command, self.unknown)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -224,10 +230,7 @@ impl Dissector for SmtpDissector {
         if let Some(sasl) = self.sasl.take() {
             out.push(ProtoEvent::Auth(sasl.attempt(None, ts)));
         }
-        for pending in self.pending.drain(..) {
-            let exchange = Exchange::unanswered(pending.command, pending.unknown);
-            out.push(ProtoEvent::Exchange(exchange));
-        }
+        end_awaiting(&mut self.pending, out);
         for (direction, held) in [
             (Direction::ClientToServer, self.client.held()),
             (Direction::ServerToClient, self.server.held()),
@@ -410,13 +413,7 @@ impl SmtpDissector {
         unknown: bool,
         out: &mut Vec<ProtoEvent>,
     ) {
-        if self.pending.len() >= MAX_AWAITING_REPLY {
-            if let Some(oldest) = self.pending.pop_front() {
-                let exchange = Exchange::unanswered(oldest.command, oldest.unknown);
-                out.push(ProtoEvent::Exchange(exchange));
-            }
-        }
-        self.pending.push_back(Pending {
+        let pending = Pending {
             command: Command {
                 line: shown,
                 verb,
@@ -425,7 +422,8 @@ impl SmtpDissector {
             },
             kind,
             unknown,
-        });
+        };
+        await_reply(&mut self.pending, pending, out);
     }
 
     /// RFC 5321 2.3.8: commands end with CRLF, and CR and LF appear nowhere else.
