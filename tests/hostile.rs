@@ -185,6 +185,8 @@ struct Run {
     messages: Vec<Value>,
     /// Sessions that list a mailbox (POP3 LIST or UIDL).
     listed: Vec<Value>,
+    /// Sessions that list authentications.
+    authenticated: Vec<Value>,
     stderr: String,
     success: bool,
     peak_mb: f64,
@@ -220,6 +222,7 @@ fn run(
         findings: Vec::new(),
         messages: Vec::new(),
         listed: Vec::new(),
+        authenticated: Vec::new(),
         stderr: String::new(),
         success: false,
         peak_mb: 0.0,
@@ -243,18 +246,15 @@ fn run(
         if kind == "session" && line.contains("\"mailbox\":[{") {
             run.listed.push(serde_json::from_str(&line).unwrap());
         }
+        if kind == "session" && line.contains("\"auth\":[{") {
+            run.authenticated.push(serde_json::from_str(&line).unwrap());
+        }
         *run.counts.entry(kind).or_default() += 1;
     }
     writer.join().expect("generator");
     run.success = child.wait().unwrap().success();
     run.stderr = stderr.join().unwrap();
-    run.peak_mb = run
-        .stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("mailscope: peak memory "))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|mb| mb.parse().ok())
-        .unwrap_or_else(|| panic!("no peak memory line in:\n{}", run.stderr));
+    run.peak_mb = peak_memory_mb(&run.stderr);
     let mut kinds = std::collections::BTreeMap::<&str, u64>::new();
     for finding in &run.findings {
         *kinds.entry(finding["kind"].as_str().unwrap()).or_default() += 1;
@@ -264,6 +264,16 @@ fn run(
         run.peak_mb, run.counts
     );
     run
+}
+
+/// The peak memory a run reports on standard error, in MB.
+fn peak_memory_mb(stderr: &str) -> f64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("mailscope: peak memory "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|mb| mb.parse().ok())
+        .unwrap_or_else(|| panic!("no peak memory line in:\n{stderr}"))
 }
 
 impl Run {
@@ -570,6 +580,107 @@ fn commands_that_get_no_reply() {
         .iter()
         .filter(|f| f["detail"] == detail.as_str());
     assert_eq!(unanswered.count(), 3, "findings: {:#?}", run.findings);
+}
+
+/// Brute-force attempts in one SMTP session: AUTH PLAIN as `admin` with passwords `guess-0`
+/// and on, a thousand pipelined per segment; all refused but the last.
+const GUESSES: usize = 1_000_000;
+
+fn brute_force<W: Write>(cap: &mut Capture<W>) {
+    use base64::Engine;
+    const BATCH: usize = 1_000;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    honest_smtp(cap);
+    let mut conn = Conn::open(cap, evil_client(40020), addr(SERVER, 25));
+    conn.send(cap, S, b"220 mx.example.test ESMTP\r\n");
+    conn.send(cap, C, b"EHLO guess.example.test\r\n");
+    conn.send(cap, S, b"250-mx.example.test\r\n250 AUTH PLAIN\r\n");
+    for first in (0..GUESSES).step_by(BATCH) {
+        let guesses = first..(first + BATCH).min(GUESSES);
+        let commands: String = guesses
+            .clone()
+            .map(|n| {
+                format!(
+                    "AUTH PLAIN {}\r\n",
+                    b64.encode(format!("\0admin\0guess-{n}"))
+                )
+            })
+            .collect();
+        let replies: String = guesses
+            .map(|n| match n + 1 == GUESSES {
+                true => "235 2.7.0 Authentication successful\r\n",
+                false => "535 5.7.8 Authentication credentials invalid\r\n",
+            })
+            .collect();
+        conn.send(cap, C, commands.as_bytes());
+        conn.send(cap, S, replies.as_bytes());
+    }
+    conn.send(cap, C, b"QUIT\r\n");
+    conn.send(cap, S, b"221 2.0.0 Bye\r\n");
+    conn.close(cap);
+}
+
+#[test]
+fn a_million_logins_in_one_session() {
+    let run = run(&[], brute_force, is_honest);
+    run.assert_under(64.0);
+    run.assert_honest_message();
+    // The session keeps the first thousand and counts them all.
+    let [session] = &run.authenticated[..] else {
+        panic!("sessions with logins: {}", run.authenticated.len());
+    };
+    assert_eq!(session["auth_attempts"], GUESSES);
+    let kept = session["auth"].as_array().unwrap();
+    assert_eq!(kept.len(), 1_000);
+    for (n, attempt) in kept.iter().enumerate() {
+        assert_eq!(attempt["password"], format!("guess-{n}"));
+    }
+    run.assert_finding("capture-limit", "more than 1000 authentication attempts");
+    // Once per user and outcome, not once per attempt.
+    run.assert_count("cleartext-credentials", 2);
+    // At 5 failures, then at each tenfold: 5, 50 ... 500,000.
+    run.assert_count("auth-brute-force", 6);
+    run.assert_finding("auth-brute-force", "500000 failed logins from 10.6.6.6");
+
+    // credentials.csv has every attempt, in order, with its result.
+    let work = tempfile::tempdir().unwrap();
+    let capture = work.path().join("guesses.pcap");
+    let mut cap = Capture::new(BufWriter::new(std::fs::File::create(&capture).unwrap()));
+    brute_force(&mut cap);
+    cap.out.flush().unwrap();
+    drop(cap);
+    let out_dir = work.path().join("out");
+    let export = Command::new(env!("CARGO_BIN_EXE_mailscope"))
+        .args(["export", "--threads", "2"])
+        .arg(&capture)
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&export.stderr);
+    assert!(export.status.success(), "{stderr}");
+    let csv = std::fs::read_to_string(out_dir.join("credentials.csv")).unwrap();
+    let mut rows = csv.lines().skip(1);
+    for n in 0..GUESSES {
+        let row = rows
+            .next()
+            .unwrap_or_else(|| panic!("no row for guess {n}"));
+        let fields: Vec<&str> = row.split(',').collect();
+        let result = if n + 1 == GUESSES {
+            "accepted"
+        } else {
+            "refused"
+        };
+        assert_eq!(
+            (fields[6], fields[7], fields[8], fields[9]),
+            ("PLAIN", "admin", format!("guess-{n}").as_str(), result),
+            "{row}"
+        );
+    }
+    assert_eq!(rows.next(), None);
+    // Export holds a session's transcript until the session ends (at most 200,000 lines).
+    let peak_mb: f64 = peak_memory_mb(&stderr);
+    eprintln!("export: peak memory {peak_mb} MB");
+    assert!(peak_mb < 128.0, "export peak memory {peak_mb} MB");
 }
 
 /// A message whose body is `body`, in DATA form (ends with the terminating dot line).

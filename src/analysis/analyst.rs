@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::tally::Tally;
 use super::{content, dialogue, ending};
 use crate::capture::Timestamp;
-use crate::proto::{Exchange, Note, NoteKind};
+use crate::proto::{AuthAttempt, Exchange, Note, NoteKind};
 use crate::session::model::{Finding, FindingKind, Message, Session};
 use crate::session::SessionSink;
 use crate::tcp::Direction;
@@ -35,8 +35,11 @@ pub(super) struct Watch {
     /// Capabilities were listed before TLS, and whether STARTTLS (or STLS) was among them.
     pub capabilities_in_clear: bool,
     pub offered_starttls: bool,
-    /// Authentication attempts already looked at.
-    pub auth_seen: usize,
+    /// An authentication succeeded (the client may relay).
+    pub authenticated: bool,
+    /// (user, outcome) of the secrets in clear reported so far: once each, at most
+    /// [`MAX_NAMES`] (a brute force tries a million; credentials.csv has each).
+    pub in_clear: Vec<(String, Option<bool>)>,
     /// (latency in ns, command verb, when) of each answered command.
     pub latencies: Vec<(u64, String, Timestamp)>,
     /// When the previous reply came: a command sent before it was pipelined.
@@ -138,7 +141,6 @@ impl<S: SessionSink> SessionSink for Analyst<S> {
         self.inner.exchange(session, exchange);
         self.judge(session, |watch, tally, options, found| {
             dialogue::exchange(watch, tally, options, exchange, found);
-            dialogue::authentications(watch, tally, false, found);
         });
     }
 
@@ -181,6 +183,13 @@ impl<S: SessionSink> SessionSink for Analyst<S> {
         self.inner.finding(session, &finding);
     }
 
+    fn auth(&mut self, session: &Session, attempt: &AuthAttempt) {
+        self.inner.auth(session, attempt);
+        self.judge(session, |watch, tally, _, found| {
+            dialogue::authentication(watch, tally, attempt, found)
+        });
+    }
+
     fn decrypted(&mut self, session: &Session, direction: Direction, bytes: &[u8]) {
         self.inner.decrypted(session, direction, bytes);
     }
@@ -191,8 +200,7 @@ impl<S: SessionSink> SessionSink for Analyst<S> {
 
     fn session_end(&mut self, session: &Session) {
         self.judge(session, |watch, tally, _, found| {
-            dialogue::authentications(watch, tally, true, found);
-            ending::session(watch, tally, found);
+            ending::session(watch, tally, found)
         });
         // The session is over: what was watched goes with it.
         self.watches.remove(&session.id);

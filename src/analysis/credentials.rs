@@ -61,42 +61,37 @@ fn field(text: &str) -> String {
     }
 }
 
-/// The CSV rows of a session's authentications.
-pub fn csv_rows(session: &Session) -> String {
+/// The CSV row of one authentication, written as it comes. The TLS column says what protected
+/// that attempt: an attempt seen inside TLS was decrypted, and one before STARTTLS was in clear.
+pub fn csv_row(session: &Session, attempt: &AuthAttempt) -> String {
     let tls = match session.tls.mode {
         TlsMode::None => "none".to_string(),
-        mode if session.tls.decrypted() => format!("{} decrypted", mode.name()),
-        mode => mode.name().to_string(),
+        mode => format!("{} decrypted", mode.name()),
     };
-    session
-        .auth
-        .iter()
-        .map(|a| {
-            let result = match a.success {
-                Some(true) => "accepted",
-                Some(false) => "refused",
-                None => "unknown",
-            };
-            let fields = [
-                session.id.to_string(),
-                time::utc(a.ts),
-                session.protocol.name().to_string(),
-                session.client.to_string(),
-                session.server.to_string(),
-                tls.clone(),
-                a.mechanism.clone(),
-                a.username.clone().unwrap_or_default(),
-                a.secret
-                    .as_ref()
-                    .map(|s| s.expose().to_string())
-                    .unwrap_or_default(),
-                result.to_string(),
-                crack_line(a).unwrap_or_default(),
-            ];
-            let row: Vec<String> = fields.iter().map(|f| field(f)).collect();
-            row.join(",") + "\n"
-        })
-        .collect()
+    let result = match attempt.success {
+        Some(true) => "accepted",
+        Some(false) => "refused",
+        None => "unknown",
+    };
+    let fields = [
+        session.id.to_string(),
+        time::utc(attempt.ts),
+        session.protocol.name().to_string(),
+        session.client.to_string(),
+        session.server.to_string(),
+        tls,
+        attempt.mechanism.clone(),
+        attempt.username.clone().unwrap_or_default(),
+        attempt
+            .secret
+            .as_ref()
+            .map(|s| s.expose().to_string())
+            .unwrap_or_default(),
+        result.to_string(),
+        crack_line(attempt).unwrap_or_default(),
+    ];
+    let row: Vec<String> = fields.iter().map(|f| field(f)).collect();
+    row.join(",") + "\n"
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use super::analyst::{remember, Found, Options, Watch, MAX_NAMES};
 use super::explain;
 use super::tally::Tally;
-use crate::proto::{smtp, Exchange, Reply};
+use crate::proto::{smtp, AuthAttempt, Exchange, Reply};
 use crate::sanitize;
 use crate::session::model::{FindingKind, Protocol, Session, TlsMode};
 
@@ -285,8 +285,7 @@ fn relayed(
     exchange: &Exchange,
     found: &mut Found,
 ) {
-    let session = found.session;
-    if session.auth.iter().any(|a| a.success == Some(true)) {
+    if watch.authenticated {
         return;
     }
     let address = path_address(argument);
@@ -350,59 +349,60 @@ pub fn path_address(argument: &str) -> &str {
     smtp::parser::path_arg(argument, keyword).map_or("", |path| path.mailbox)
 }
 
-/// Each authentication once its outcome is known (or the session ended): credentials in
-/// clear, before STARTTLS, and failures counted per client.
-pub(super) fn authentications(
+/// An authentication, once its outcome is known (or the session ended): credentials in clear
+/// and before STARTTLS (once per user and outcome), and failures counted per client.
+pub(super) fn authentication(
     watch: &mut Watch,
     tally: &mut Tally,
-    ended: bool,
+    attempt: &AuthAttempt,
     found: &mut Found,
 ) {
     let session = found.session;
-    while let Some(attempt) = session.auth.get(watch.auth_seen) {
-        if attempt.success.is_none() && !ended {
-            return;
-        }
-        watch.auth_seen += 1;
-        let user = attempt.username.as_deref().unwrap_or("?");
-        let outcome = match attempt.success {
-            Some(true) => "succeeded",
-            Some(false) => "failed",
-            None => "outcome not captured",
-        };
-        let line = format!("{} as {user}: {outcome}", attempt.mechanism);
-        let in_clear = match (&session.tls.mode, &session.tls.upgrade) {
-            (TlsMode::None, _) => true,
-            (TlsMode::StartTls, Some(upgrade)) => attempt.ts < upgrade.ts,
-            _ => false,
-        };
-        if in_clear && attempt.secret.is_some() {
+    watch.authenticated |= attempt.success == Some(true);
+    let user = attempt.username.as_deref().unwrap_or("?");
+    let outcome = match attempt.success {
+        Some(true) => "succeeded",
+        Some(false) => "failed",
+        None => "outcome not captured",
+    };
+    let line = format!("{} as {user}: {outcome}", attempt.mechanism);
+    let in_clear = match (&session.tls.mode, &session.tls.upgrade) {
+        (TlsMode::None, _) => true,
+        (TlsMode::StartTls, Some(upgrade)) => attempt.ts < upgrade.ts,
+        _ => false,
+    };
+    let reported = (user.to_string(), attempt.success);
+    if in_clear
+        && attempt.secret.is_some()
+        && watch.in_clear.len() < MAX_NAMES
+        && !watch.in_clear.contains(&reported)
+    {
+        watch.in_clear.push(reported);
+        found.add(
+            FindingKind::CleartextCredentials,
+            attempt.ts,
+            format!("{line}, with the secret in clear text"),
+            vec![line.clone()],
+        );
+        if watch.offered_starttls {
             found.add(
-                FindingKind::CleartextCredentials,
+                FindingKind::AuthBeforeStartTls,
                 attempt.ts,
-                format!("{line}, with the secret in clear text"),
+                format!("{line}, although the server had offered STARTTLS"),
                 vec![line.clone()],
             );
-            if watch.offered_starttls {
-                found.add(
-                    FindingKind::AuthBeforeStartTls,
-                    attempt.ts,
-                    format!("{line}, although the server had offered STARTTLS"),
-                    vec![line.clone()],
-                );
-            }
         }
-        if attempt.success == Some(false) {
-            let ip = session.client.ip();
-            let failed = tally.alarm(ip, |c| &mut c.auth_failures, attempt.username.as_deref());
-            if let Some((count, names)) = failed {
-                found.add(
-                    FindingKind::AuthBruteForce,
-                    attempt.ts,
-                    format!("{count} failed logins from {ip} so far, as {names}"),
-                    vec![line],
-                );
-            }
+    }
+    if attempt.success == Some(false) {
+        let ip = session.client.ip();
+        let failed = tally.alarm(ip, |c| &mut c.auth_failures, attempt.username.as_deref());
+        if let Some((count, names)) = failed {
+            found.add(
+                FindingKind::AuthBruteForce,
+                attempt.ts,
+                format!("{count} failed logins from {ip} so far, as {names}"),
+                vec![line],
+            );
         }
     }
 }

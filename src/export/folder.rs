@@ -15,7 +15,7 @@ use super::mbox::MboxWriter;
 use super::safe_json;
 use super::transcript::TranscriptWriter;
 use crate::analysis::credentials;
-use crate::proto::{Exchange, Note};
+use crate::proto::{AuthAttempt, Exchange, Note};
 use crate::session::model::{Finding, Message, Session};
 use crate::session::SessionSink;
 
@@ -26,8 +26,8 @@ pub struct ExportWriter {
     counts: std::collections::HashMap<u64, usize>,
     pub written: Vec<PathBuf>,
     pub error: Option<io::Error>,
-    /// credentials.csv, written by `finish`.
-    credentials: String,
+    /// credentials.csv, a row written as each attempt comes.
+    credentials: BufWriter<File>,
     /// findings.json: the records of `--json`, as one array, written as they come.
     findings: BufWriter<File>,
     findings_written: u64,
@@ -43,13 +43,16 @@ impl ExportWriter {
         let (findings_path, file) = dir.create_file("findings.json", "findings.json")?;
         let mut findings = BufWriter::new(file);
         findings.write_all(b"[")?;
+        let (credentials_path, file) = dir.create_file("credentials.csv", "credentials.csv")?;
+        let mut credentials = BufWriter::new(file);
+        credentials.write_all(credentials::CSV_HEADER.as_bytes())?;
         Ok(ExportWriter {
             dir,
             transcripts: TranscriptWriter::new(Vec::new(), true),
             counts: Default::default(),
             written: Vec::new(),
             error: None,
-            credentials: credentials::CSV_HEADER.to_string(),
+            credentials,
             findings,
             findings_written: 0,
             index: Index {
@@ -59,7 +62,8 @@ impl ExportWriter {
             },
             mbox: None,
         }
-        .with_written(findings_path))
+        .with_written(findings_path)
+        .with_written(credentials_path))
     }
 
     fn with_written(mut self, path: PathBuf) -> ExportWriter {
@@ -76,12 +80,11 @@ impl ExportWriter {
     /// Writes what covers the whole capture: credentials.csv, findings.json, the index, and
     /// the end of the mbox. Returns the messages the mbox holds.
     pub fn finish(&mut self) -> u64 {
-        let csv = std::mem::take(&mut self.credentials);
-        self.write("credentials.csv", csv.as_bytes());
         let closed = self
             .findings
             .write_all(b"\n]\n")
-            .and_then(|()| self.findings.flush());
+            .and_then(|()| self.findings.flush())
+            .and_then(|()| self.credentials.flush());
         if let Err(e) = closed {
             self.failed(e);
         }
@@ -193,8 +196,14 @@ impl SessionSink for ExportWriter {
         }
     }
 
+    fn auth(&mut self, session: &Session, attempt: &AuthAttempt) {
+        let row = credentials::csv_row(session, attempt);
+        if let Err(e) = self.credentials.write_all(row.as_bytes()) {
+            self.failed(e);
+        }
+    }
+
     fn session_end(&mut self, session: &Session) {
-        self.credentials.push_str(&credentials::csv_rows(session));
         self.transcripts.session_end(session);
         let text = std::mem::take(self.transcripts.output_mut());
         let name = format!(

@@ -34,7 +34,10 @@ struct SessionRecord<'a> {
     start: f64,
     end: f64,
     tls: TlsRecord<'a>,
+    /// The first [`crate::session::model::MAX_KEPT_AUTH`] attempts; `auth_attempts` counts
+    /// them all.
     auth: Vec<AuthRecord<'a>>,
+    auth_attempts: u64,
     exchanges: u64,
     messages: u64,
     gaps: u64,
@@ -42,7 +45,7 @@ struct SessionRecord<'a> {
     capabilities: &'a [String],
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     mailbox: Vec<MailboxRecord<'a>>,
-    notes: usize,
+    notes: u64,
 }
 
 #[derive(Serialize)]
@@ -430,6 +433,7 @@ impl<W: Write> SessionSink for JsonWriter<W> {
                         success: a.success,
                     })
                     .collect(),
+                auth_attempts: session.auth_attempts,
                 exchanges: session.exchanges,
                 messages: session.messages,
                 gaps: session.gaps,
@@ -444,7 +448,7 @@ impl<W: Write> SessionSink for JsonWriter<W> {
                         uid: e.uid.as_deref(),
                     })
                     .collect(),
-                notes: session.notes.len(),
+                notes: session.notes,
             },
             || ecs::session(session),
         );

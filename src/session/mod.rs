@@ -11,7 +11,7 @@ pub mod journeys;
 pub mod model;
 pub mod sessions;
 
-use crate::proto::{Exchange, Note};
+use crate::proto::{AuthAttempt, Exchange, Note};
 use crate::tcp::Direction;
 pub use connections::{Connections, Events, PreparedMessage, SessionEvent, REDACTED};
 use model::{Finding, Message, Session};
@@ -22,6 +22,9 @@ pub trait SessionSink {
     fn exchange(&mut self, session: &Session, exchange: &Exchange);
     fn message(&mut self, session: &Session, message: &Message);
     fn note(&mut self, _session: &Session, _note: &Note) {}
+    /// An authentication attempt, once its outcome is known (or the connection ended). The
+    /// session keeps only the first ones: outputs that list every attempt take them here.
+    fn auth(&mut self, _session: &Session, _attempt: &AuthAttempt) {}
     /// Something analysis found (see [`crate::analysis::Analyst`]).
     fn finding(&mut self, _session: &Session, _finding: &Finding) {}
     /// Bytes TLS decrypted, in order per direction (what the dissector reads next).
@@ -56,6 +59,9 @@ impl<S: SessionSink> SessionSink for &mut S {
     }
     fn note(&mut self, session: &Session, note: &Note) {
         (**self).note(session, note)
+    }
+    fn auth(&mut self, session: &Session, attempt: &AuthAttempt) {
+        (**self).auth(session, attempt)
     }
     fn decrypted(&mut self, session: &Session, direction: Direction, bytes: &[u8]) {
         (**self).decrypted(session, direction, bytes)

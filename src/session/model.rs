@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use crate::capture::Timestamp;
 use crate::mime::MessageView;
 use crate::ports::Service;
-use crate::proto::{AuthAttempt, CapturedMessage, MailboxEntry, MailboxState, Note, Upgrade};
+use crate::proto::{AuthAttempt, CapturedMessage, MailboxEntry, MailboxState, Upgrade};
 use crate::tcp::{FlowEnd, HalfStats};
 use crate::tls::TlsInfo;
 
@@ -110,6 +110,9 @@ impl TlsStatus {
     }
 }
 
+/// Authentication attempts a session keeps: a brute force in one connection can make millions.
+pub const MAX_KEPT_AUTH: usize = 1_000;
+
 #[derive(Clone, Debug)]
 pub struct Session {
     /// The connection's number, as `mailscope flows` shows it.
@@ -120,7 +123,11 @@ pub struct Session {
     pub start: Timestamp,
     pub end: Timestamp,
     pub tls: TlsStatus,
+    /// The first [`MAX_KEPT_AUTH`] authentication attempts (outputs that need every one take
+    /// them from [`crate::session::SessionSink::auth`] as they come).
     pub auth: Vec<AuthAttempt>,
+    /// Every authentication attempt, kept or not.
+    pub auth_attempts: u64,
     pub capabilities: Vec<String>,
     /// The mailbox as POP3 LIST and UIDL showed it.
     pub mailbox: Vec<MailboxEntry>,
@@ -129,7 +136,8 @@ pub struct Session {
     pub exchanges: u64,
     pub messages: u64,
     pub gaps: u64,
-    pub notes: Vec<Note>,
+    /// Notes made (the sink has each as it comes).
+    pub notes: u64,
     pub ended: Option<FlowEnd>,
     /// What reassembly counted each way (by [`crate::tcp::Direction::index`]), final at the
     /// session's end.

@@ -9,13 +9,13 @@
 use std::collections::HashMap;
 
 use crate::capture::Timestamp;
-use crate::proto::{MailboxEntry, ProtoEvent};
+use crate::proto::{MailboxEntry, Note, NoteKind, ProtoEvent};
 use crate::tcp::{Direction, FlowEnd};
 
 use super::connections::{Events, PreparedMessage, SessionEvent};
 use super::journeys::Journeys;
 use super::model::{
-    Finding, FindingKind, Message, Protocol, Session, Sighting, TlsMode, TlsStatus,
+    Finding, FindingKind, Message, Protocol, Session, Sighting, TlsMode, TlsStatus, MAX_KEPT_AUTH,
 };
 use super::SessionSink;
 
@@ -95,13 +95,14 @@ impl<S: SessionSink> Events for Sessions<S> {
                     end: Timestamp::default(),
                     tls: TlsStatus::new(mode),
                     auth: Vec::new(),
+                    auth_attempts: 0,
                     capabilities: Vec::new(),
                     mailbox: Vec::new(),
                     selected: None,
                     exchanges: 0,
                     messages: 0,
                     gaps: 0,
-                    notes: Vec::new(),
+                    notes: 0,
                     ended: None,
                     streams: Default::default(),
                 };
@@ -231,7 +232,25 @@ fn apply(session: &mut Session, event: ProtoEvent, sink: &mut impl SessionSink) 
             session.exchanges += 1;
             sink.exchange(session, &exchange);
         }
-        ProtoEvent::Auth(attempt) => session.auth.push(attempt),
+        ProtoEvent::Auth(attempt) => {
+            sink.auth(session, &attempt);
+            session.auth_attempts += 1;
+            if session.auth.len() < MAX_KEPT_AUTH {
+                session.auth.push(attempt);
+            } else if session.auth_attempts == MAX_KEPT_AUTH as u64 + 1 {
+                let text = format!(
+                    "more than {MAX_KEPT_AUTH} authentication attempts: the session keeps the \
+                     first {MAX_KEPT_AUTH}; credentials.csv and the findings have every one"
+                );
+                let note = Note {
+                    kind: NoteKind::Limit,
+                    direction: Some(Direction::ClientToServer),
+                    ts: attempt.ts,
+                    text,
+                };
+                apply(session, ProtoEvent::Note(note), sink);
+            }
+        }
         // Numbered and linked by `link`, which knows the session's earlier messages.
         ProtoEvent::Message(_) => {}
         ProtoEvent::Upgrade(upgrade) => {
@@ -243,7 +262,7 @@ fn apply(session: &mut Session, event: ProtoEvent, sink: &mut impl SessionSink) 
         ProtoEvent::Mailbox(entries) => merge_listing(&mut session.mailbox, entries),
         ProtoEvent::Note(note) => {
             sink.note(session, &note);
-            session.notes.push(note);
+            session.notes += 1;
         }
     }
 }

@@ -580,7 +580,7 @@ impl Query {
             Some("has") => match value.as_str() {
                 "attachment" | "attachments" => entry.attachments > 0,
                 "message" | "messages" => row.messages > 0,
-                "auth" => !row.auth.is_empty(),
+                "auth" => row.auth_attempts > 0,
                 "gap" | "gaps" => row.gaps > 0,
                 "finding" | "findings" => entry.findings > 0,
                 _ => false,

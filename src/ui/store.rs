@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use mailscope::capture::Timestamp;
 use mailscope::proto::{AuthAttempt, Exchange, Note};
 use mailscope::session::model::{
-    user_of, Finding, Message, Protocol, Session, Severity, TlsStatus,
+    Finding, Message, Protocol, Session, Severity, TlsStatus, MAX_KEPT_AUTH,
 };
 use mailscope::tcp::FlowEnd;
 
@@ -24,7 +24,9 @@ pub struct SessionRow {
     pub start: Timestamp,
     pub end: Timestamp,
     pub tls: TlsStatus,
-    pub auth: Vec<AuthAttempt>,
+    /// The user of the first successful authentication, else of the first attempt.
+    pub user: Option<String>,
+    pub auth_attempts: u64,
     pub exchanges: u64,
     pub messages: u64,
     pub gaps: u64,
@@ -41,7 +43,8 @@ impl SessionRow {
             start: s.start,
             end: s.end,
             tls: s.tls.clone(),
-            auth: s.auth.clone(),
+            user: s.user().map(str::to_string),
+            auth_attempts: s.auth_attempts,
             exchanges: s.exchanges,
             messages: s.messages,
             gaps: s.gaps,
@@ -50,13 +53,14 @@ impl SessionRow {
     }
 
     pub fn user(&self) -> Option<&str> {
-        user_of(&self.auth)
+        self.user.as_deref()
     }
 }
 
 pub enum Update {
     Row(Box<SessionRow>),
     Exchange(u64, Exchange),
+    Auth(u64, Box<AuthAttempt>),
     Message(u64, Box<Message>),
     Note(u64, Note),
     Finding(u64, Box<Finding>),
@@ -82,6 +86,8 @@ pub enum Item {
 
 pub struct Entry {
     pub row: SessionRow,
+    /// The first [`MAX_KEPT_AUTH`] authentication attempts, as they came.
+    pub auth: Vec<AuthAttempt>,
     pub items: Vec<Item>,
     /// The first time anything of the session was seen (its row's start is known at its end).
     pub first_seen: Timestamp,
@@ -223,6 +229,7 @@ impl Store {
                     self.search.push(search_text(&row));
                     self.entries.push(Entry {
                         row: *row,
+                        auth: Vec::new(),
                         items: Vec::new(),
                         first_seen,
                         attachments: 0,
@@ -232,6 +239,13 @@ impl Store {
                 }
             },
             Update::Exchange(id, exchange) => self.push(id, Item::Exchange(exchange)),
+            Update::Auth(id, attempt) => {
+                if let Some((_, entry)) = self.entry_mut(id) {
+                    if entry.auth.len() < MAX_KEPT_AUTH {
+                        entry.auth.push(*attempt);
+                    }
+                }
+            }
             Update::Message(id, mut message) => {
                 self.compact(&mut message);
                 if let Some((_, entry)) = self.entry_mut(id) {

@@ -317,7 +317,8 @@ fn w_writes_the_session_as_a_pcapng_that_decrypts_alone() {
     }));
     screen(&mut app, 120, 40);
     app.handle(Action::Down);
-    let chosen = app.selected_entry().unwrap().row.clone();
+    let chosen = app.selected_entry().unwrap();
+    let (chosen, chosen_auth) = (chosen.row.clone(), chosen.auth.clone());
     app.handle(Action::SaveSlice);
     let shown = screen(&mut app, 120, 40);
     assert!(shown.contains("packets of session"), "{shown}");
@@ -326,10 +327,11 @@ fn w_writes_the_session_as_a_pcapng_that_decrypts_alone() {
     let again = loaded_path(&written[0]);
     assert_eq!(again.store.entries.len(), 1);
     let row = &again.store.entries[0].row;
+    assert_eq!(again.store.entries[0].auth, chosen_auth);
     assert_eq!((row.client, row.server), (chosen.client, chosen.server));
     assert!(row.tls.decrypted(), "{:?}", row.tls.error());
     assert_eq!(row.exchanges, chosen.exchanges);
-    assert_eq!(row.auth, chosen.auth);
+    assert_eq!(row.auth_attempts, chosen.auth_attempts);
 }
 
 /// findings.pcap: the findings screen lists alerts first, says why the selected one matters

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use mailscope::analysis::{self, Analyst};
 use mailscope::capture::{Frame, PacketSource};
 use mailscope::pipeline::Dissection;
-use mailscope::proto::{Exchange, Note};
+use mailscope::proto::{AuthAttempt, Exchange, Note};
 use mailscope::session::model::{Finding, Message, Session};
 use mailscope::session::SessionSink;
 
@@ -45,6 +45,10 @@ impl SessionSink for ChannelSink {
     fn exchange(&mut self, session: &Session, exchange: &Exchange) {
         self.send(Update::Row(Box::new(SessionRow::of(session))));
         self.send(Update::Exchange(session.id, exchange.clone()));
+    }
+    fn auth(&mut self, session: &Session, attempt: &AuthAttempt) {
+        self.send(Update::Row(Box::new(SessionRow::of(session))));
+        self.send(Update::Auth(session.id, Box::new(attempt.clone())));
     }
     fn message(&mut self, session: &Session, message: &Message) {
         self.send(Update::Row(Box::new(SessionRow::of(session))));

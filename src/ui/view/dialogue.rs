@@ -259,6 +259,9 @@ fn ladder_lines(item: &Item, width: usize, clock: &Clock) -> Vec<Line<'static>> 
     }
 }
 
+/// Authentications the header lists; a brute force would leave no room for the dialogue.
+const HEADER_AUTH_LINES: usize = 4;
+
 fn header(entry: &Entry, show_secrets: bool) -> Vec<Line<'static>> {
     let theme = theme();
     let row = &entry.row;
@@ -289,7 +292,7 @@ fn header(entry: &Entry, show_secrets: bool) -> Vec<Line<'static>> {
             cert.not_after
         )));
     }
-    for auth in &row.auth {
+    for auth in entry.auth.iter().take(HEADER_AUTH_LINES) {
         let secret = match (&auth.secret, show_secrets) {
             (Some(s), true) => sanitize::line(s.expose().as_bytes()),
             (Some(_), false) => "**** (r reveals)".to_string(),
@@ -308,6 +311,12 @@ fn header(entry: &Entry, show_secrets: bool) -> Vec<Line<'static>> {
             )),
             result,
         ]));
+    }
+    let more = row.auth_attempts.saturating_sub(HEADER_AUTH_LINES as u64);
+    if more > 0 {
+        lines.push(Line::raw(format!(
+            "… and {more} more authentication attempts (each is in the dialogue below)"
+        )));
     }
     lines
 }
