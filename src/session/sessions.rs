@@ -233,14 +233,21 @@ fn apply(session: &mut Session, event: ProtoEvent, sink: &mut impl SessionSink) 
             sink.exchange(session, &exchange);
         }
         ProtoEvent::Auth(attempt) => {
-            sink.auth(session, &attempt);
+            // Counted and kept before the sink sees it, so that the session it gets is current.
             session.auth_attempts += 1;
             if session.auth.len() < MAX_KEPT_AUTH {
                 session.auth.push(attempt);
-            } else if session.auth_attempts == MAX_KEPT_AUTH as u64 + 1 {
+                if let Some(kept) = session.auth.last() {
+                    sink.auth(session, kept);
+                }
+                return;
+            }
+            sink.auth(session, &attempt);
+            if session.auth_attempts == MAX_KEPT_AUTH as u64 + 1 {
                 let text = format!(
                     "more than {MAX_KEPT_AUTH} authentication attempts: the session keeps the \
-                     first {MAX_KEPT_AUTH}; credentials.csv and the findings have every one"
+                     first {MAX_KEPT_AUTH} and counts the rest (export's credentials.csv has \
+                     every one)"
                 );
                 let note = Note {
                     kind: NoteKind::Limit,

@@ -319,6 +319,8 @@ fn w_writes_the_session_as_a_pcapng_that_decrypts_alone() {
     app.handle(Action::Down);
     let chosen = app.selected_entry().unwrap();
     let (chosen, chosen_auth) = (chosen.row.clone(), chosen.auth.clone());
+    assert!(!chosen_auth.is_empty());
+    assert_eq!(chosen_auth.len() as u64, chosen.auth_attempts);
     app.handle(Action::SaveSlice);
     let shown = screen(&mut app, 120, 40);
     assert!(shown.contains("packets of session"), "{shown}");
