@@ -641,6 +641,12 @@ fn a_million_logins_in_one_session() {
     // At 5 failures, then at each tenfold: 5, 50 ... 500,000.
     run.assert_count("auth-brute-force", 6);
     run.assert_finding("auth-brute-force", "500000 failed logins from 10.6.6.6");
+    // The first hundred refusals one by one, the rest counted at the session's end.
+    run.assert_count("error-reply", 101);
+    run.assert_finding(
+        "error-reply",
+        "999899 more error replies after the first 100",
+    );
 
     // credentials.csv has every attempt, in order, with its result.
     let work = tempfile::tempdir().unwrap();

@@ -24,6 +24,9 @@ pub struct Options {
 const MAX_LATENCIES: usize = 10_000;
 /// Names kept per session for a finding's detail (VRFY arguments, unanswered verbs).
 pub(super) const MAX_NAMES: usize = 20;
+/// Error replies reported one by one per session; the rest are counted in one finding at its
+/// end (a brute force draws a million refusals, each already in the dialogue).
+pub(super) const MAX_ERROR_REPLIES: u64 = 100;
 
 /// What the analysis remembers of one open session.
 #[derive(Default)]
@@ -61,6 +64,9 @@ pub(super) struct Watch {
     pub vrfy_answered: u64,
     pub unanswered: Vec<String>,
     pub unanswered_count: u64,
+    /// Error replies, and the codes of those past [`MAX_ERROR_REPLIES`].
+    pub error_replies: u64,
+    pub unreported_codes: Vec<String>,
     /// Notes summed up at the end: (count, first texts).
     pub gaps: (u64, Vec<String>),
     pub malformed: (u64, Vec<String>),

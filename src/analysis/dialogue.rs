@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::analyst::{remember, Found, Options, Watch, MAX_NAMES};
+use super::analyst::{remember, Found, Options, Watch, MAX_ERROR_REPLIES, MAX_NAMES};
 use super::explain;
 use super::tally::Tally;
 use crate::proto::{smtp, AuthAttempt, Exchange, Reply};
@@ -158,19 +158,38 @@ pub(super) fn exchange(
         _ => {}
     }
     if refused {
-        let meaning = explain::reply(session.protocol, &reply.code).unwrap_or("refused");
-        let enhanced = reply
-            .enhanced
-            .as_deref()
-            .and_then(|e| explain::enhanced(e).map(|text| format!(" ({e}: {text})")))
-            .unwrap_or_default();
-        found.add(
-            FindingKind::ErrorReply,
-            reply.ts,
-            format!("{verb}: {} {meaning}{enhanced}", reply.code),
-            evidence(exchange),
-        );
+        watch.error_replies += 1;
+        if watch.error_replies <= MAX_ERROR_REPLIES {
+            error_reply(session.protocol, &verb, reply, exchange, found);
+        } else {
+            remember(
+                &mut watch.unreported_codes,
+                &format!("{verb} {}", reply.code),
+            );
+        }
     }
+}
+
+/// A refusal, explained (with its RFC 3463 enhanced code).
+fn error_reply(
+    protocol: Protocol,
+    verb: &str,
+    reply: &Reply,
+    exchange: &Exchange,
+    found: &mut Found,
+) {
+    let meaning = explain::reply(protocol, &reply.code).unwrap_or("refused");
+    let enhanced = reply
+        .enhanced
+        .as_deref()
+        .and_then(|e| explain::enhanced(e).map(|text| format!(" ({e}: {text})")))
+        .unwrap_or_default();
+    found.add(
+        FindingKind::ErrorReply,
+        reply.ts,
+        format!("{verb}: {} {meaning}{enhanced}", reply.code),
+        evidence(exchange),
+    );
 }
 
 /// Notes what the capabilities offer while the session is in clear, and a STARTTLS keyword

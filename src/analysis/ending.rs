@@ -2,7 +2,7 @@
 //! to others; where the time went; what stayed unanswered; a reset mid-transaction; probes,
 //! gaps and protocol errors summed up; TLS that could not be read.
 
-use super::analyst::{Found, Watch};
+use super::analyst::{Found, Watch, MAX_ERROR_REPLIES};
 use super::dialogue::masked_starttls;
 use super::tally::Tally;
 use crate::session::model::{FindingKind, Protocol, Session, TlsMode};
@@ -72,6 +72,19 @@ pub(super) fn session(watch: &Watch, tally: &mut Tally, found: &mut Found) {
                 "{} command(s) got no reply: {}",
                 watch.unanswered_count,
                 watch.unanswered.join(", ")
+            ),
+            Vec::new(),
+        );
+    }
+    let more_errors = watch.error_replies.saturating_sub(MAX_ERROR_REPLIES);
+    if more_errors > 0 {
+        found.add(
+            FindingKind::ErrorReply,
+            end,
+            format!(
+                "{more_errors} more error replies after the first {MAX_ERROR_REPLIES} (each is \
+                 in the dialogue): {}",
+                watch.unreported_codes.join(", ")
             ),
             Vec::new(),
         );
