@@ -633,7 +633,7 @@ fn export(input: &Input, dir: &str, mbox: Option<&str>) -> Result<ExitCode, Stri
         return Err(format!("cannot write into {dir}: {e}"));
     }
     if !input.common.quiet {
-        eprintln!("mailscope: wrote {} files into {dir}", writer.written.len());
+        eprintln!("mailscope: wrote {} files into {dir}", writer.files_written);
         if let Some(path) = mbox {
             eprintln!("mailscope: wrote {in_mbox} messages into {path}");
         }

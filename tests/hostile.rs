@@ -266,6 +266,30 @@ fn run(
     run
 }
 
+/// Writes the capture `generate` makes to a file and runs `mailscope export --threads 2` on
+/// it. Returns the temporary folder that holds both, the export's folder, and its standard
+/// error.
+fn export(
+    generate: impl FnOnce(&mut Capture<BufWriter<std::fs::File>>),
+) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let work = tempfile::tempdir().unwrap();
+    let capture = work.path().join("generated.pcap");
+    let mut cap = Capture::new(BufWriter::new(std::fs::File::create(&capture).unwrap()));
+    generate(&mut cap);
+    cap.out.flush().unwrap();
+    drop(cap);
+    let out_dir = work.path().join("out");
+    let export = Command::new(env!("CARGO_BIN_EXE_mailscope"))
+        .args(["export", "--threads", "2"])
+        .arg(&capture)
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&export.stderr).into_owned();
+    assert!(export.status.success(), "{stderr}");
+    (work, out_dir, stderr)
+}
+
 /// The peak memory a run reports on standard error, in MB.
 fn peak_memory_mb(stderr: &str) -> f64 {
     stderr
@@ -480,35 +504,63 @@ fn tls_lengths_claiming_too_much() {
     run.assert_finding("protocol-error", "handshake message claims more than");
 }
 
+/// The honest session, then `messages` one-line messages pipelined in one SMTP session.
+fn tiny_messages<W: Write>(cap: &mut Capture<W>, messages: u64) {
+    honest_smtp(cap);
+    let mut conn = Conn::open(cap, evil_client(40006), addr(SERVER, 25));
+    conn.send(cap, S, b"220 mx.example.test ESMTP\r\n");
+    conn.send(cap, C, b"EHLO tiny.example.test\r\n");
+    conn.send(cap, S, b"250-mx.example.test\r\n250 PIPELINING\r\n");
+    for _ in 0..messages {
+        conn.send(
+            cap,
+            C,
+            b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n",
+        );
+        conn.send(cap, S, b"250 Ok\r\n250 Ok\r\n354 Go\r\n");
+        conn.send(cap, C, b"x\r\n.\r\n");
+        conn.send(cap, S, b"250 Ok\r\n");
+    }
+    conn.close(cap);
+}
+
 #[test]
 fn a_million_tiny_messages() {
     const MESSAGES: u64 = 1_000_000;
-    let run = run(
-        &[],
-        |cap| {
-            honest_smtp(cap);
-            let mut conn = Conn::open(cap, evil_client(40006), addr(SERVER, 25));
-            conn.send(cap, S, b"220 mx.example.test ESMTP\r\n");
-            conn.send(cap, C, b"EHLO tiny.example.test\r\n");
-            conn.send(cap, S, b"250-mx.example.test\r\n250 PIPELINING\r\n");
-            for _ in 0..MESSAGES {
-                conn.send(
-                    cap,
-                    C,
-                    b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n",
-                );
-                conn.send(cap, S, b"250 Ok\r\n250 Ok\r\n354 Go\r\n");
-                conn.send(cap, C, b"x\r\n.\r\n");
-                conn.send(cap, S, b"250 Ok\r\n");
-            }
-            conn.close(cap);
-        },
-        is_honest,
-    );
+    let run = run(&[], |cap| tiny_messages(cap, MESSAGES), is_honest);
     run.assert_under(32.0);
     run.assert_honest_message();
     run.assert_count("open-relay", 1);
     assert_eq!(run.counts["message"], MESSAGES + 1);
+}
+
+/// `export` of many messages: every one is written, and the index lists the first 10,000 with
+/// the totals, so that what the export holds does not grow with the capture.
+#[test]
+fn export_of_30_000_messages() {
+    const MESSAGES: u64 = 30_000;
+    let (_work, out_dir, stderr) = export(|cap| tiny_messages(cap, MESSAGES));
+    let emls = common::files_under(&out_dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .count();
+    assert_eq!(emls as u64, MESSAGES + 1);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["messages_total"], MESSAGES + 1);
+    let listed = index["messages"].as_array().unwrap();
+    assert_eq!(listed.len(), 10_000);
+    for entry in listed {
+        assert!(
+            out_dir.join(entry["eml"].as_str().unwrap()).is_file(),
+            "{entry}"
+        );
+    }
+    let html = std::fs::read_to_string(out_dir.join("index.html")).unwrap();
+    assert!(html.contains("30001 messages"), "{}", &html[..600]);
+    let peak_mb = peak_memory_mb(&stderr);
+    eprintln!("export: peak memory {peak_mb} MB");
+    assert!(peak_mb < 64.0, "export peak memory {peak_mb} MB");
 }
 
 #[test]
@@ -649,21 +701,7 @@ fn a_million_logins_in_one_session() {
     );
 
     // credentials.csv has every attempt, in order, with its result.
-    let work = tempfile::tempdir().unwrap();
-    let capture = work.path().join("guesses.pcap");
-    let mut cap = Capture::new(BufWriter::new(std::fs::File::create(&capture).unwrap()));
-    brute_force(&mut cap);
-    cap.out.flush().unwrap();
-    drop(cap);
-    let out_dir = work.path().join("out");
-    let export = Command::new(env!("CARGO_BIN_EXE_mailscope"))
-        .args(["export", "--threads", "2"])
-        .arg(&capture)
-        .arg(&out_dir)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&export.stderr);
-    assert!(export.status.success(), "{stderr}");
+    let (_work, out_dir, stderr) = export(brute_force);
     let csv = std::fs::read_to_string(out_dir.join("credentials.csv")).unwrap();
     let mut rows = csv.lines().skip(1);
     for n in 0..GUESSES {

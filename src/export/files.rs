@@ -3,7 +3,6 @@
 //! no control characters, no names Windows reserves, bounded length, never an existing file
 //! (files are created exclusively, which also refuses to follow a planted symlink).
 
-use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -86,10 +85,10 @@ pub struct OutputDir {
     root: PathBuf,
     /// Who gets what is created here (see [`privileges::owner_for`]).
     owner: Option<(u32, u32)>,
-    /// Names handed out, per folder, so that two messages with one subject get two files.
-    used: HashSet<PathBuf>,
-    /// Sub-folders made in this run, by the name asked for.
-    folders: HashMap<String, PathBuf>,
+    /// The sub-folder made last, by the name asked for: a message's attachments go into one
+    /// folder, asked for once per attachment. Only the last is kept, so that a run of a
+    /// million messages does not remember a million folders.
+    last_folder: Option<(String, PathBuf)>,
 }
 
 impl OutputDir {
@@ -100,8 +99,7 @@ impl OutputDir {
         Ok(OutputDir {
             root: root.to_path_buf(),
             owner,
-            used: HashSet::new(),
-            folders: HashMap::new(),
+            last_folder: None,
         })
     }
 
@@ -117,7 +115,7 @@ impl OutputDir {
 
     /// A new, unused path for `name` (already safe) in `folder` (a path this type made, or
     /// the root), adding `-2`, `-3`... before the extension when taken.
-    fn claim(&mut self, folder: &Path, name: &str) -> PathBuf {
+    fn claim(&self, folder: &Path, name: &str) -> PathBuf {
         let (stem, ext) = match name.rsplit_once('.') {
             Some((stem, ext)) if !stem.is_empty() => (stem, format!(".{ext}")),
             _ => (name, String::new()),
@@ -130,8 +128,9 @@ impl OutputDir {
                 format!("{stem}-{n}{ext}")
             };
             let path = folder.join(candidate);
-            // A link counts as taken, even one that points nowhere.
-            if path.symlink_metadata().is_err() && self.used.insert(path.clone()) {
+            // A link counts as taken, even one that points nowhere. What this run made is on
+            // disk too: the file system is the one list of names taken.
+            if path.symlink_metadata().is_err() {
                 return path;
             }
             n += 1;
@@ -141,13 +140,13 @@ impl OutputDir {
     /// The sub-folder for `name` (made safe), made new on first use: names are predictable from
     /// the capture, so a folder (or a link) already in its place is never written into.
     fn folder(&mut self, name: &str) -> io::Result<PathBuf> {
-        if let Some(dir) = self.folders.get(name) {
+        if let Some((_, dir)) = self.last_folder.as_ref().filter(|(last, _)| last == name) {
             return Ok(dir.clone());
         }
         let root = self.root.clone();
         let dir = self.claim(&root, &safe_name(name, "folder"));
         privileges::create_dir(&dir, self.owner)?;
-        self.folders.insert(name.to_string(), dir.clone());
+        self.last_folder = Some((name.to_string(), dir.clone()));
         Ok(dir)
     }
 

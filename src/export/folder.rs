@@ -24,51 +24,41 @@ pub struct ExportWriter {
     transcripts: TranscriptWriter<Vec<u8>>,
     /// Messages written per session, to number them.
     counts: std::collections::HashMap<u64, usize>,
-    pub written: Vec<PathBuf>,
+    /// Files written into the folder.
+    pub files_written: u64,
     pub error: Option<io::Error>,
     /// credentials.csv, a row written as each attempt comes.
     credentials: BufWriter<File>,
     /// findings.json: the records of `--json`, as one array, written as they come.
     findings: BufWriter<File>,
-    findings_written: u64,
     index: Index,
     mbox: Option<MboxWriter<BufWriter<File>>>,
 }
 
-/// Findings the index lists (findings.json has them all).
-const MAX_INDEXED_FINDINGS: usize = 10_000;
-
 impl ExportWriter {
     pub fn new(mut dir: OutputDir) -> io::Result<ExportWriter> {
-        let (findings_path, file) = dir.create_file("findings.json", "findings.json")?;
+        let (_, file) = dir.create_file("findings.json", "findings.json")?;
         let mut findings = BufWriter::new(file);
         findings.write_all(b"[")?;
-        let (credentials_path, file) = dir.create_file("credentials.csv", "credentials.csv")?;
+        let (_, file) = dir.create_file("credentials.csv", "credentials.csv")?;
         let mut credentials = BufWriter::new(file);
         credentials.write_all(credentials::CSV_HEADER.as_bytes())?;
         Ok(ExportWriter {
             dir,
             transcripts: TranscriptWriter::new(Vec::new(), true),
             counts: Default::default(),
-            written: Vec::new(),
+            // findings.json and credentials.csv.
+            files_written: 2,
             error: None,
             credentials,
             findings,
-            findings_written: 0,
             index: Index {
                 credentials: "credentials.csv",
                 findings_file: "findings.json",
                 ..Index::default()
             },
             mbox: None,
-        }
-        .with_written(findings_path)
-        .with_written(credentials_path))
-    }
-
-    fn with_written(mut self, path: PathBuf) -> ExportWriter {
-        self.written.push(path);
-        self
+        })
     }
 
     /// Also writes every whole message into this mbox file.
@@ -88,7 +78,6 @@ impl ExportWriter {
         if let Err(e) = closed {
             self.failed(e);
         }
-        self.index.findings_total = self.findings_written;
         match safe_json::to_vec_pretty(&self.index) {
             Ok(json) => {
                 self.write("index.json", &json);
@@ -116,9 +105,8 @@ impl ExportWriter {
     fn keep(&mut self, result: io::Result<PathBuf>) -> Option<String> {
         match result {
             Ok(path) => {
-                let relative = self.dir.relative(&path);
-                self.written.push(path);
-                Some(relative)
+                self.files_written += 1;
+                Some(self.dir.relative(&path))
             }
             Err(e) => {
                 self.failed(e);
@@ -168,7 +156,7 @@ impl SessionSink for ExportWriter {
             attachments.extend(self.keep(written));
         }
         let entry = MessageEntry::of(message, eml, attachments);
-        self.index.messages.push(entry);
+        self.index.add_message(entry);
     }
 
     fn note(&mut self, session: &Session, note: &Note) {
@@ -177,10 +165,8 @@ impl SessionSink for ExportWriter {
 
     fn finding(&mut self, session: &Session, finding: &Finding) {
         self.transcripts.finding(session, finding);
-        if self.index.findings.len() < MAX_INDEXED_FINDINGS {
-            self.index.findings.push(FindingEntry::of(finding));
-        }
-        let separator: &[u8] = if self.findings_written == 0 {
+        self.index.add_finding(FindingEntry::of(finding));
+        let separator: &[u8] = if self.index.findings_total == 1 {
             b"\n"
         } else {
             b",\n"
@@ -190,9 +176,8 @@ impl SessionSink for ExportWriter {
             .write_all(separator)
             .map_err(serde_json::Error::io)
             .and_then(|()| safe_json::to_writer(&mut self.findings, &FindingRecord::of(finding)));
-        match written {
-            Ok(()) => self.findings_written += 1,
-            Err(e) => self.failed(e.into()),
+        if let Err(e) = written {
+            self.failed(e.into());
         }
     }
 
@@ -215,7 +200,7 @@ impl SessionSink for ExportWriter {
         let written = self.dir.write(None, &name, "session.txt", &text);
         let transcript = self.keep(written);
         self.index
-            .sessions
-            .push(SessionEntry::of(session, transcript));
+            .add_session(SessionEntry::of(session, transcript));
+        self.counts.remove(&session.id);
     }
 }

@@ -9,11 +9,18 @@ use serde::Serialize;
 use crate::hex;
 use crate::session::model::{Finding, Message, Session};
 
+/// Entries of each kind the index lists: a capture of a million messages has them all in the
+/// folder, but an index that held them all would grow with the capture.
+pub const MAX_INDEXED: usize = 10_000;
+
 #[derive(Default, Serialize)]
 pub struct Index {
+    /// The first [`MAX_INDEXED`] sessions, messages and findings (findings.json holds every
+    /// finding, the folder every message and transcript); the totals count them all.
     pub sessions: Vec<SessionEntry>,
+    pub sessions_total: u64,
     pub messages: Vec<MessageEntry>,
-    /// The first findings (findings.json holds them all).
+    pub messages_total: u64,
     pub findings: Vec<FindingEntry>,
     pub findings_total: u64,
     pub credentials: &'static str,
@@ -130,16 +137,52 @@ fn link(path: &Option<String>, text: &str) -> String {
 }
 
 impl Index {
+    pub fn add_session(&mut self, entry: SessionEntry) {
+        self.sessions_total += 1;
+        if self.sessions.len() < MAX_INDEXED {
+            self.sessions.push(entry);
+        }
+    }
+
+    pub fn add_message(&mut self, entry: MessageEntry) {
+        self.messages_total += 1;
+        if self.messages.len() < MAX_INDEXED {
+            self.messages.push(entry);
+        }
+    }
+
+    pub fn add_finding(&mut self, entry: FindingEntry) {
+        self.findings_total += 1;
+        if self.findings.len() < MAX_INDEXED {
+            self.findings.push(entry);
+        }
+    }
+
+    fn is_cut(&self) -> bool {
+        [
+            self.sessions_total,
+            self.messages_total,
+            self.findings_total,
+        ]
+        .iter()
+        .any(|&total| total > MAX_INDEXED as u64)
+    }
+
     pub fn html(&self) -> String {
         let mut h = String::from(
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>mailscope export</title>\n<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}.alert{background:#fdd}.warning{background:#ffd}</style></head><body>\n",
         );
         let _ = writeln!(
             h,
-            "<h1>mailscope export</h1><p>{} sessions, {} messages, {} findings; <a href=\"{}\">credentials</a>, <a href=\"{}\">findings as JSON</a>, <a href=\"index.json\">this index as JSON</a>.</p>",
-            self.sessions.len(),
-            self.messages.len(),
+            "<h1>mailscope export</h1><p>{} sessions, {} messages, {} findings{}; <a href=\"{}\">credentials</a>, <a href=\"{}\">findings as JSON</a>, <a href=\"index.json\">this index as JSON</a>.</p>",
+            self.sessions_total,
+            self.messages_total,
             self.findings_total,
+            if self.is_cut() {
+                format!(" (the first {MAX_INDEXED} of each are listed here; the folder has them all)")
+            } else {
+                String::new()
+            },
             self.credentials,
             self.findings_file
         );
