@@ -111,6 +111,34 @@ fn hostile_attachment_names_stay_in_the_folder() {
     assert_eq!(attachments[0].file_name().unwrap(), "_.._evl");
 }
 
+/// A second export into the same folder writes beside the first, never over it, and its index
+/// links to its own files: credentials, findings and the JSON index of the second run.
+#[test]
+fn a_second_export_into_one_folder_indexes_its_own_files() {
+    let capture = common::sample("smtp-auth-cleartext.pcap");
+    let work = tempfile::tempdir().unwrap();
+    let out_dir = work.path().join("out");
+    export(&[&capture], &out_dir);
+    let first: Vec<PathBuf> = common::files_under(&out_dir);
+    let read = |name: &str| std::fs::read(out_dir.join(name)).unwrap();
+    let first_bytes: Vec<Vec<u8>> = first.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    export(&[&capture], &out_dir);
+    // The first run's files are as they were.
+    for (path, bytes) in first.iter().zip(&first_bytes) {
+        assert_eq!(&std::fs::read(path).unwrap(), bytes, "{}", path.display());
+    }
+    let index: serde_json::Value = serde_json::from_slice(&read("index-2.json")).unwrap();
+    assert_eq!(index["credentials"], "credentials-2.csv");
+    assert_eq!(index["findings_file"], "findings-2.json");
+    // The same capture: the same credentials and findings, in the second run's files.
+    assert_eq!(read("credentials-2.csv"), read("credentials.csv"));
+    assert_eq!(read("findings-2.json"), read("findings.json"));
+    let html = String::from_utf8(read("index-2.html")).unwrap();
+    for link in ["credentials-2.csv", "findings-2.json", "index-2.json"] {
+        assert!(html.contains(&format!("href=\"{link}\"")), "{link}");
+    }
+}
+
 /// Run as root into a folder another user owns (named relative to it, as `sudo mailscope export
 /// cap out` does), the export leaves nothing root owns: every folder and file it made is that
 /// user's; and a link planted where an attachment folder will go is not followed.

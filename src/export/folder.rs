@@ -37,12 +37,19 @@ pub struct ExportWriter {
 
 impl ExportWriter {
     pub fn new(mut dir: OutputDir) -> io::Result<ExportWriter> {
-        let (_, file) = dir.create_file("findings.json", "findings.json")?;
+        // A folder exported into before keeps its files: these may get other names, which the
+        // index then links to.
+        let (findings_path, file) = dir.create_file("findings.json", "findings.json")?;
         let mut findings = BufWriter::new(file);
         findings.write_all(b"[")?;
-        let (_, file) = dir.create_file("credentials.csv", "credentials.csv")?;
+        let (credentials_path, file) = dir.create_file("credentials.csv", "credentials.csv")?;
         let mut credentials = BufWriter::new(file);
         credentials.write_all(credentials::CSV_HEADER.as_bytes())?;
+        let index = Index {
+            credentials: dir.relative(&credentials_path),
+            findings_file: dir.relative(&findings_path),
+            ..Index::default()
+        };
         Ok(ExportWriter {
             dir,
             transcripts: TranscriptWriter::new(Vec::new(), true),
@@ -52,11 +59,7 @@ impl ExportWriter {
             error: None,
             credentials,
             findings,
-            index: Index {
-                credentials: "credentials.csv",
-                findings_file: "findings.json",
-                ..Index::default()
-            },
+            index,
             mbox: None,
         })
     }
@@ -78,13 +81,16 @@ impl ExportWriter {
         if let Err(e) = closed {
             self.failed(e);
         }
-        match safe_json::to_vec_pretty(&self.index) {
-            Ok(json) => {
-                self.write("index.json", &json);
+        let index_json = match safe_json::to_vec_pretty(&self.index) {
+            Ok(json) => self.write("index.json", &json),
+            Err(e) => {
+                self.failed(e.into());
+                None
             }
-            Err(e) => self.failed(e.into()),
-        }
-        let html = self.index.html();
+        };
+        let html = self
+            .index
+            .html(index_json.as_deref().unwrap_or("index.json"));
         self.write("index.html", html.as_bytes());
         let Some(mbox) = self.mbox.take() else {
             return 0;

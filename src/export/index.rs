@@ -23,8 +23,9 @@ pub struct Index {
     pub messages_total: u64,
     pub findings: Vec<FindingEntry>,
     pub findings_total: u64,
-    pub credentials: &'static str,
-    pub findings_file: &'static str,
+    /// The names of credentials.csv and findings.json in the folder.
+    pub credentials: String,
+    pub findings_file: String,
 }
 
 #[derive(Serialize)]
@@ -168,13 +169,14 @@ impl Index {
         .any(|&total| total > MAX_INDEXED as u64)
     }
 
-    pub fn html(&self) -> String {
+    /// The page, linking to the JSON index written as `index_json`.
+    pub fn html(&self, index_json: &str) -> String {
         let mut h = String::from(
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>mailscope export</title>\n<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}.alert{background:#fdd}.warning{background:#ffd}</style></head><body>\n",
         );
         let _ = writeln!(
             h,
-            "<h1>mailscope export</h1><p>{} sessions, {} messages, {} findings{}; <a href=\"{}\">credentials</a>, <a href=\"{}\">findings as JSON</a>, <a href=\"index.json\">this index as JSON</a>.</p>",
+            "<h1>mailscope export</h1><p>{} sessions, {} messages, {} findings{}; <a href=\"{}\">credentials</a>, <a href=\"{}\">findings as JSON</a>, <a href=\"{}\">this index as JSON</a>.</p>",
             self.sessions_total,
             self.messages_total,
             self.findings_total,
@@ -183,8 +185,9 @@ impl Index {
             } else {
                 String::new()
             },
-            self.credentials,
-            self.findings_file
+            esc(&self.credentials),
+            esc(&self.findings_file),
+            esc(index_json)
         );
         h.push_str("<h2>Findings</h2><table><tr><th>session</th><th>severity</th><th>kind</th><th>detail</th></tr>\n");
         for f in &self.findings {
