@@ -137,26 +137,25 @@ fn link(path: &Option<String>, text: &str) -> String {
     }
 }
 
+/// Counts an entry, and lists it while the list has room.
+fn listed<T>(list: &mut Vec<T>, total: &mut u64, entry: T) {
+    *total += 1;
+    if list.len() < MAX_INDEXED {
+        list.push(entry);
+    }
+}
+
 impl Index {
     pub fn add_session(&mut self, entry: SessionEntry) {
-        self.sessions_total += 1;
-        if self.sessions.len() < MAX_INDEXED {
-            self.sessions.push(entry);
-        }
+        listed(&mut self.sessions, &mut self.sessions_total, entry);
     }
 
     pub fn add_message(&mut self, entry: MessageEntry) {
-        self.messages_total += 1;
-        if self.messages.len() < MAX_INDEXED {
-            self.messages.push(entry);
-        }
+        listed(&mut self.messages, &mut self.messages_total, entry);
     }
 
     pub fn add_finding(&mut self, entry: FindingEntry) {
-        self.findings_total += 1;
-        if self.findings.len() < MAX_INDEXED {
-            self.findings.push(entry);
-        }
+        listed(&mut self.findings, &mut self.findings_total, entry);
     }
 
     fn is_cut(&self) -> bool {
