@@ -727,6 +727,56 @@ fn a_million_logins_in_one_session() {
     assert!(peak_mb < 128.0, "export peak memory {peak_mb} MB");
 }
 
+/// Many long SMTP sessions open at once, 10,000 connections taking turns: transcripts are
+/// written when a session ends, so each holds its lines until then, within one budget for all.
+#[test]
+fn many_long_sessions_at_once_in_text() {
+    const CONNECTIONS: u16 = 10_000;
+    const COMMANDS: usize = 100;
+    let work = tempfile::tempdir().unwrap();
+    let capture = work.path().join("many.pcap");
+    let mut cap = Capture::new(BufWriter::new(std::fs::File::create(&capture).unwrap()));
+    honest_smtp(&mut cap);
+    let mut conns: Vec<Conn> = (0..CONNECTIONS)
+        .map(|n| Conn::open(&mut cap, evil_client(20_000 + n), addr(SERVER, 25)))
+        .collect();
+    for conn in &mut conns {
+        conn.send(&mut cap, S, b"220 mx.example.test ESMTP\r\n");
+    }
+    for n in 0..COMMANDS {
+        for conn in &mut conns {
+            conn.send(
+                &mut cap,
+                C,
+                format!("NOOP number {n} of many\r\n").as_bytes(),
+            );
+            conn.send(&mut cap, S, b"250 2.0.0 Ok, noted and answered\r\n");
+        }
+    }
+    for conn in &mut conns {
+        conn.close(&mut cap);
+    }
+    cap.out.flush().unwrap();
+    drop(cap);
+    let out = Command::new(env!("CARGO_BIN_EXE_mailscope"))
+        .args(["--text", "--threads", "2"])
+        .arg(&capture)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cut = text.matches("more lines not shown").count();
+    let peak_mb = peak_memory_mb(&stderr);
+    eprintln!("--text: peak memory {peak_mb} MB, {cut} transcripts cut");
+    assert!(peak_mb < 256.0, "--text peak memory {peak_mb} MB");
+    // The honest session, which ended first, is whole; later ones are cut, and say so.
+    let honest = text.split("=== session ").nth(1).unwrap();
+    assert!(honest.contains("still here"), "{honest}");
+    assert!(honest.contains("C: QUIT") && !honest.contains("more lines not shown"));
+    assert!(cut > 0 && cut <= usize::from(CONNECTIONS), "{cut}");
+}
+
 /// A message whose body is `body`, in DATA form (ends with the terminating dot line).
 fn data_of(body: &[u8]) -> Vec<u8> {
     [b"Subject: contested\r\n\r\n", body, b"\r\n.\r\n"].concat()

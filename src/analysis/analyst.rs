@@ -21,7 +21,9 @@ pub struct Options {
 }
 
 /// Reply latencies kept per session for the median (the first ones are representative).
-const MAX_LATENCIES: usize = 10_000;
+const MAX_LATENCIES: usize = 1_000;
+/// Replies that took long enough to be slow, kept per session with their verb and time.
+const MAX_SLOW_REPLIES: usize = 100;
 /// Names kept per session for a finding's detail (VRFY arguments, unanswered verbs).
 pub(super) const MAX_NAMES: usize = 20;
 /// Error replies reported one by one per session; the rest are counted in one finding at its
@@ -43,8 +45,12 @@ pub(super) struct Watch {
     /// (user, outcome) of the secrets in clear reported so far: once each, at most
     /// [`MAX_NAMES`] (a brute force tries a million; credentials.csv has each).
     pub in_clear: Vec<(String, Option<bool>)>,
-    /// (latency in ns, command verb, when) of each answered command.
-    pub latencies: Vec<(u64, String, Timestamp)>,
+    /// The latency in ns of each answered command (a session of 10,000 open at once holds
+    /// these, so they are numbers only).
+    pub latencies: Vec<u64>,
+    /// (latency in ns, command verb, when) of the replies that took at least
+    /// [`ending::SLOW_AT_LEAST_NS`]: only those can be slow, whatever the median.
+    pub slow: Vec<(u64, String, Timestamp)>,
     /// When the previous reply came: a command sent before it was pipelined.
     pub last_reply: Option<Timestamp>,
     pub pipelining_reported: bool,
@@ -77,7 +83,10 @@ pub(super) struct Watch {
 impl Watch {
     pub fn latency(&mut self, ns: u64, verb: &str, ts: Timestamp) {
         if self.latencies.len() < MAX_LATENCIES {
-            self.latencies.push((ns, verb.to_string(), ts));
+            self.latencies.push(ns);
+        }
+        if ns >= ending::SLOW_AT_LEAST_NS && self.slow.len() < MAX_SLOW_REPLIES {
+            self.slow.push((ns, verb.to_string(), ts));
         }
     }
 }

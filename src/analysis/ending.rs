@@ -55,7 +55,7 @@ fn reassembly(tally: &mut Tally, found: &mut Found) {
 /// A reply this slow is worth a look whatever the session's pace (greeting pauses are 6 s).
 const SLOW_ALWAYS_NS: u64 = 5_000_000_000;
 /// Otherwise a reply is slow when it takes this long and ...
-const SLOW_AT_LEAST_NS: u64 = 1_000_000_000;
+pub(super) const SLOW_AT_LEAST_NS: u64 = 1_000_000_000;
 /// ... this many times the session's median.
 const SLOW_FACTOR: u64 = 10;
 
@@ -262,7 +262,7 @@ fn handshake_failed(session: &Session) -> bool {
 /// Replies far slower than the session's usual pace, and a slow greeting.
 fn slow_replies(watch: &Watch, found: &mut Found) {
     let session = found.session;
-    let mut sorted: Vec<u64> = watch.latencies.iter().map(|(ns, ..)| *ns).collect();
+    let mut sorted = watch.latencies.clone();
     sorted.sort_unstable();
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
     let slow = |ns: u64| {
@@ -280,7 +280,7 @@ fn slow_replies(watch: &Watch, found: &mut Found) {
     }
     shown.extend(
         watch
-            .latencies
+            .slow
             .iter()
             .filter(|(ns, ..)| slow(*ns))
             .take(5)

@@ -13,6 +13,9 @@ use crate::session::SessionSink;
 
 /// Lines kept per session before the rest is summarised (a hostile session can be endless).
 pub const MAX_TRANSCRIPT_LINES: usize = 200_000;
+/// Bytes of lines held for all open sessions together: a session is written when it ends,
+/// and a capture of many long sessions open at once would otherwise be held whole.
+pub const MAX_HELD_BYTES: usize = 32 << 20;
 
 /// The header line of a session.
 pub fn header(session: &Session) -> String {
@@ -214,6 +217,11 @@ pub fn mailbox_line(state: Option<&MailboxState>) -> String {
     format!("                [{}]", parts.join(", "))
 }
 
+/// What a held line costs: its text and its `String`.
+fn held_bytes(line: &str) -> usize {
+    line.len() + std::mem::size_of::<String>()
+}
+
 fn clock(ts: crate::capture::Timestamp) -> String {
     time::utc(ts).get(11..).unwrap_or_default().to_string()
 }
@@ -226,22 +234,12 @@ struct Buffered {
     shown_state: Option<MailboxState>,
 }
 
-impl Buffered {
-    fn push(&mut self, lines: Vec<String>) {
-        for line in lines {
-            if self.lines.len() < MAX_TRANSCRIPT_LINES {
-                self.lines.push(line);
-            } else {
-                self.cut += 1;
-            }
-        }
-    }
-}
-
 pub struct TranscriptWriter<W: Write> {
     out: W,
     full: bool,
     sessions: HashMap<u64, Buffered>,
+    /// Bytes of lines held for all open sessions (each line's text and its `String`).
+    held: usize,
     pub error: Option<io::Error>,
 }
 
@@ -251,6 +249,7 @@ impl<W: Write> TranscriptWriter<W> {
             out,
             full,
             sessions: HashMap::new(),
+            held: 0,
             error: None,
         }
     }
@@ -258,21 +257,34 @@ impl<W: Write> TranscriptWriter<W> {
     pub fn output_mut(&mut self) -> &mut W {
         &mut self.out
     }
+
+    /// Adds lines to a session's transcript while it and all sessions together are under
+    /// their limits; counts the rest.
+    fn push(&mut self, session: u64, lines: Vec<String>) {
+        let buffered = self.sessions.entry(session).or_default();
+        for line in lines {
+            if buffered.lines.len() < MAX_TRANSCRIPT_LINES && self.held < MAX_HELD_BYTES {
+                self.held += held_bytes(&line);
+                buffered.lines.push(line);
+            } else {
+                buffered.cut += 1;
+            }
+        }
+    }
 }
 
 impl<W: Write> SessionSink for TranscriptWriter<W> {
     fn exchange(&mut self, session: &Session, exchange: &Exchange) {
+        self.push(session.id, exchange_lines(exchange));
         let buffered = self.sessions.entry(session.id).or_default();
-        buffered.push(exchange_lines(exchange));
         if session.selected != buffered.shown_state {
             buffered.shown_state = session.selected.clone();
-            buffered.push(vec![mailbox_line(session.selected.as_ref())]);
+            self.push(session.id, vec![mailbox_line(session.selected.as_ref())]);
         }
     }
 
     fn message(&mut self, session: &Session, message: &Message) {
-        let lines = message_lines(message, self.full);
-        self.sessions.entry(session.id).or_default().push(lines);
+        self.push(session.id, message_lines(message, self.full));
     }
 
     fn note(&mut self, session: &Session, note: &Note) {
@@ -281,22 +293,18 @@ impl<W: Write> SessionSink for TranscriptWriter<W> {
             clock(note.ts),
             sanitize::line(note.text.as_bytes())
         );
-        self.sessions
-            .entry(session.id)
-            .or_default()
-            .push(vec![line]);
+        self.push(session.id, vec![line]);
     }
 
     fn finding(&mut self, session: &Session, finding: &Finding) {
         let line = format!("{} {}", clock(finding.ts), finding_line(finding));
-        self.sessions
-            .entry(session.id)
-            .or_default()
-            .push(vec![line]);
+        self.push(session.id, vec![line]);
     }
 
     fn session_end(&mut self, session: &Session) {
         let buffered = self.sessions.remove(&session.id).unwrap_or_default();
+        let released: usize = buffered.lines.iter().map(|l| held_bytes(l)).sum();
+        self.held = self.held.saturating_sub(released);
         if self.error.is_some() {
             return;
         }
@@ -308,8 +316,10 @@ impl<W: Write> SessionSink for TranscriptWriter<W> {
             if buffered.cut > 0 {
                 writeln!(
                     self.out,
-                    "!! {} more lines not shown (limit {MAX_TRANSCRIPT_LINES})",
-                    buffered.cut
+                    "!! {} more lines not shown (limits: {MAX_TRANSCRIPT_LINES} lines per \
+                     session, {} MiB for all sessions open at once)",
+                    buffered.cut,
+                    MAX_HELD_BYTES >> 20
                 )?;
             }
             writeln!(self.out)?;
