@@ -777,6 +777,46 @@ fn many_long_sessions_at_once_in_text() {
     assert!(cut > 0 && cut <= usize::from(CONNECTIONS), "{cut}");
 }
 
+/// Connections that each had one burst, then sit idle until the end of the capture (as IMAP
+/// clients in IDLE do): a long line and a thousand pipelined commands each. What the burst
+/// made room for must be given back while they wait.
+#[test]
+fn idle_connections_after_a_burst() {
+    const CONNECTIONS: u16 = 2_000;
+    const COMMANDS: usize = 1_000;
+    let run = run(
+        &[],
+        |cap| {
+            honest_smtp(cap);
+            let long_line = format!("NOOP {}\r\n", "x".repeat(50_000));
+            let mut conns = Vec::new();
+            for n in 0..CONNECTIONS {
+                let mut conn = Conn::open(cap, evil_client(20_000 + n), addr(SERVER, 25));
+                conn.send(cap, S, b"220 mx.example.test ESMTP\r\n");
+                conn.send(cap, C, long_line.as_bytes());
+                conn.send(cap, S, b"250 2.0.0 Ok\r\n");
+                conn.send(cap, C, "NOOP\r\n".repeat(COMMANDS).as_bytes());
+                conn.send(cap, S, "250 2.0.0 Ok\r\n".repeat(COMMANDS).as_bytes());
+                conns.push(conn);
+            }
+            for conn in &mut conns {
+                conn.close(cap);
+            }
+        },
+        is_honest,
+    );
+    run.assert_under(128.0);
+    run.assert_honest_message();
+    // Every command was answered, and each long line was reported as cut (and its rest as
+    // dropped).
+    assert_eq!(
+        run.counts["exchange"],
+        u64::from(CONNECTIONS) * (COMMANDS as u64 + 2) + 7
+    );
+    run.assert_count("capture-limit", 2 * usize::from(CONNECTIONS));
+    run.assert_finding("capture-limit", "command line longer than 16384 bytes, cut");
+}
+
 /// A message whose body is `body`, in DATA form (ends with the terminating dot line).
 fn data_of(body: &[u8]) -> Vec<u8> {
     [b"Subject: contested\r\n\r\n", body, b"\r\n.\r\n"].concat()

@@ -48,6 +48,9 @@ impl Line {
     }
 }
 
+/// Room an empty inbox keeps for the next bytes.
+const IDLE_BUFFER_CAPACITY: usize = 16 << 10;
+
 #[derive(Debug, Default)]
 pub struct Inbox {
     buf: Vec<u8>,
@@ -131,7 +134,14 @@ impl Inbox {
             self.chunks.pop_front();
         }
         if self.held() == 0 {
-            self.buf.clear();
+            // An idle connection keeps no room that one large segment made (thousands of idle
+            // connections add up); a busy one allocates again, which costs little next to
+            // reading a large segment.
+            if self.buf.capacity() > IDLE_BUFFER_CAPACITY {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
             self.start = 0;
             self.chunks.clear();
         }

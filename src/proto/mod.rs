@@ -72,6 +72,20 @@ pub fn await_reply<P: AwaitsReply>(
     pending.push_back(command);
 }
 
+/// Room a queue of commands awaiting replies keeps once it is empty.
+const IDLE_QUEUE_CAPACITY: usize = 16;
+
+/// Takes the command at `index`, the one a reply answers. A queue left empty gives back the room
+/// a burst of pipelined commands made it grow to: an idle connection would keep it, and
+/// thousands of idle connections add up.
+pub fn take_answered<P>(pending: &mut VecDeque<P>, index: usize) -> Option<P> {
+    let answered = pending.remove(index);
+    if pending.is_empty() && pending.capacity() > IDLE_QUEUE_CAPACITY {
+        *pending = VecDeque::new();
+    }
+    answered
+}
+
 /// The connection ended: every command still waiting got no reply.
 pub fn end_awaiting<P: AwaitsReply>(pending: &mut VecDeque<P>, out: &mut Vec<ProtoEvent>) {
     out.extend(

@@ -26,8 +26,8 @@ use super::framing::{Inbox, MAX_MESSAGE_BYTES};
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
-    await_reply, end_awaiting, note, AuthAttempt, AwaitsReply, CapturedMessage, Command, Dissector,
-    Exchange, MailboxState, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
+    await_reply, end_awaiting, note, take_answered, AuthAttempt, AwaitsReply, CapturedMessage,
+    Command, Dissector, Exchange, MailboxState, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -809,7 +809,7 @@ impl ImapDissector {
             }
         }
         let found = self.pending.iter().position(|p| p.tag == tag);
-        let Some(pending) = found.and_then(|index| self.pending.remove(index)) else {
+        let Some(pending) = found.and_then(|index| take_answered(&mut self.pending, index)) else {
             note(
                 out,
                 NoteKind::Malformed,

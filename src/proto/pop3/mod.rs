@@ -13,8 +13,8 @@ use super::framing::{read_dot_body, DotBody, DotState, Inbox, Line};
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
-    await_reply, end_awaiting, note, note_overlong, AuthAttempt, AwaitsReply, Command, Dissector,
-    Exchange, MailboxEntry, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
+    await_reply, end_awaiting, note, note_overlong, take_answered, AuthAttempt, AwaitsReply,
+    Command, Dissector, Exchange, MailboxEntry, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -352,7 +352,7 @@ impl Pop3Dissector {
             }));
             return true;
         }
-        let Some(pending) = self.pending.pop_front() else {
+        let Some(pending) = take_answered(&mut self.pending, 0) else {
             out.push(ProtoEvent::Exchange(Exchange {
                 command: None,
                 reply: Some(reply_of(&line, Vec::new())),

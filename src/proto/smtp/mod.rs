@@ -17,8 +17,8 @@ use super::framing::{read_dot_body, DotBody, DotState, Inbox, Line};
 use super::message::MessageBuilder;
 use super::sasl::Sasl;
 use super::{
-    await_reply, end_awaiting, note, note_overlong, AwaitsReply, Command, Dissector, Exchange,
-    NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
+    await_reply, end_awaiting, note, note_overlong, take_answered, AwaitsReply, Command, Dissector,
+    Exchange, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::tcp::Direction;
@@ -609,7 +609,7 @@ impl SmtpDissector {
         let pending = if greeting {
             None
         } else {
-            self.pending.pop_front()
+            take_answered(&mut self.pending, 0)
         };
         let Some(pending) = pending else {
             out.push(ProtoEvent::Exchange(Exchange {
