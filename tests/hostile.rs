@@ -266,12 +266,13 @@ fn run(
     run
 }
 
-/// Writes the capture `generate` makes to a file and runs `mailscope export --threads 2` on
-/// it. Returns the temporary folder that holds both, the export's folder, and its standard
-/// error.
-fn export(
+/// Writes the capture `generate` makes to `DIR/generated.pcap` and runs mailscope on it with
+/// `args` (a `{}` is the capture, `{out}` the folder `DIR/out`). Returns the temporary folder
+/// DIR, its `out` folder, and the run's standard output and error.
+fn on_file(
+    args: &[&str],
     generate: impl FnOnce(&mut Capture<BufWriter<std::fs::File>>),
-) -> (tempfile::TempDir, std::path::PathBuf, String) {
+) -> (tempfile::TempDir, std::path::PathBuf, String, String) {
     let work = tempfile::tempdir().unwrap();
     let capture = work.path().join("generated.pcap");
     let mut cap = Capture::new(BufWriter::new(std::fs::File::create(&capture).unwrap()));
@@ -279,15 +280,36 @@ fn export(
     cap.out.flush().unwrap();
     drop(cap);
     let out_dir = work.path().join("out");
-    let export = Command::new(env!("CARGO_BIN_EXE_mailscope"))
-        .args(["export", "--threads", "2"])
-        .arg(&capture)
-        .arg(&out_dir)
+    let args = args.iter().map(|&a| match a {
+        "{}" => capture.as_os_str(),
+        "{out}" => out_dir.as_os_str(),
+        a => std::ffi::OsStr::new(a),
+    });
+    let run = Command::new(env!("CARGO_BIN_EXE_mailscope"))
+        .args(args)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&export.stderr).into_owned();
-    assert!(export.status.success(), "{stderr}");
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    (work, out_dir, stdout, stderr)
+}
+
+/// `mailscope export --threads 2` on the capture `generate` makes: the temporary folder, the
+/// export's folder, and the run's standard error.
+fn export(
+    generate: impl FnOnce(&mut Capture<BufWriter<std::fs::File>>),
+) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let (work, out_dir, _, stderr) =
+        on_file(&["export", "--threads", "2", "{}", "{out}"], generate);
     (work, out_dir, stderr)
+}
+
+/// The peak memory a run reported stays under `mb`.
+fn assert_peak_under(what: &str, stderr: &str, mb: f64) {
+    let peak_mb = peak_memory_mb(stderr);
+    eprintln!("{what}: peak memory {peak_mb} MB");
+    assert!(peak_mb < mb, "{what} peak memory {peak_mb} MB");
 }
 
 /// The peak memory a run reports on standard error, in MB.
@@ -558,9 +580,7 @@ fn export_of_30_000_messages() {
     }
     let html = std::fs::read_to_string(out_dir.join("index.html")).unwrap();
     assert!(html.contains("30001 messages"), "{}", &html[..600]);
-    let peak_mb = peak_memory_mb(&stderr);
-    eprintln!("export: peak memory {peak_mb} MB");
-    assert!(peak_mb < 64.0, "export peak memory {peak_mb} MB");
+    assert_peak_under("export", &stderr, 64.0);
 }
 
 #[test]
@@ -722,9 +742,7 @@ fn a_million_logins_in_one_session() {
     }
     assert_eq!(rows.next(), None);
     // Export holds a session's transcript until the session ends (at most 200,000 lines).
-    let peak_mb: f64 = peak_memory_mb(&stderr);
-    eprintln!("export: peak memory {peak_mb} MB");
-    assert!(peak_mb < 128.0, "export peak memory {peak_mb} MB");
+    assert_peak_under("export", &stderr, 128.0);
 }
 
 /// Many long SMTP sessions open at once, 10,000 connections taking turns: transcripts are
@@ -733,43 +751,27 @@ fn a_million_logins_in_one_session() {
 fn many_long_sessions_at_once_in_text() {
     const CONNECTIONS: u16 = 10_000;
     const COMMANDS: usize = 100;
-    let work = tempfile::tempdir().unwrap();
-    let capture = work.path().join("many.pcap");
-    let mut cap = Capture::new(BufWriter::new(std::fs::File::create(&capture).unwrap()));
-    honest_smtp(&mut cap);
-    let mut conns: Vec<Conn> = (0..CONNECTIONS)
-        .map(|n| Conn::open(&mut cap, evil_client(20_000 + n), addr(SERVER, 25)))
-        .collect();
-    for conn in &mut conns {
-        conn.send(&mut cap, S, b"220 mx.example.test ESMTP\r\n");
-    }
-    for n in 0..COMMANDS {
+    let (_work, _, text, stderr) = on_file(&["--text", "--threads", "2", "{}"], |cap| {
+        honest_smtp(cap);
+        let mut conns: Vec<Conn> = (0..CONNECTIONS)
+            .map(|n| Conn::open(cap, evil_client(20_000 + n), addr(SERVER, 25)))
+            .collect();
         for conn in &mut conns {
-            conn.send(
-                &mut cap,
-                C,
-                format!("NOOP number {n} of many\r\n").as_bytes(),
-            );
-            conn.send(&mut cap, S, b"250 2.0.0 Ok, noted and answered\r\n");
+            conn.send(cap, S, b"220 mx.example.test ESMTP\r\n");
         }
-    }
-    for conn in &mut conns {
-        conn.close(&mut cap);
-    }
-    cap.out.flush().unwrap();
-    drop(cap);
-    let out = Command::new(env!("CARGO_BIN_EXE_mailscope"))
-        .args(["--text", "--threads", "2"])
-        .arg(&capture)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let text = String::from_utf8_lossy(&out.stdout);
+        for n in 0..COMMANDS {
+            for conn in &mut conns {
+                conn.send(cap, C, format!("NOOP number {n} of many\r\n").as_bytes());
+                conn.send(cap, S, b"250 2.0.0 Ok, noted and answered\r\n");
+            }
+        }
+        for conn in &mut conns {
+            conn.close(cap);
+        }
+    });
     let cut = text.matches("more lines not shown").count();
-    let peak_mb = peak_memory_mb(&stderr);
-    eprintln!("--text: peak memory {peak_mb} MB, {cut} transcripts cut");
-    assert!(peak_mb < 256.0, "--text peak memory {peak_mb} MB");
+    eprintln!("--text: {cut} transcripts cut");
+    assert_peak_under("--text", &stderr, 256.0);
     // The honest session, which ended first, is whole; later ones are cut, and say so.
     let honest = text.split("=== session ").nth(1).unwrap();
     assert!(honest.contains("still here"), "{honest}");
