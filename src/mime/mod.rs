@@ -24,8 +24,6 @@ pub struct MessageView {
     pub attachments: Vec<Attachment>,
     /// The MIME tree, depth first: (depth, content type, size of the decoded body).
     pub parts: Vec<(usize, String, usize)>,
-    /// The best text body (text/plain, else text/html), decoded to UTF-8.
-    pub text: Option<String>,
     /// The relay path from the Received headers, oldest hop first.
     pub hops: Vec<Hop>,
     /// Whether the bytes parsed as a message at all.
@@ -124,17 +122,38 @@ fn content_type<'x>(part: &impl MimeHeaders<'x>) -> String {
 
 /// Parses a message. Never fails: bytes that are not a message give a view with `parsed` false.
 pub fn parse(bytes: &[u8]) -> MessageView {
+    with_message(bytes, view).unwrap_or_default()
+}
+
+/// The best text body (text/plain, else text/html), decoded to UTF-8: what a reader of the
+/// message sees. Made only when asked (the message view), not with the [`MessageView`]: it is a
+/// copy as large as the body, and no other output reads it.
+pub fn text(bytes: &[u8]) -> Option<String> {
+    with_message(bytes, |message, _| {
+        message
+            .body_text(0)
+            .or_else(|| message.body_html(0))
+            .map(|t| t.into_owned())
+    })
+    .flatten()
+}
+
+/// `read` applied to the parsed message, with its base64 parts decoded in bulk where that
+/// gives what mail-parser would (see [`base64_parts`]); None when the bytes are no message.
+fn with_message<T>(
+    bytes: &[u8],
+    read: impl FnOnce(&mail_parser::Message<'_>, DecodedParts) -> T,
+) -> Option<T> {
     if let Some(disguised) = base64_parts::disguise(bytes) {
         if let Some(message) = MessageParser::default().parse(&disguised.bytes) {
             if let Some(decoded) = base64_parts::decode(bytes, &message, &disguised) {
-                return view(&message, decoded);
+                return Some(read(&message, decoded));
             }
         }
     }
-    match MessageParser::default().parse(bytes) {
-        Some(message) => view(&message, DecodedParts::new()),
-        None => MessageView::default(),
-    }
+    MessageParser::default()
+        .parse(bytes)
+        .map(|message| read(&message, DecodedParts::new()))
 }
 
 /// What `message` shows, with the bodies of `decoded` parts in place of their stored bytes.
@@ -152,10 +171,6 @@ fn view(message: &mail_parser::Message<'_>, mut decoded: DecodedParts) -> Messag
         report: delivery_report(message),
         ..MessageView::default()
     };
-    view.text = message
-        .body_text(0)
-        .map(|t| t.into_owned())
-        .or_else(|| message.body_html(0).map(|t| t.into_owned()));
     let uuencoded: Vec<Attachment> = message
         .text_body
         .iter()

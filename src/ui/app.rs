@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use mailscope::export::files::OutputDir;
 use mailscope::export::slice::Slice;
+use mailscope::mime;
 use mailscope::session::model::{Severity, TlsMode};
 
 use mailscope::session::model::Message;
@@ -117,6 +118,9 @@ pub struct App {
     /// The line selected in the dialogue (or ladder), and in the message view the scroll.
     pub line: usize,
     pub message: Option<usize>,
+    /// The open message's best text part, decoded from its body when it was opened: messages
+    /// do not keep it (a copy as large as the body, which no other output reads).
+    pub message_text: String,
     pub scroll: usize,
     pub relative_time: bool,
     pub explain: bool,
@@ -159,6 +163,7 @@ impl App {
             session: None,
             line: 0,
             message: None,
+            message_text: String::new(),
             scroll: 0,
             relative_time: false,
             explain: false,
@@ -395,6 +400,14 @@ impl App {
                 };
                 if message {
                     self.message = Some(self.line);
+                    self.message_text = self.chosen_message().map_or_else(String::new, |m| {
+                        match self.store.body(m) {
+                            Ok(body) => {
+                                mime::text(&body).unwrap_or_else(|| "(no text part)".into())
+                            }
+                            Err(e) => format!("(cannot read the message back: {e})"),
+                        }
+                    });
                     self.scroll = 0;
                     self.go(Screen::Message);
                 } else if exchange && !self.expanded.remove(&key) {
@@ -522,7 +535,7 @@ impl App {
         };
         let folder = format!("{}-attachments", message.id);
         let files = self.store.body(message).map(|body| {
-            mailscope::mime::parse(&body)
+            mime::parse(&body)
                 .attachments
                 .into_iter()
                 .map(|a| {

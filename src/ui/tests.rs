@@ -260,6 +260,14 @@ fn messages_and_attachments_are_saved_inside_the_save_folder() {
         app.handle(Action::NextMessage);
         app.handle(Action::Open);
         assert_eq!(app.screen, Screen::Message);
+        // The text part is decoded from the body as the message opens (read back from the
+        // spool when it went there), shown with its escape sequences made harmless.
+        let shown = screen(&mut app, 120, 80);
+        assert!(
+            shown.contains("Hello Erin,") && shown.contains("This text is red"),
+            "{shown}"
+        );
+        assert!(!shown.contains('\x1b'), "{shown}");
         app.handle(Action::Save);
         app.handle(Action::SaveAttachments);
         let Some(Item::Message(message)) =

@@ -24,7 +24,7 @@ fn section(name: &str) -> Line<'static> {
     Line::styled(format!("── {name} "), theme().header)
 }
 
-pub fn lines(message: &Message) -> Vec<Line<'static>> {
+pub fn lines(message: &Message, text: &str) -> Vec<Line<'static>> {
     let (c, v) = (&message.captured, &message.view);
     let mut lines = vec![section(&format!("message #{} ({})", message.id, c.source))];
     lines.push(field("Subject", v.subject.as_deref().unwrap_or("")));
@@ -141,7 +141,6 @@ pub fn lines(message: &Message) -> Vec<Line<'static>> {
         }
     }
     lines.push(section("text"));
-    let text = v.text.as_deref().unwrap_or("(no text part)");
     lines.extend(
         sanitize::text(text.as_bytes())
             .lines()
@@ -164,7 +163,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     };
     let scroll = app.scroll.min(u16::MAX as usize) as u16;
     frame.render_widget(
-        Paragraph::new(lines(message))
+        Paragraph::new(lines(message, &app.message_text))
             .block(Block::default().borders(Borders::NONE))
             .scroll((scroll, 0)),
         area,
