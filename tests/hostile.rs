@@ -556,6 +556,68 @@ fn a_million_tiny_messages() {
     assert_eq!(run.counts["message"], MESSAGES + 1);
 }
 
+/// Many large messages in progress at once, each held until its end (to parse its MIME): all
+/// of them together keep 128 MiB at most. The rest of each is still hashed and counted.
+#[test]
+fn large_messages_in_progress_at_once() {
+    const CONNECTIONS: u16 = 24;
+    const MIB_EACH: usize = 16;
+    let body: Vec<u8> = [
+        &b"Subject: large\r\n\r\n"[..],
+        format!("{}\r\n", "x".repeat(78))
+            .repeat(MIB_EACH * 13_108)
+            .as_bytes(),
+    ]
+    .concat();
+    let want = hex(&<sha2::Sha256 as sha2::Digest>::digest(&body));
+    let run = run(
+        &[],
+        {
+            let body = body.clone();
+            move |cap| {
+                honest_smtp(cap);
+                let mut conns: Vec<Conn> = (0..CONNECTIONS)
+                    .map(|n| Conn::open(cap, evil_client(30_000 + n), addr(SERVER, 25)))
+                    .collect();
+                for conn in &mut conns {
+                    smtp_until_data(cap, conn);
+                }
+                // A mebibyte of each in turn: every message is under way at once.
+                for piece in body.chunks(1 << 20) {
+                    for conn in &mut conns {
+                        conn.send(cap, C, piece);
+                    }
+                }
+                for conn in &mut conns {
+                    conn.send(cap, C, b".\r\n");
+                    conn.send(cap, S, b"250 2.0.0 Ok: queued\r\n");
+                    conn.close(cap);
+                }
+            }
+        },
+        |m| m["subject"] == "large" || is_honest(m),
+    );
+    run.assert_under(256.0);
+    run.assert_honest_message();
+    let large: Vec<&Value> = run
+        .messages
+        .iter()
+        .filter(|m| m["subject"] == "large")
+        .collect();
+    assert_eq!(large.len(), usize::from(CONNECTIONS));
+    for message in &large {
+        // Size and hash are the whole message's; what was kept is its beginning.
+        assert_eq!(message["size"], body.len());
+        assert_eq!(message["sha256"], want.as_str());
+        assert_eq!(message["truncated"], true);
+    }
+    run.assert_count("capture-limit", usize::from(CONNECTIONS));
+    run.assert_finding(
+        "capture-limit",
+        "the messages in progress at once keep 128 MiB in all",
+    );
+}
+
 /// `export` of many messages: every one is written, and the index lists the first 10,000 with
 /// the totals, so that what the export holds does not grow with the capture.
 #[test]

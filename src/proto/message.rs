@@ -1,5 +1,9 @@
-//! A message being assembled from the wire: kept up to MAX_MESSAGE_BYTES, hashed and counted in
-//! full, with the holes that capture gaps left in it.
+//! A message being assembled from the wire: kept up to MAX_MESSAGE_BYTES, and within the room
+//! all messages in progress share, hashed and counted in full, with the holes that capture gaps
+//! left in it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -7,13 +11,101 @@ use super::framing::MAX_MESSAGE_BYTES;
 use super::CapturedMessage;
 use crate::capture::Timestamp;
 
+/// Message bytes that all messages in progress keep together: each is held until it ends, and
+/// a capture can have thousands of them under way at once (MAX_MESSAGE_BYTES each).
+pub const MESSAGE_ROOM_BYTES: usize = 128 << 20;
+
 /// A sender's announced size is believed only once this much has arrived: an announcement
 /// alone reserves nothing.
 const BELIEVE_ANNOUNCED_AFTER: usize = 64 * 1024;
 
+/// The room that messages in progress share: the bytes they keep, counted together. Every
+/// connection of a run (on every worker) shares one, so that the bound holds whatever the
+/// number of threads; when it runs out, which message is cut depends on how the workers' work
+/// interleaves.
+#[derive(Clone, Debug)]
+pub struct MessageRoom {
+    held: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl MessageRoom {
+    pub fn new(limit: usize) -> MessageRoom {
+        MessageRoom {
+            held: Arc::default(),
+            limit,
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Takes room for up to `wanted` bytes; returns how many it got.
+    fn take(&self, wanted: usize) -> usize {
+        let mut granted = 0;
+        // The closure always returns Some, so the update always happens.
+        let _ = self
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                granted = wanted.min(self.limit.saturating_sub(held));
+                Some(held + granted)
+            });
+        granted
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` that a finished message still holds (on its way to the outputs), room
+    /// or not, until the ticket is dropped.
+    pub fn hold(&self, bytes: usize) -> Held {
+        self.held.fetch_add(bytes, Ordering::Relaxed);
+        Held {
+            room: self.clone(),
+            bytes,
+        }
+    }
+}
+
+/// Bytes counted in a [`MessageRoom`] until this is dropped.
+#[derive(Debug)]
+pub struct Held {
+    room: MessageRoom,
+    bytes: usize,
+}
+
+impl Held {
+    /// Moves the count to a new ticket, leaving this one empty.
+    pub fn take(&mut self) -> Held {
+        Held {
+            room: self.room.clone(),
+            bytes: std::mem::take(&mut self.bytes),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.room.give_back(self.bytes);
+    }
+}
+
+impl Default for MessageRoom {
+    fn default() -> MessageRoom {
+        MessageRoom::new(MESSAGE_ROOM_BYTES)
+    }
+}
+
 #[derive(Debug)]
 pub struct MessageBuilder {
+    /// What is kept: the message's first bytes, as far as its limit and the room allowed.
     bytes: Vec<u8>,
+    room: MessageRoom,
+    /// The room ran out before the message did: nothing more is kept, so that what is kept
+    /// stays the message's beginning.
+    out_of_room: bool,
     hasher: Sha256,
     size: u64,
     hole_bytes: u64,
@@ -23,9 +115,11 @@ pub struct MessageBuilder {
 }
 
 impl MessageBuilder {
-    pub fn new(ts: Timestamp) -> MessageBuilder {
+    pub fn new(ts: Timestamp, room: &MessageRoom) -> MessageBuilder {
         MessageBuilder {
             bytes: Vec::new(),
+            room: room.clone(),
+            out_of_room: false,
             hasher: Sha256::new(),
             size: 0,
             hole_bytes: 0,
@@ -35,18 +129,24 @@ impl MessageBuilder {
     }
 
     /// A builder for a message whose sender said how large it is.
-    pub fn announced(ts: Timestamp, size: Option<u64>) -> MessageBuilder {
-        MessageBuilder {
-            announced: size,
-            ..MessageBuilder::new(ts)
-        }
+    pub fn announced(ts: Timestamp, size: Option<u64>, room: &MessageRoom) -> MessageBuilder {
+        let mut builder = MessageBuilder::new(ts, room);
+        builder.announced = size;
+        builder
     }
 
     pub fn append(&mut self, data: &[u8]) {
         self.hasher.update(data);
         self.size += data.len() as u64;
-        let room = MAX_MESSAGE_BYTES.saturating_sub(self.bytes.len());
-        let kept = data.get(..room).unwrap_or(data);
+        let wanted = if self.out_of_room {
+            0
+        } else {
+            data.len()
+                .min(MAX_MESSAGE_BYTES.saturating_sub(self.bytes.len()))
+        };
+        let granted = self.room.take(wanted);
+        self.out_of_room |= granted < wanted;
+        let kept = data.get(..granted).unwrap_or_default();
         if kept.len() > self.bytes.capacity() - self.bytes.len() {
             self.grow_to_announced(kept.len());
         }
@@ -80,12 +180,15 @@ impl MessageBuilder {
     }
 
     pub fn finish(
-        self,
+        mut self,
         source: &'static str,
         complete: bool,
         mail_from: Option<String>,
         rcpt_to: Vec<String>,
     ) -> CapturedMessage {
+        // The bytes leave the room here, to be counted again on their way out (MessageRoom::hold).
+        let bytes = std::mem::take(&mut self.bytes);
+        self.room.give_back(bytes.len());
         CapturedMessage {
             source,
             mailbox: None,
@@ -95,11 +198,12 @@ impl MessageBuilder {
             section: None,
             part_of: None,
             parts: Vec::new(),
-            truncated: self.size > self.bytes.len() as u64,
+            truncated: self.size > bytes.len() as u64,
+            out_of_room: self.out_of_room,
             partial: false,
-            bytes: self.bytes,
+            bytes,
             size: self.size,
-            sha256: self.hasher.finalize().into(),
+            sha256: std::mem::take(&mut self.hasher).finalize().into(),
             complete: complete && self.hole_bytes == 0,
             hole_bytes: self.hole_bytes,
             mail_from,
@@ -109,13 +213,51 @@ impl MessageBuilder {
     }
 }
 
+impl Drop for MessageBuilder {
+    /// A message dropped unfinished (its connection evicted, its dissector lost) gives its room
+    /// back too.
+    fn drop(&mut self) {
+        self.room.give_back(self.bytes.len());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn messages_in_progress_share_one_room_and_give_it_back() {
+        let room = MessageRoom::new(100);
+        let mut first = MessageBuilder::new(Timestamp::default(), &room);
+        let mut second = MessageBuilder::new(Timestamp::default(), &room);
+        first.append(&[b'a'; 60]);
+        second.append(&[b'b'; 60]);
+        // The room freed later is not used: what is kept stays the message's beginning.
+        drop(first);
+        second.append(&[b'c'; 10]);
+        let cut = second.finish("smtp", true, None, Vec::new());
+        assert_eq!(cut.bytes, vec![b'b'; 40]);
+        assert!(cut.truncated && cut.out_of_room);
+        assert_eq!(cut.size, 70);
+        let whole: Vec<u8> = [[b'b'; 60].as_slice(), &[b'c'; 10]].concat();
+        assert_eq!(cut.sha256, <[u8; 32]>::from(Sha256::digest(&whole)));
+
+        // Finished or dropped, the messages gave their room back; a ticket holds it again.
+        let held = room.hold(cut.bytes.len());
+        let mut third = MessageBuilder::new(Timestamp::default(), &room);
+        third.append(&[b'd'; 100]);
+        assert_eq!(third.finish("smtp", true, None, Vec::new()).bytes.len(), 60);
+        drop(held);
+        let mut fourth = MessageBuilder::new(Timestamp::default(), &room);
+        fourth.append(&[b'e'; 100]);
+        let fourth = fourth.finish("smtp", true, None, Vec::new());
+        assert!(!fourth.truncated && !fourth.out_of_room);
+    }
+
+    #[test]
     fn an_announced_size_is_believed_after_the_first_bytes_and_never_past_the_cap() {
-        let mut claimed = MessageBuilder::announced(Timestamp::default(), Some(4 << 30));
+        let mut claimed =
+            MessageBuilder::announced(Timestamp::default(), Some(4 << 30), &MessageRoom::default());
         claimed.append(b"x");
         assert!(
             claimed.bytes.capacity() < BELIEVE_ANNOUNCED_AFTER,
@@ -128,7 +270,11 @@ mod tests {
 
         // Past the first bytes, an honest announcement grows the buffer once.
         let body: Vec<u8> = (0..1_000_000u32).map(|n| (n % 251) as u8).collect();
-        let mut honest = MessageBuilder::announced(Timestamp::default(), Some(1_000_000));
+        let mut honest = MessageBuilder::announced(
+            Timestamp::default(),
+            Some(1_000_000),
+            &MessageRoom::default(),
+        );
         // (bytes held, capacity) at each growth.
         let mut growths = Vec::new();
         for piece in body.chunks(1448) {

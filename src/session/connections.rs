@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::capture::Timestamp;
 use crate::mime::{self, MessageView};
 use crate::ports::Service;
+use crate::proto::message::{Held, MessageRoom};
 use crate::proto::{
     CapturedMessage, Dissector, ImapDissector, Note, NoteKind, Pop3Dissector, ProtoEvent,
     SmtpDissector,
@@ -56,6 +57,9 @@ pub struct PreparedMessage {
     pub captured: CapturedMessage,
     pub view: MessageView,
     pub body_hash: Option<[u8; 32]>,
+    /// Its bytes count in the room of messages until the outputs have had them: messages
+    /// finished together are held together too, on their way.
+    pub held: Held,
 }
 
 /// Where a [`Connections`] reports to.
@@ -100,6 +104,8 @@ pub struct Connections<E: Events> {
     pub followed: Vec<KeyLogFile>,
     /// `--redact`: passwords and tokens never leave the session layer.
     pub redact: bool,
+    /// Where the messages in progress are kept, shared with the other workers' connections.
+    pub room: MessageRoom,
     last_poll: Option<Instant>,
 }
 
@@ -113,6 +119,7 @@ impl<E: Events> Connections<E> {
             keys_may_come: false,
             followed: Vec::new(),
             redact: false,
+            room: MessageRoom::default(),
             last_poll: None,
         }
     }
@@ -133,7 +140,14 @@ impl<E: Events> Connections<E> {
     fn deliver(&mut self, id: u64) {
         for event in self.events.drain(..) {
             let event = match event {
-                ProtoEvent::Message(captured) => SessionEvent::Message(Box::new(prepare(captured))),
+                ProtoEvent::Message(captured) => {
+                    if captured.out_of_room {
+                        let note = out_of_room(&captured, self.room.limit());
+                        self.out
+                            .event(id, SessionEvent::Proto(ProtoEvent::Note(note)));
+                    }
+                    SessionEvent::Message(Box::new(prepare(captured, &self.room)))
+                }
                 ProtoEvent::Auth(mut attempt) if self.redact => {
                     attempt.secret = attempt.secret.map(|_| Secret::new(REDACTED));
                     SessionEvent::Proto(ProtoEvent::Auth(attempt))
@@ -145,25 +159,47 @@ impl<E: Events> Connections<E> {
     }
 }
 
-fn prepare(captured: CapturedMessage) -> PreparedMessage {
+fn prepare(captured: CapturedMessage, room: &MessageRoom) -> PreparedMessage {
     let view = mime::parse(&captured.bytes);
     // Only a message with a Message-ID can be seen again: only its body is hashed.
     let body_hash = view
         .message_id
         .as_ref()
         .map(|_| mime::body_hash(&captured.bytes));
+    // Decoded attachments can be as large as the message: they count too.
+    let decoded: usize = view.attachments.iter().map(|a| a.bytes.len()).sum();
     PreparedMessage {
+        held: room.hold(captured.bytes.len() + decoded),
         captured,
         view,
         body_hash,
     }
 }
 
-fn dissector_for(service: Option<Service>) -> Option<Box<dyn Dissector + Send>> {
+fn dissector_for(
+    service: Option<Service>,
+    room: &MessageRoom,
+) -> Option<Box<dyn Dissector + Send>> {
     match service? {
-        Service::Smtp | Service::Smtps => Some(Box::new(SmtpDissector::default())),
-        Service::Pop3 | Service::Pop3s => Some(Box::new(Pop3Dissector::default())),
-        Service::Imap | Service::Imaps => Some(Box::new(ImapDissector::default())),
+        Service::Smtp | Service::Smtps => Some(Box::new(SmtpDissector::with_room(room))),
+        Service::Pop3 | Service::Pop3s => Some(Box::new(Pop3Dissector::with_room(room))),
+        Service::Imap | Service::Imaps => Some(Box::new(ImapDissector::with_room(room))),
+    }
+}
+
+/// Says that a message was kept only in part because the messages in progress filled their room.
+fn out_of_room(captured: &CapturedMessage, room: usize) -> Note {
+    Note {
+        kind: NoteKind::Limit,
+        direction: None,
+        ts: captured.ts,
+        text: format!(
+            "a message of {} bytes kept only its first {}: the messages in progress at once \
+             keep {} MiB in all (its size and SHA-256 cover all of it)",
+            captured.size,
+            captured.bytes.len(),
+            room >> 20
+        ),
     }
 }
 
@@ -178,9 +214,9 @@ fn mode_of(service: Option<Service>) -> TlsMode {
 impl Connection {
     /// The dissector, made when the connection first has something for it: a flood of
     /// connections that never send a byte stays small.
-    fn dissector(&mut self) -> Option<&mut (dyn Dissector + Send + 'static)> {
+    fn dissector(&mut self, room: &MessageRoom) -> Option<&mut (dyn Dissector + Send + 'static)> {
         if self.dissector.is_none() {
-            self.dissector = dissector_for(self.service);
+            self.dissector = dissector_for(self.service, room);
         }
         self.dissector.as_deref_mut()
     }
@@ -189,6 +225,7 @@ impl Connection {
 /// What one connection's bytes go through, and what they report to.
 struct Feed<'a, E: Events> {
     id: u64,
+    room: &'a MessageRoom,
     keys: &'a KeyLog,
     keys_may_come: bool,
     events: &'a mut Vec<ProtoEvent>,
@@ -205,7 +242,7 @@ impl<E: Events> Feed<'_, E> {
             self.tls(conn, out);
             return;
         }
-        if let Some(d) = conn.dissector() {
+        if let Some(d) = conn.dissector(self.room) {
             d.data(direction, bytes, ts, self.events);
         }
         let held = self.events.iter_mut().find_map(|e| match e {
@@ -245,7 +282,7 @@ impl<E: Events> Feed<'_, E> {
                     ts,
                 } => {
                     self.out.decrypted(self.id, direction, &bytes);
-                    if let Some(d) = conn.dissector() {
+                    if let Some(d) = conn.dissector(self.room) {
                         d.data(direction, &bytes, ts, self.events);
                     }
                     continue;
@@ -331,6 +368,7 @@ impl<E: Events> StreamSink for Connections<E> {
         };
         let mut feed = Feed {
             id: flow.id,
+            room: &self.room,
             keys: &self.keys,
             keys_may_come: self.keys_may_come,
             events: &mut self.events,
@@ -361,7 +399,7 @@ impl<E: Events> StreamSink for Connections<E> {
                     let mut out = Vec::new();
                     tls.gap(direction, len, ts, &mut out);
                     feed.tls(conn, out);
-                } else if let Some(d) = conn.dissector() {
+                } else if let Some(d) = conn.dissector(feed.room) {
                     d.gap(direction, len, ts, feed.events);
                 }
             }
@@ -378,6 +416,7 @@ impl<E: Events> StreamSink for Connections<E> {
         if let Some(mut conn) = self.live.remove(&id) {
             let mut feed = Feed {
                 id,
+                room: &self.room,
                 keys: &self.keys,
                 keys_may_come: self.keys_may_come,
                 events: &mut self.events,

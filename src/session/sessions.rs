@@ -149,7 +149,9 @@ impl<S: SessionSink> Events for Sessions<S> {
             SessionEvent::TlsInfo(info) => open.session.tls.set_info(info),
             SessionEvent::Gap => open.session.gaps += 1,
             SessionEvent::Proto(event) => apply(&mut open.session, event, &mut self.sink),
-            SessionEvent::Message(prepared) => {
+            SessionEvent::Message(mut prepared) => {
+                // Counted in the room of messages until the outputs have had it.
+                let _held = prepared.held.take();
                 let message = link(open, *prepared, self.next_message, &mut self.journeys);
                 self.next_message += 1;
                 open.session.messages += 1;
@@ -179,6 +181,7 @@ fn link(open: &mut Open, prepared: PreparedMessage, id: u64, journeys: &mut Jour
         captured,
         view,
         body_hash,
+        ..
     } = prepared;
     let ids = &open.message_ids;
     let part_of = captured.part_of.and_then(|n| ids.get(n).copied());

@@ -23,7 +23,7 @@ pub mod units;
 use std::collections::VecDeque;
 
 use super::framing::{Inbox, MAX_MESSAGE_BYTES};
-use super::message::MessageBuilder;
+use super::message::{MessageBuilder, MessageRoom};
 use super::sasl::Sasl;
 use super::{
     await_reply, end_awaiting, note, take_answered, AuthAttempt, AwaitsReply, CapturedMessage,
@@ -143,6 +143,7 @@ pub struct ImapDissector {
     sasl: Option<Sasl>,
     greeted: bool,
     chunked: Option<Chunked>,
+    room: MessageRoom,
     /// The selected mailbox's messages as the dialogue identifies them.
     catalog: Catalog,
     /// Messages reported so far: the next one's number in the session.
@@ -177,11 +178,19 @@ fn literal_bytes(unit: &mut Unit) -> Vec<Vec<u8>> {
 
 impl Default for ImapDissector {
     fn default() -> Self {
+        ImapDissector::with_room(&MessageRoom::default())
+    }
+}
+
+impl ImapDissector {
+    /// A dissector whose messages are kept in `room`, with other connections'.
+    pub fn with_room(room: &MessageRoom) -> Self {
         ImapDissector {
             client: Inbox::default(),
             server: Inbox::default(),
-            client_reader: UnitReader::client(),
-            server_reader: UnitReader::default(),
+            client_reader: UnitReader::client(room),
+            server_reader: UnitReader::server(room),
+            room: room.clone(),
             mode: ClientMode::Command,
             pending: VecDeque::new(),
             awaiting_continuation: false,
@@ -769,7 +778,7 @@ impl ImapDissector {
             }
             self.chunked = Some(Chunked {
                 slot,
-                message: MessageBuilder::new(ts),
+                message: MessageBuilder::new(ts, &self.room),
             });
         }
         if let Some(c) = &mut self.chunked {

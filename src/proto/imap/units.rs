@@ -7,7 +7,7 @@
 
 use crate::capture::Timestamp;
 use crate::proto::framing::{Inbox, Line, MAX_MESSAGE_BYTES};
-use crate::proto::message::MessageBuilder;
+use crate::proto::message::{MessageBuilder, MessageRoom};
 
 /// IMAP lines (without literals) are kept up to this length; longer ones are cut and noted.
 pub const MAX_IMAP_LINE_BYTES: usize = 256 * 1024;
@@ -64,13 +64,23 @@ pub struct UnitReader {
     held: bool,
     /// A literal announced more than a message keeps: its size and when, until told.
     pub oversized: Option<(u64, Timestamp)>,
+    /// Where literals are kept (each is a message, or part of one).
+    room: MessageRoom,
 }
 
 impl UnitReader {
     /// The reader of a client's commands.
-    pub fn client() -> UnitReader {
+    pub fn client(room: &MessageRoom) -> UnitReader {
         UnitReader {
             waits_for_continuation: true,
+            ..UnitReader::server(room)
+        }
+    }
+
+    /// The reader of a server's responses.
+    pub fn server(room: &MessageRoom) -> UnitReader {
+        UnitReader {
+            room: room.clone(),
             ..UnitReader::default()
         }
     }
@@ -148,7 +158,7 @@ impl UnitReader {
             Some((size, sync)) if !line.overlong && unit.literals.len() < MAX_LITERALS_PER_UNIT => {
                 unit.literals.push((
                     unit.text.len(),
-                    MessageBuilder::announced(line.ts, Some(size)),
+                    MessageBuilder::announced(line.ts, Some(size), &self.room),
                 ));
                 self.remaining = size;
                 if size > MAX_MESSAGE_BYTES as u64 {

@@ -10,7 +10,7 @@ pub mod parser;
 use std::collections::VecDeque;
 
 use super::framing::{read_dot_body, DotBody, DotState, Inbox, Line};
-use super::message::MessageBuilder;
+use super::message::{MessageBuilder, MessageRoom};
 use super::sasl::Sasl;
 use super::{
     await_reply, end_awaiting, note, note_overlong, take_answered, AuthAttempt, AwaitsReply,
@@ -102,10 +102,18 @@ pub struct Pop3Dissector {
     /// The name of the last USER command, for the PASS that follows.
     pending_user: Option<String>,
     resync: [bool; 2],
+    room: MessageRoom,
 }
 
 impl Default for Pop3Dissector {
     fn default() -> Self {
+        Pop3Dissector::with_room(&MessageRoom::default())
+    }
+}
+
+impl Pop3Dissector {
+    /// A dissector whose messages are kept in `room`, with other connections'.
+    pub fn with_room(room: &MessageRoom) -> Self {
         Pop3Dissector {
             client: Inbox::default(),
             server: Inbox::default(),
@@ -117,6 +125,7 @@ impl Default for Pop3Dissector {
             apop_timestamp: None,
             pending_user: None,
             resync: [false; 2],
+            room: room.clone(),
         }
     }
 }
@@ -374,7 +383,7 @@ impl Pop3Dissector {
                     _ => None,
                 };
                 let message = matches!(pending.kind, Kind::Retr | Kind::Top)
-                    .then(|| MessageBuilder::announced(line.ts, size));
+                    .then(|| MessageBuilder::announced(line.ts, size, &self.room));
                 self.body = Some(Body {
                     pending,
                     status: line,

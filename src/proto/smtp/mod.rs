@@ -14,7 +14,7 @@ pub mod parser;
 use std::collections::VecDeque;
 
 use super::framing::{read_dot_body, DotBody, DotState, Inbox, Line};
-use super::message::MessageBuilder;
+use super::message::{MessageBuilder, MessageRoom};
 use super::sasl::Sasl;
 use super::{
     await_reply, end_awaiting, note, note_overlong, take_answered, AwaitsReply, Command, Dissector,
@@ -91,6 +91,7 @@ pub struct SmtpDissector {
     reply_lines: Vec<Line>,
     transaction: Transaction,
     message: Option<MessageBuilder>,
+    room: MessageRoom,
     sasl: Option<Sasl>,
     /// Skipping to the next line that parses, after a gap: [client, server].
     resync: [bool; 2],
@@ -104,6 +105,13 @@ pub struct SmtpDissector {
 
 impl Default for SmtpDissector {
     fn default() -> Self {
+        SmtpDissector::with_room(&MessageRoom::default())
+    }
+}
+
+impl SmtpDissector {
+    /// A dissector whose messages are kept in `room`, with other connections'.
+    pub fn with_room(room: &MessageRoom) -> Self {
         SmtpDissector {
             client: Inbox::default(),
             server: Inbox::default(),
@@ -112,6 +120,7 @@ impl Default for SmtpDissector {
             reply_lines: Vec::new(),
             transaction: Transaction::default(),
             message: None,
+            room: room.clone(),
             sasl: None,
             resync: [false; 2],
             dropped_reported: [0; 2],
@@ -354,7 +363,7 @@ impl SmtpDissector {
             "BDAT" => match parser::bdat_args(command.args) {
                 Some((size, last)) => {
                     self.message
-                        .get_or_insert_with(|| MessageBuilder::new(line.ts));
+                        .get_or_insert_with(|| MessageBuilder::new(line.ts, &self.room));
                     self.push_command(text.clone(), verb, &line, Kind::Bdat { last }, false, out);
                     self.mode = ClientMode::Bdat { remaining: size };
                     return;
@@ -455,9 +464,10 @@ impl SmtpDissector {
         let ClientMode::Data { state } = &mut self.mode else {
             return false;
         };
+        let room = &self.room;
         let message = self
             .message
-            .get_or_insert_with(|| MessageBuilder::new(Timestamp::default()));
+            .get_or_insert_with(|| MessageBuilder::new(Timestamp::default(), room));
         let step = read_dot_body(&mut self.client, state, &mut |bytes| message.append(bytes));
         let ambiguous = state.ambiguous;
         match step {
@@ -640,6 +650,7 @@ impl SmtpDissector {
                     self.message = Some(MessageBuilder::announced(
                         reply.ts,
                         self.transaction.announced_size,
+                        &self.room,
                     ));
                     ClientMode::Data {
                         state: DotState::default(),
