@@ -716,6 +716,45 @@ fn commands_that_get_no_reply() {
     assert_eq!(unanswered.count(), 3, "findings: {:#?}", run.findings);
 }
 
+/// Thousands of connections, each with more commands awaiting replies than an honest client
+/// pipelines, all open at once: past 32 each, they share one room of 100,000.
+#[test]
+fn many_connections_awaiting_replies() {
+    const CONNECTIONS: u16 = 3_000;
+    const COMMANDS: usize = 1_200;
+    let clients = [(25, "NOOP\r\n"), (110, "NOOP\r\n"), (143, "a NOOP\r\n")];
+    let run = run(
+        &[],
+        move |cap| {
+            honest_smtp(cap);
+            let mut conns = Vec::new();
+            for n in 0..CONNECTIONS {
+                let (port, command) = clients[usize::from(n) % clients.len()];
+                let mut conn = Conn::open(cap, evil_client(20_000 + n), addr(SERVER, port));
+                conn.send(cap, C, command.repeat(COMMANDS).as_bytes());
+                conns.push(conn);
+            }
+            for conn in &mut conns {
+                conn.close(cap);
+            }
+        },
+        is_honest,
+    );
+    run.assert_under(128.0);
+    run.assert_honest_message();
+    // Every command is still reported, as an exchange without a reply.
+    assert_eq!(
+        run.counts["exchange"],
+        u64::from(CONNECTIONS) * COMMANDS as u64 + 7
+    );
+    let detail = format!("{COMMANDS} command(s) got no reply: NOOP");
+    let unanswered = run
+        .findings
+        .iter()
+        .filter(|f| f["detail"] == detail.as_str());
+    assert_eq!(unanswered.count(), usize::from(CONNECTIONS));
+}
+
 /// Brute-force attempts in one SMTP session: AUTH PLAIN as `admin` with passwords `guess-0`
 /// and on, a thousand pipelined per segment; all refused but the last.
 const GUESSES: usize = 1_000_000;

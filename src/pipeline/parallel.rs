@@ -15,9 +15,8 @@
 //! - sessions are numbered as they open, in that merged order.
 //!
 //! Where it differs: the limits on open flows and waiting bytes are shared out evenly between
-//! the workers, so a capture that reaches them evicts (and reports) at other points. The room
-//! for messages in progress is one for all workers (a single message may use all of it), so
-//! when it runs out, which message is cut depends on how the workers' work interleaves.
+//! the workers, so a capture that reaches them evicts (and reports) at other points. The rooms
+//! for messages and awaiting commands are one for all workers (see [`crate::proto::room`]).
 
 use std::collections::HashMap;
 use std::iter::Peekable;
@@ -30,7 +29,7 @@ use std::thread;
 use super::{read_all, Dissection, RunReport, Watch};
 use crate::capture::{PacketSource, Record, Timestamp};
 use crate::decode::{Decoder, TcpSegment};
-use crate::proto::message::MessageRoom;
+use crate::proto::room::Rooms;
 use crate::session::{Connections, Events, SessionEvent, SessionSink, Sessions};
 use crate::tcp::{Direction, FlowTable, StreamSink, SweepClock, TcpStats};
 use crate::tls::KeyLog;
@@ -110,14 +109,14 @@ pub fn run<S: SessionSink>(
         let mut outputs = Vec::new();
         let mut handles = Vec::new();
         let (spent, reusable) = sync_channel::<Batch>(workers * (ROUNDS_IN_FLIGHT + 1));
-        let room = MessageRoom::default();
+        let rooms = Rooms::default();
         for _ in 0..workers {
             let (input, batches) = sync_channel::<Batch>(ROUNDS_IN_FLIGHT);
             let (chunks, output) = sync_channel::<Chunk>(CHUNKS_IN_FLIGHT);
             let mut connections = Connections::with_output(Recorder::new(chunks));
             connections.keys = setup.keys.clone();
             connections.redact = setup.redact;
-            connections.room = room.clone();
+            connections.rooms = rooms.clone();
             let table = FlowTable::new(setup.config.ports.clone(), limits);
             let spent = spent.clone();
             handles.push(scope.spawn(move || work(table, connections, batches, spent)));

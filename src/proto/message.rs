@@ -2,107 +2,23 @@
 //! all messages in progress share, hashed and counted in full, with the holes that capture gaps
 //! left in it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
 use sha2::{Digest, Sha256};
 
 use super::framing::MAX_MESSAGE_BYTES;
+use super::room::Room;
 use super::CapturedMessage;
 use crate::capture::Timestamp;
-
-/// Message bytes that all messages in progress keep together: each is held until it ends, and
-/// a capture can have thousands of them under way at once (MAX_MESSAGE_BYTES each).
-pub const MESSAGE_ROOM_BYTES: usize = 128 << 20;
 
 /// A sender's announced size is believed only once this much has arrived: an announcement
 /// alone reserves nothing.
 const BELIEVE_ANNOUNCED_AFTER: usize = 64 * 1024;
 
-/// The room that messages in progress share: the bytes they keep, counted together. Every
-/// connection of a run (on every worker) shares one, so that the bound holds whatever the
-/// number of threads; when it runs out, which message is cut depends on how the workers' work
-/// interleaves.
-#[derive(Clone, Debug)]
-pub struct MessageRoom {
-    held: Arc<AtomicUsize>,
-    limit: usize,
-}
-
-impl MessageRoom {
-    pub fn new(limit: usize) -> MessageRoom {
-        MessageRoom {
-            held: Arc::default(),
-            limit,
-        }
-    }
-
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
-    /// Takes room for up to `wanted` bytes; returns how many it got.
-    fn take(&self, wanted: usize) -> usize {
-        let mut granted = 0;
-        // The closure always returns Some, so the update always happens.
-        let _ = self
-            .held
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                granted = wanted.min(self.limit.saturating_sub(held));
-                Some(held + granted)
-            });
-        granted
-    }
-
-    fn give_back(&self, bytes: usize) {
-        self.held.fetch_sub(bytes, Ordering::Relaxed);
-    }
-
-    /// Counts `bytes` that a finished message still holds (on its way to the outputs), room
-    /// or not, until the ticket is dropped.
-    pub fn hold(&self, bytes: usize) -> Held {
-        self.held.fetch_add(bytes, Ordering::Relaxed);
-        Held {
-            room: self.clone(),
-            bytes,
-        }
-    }
-}
-
-/// Bytes counted in a [`MessageRoom`] until this is dropped.
-#[derive(Debug)]
-pub struct Held {
-    room: MessageRoom,
-    bytes: usize,
-}
-
-impl Held {
-    /// Moves the count to a new ticket, leaving this one empty.
-    pub fn take(&mut self) -> Held {
-        Held {
-            room: self.room.clone(),
-            bytes: std::mem::take(&mut self.bytes),
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.room.give_back(self.bytes);
-    }
-}
-
-impl Default for MessageRoom {
-    fn default() -> MessageRoom {
-        MessageRoom::new(MESSAGE_ROOM_BYTES)
-    }
-}
-
 #[derive(Debug)]
 pub struct MessageBuilder {
     /// What is kept: the message's first bytes, as far as its limit and the room allowed.
     bytes: Vec<u8>,
-    room: MessageRoom,
+    /// Where the bytes kept count, with other messages' ([`super::room::Rooms::messages`]).
+    room: Room,
     /// The room ran out before the message did: nothing more is kept, so that what is kept
     /// stays the message's beginning.
     out_of_room: bool,
@@ -115,7 +31,7 @@ pub struct MessageBuilder {
 }
 
 impl MessageBuilder {
-    pub fn new(ts: Timestamp, room: &MessageRoom) -> MessageBuilder {
+    pub fn new(ts: Timestamp, room: &Room) -> MessageBuilder {
         MessageBuilder {
             bytes: Vec::new(),
             room: room.clone(),
@@ -129,7 +45,7 @@ impl MessageBuilder {
     }
 
     /// A builder for a message whose sender said how large it is.
-    pub fn announced(ts: Timestamp, size: Option<u64>, room: &MessageRoom) -> MessageBuilder {
+    pub fn announced(ts: Timestamp, size: Option<u64>, room: &Room) -> MessageBuilder {
         let mut builder = MessageBuilder::new(ts, room);
         builder.announced = size;
         builder
@@ -186,7 +102,7 @@ impl MessageBuilder {
         mail_from: Option<String>,
         rcpt_to: Vec<String>,
     ) -> CapturedMessage {
-        // The bytes leave the room here, to be counted again on their way out (MessageRoom::hold).
+        // The bytes leave the room here, to be counted again on their way out (Room::hold).
         let bytes = std::mem::take(&mut self.bytes);
         self.room.give_back(bytes.len());
         CapturedMessage {
@@ -224,10 +140,11 @@ impl Drop for MessageBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::room::Rooms;
 
     #[test]
     fn messages_in_progress_share_one_room_and_give_it_back() {
-        let room = MessageRoom::new(100);
+        let room = Room::new(100);
         let mut first = MessageBuilder::new(Timestamp::default(), &room);
         let mut second = MessageBuilder::new(Timestamp::default(), &room);
         first.append(&[b'a'; 60]);
@@ -256,8 +173,11 @@ mod tests {
 
     #[test]
     fn an_announced_size_is_believed_after_the_first_bytes_and_never_past_the_cap() {
-        let mut claimed =
-            MessageBuilder::announced(Timestamp::default(), Some(4 << 30), &MessageRoom::default());
+        let mut claimed = MessageBuilder::announced(
+            Timestamp::default(),
+            Some(4 << 30),
+            &Rooms::default().messages,
+        );
         claimed.append(b"x");
         assert!(
             claimed.bytes.capacity() < BELIEVE_ANNOUNCED_AFTER,
@@ -273,7 +193,7 @@ mod tests {
         let mut honest = MessageBuilder::announced(
             Timestamp::default(),
             Some(1_000_000),
-            &MessageRoom::default(),
+            &Rooms::default().messages,
         );
         // (bytes held, capacity) at each growth.
         let mut growths = Vec::new();

@@ -11,6 +11,7 @@ pub mod imap;
 pub mod message;
 pub mod ntlm;
 pub mod pop3;
+pub mod room;
 pub mod sasl;
 pub mod smtp;
 pub use imap::ImapDissector;
@@ -18,6 +19,8 @@ pub use pop3::Pop3Dissector;
 pub use smtp::SmtpDissector;
 
 use std::collections::VecDeque;
+
+use room::Room;
 
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -36,6 +39,7 @@ pub struct Exchange {
 /// Commands a connection holds while they await their reply. Past this many the oldest is given
 /// up as unanswered, as at the end of the connection: a capture of the client's side alone would
 /// otherwise hold every command it sent (two million NOOPs, a 12 MB capture, took 856 MB).
+/// Past [`FREE_AWAITING`] they also draw on the room all connections share.
 pub const MAX_AWAITING_REPLY: usize = 1000;
 
 impl Exchange {
@@ -55,44 +59,102 @@ pub trait AwaitsReply {
     fn unanswered(self) -> Exchange;
 }
 
-/// Queues a command to await its reply; when [`MAX_AWAITING_REPLY`] already wait, the oldest
-/// is given up as unanswered.
-pub fn await_reply<P: AwaitsReply>(
-    pending: &mut VecDeque<P>,
-    command: P,
-    out: &mut Vec<ProtoEvent>,
-) {
-    if pending.len() >= MAX_AWAITING_REPLY {
-        out.extend(
-            pending
-                .pop_front()
-                .map(|p| ProtoEvent::Exchange(p.unanswered())),
-        );
-    }
-    pending.push_back(command);
-}
+/// Commands each connection may have awaiting replies before it draws on the room all
+/// connections share ([`room::Rooms::awaiting`]): enough for the pipelining of honest clients.
+pub const FREE_AWAITING: usize = 32;
 
 /// Room a queue of commands awaiting replies keeps once it is empty.
 const IDLE_QUEUE_CAPACITY: usize = 16;
 
-/// Takes the command at `index`, the one a reply answers. A queue left empty gives back the room
-/// a burst of pipelined commands made it grow to: an idle connection would keep it, and
-/// thousands of idle connections add up.
-pub fn take_answered<P>(pending: &mut VecDeque<P>, index: usize) -> Option<P> {
-    let answered = pending.remove(index);
-    if pending.is_empty() && pending.capacity() > IDLE_QUEUE_CAPACITY {
-        *pending = VecDeque::new();
-    }
-    answered
+/// The commands a connection holds while they await their reply, oldest first. Past
+/// [`FREE_AWAITING`] each one takes room from what all connections share; with no room left, or
+/// [`MAX_AWAITING_REPLY`] waiting, the oldest is given up as unanswered, as at the end of the
+/// connection.
+#[derive(Debug)]
+pub struct Awaiting<P> {
+    queue: VecDeque<P>,
+    room: Room,
 }
 
-/// The connection ended: every command still waiting got no reply.
-pub fn end_awaiting<P: AwaitsReply>(pending: &mut VecDeque<P>, out: &mut Vec<ProtoEvent>) {
-    out.extend(
-        pending
-            .drain(..)
-            .map(|p| ProtoEvent::Exchange(p.unanswered())),
-    );
+impl<P> Awaiting<P> {
+    pub fn new(room: &Room) -> Awaiting<P> {
+        Awaiting {
+            queue: VecDeque::new(),
+            room: room.clone(),
+        }
+    }
+
+    /// How many of `len` waiting commands take room from the shared one.
+    fn drawn(len: usize) -> usize {
+        len.saturating_sub(FREE_AWAITING)
+    }
+
+    /// Takes the command at `index`, the one a reply answers. A queue left empty gives back
+    /// the memory a burst of pipelined commands made it grow to: an idle connection would keep
+    /// it, and thousands of idle connections add up.
+    pub fn take(&mut self, index: usize) -> Option<P> {
+        let before = Self::drawn(self.queue.len());
+        let answered = self.queue.remove(index);
+        self.room.give_back(before - Self::drawn(self.queue.len()));
+        if self.queue.is_empty() && self.queue.capacity() > IDLE_QUEUE_CAPACITY {
+            self.queue = VecDeque::new();
+        }
+        answered
+    }
+
+    pub fn front_mut(&mut self) -> Option<&mut P> {
+        self.queue.front_mut()
+    }
+
+    pub fn back_mut(&mut self) -> Option<&mut P> {
+        self.queue.back_mut()
+    }
+
+    pub fn iter_mut(&mut self) -> std::collections::vec_deque::IterMut<'_, P> {
+        self.queue.iter_mut()
+    }
+}
+
+impl<P: AwaitsReply> Awaiting<P> {
+    /// Queues a command to await its reply, giving up the oldest when there is no room.
+    pub fn push(&mut self, command: P, out: &mut Vec<ProtoEvent>) {
+        let len = self.queue.len();
+        let full = len >= MAX_AWAITING_REPLY || (len >= FREE_AWAITING && self.room.take(1) == 0);
+        if full {
+            // The oldest goes and the new one takes its place: the room held stays the same.
+            out.extend(
+                self.queue
+                    .pop_front()
+                    .map(|p| ProtoEvent::Exchange(p.unanswered())),
+            );
+        }
+        self.queue.push_back(command);
+    }
+
+    /// The connection ended: every command still waiting got no reply.
+    pub fn end(&mut self, out: &mut Vec<ProtoEvent>) {
+        self.room.give_back(Self::drawn(self.queue.len()));
+        out.extend(
+            self.queue
+                .drain(..)
+                .map(|p| ProtoEvent::Exchange(p.unanswered())),
+        );
+    }
+}
+
+impl<P> std::ops::Deref for Awaiting<P> {
+    type Target = VecDeque<P>;
+
+    /// Read access; changes go through the methods above, which keep the room's count.
+    fn deref(&self) -> &VecDeque<P> {
+        &self.queue
+    }
+}
+
+impl<P> Drop for Awaiting<P> {
+    fn drop(&mut self) {
+        self.room.give_back(Self::drawn(self.queue.len()));
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -375,4 +437,63 @@ pub trait Dissector {
     fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>);
     /// The connection ended: report what is unfinished (an unanswered command, a message cut off).
     fn end(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command known by its number.
+    struct Numbered(usize);
+
+    impl AwaitsReply for Numbered {
+        fn unanswered(self) -> Exchange {
+            let command = Command {
+                line: format!("NOOP {}", self.0),
+                verb: "NOOP".into(),
+                ts: Timestamp::default(),
+                end_offset: 0,
+            };
+            Exchange::unanswered(command, false)
+        }
+    }
+
+    fn given_up(out: &[ProtoEvent]) -> Vec<&str> {
+        out.iter()
+            .filter_map(|e| e.as_exchange()?.command.as_ref())
+            .map(|c| c.line.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn commands_past_the_free_ones_share_one_room() {
+        let room = Room::new(2);
+        let (mut first, mut second) = (Awaiting::new(&room), Awaiting::new(&room));
+        let mut out = Vec::new();
+        for n in 0..FREE_AWAITING + 2 {
+            first.push(Numbered(n), &mut out);
+        }
+        assert!(out.is_empty(), "two past the free ones fit in the room");
+        for n in 0..FREE_AWAITING + 1 {
+            second.push(Numbered(n), &mut out);
+        }
+        // No room left: the second connection gives up its own oldest, and keeps as many.
+        assert_eq!(given_up(&out), ["NOOP 0"]);
+        assert_eq!(second.len(), FREE_AWAITING);
+
+        // An answer, the end of a connection, a dropped connection: each gives room back.
+        out.clear();
+        assert!(first.take(0).is_some());
+        second.push(Numbered(100), &mut out);
+        assert!(out.is_empty());
+        first.end(&mut out);
+        assert_eq!(out.len(), FREE_AWAITING + 1);
+        drop(second);
+        let mut third = Awaiting::new(&room);
+        out.clear();
+        for n in 0..FREE_AWAITING + 2 {
+            third.push(Numbered(n), &mut out);
+        }
+        assert!(out.is_empty());
+    }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::capture::Timestamp;
 use crate::mime::{self, MessageView};
 use crate::ports::Service;
-use crate::proto::message::{Held, MessageRoom};
+use crate::proto::room::{Held, Room, Rooms};
 use crate::proto::{
     CapturedMessage, Dissector, ImapDissector, Note, NoteKind, Pop3Dissector, ProtoEvent,
     SmtpDissector,
@@ -104,8 +104,8 @@ pub struct Connections<E: Events> {
     pub followed: Vec<KeyLogFile>,
     /// `--redact`: passwords and tokens never leave the session layer.
     pub redact: bool,
-    /// Where the messages in progress are kept, shared with the other workers' connections.
-    pub room: MessageRoom,
+    /// What all connections hold together, shared with the other workers' connections.
+    pub rooms: Rooms,
     last_poll: Option<Instant>,
 }
 
@@ -119,7 +119,7 @@ impl<E: Events> Connections<E> {
             keys_may_come: false,
             followed: Vec::new(),
             redact: false,
-            room: MessageRoom::default(),
+            rooms: Rooms::default(),
             last_poll: None,
         }
     }
@@ -142,11 +142,11 @@ impl<E: Events> Connections<E> {
             let event = match event {
                 ProtoEvent::Message(captured) => {
                     if captured.out_of_room {
-                        let note = out_of_room(&captured, self.room.limit());
+                        let note = out_of_room(&captured, self.rooms.messages.limit());
                         self.out
                             .event(id, SessionEvent::Proto(ProtoEvent::Note(note)));
                     }
-                    SessionEvent::Message(Box::new(prepare(captured, &self.room)))
+                    SessionEvent::Message(Box::new(prepare(captured, &self.rooms.messages)))
                 }
                 ProtoEvent::Auth(mut attempt) if self.redact => {
                     attempt.secret = attempt.secret.map(|_| Secret::new(REDACTED));
@@ -159,7 +159,7 @@ impl<E: Events> Connections<E> {
     }
 }
 
-fn prepare(captured: CapturedMessage, room: &MessageRoom) -> PreparedMessage {
+fn prepare(captured: CapturedMessage, room: &Room) -> PreparedMessage {
     let view = mime::parse(&captured.bytes);
     // Only a message with a Message-ID can be seen again: only its body is hashed.
     let body_hash = view
@@ -176,14 +176,11 @@ fn prepare(captured: CapturedMessage, room: &MessageRoom) -> PreparedMessage {
     }
 }
 
-fn dissector_for(
-    service: Option<Service>,
-    room: &MessageRoom,
-) -> Option<Box<dyn Dissector + Send>> {
+fn dissector_for(service: Option<Service>, rooms: &Rooms) -> Option<Box<dyn Dissector + Send>> {
     match service? {
-        Service::Smtp | Service::Smtps => Some(Box::new(SmtpDissector::with_room(room))),
-        Service::Pop3 | Service::Pop3s => Some(Box::new(Pop3Dissector::with_room(room))),
-        Service::Imap | Service::Imaps => Some(Box::new(ImapDissector::with_room(room))),
+        Service::Smtp | Service::Smtps => Some(Box::new(SmtpDissector::with_rooms(rooms))),
+        Service::Pop3 | Service::Pop3s => Some(Box::new(Pop3Dissector::with_rooms(rooms))),
+        Service::Imap | Service::Imaps => Some(Box::new(ImapDissector::with_rooms(rooms))),
     }
 }
 
@@ -214,9 +211,9 @@ fn mode_of(service: Option<Service>) -> TlsMode {
 impl Connection {
     /// The dissector, made when the connection first has something for it: a flood of
     /// connections that never send a byte stays small.
-    fn dissector(&mut self, room: &MessageRoom) -> Option<&mut (dyn Dissector + Send + 'static)> {
+    fn dissector(&mut self, rooms: &Rooms) -> Option<&mut (dyn Dissector + Send + 'static)> {
         if self.dissector.is_none() {
-            self.dissector = dissector_for(self.service, room);
+            self.dissector = dissector_for(self.service, rooms);
         }
         self.dissector.as_deref_mut()
     }
@@ -225,7 +222,7 @@ impl Connection {
 /// What one connection's bytes go through, and what they report to.
 struct Feed<'a, E: Events> {
     id: u64,
-    room: &'a MessageRoom,
+    rooms: &'a Rooms,
     keys: &'a KeyLog,
     keys_may_come: bool,
     events: &'a mut Vec<ProtoEvent>,
@@ -242,7 +239,7 @@ impl<E: Events> Feed<'_, E> {
             self.tls(conn, out);
             return;
         }
-        if let Some(d) = conn.dissector(self.room) {
+        if let Some(d) = conn.dissector(self.rooms) {
             d.data(direction, bytes, ts, self.events);
         }
         let held = self.events.iter_mut().find_map(|e| match e {
@@ -282,7 +279,7 @@ impl<E: Events> Feed<'_, E> {
                     ts,
                 } => {
                     self.out.decrypted(self.id, direction, &bytes);
-                    if let Some(d) = conn.dissector(self.room) {
+                    if let Some(d) = conn.dissector(self.rooms) {
                         d.data(direction, &bytes, ts, self.events);
                     }
                     continue;
@@ -368,7 +365,7 @@ impl<E: Events> StreamSink for Connections<E> {
         };
         let mut feed = Feed {
             id: flow.id,
-            room: &self.room,
+            rooms: &self.rooms,
             keys: &self.keys,
             keys_may_come: self.keys_may_come,
             events: &mut self.events,
@@ -399,7 +396,7 @@ impl<E: Events> StreamSink for Connections<E> {
                     let mut out = Vec::new();
                     tls.gap(direction, len, ts, &mut out);
                     feed.tls(conn, out);
-                } else if let Some(d) = conn.dissector(feed.room) {
+                } else if let Some(d) = conn.dissector(feed.rooms) {
                     d.gap(direction, len, ts, feed.events);
                 }
             }
@@ -416,7 +413,7 @@ impl<E: Events> StreamSink for Connections<E> {
         if let Some(mut conn) = self.live.remove(&id) {
             let mut feed = Feed {
                 id,
-                room: &self.room,
+                rooms: &self.rooms,
                 keys: &self.keys,
                 keys_may_come: self.keys_may_come,
                 events: &mut self.events,

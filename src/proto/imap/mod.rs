@@ -20,14 +20,13 @@ pub mod catalog;
 pub mod parser;
 pub mod units;
 
-use std::collections::VecDeque;
-
 use super::framing::{Inbox, MAX_MESSAGE_BYTES};
-use super::message::{MessageBuilder, MessageRoom};
+use super::message::MessageBuilder;
+use super::room::{Room, Rooms};
 use super::sasl::Sasl;
 use super::{
-    await_reply, end_awaiting, note, take_answered, AuthAttempt, AwaitsReply, CapturedMessage,
-    Command, Dissector, Exchange, MailboxState, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
+    note, AuthAttempt, Awaiting, AwaitsReply, CapturedMessage, Command, Dissector, Exchange,
+    MailboxState, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -133,7 +132,7 @@ pub struct ImapDissector {
     client_reader: UnitReader,
     server_reader: UnitReader,
     mode: ClientMode,
-    pending: VecDeque<Pending>,
+    pending: Awaiting<Pending>,
     /// The client holds a synchronising literal until the server's `+`.
     awaiting_continuation: bool,
     /// The selected mailbox as both sides see it, and one being selected (until its OK).
@@ -143,7 +142,7 @@ pub struct ImapDissector {
     sasl: Option<Sasl>,
     greeted: bool,
     chunked: Option<Chunked>,
-    room: MessageRoom,
+    message_room: Room,
     /// The selected mailbox's messages as the dialogue identifies them.
     catalog: Catalog,
     /// Messages reported so far: the next one's number in the session.
@@ -178,21 +177,22 @@ fn literal_bytes(unit: &mut Unit) -> Vec<Vec<u8>> {
 
 impl Default for ImapDissector {
     fn default() -> Self {
-        ImapDissector::with_room(&MessageRoom::default())
+        ImapDissector::with_rooms(&Rooms::default())
     }
 }
 
 impl ImapDissector {
-    /// A dissector whose messages are kept in `room`, with other connections'.
-    pub fn with_room(room: &MessageRoom) -> Self {
+    /// A dissector whose messages and awaiting commands count in `rooms`, with other
+    /// connections'.
+    pub fn with_rooms(rooms: &Rooms) -> Self {
         ImapDissector {
             client: Inbox::default(),
             server: Inbox::default(),
-            client_reader: UnitReader::client(room),
-            server_reader: UnitReader::server(room),
-            room: room.clone(),
+            client_reader: UnitReader::client(&rooms.messages),
+            server_reader: UnitReader::server(&rooms.messages),
+            message_room: rooms.messages.clone(),
             mode: ClientMode::Command,
-            pending: VecDeque::new(),
+            pending: Awaiting::new(&rooms.awaiting),
             awaiting_continuation: false,
             state: None,
             selecting: None,
@@ -290,7 +290,7 @@ impl Dissector for ImapDissector {
         if let Some(sasl) = self.sasl.take() {
             out.push(ProtoEvent::Auth(sasl.attempt(None, ts)));
         }
-        end_awaiting(&mut self.pending, out);
+        self.pending.end(out);
         let [c, s] = self.opaque;
         if c + s > 0 {
             note(out, NoteKind::Malformed, Direction::ClientToServer, ts, format!("past a broken deflate stream: {c} bytes from the client and {s} from the server, not decoded"));
@@ -562,7 +562,7 @@ impl ImapDissector {
             kind,
             untagged: Vec::new(),
         };
-        await_reply(&mut self.pending, pending, out);
+        self.pending.push(pending, out);
     }
 
     fn read_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
@@ -778,7 +778,7 @@ impl ImapDissector {
             }
             self.chunked = Some(Chunked {
                 slot,
-                message: MessageBuilder::new(ts, &self.room),
+                message: MessageBuilder::new(ts, &self.message_room),
             });
         }
         if let Some(c) = &mut self.chunked {
@@ -818,7 +818,7 @@ impl ImapDissector {
             }
         }
         let found = self.pending.iter().position(|p| p.tag == tag);
-        let Some(pending) = found.and_then(|index| take_answered(&mut self.pending, index)) else {
+        let Some(pending) = found.and_then(|index| self.pending.take(index)) else {
             note(
                 out,
                 NoteKind::Malformed,

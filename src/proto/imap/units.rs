@@ -7,7 +7,8 @@
 
 use crate::capture::Timestamp;
 use crate::proto::framing::{Inbox, Line, MAX_MESSAGE_BYTES};
-use crate::proto::message::{MessageBuilder, MessageRoom};
+use crate::proto::message::MessageBuilder;
+use crate::proto::room::Room;
 
 /// IMAP lines (without literals) are kept up to this length; longer ones are cut and noted.
 pub const MAX_IMAP_LINE_BYTES: usize = 256 * 1024;
@@ -53,7 +54,7 @@ pub enum Step {
     Progress,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UnitReader {
     /// Whether this side waits before a synchronising literal: clients do, servers never.
     waits_for_continuation: bool,
@@ -65,12 +66,12 @@ pub struct UnitReader {
     /// A literal announced more than a message keeps: its size and when, until told.
     pub oversized: Option<(u64, Timestamp)>,
     /// Where literals are kept (each is a message, or part of one).
-    room: MessageRoom,
+    room: Room,
 }
 
 impl UnitReader {
     /// The reader of a client's commands.
-    pub fn client(room: &MessageRoom) -> UnitReader {
+    pub fn client(room: &Room) -> UnitReader {
         UnitReader {
             waits_for_continuation: true,
             ..UnitReader::server(room)
@@ -78,10 +79,14 @@ impl UnitReader {
     }
 
     /// The reader of a server's responses.
-    pub fn server(room: &MessageRoom) -> UnitReader {
+    pub fn server(room: &Room) -> UnitReader {
         UnitReader {
+            waits_for_continuation: false,
+            unit: None,
+            remaining: 0,
+            held: false,
+            oversized: None,
             room: room.clone(),
-            ..UnitReader::default()
         }
     }
 
@@ -204,7 +209,7 @@ mod tests {
     #[test]
     fn literal_bytes_are_counted_not_split_on_crlf() {
         let mut inbox = Inbox::default();
-        let mut reader = UnitReader::default();
+        let mut reader = UnitReader::server(&crate::proto::room::Rooms::default().messages);
         inbox.push(
             b"* 1 FETCH (BODY[] {8}\r\nab\r\n\r\ncd)\r\n* 2 EXISTS\r\n",
             Timestamp(1),
@@ -233,7 +238,7 @@ mod tests {
     #[test]
     fn a_huge_claim_costs_only_what_arrives() {
         let mut inbox = Inbox::default();
-        let mut reader = UnitReader::default();
+        let mut reader = UnitReader::server(&crate::proto::room::Rooms::default().messages);
         inbox.push(b"* 1 FETCH (BODY[] {4000000000}\r\nshort", Timestamp(1));
         while !matches!(reader.step(&mut inbox), Step::Waiting) {}
         assert!(reader.in_progress());

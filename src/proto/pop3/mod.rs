@@ -7,14 +7,13 @@
 
 pub mod parser;
 
-use std::collections::VecDeque;
-
 use super::framing::{read_dot_body, DotBody, DotState, Inbox, Line};
-use super::message::{MessageBuilder, MessageRoom};
+use super::message::MessageBuilder;
+use super::room::{Room, Rooms};
 use super::sasl::Sasl;
 use super::{
-    await_reply, end_awaiting, note, note_overlong, take_answered, AuthAttempt, AwaitsReply,
-    Command, Dissector, Exchange, MailboxEntry, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
+    note, note_overlong, AuthAttempt, Awaiting, AwaitsReply, Command, Dissector, Exchange,
+    MailboxEntry, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -94,7 +93,7 @@ pub struct Pop3Dissector {
     client: Inbox,
     server: Inbox,
     mode: ClientMode,
-    pending: VecDeque<Pending>,
+    pending: Awaiting<Pending>,
     body: Option<Body>,
     sasl: Option<Sasl>,
     greeted: bool,
@@ -102,30 +101,31 @@ pub struct Pop3Dissector {
     /// The name of the last USER command, for the PASS that follows.
     pending_user: Option<String>,
     resync: [bool; 2],
-    room: MessageRoom,
+    message_room: Room,
 }
 
 impl Default for Pop3Dissector {
     fn default() -> Self {
-        Pop3Dissector::with_room(&MessageRoom::default())
+        Pop3Dissector::with_rooms(&Rooms::default())
     }
 }
 
 impl Pop3Dissector {
-    /// A dissector whose messages are kept in `room`, with other connections'.
-    pub fn with_room(room: &MessageRoom) -> Self {
+    /// A dissector whose messages and awaiting commands count in `rooms`, with other
+    /// connections'.
+    pub fn with_rooms(rooms: &Rooms) -> Self {
         Pop3Dissector {
             client: Inbox::default(),
             server: Inbox::default(),
             mode: ClientMode::Command,
-            pending: VecDeque::new(),
+            pending: Awaiting::new(&rooms.awaiting),
             body: None,
             sasl: None,
             greeted: false,
             apop_timestamp: None,
             pending_user: None,
             resync: [false; 2],
-            room: room.clone(),
+            message_room: rooms.messages.clone(),
         }
     }
 }
@@ -216,7 +216,7 @@ impl Dissector for Pop3Dissector {
         if let Some(sasl) = self.sasl.take() {
             out.push(ProtoEvent::Auth(sasl.attempt(None, ts)));
         }
-        end_awaiting(&mut self.pending, out);
+        self.pending.end(out);
     }
 }
 
@@ -235,7 +235,7 @@ impl Pop3Dissector {
 
     /// A command that awaits its reply.
     fn push(&mut self, pending: Pending, out: &mut Vec<ProtoEvent>) {
-        await_reply(&mut self.pending, pending, out);
+        self.pending.push(pending, out);
     }
 
     fn client_line(&mut self, line: Line, out: &mut Vec<ProtoEvent>) {
@@ -361,7 +361,7 @@ impl Pop3Dissector {
             }));
             return true;
         }
-        let Some(pending) = take_answered(&mut self.pending, 0) else {
+        let Some(pending) = self.pending.take(0) else {
             out.push(ProtoEvent::Exchange(Exchange {
                 command: None,
                 reply: Some(reply_of(&line, Vec::new())),
@@ -383,7 +383,7 @@ impl Pop3Dissector {
                     _ => None,
                 };
                 let message = matches!(pending.kind, Kind::Retr | Kind::Top)
-                    .then(|| MessageBuilder::announced(line.ts, size, &self.room));
+                    .then(|| MessageBuilder::announced(line.ts, size, &self.message_room));
                 self.body = Some(Body {
                     pending,
                     status: line,

@@ -11,14 +11,13 @@
 
 pub mod parser;
 
-use std::collections::VecDeque;
-
 use super::framing::{read_dot_body, DotBody, DotState, Inbox, Line};
-use super::message::{MessageBuilder, MessageRoom};
+use super::message::MessageBuilder;
+use super::room::{Room, Rooms};
 use super::sasl::Sasl;
 use super::{
-    await_reply, end_awaiting, note, note_overlong, take_answered, AwaitsReply, Command, Dissector,
-    Exchange, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
+    note, note_overlong, Awaiting, AwaitsReply, Command, Dissector, Exchange, NoteKind, ProtoEvent,
+    Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::tcp::Direction;
@@ -86,12 +85,12 @@ pub struct SmtpDissector {
     client: Inbox,
     server: Inbox,
     mode: ClientMode,
-    pending: VecDeque<Pending>,
+    pending: Awaiting<Pending>,
     /// Lines of a multi-line reply received so far.
     reply_lines: Vec<Line>,
     transaction: Transaction,
     message: Option<MessageBuilder>,
-    room: MessageRoom,
+    message_room: Room,
     sasl: Option<Sasl>,
     /// Skipping to the next line that parses, after a gap: [client, server].
     resync: [bool; 2],
@@ -105,22 +104,23 @@ pub struct SmtpDissector {
 
 impl Default for SmtpDissector {
     fn default() -> Self {
-        SmtpDissector::with_room(&MessageRoom::default())
+        SmtpDissector::with_rooms(&Rooms::default())
     }
 }
 
 impl SmtpDissector {
-    /// A dissector whose messages are kept in `room`, with other connections'.
-    pub fn with_room(room: &MessageRoom) -> Self {
+    /// A dissector whose messages and awaiting commands count in `rooms`, with other
+    /// connections'.
+    pub fn with_rooms(rooms: &Rooms) -> Self {
         SmtpDissector {
             client: Inbox::default(),
             server: Inbox::default(),
             mode: ClientMode::Command,
-            pending: VecDeque::new(),
+            pending: Awaiting::new(&rooms.awaiting),
             reply_lines: Vec::new(),
             transaction: Transaction::default(),
             message: None,
-            room: room.clone(),
+            message_room: rooms.messages.clone(),
             sasl: None,
             resync: [false; 2],
             dropped_reported: [0; 2],
@@ -239,7 +239,7 @@ impl Dissector for SmtpDissector {
         if let Some(sasl) = self.sasl.take() {
             out.push(ProtoEvent::Auth(sasl.attempt(None, ts)));
         }
-        end_awaiting(&mut self.pending, out);
+        self.pending.end(out);
         for (direction, held) in [
             (Direction::ClientToServer, self.client.held()),
             (Direction::ServerToClient, self.server.held()),
@@ -363,7 +363,7 @@ impl SmtpDissector {
             "BDAT" => match parser::bdat_args(command.args) {
                 Some((size, last)) => {
                     self.message
-                        .get_or_insert_with(|| MessageBuilder::new(line.ts, &self.room));
+                        .get_or_insert_with(|| MessageBuilder::new(line.ts, &self.message_room));
                     self.push_command(text.clone(), verb, &line, Kind::Bdat { last }, false, out);
                     self.mode = ClientMode::Bdat { remaining: size };
                     return;
@@ -432,7 +432,7 @@ impl SmtpDissector {
             kind,
             unknown,
         };
-        await_reply(&mut self.pending, pending, out);
+        self.pending.push(pending, out);
     }
 
     /// RFC 5321 2.3.8: commands end with CRLF, and CR and LF appear nowhere else.
@@ -464,7 +464,7 @@ impl SmtpDissector {
         let ClientMode::Data { state } = &mut self.mode else {
             return false;
         };
-        let room = &self.room;
+        let room = &self.message_room;
         let message = self
             .message
             .get_or_insert_with(|| MessageBuilder::new(Timestamp::default(), room));
@@ -616,11 +616,7 @@ impl SmtpDissector {
             && matches!(reply.code.as_str(), "220" | "421" | "554")
             && !matches!(self.pending.front().map(|p| &p.kind), Some(Kind::StartTls));
         self.replied = true;
-        let pending = if greeting {
-            None
-        } else {
-            take_answered(&mut self.pending, 0)
-        };
+        let pending = if greeting { None } else { self.pending.take(0) };
         let Some(pending) = pending else {
             out.push(ProtoEvent::Exchange(Exchange {
                 command: None,
@@ -650,7 +646,7 @@ impl SmtpDissector {
                     self.message = Some(MessageBuilder::announced(
                         reply.ts,
                         self.transaction.announced_size,
-                        &self.room,
+                        &self.message_room,
                     ));
                     ClientMode::Data {
                         state: DotState::default(),
