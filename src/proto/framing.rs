@@ -48,8 +48,10 @@ impl Line {
     }
 }
 
-/// Room an empty inbox keeps for the next bytes.
-const IDLE_BUFFER_CAPACITY: usize = 16 << 10;
+/// Room an empty inbox keeps for the next bytes: a few lines. Both inboxes of every idle
+/// connection keep it (16 KiB each was 20 KB of each idle connection's 46), and a busy one
+/// reallocates when it empties at no measurable cost.
+const IDLE_BUFFER_CAPACITY: usize = 2 << 10;
 
 #[derive(Debug, Default)]
 pub struct Inbox {
