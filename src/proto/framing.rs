@@ -65,10 +65,23 @@ pub struct Inbox {
     discarding: bool,
     /// Bytes dropped: the held limit was reached, or the tail of an overlong line.
     pub dropped: u64,
+    /// Of those, the bytes already noted.
+    noted: u64,
     last_ts: Timestamp,
 }
 
 impl Inbox {
+    /// Bytes dropped that are to be noted now: the first drop at once, the rest summed up at
+    /// the end (a gigabyte line would otherwise give a note per segment).
+    pub fn drops_to_note(&mut self, at_end: bool) -> Option<u64> {
+        let new = self.dropped - self.noted;
+        if new == 0 || (self.noted > 0 && !at_end) {
+            return None;
+        }
+        self.noted = self.dropped;
+        Some(new)
+    }
+
     pub fn push(&mut self, bytes: &[u8], ts: Timestamp) {
         self.last_ts = ts;
         let room = MAX_HELD_BYTES.saturating_sub(self.held());

@@ -395,6 +395,29 @@ pub(crate) trait TwoSides {
     }
 }
 
+/// Notes the bytes each side's inbox dropped at a limit (see [`framing::Inbox::drops_to_note`]).
+pub(crate) fn note_drops(
+    client: &mut framing::Inbox,
+    server: &mut framing::Inbox,
+    ts: Timestamp,
+    at_end: bool,
+    out: &mut Vec<ProtoEvent>,
+) {
+    for (direction, inbox) in [
+        (Direction::ClientToServer, client),
+        (Direction::ServerToClient, server),
+    ] {
+        if let Some(dropped) = inbox.drops_to_note(at_end) {
+            let text = format!(
+                "{dropped} bytes dropped: the rest of an overlong line, or what a side sent \
+                 while it waited, past {} MiB",
+                framing::MAX_HELD_BYTES >> 20
+            );
+            note(out, NoteKind::Limit, direction, ts, text);
+        }
+    }
+}
+
 /// Notes a command line cut at its length limit.
 pub(crate) fn note_overlong(out: &mut Vec<ProtoEvent>, line: &framing::Line) {
     if line.overlong {

@@ -25,8 +25,8 @@ use super::message::MessageBuilder;
 use super::room::{Room, Rooms};
 use super::sasl::Sasl;
 use super::{
-    note, AuthAttempt, Awaiting, AwaitsReply, CapturedMessage, Command, Dissector, Exchange,
-    MailboxState, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
+    note, note_drops, AuthAttempt, Awaiting, AwaitsReply, CapturedMessage, Command, Dissector,
+    Exchange, MailboxState, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -224,12 +224,14 @@ impl Dissector for ImapDissector {
         }
         if direction.pick(&self.inflaters).is_some() {
             self.inflate(direction, bytes, ts, true, out);
+            note_drops(&mut self.client, &mut self.server, ts, false, out);
             return;
         }
         match direction {
             Direction::ClientToServer => self.client.push(bytes, ts),
             Direction::ServerToClient => self.server.push(bytes, ts),
         }
+        note_drops(&mut self.client, &mut self.server, ts, false, out);
         self.pump(out);
     }
 
@@ -272,6 +274,7 @@ impl Dissector for ImapDissector {
     }
 
     fn end(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+        note_drops(&mut self.client, &mut self.server, ts, true, out);
         for (direction, reader) in [
             (Direction::ClientToServer, &mut self.client_reader),
             (Direction::ServerToClient, &mut self.server_reader),
@@ -933,6 +936,28 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn the_dropped_rest_of_an_overlong_line_is_noted() {
+        let mut d = ImapDissector::default();
+        let line = [&b"a1 NOOP "[..], &vec![b'x'; 300_000], b"\r\n"].concat();
+        let mut out = feed(&mut d, &[(S, b"* OK ready\r\n"), (C, &line)]);
+        d.end(Timestamp(0), &mut out);
+        let limits: Vec<&str> = out
+            .iter()
+            .filter_map(|e| match e {
+                ProtoEvent::Note(n) if n.kind == NoteKind::Limit => Some(n.text.as_str()),
+                _ => None,
+            })
+            .collect();
+        let dropped = line.len() - units::MAX_IMAP_LINE_BYTES;
+        assert!(
+            limits
+                .iter()
+                .any(|t| t.starts_with(&format!("{dropped} bytes dropped"))),
+            "{limits:?}"
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ use super::message::MessageBuilder;
 use super::room::{Room, Rooms};
 use super::sasl::Sasl;
 use super::{
-    note, note_overlong, AuthAttempt, Awaiting, AwaitsReply, Command, Dissector, Exchange,
-    MailboxEntry, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
+    note, note_drops, note_overlong, AuthAttempt, Awaiting, AwaitsReply, Command, Dissector,
+    Exchange, MailboxEntry, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -166,6 +166,7 @@ impl Dissector for Pop3Dissector {
             Direction::ClientToServer => self.client.push(bytes, ts),
             Direction::ServerToClient => self.server.push(bytes, ts),
         }
+        note_drops(&mut self.client, &mut self.server, ts, false, out);
         self.pump(out);
     }
 
@@ -203,6 +204,7 @@ impl Dissector for Pop3Dissector {
     }
 
     fn end(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+        note_drops(&mut self.client, &mut self.server, ts, true, out);
         if let Some(body) = self.body.take() {
             note(
                 out,

@@ -16,8 +16,8 @@ use super::message::MessageBuilder;
 use super::room::{Room, Rooms};
 use super::sasl::Sasl;
 use super::{
-    note, note_overlong, Awaiting, AwaitsReply, Command, Dissector, Exchange, NoteKind, ProtoEvent,
-    Reply, TwoSides, Upgrade,
+    note, note_drops, note_overlong, Awaiting, AwaitsReply, Command, Dissector, Exchange, NoteKind,
+    ProtoEvent, Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::tcp::Direction;
@@ -94,8 +94,6 @@ pub struct SmtpDissector {
     sasl: Option<Sasl>,
     /// Skipping to the next line that parses, after a gap: [client, server].
     resync: [bool; 2],
-    /// Held bytes already reported as dropped.
-    dropped_reported: [u64; 2],
     /// A command line with a bare CR or LF was already noted (once per session is enough).
     bare_line_end_noted: bool,
     /// A reply was read: the first one may be the greeting.
@@ -123,7 +121,6 @@ impl SmtpDissector {
             message_room: rooms.messages.clone(),
             sasl: None,
             resync: [false; 2],
-            dropped_reported: [0; 2],
             bare_line_end_noted: false,
             replied: false,
         }
@@ -146,7 +143,7 @@ impl Dissector for SmtpDissector {
             Direction::ClientToServer => self.client.push(bytes, ts),
             Direction::ServerToClient => self.server.push(bytes, ts),
         }
-        self.report_drops(ts, false, out);
+        note_drops(&mut self.client, &mut self.server, ts, false, out);
         self.pump(out);
     }
 
@@ -207,7 +204,7 @@ impl Dissector for SmtpDissector {
     }
 
     fn end(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
-        self.report_drops(ts, true, out);
+        note_drops(&mut self.client, &mut self.server, ts, true, out);
         if let Some(message) = self.message.take() {
             note(
                 out,
@@ -258,30 +255,6 @@ impl Dissector for SmtpDissector {
 }
 
 impl SmtpDissector {
-    /// Notes bytes dropped at a limit: the first drop each way at once, the rest summed up at
-    /// the end (a gigabyte line would otherwise give a note per segment).
-    fn report_drops(&mut self, ts: Timestamp, at_end: bool, out: &mut Vec<ProtoEvent>) {
-        for (direction, dropped) in [
-            (Direction::ClientToServer, self.client.dropped),
-            (Direction::ServerToClient, self.server.dropped),
-        ] {
-            let reported = direction.pick_mut(&mut self.dropped_reported);
-            if dropped > *reported && (*reported == 0 || at_end) {
-                note(
-                    out,
-                    NoteKind::Limit,
-                    direction,
-                    ts,
-                    format!(
-                        "{} bytes dropped: the line or held data exceeded its limit",
-                        dropped - *reported
-                    ),
-                );
-                *reported = dropped;
-            }
-        }
-    }
-
     fn read_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
         let mut progress = false;
         loop {
