@@ -40,8 +40,9 @@ impl<F: Formatter> Formatter for Escaping<F> {
         fragment: &str,
     ) -> io::Result<()> {
         // Everything that needs escaping starts with a byte of 0x7f or more: plain ASCII, the
-        // usual case, is written as it is without decoding characters.
-        if fragment.bytes().all(|b| b < 0x7f) {
+        // usual case, is written as it is without decoding characters (checked a word and a
+        // vector at a time, not a byte at a time).
+        if fragment.is_ascii() && memchr::memchr(0x7f, fragment.as_bytes()).is_none() {
             return writer.write_all(fragment.as_bytes());
         }
         let mut rest = fragment;
