@@ -223,7 +223,7 @@ pub struct CapturedMessage {
     /// True when the message was longer than what was kept of it.
     pub truncated: bool,
     /// What was kept was cut short because the messages in progress had filled the room they
-    /// share ([`message::MessageRoom`]), not by the message's own limit.
+    /// share ([`room::Rooms::messages`]), not by the message's own limit.
     pub out_of_room: bool,
     /// Only part of a message by design (POP3 TOP, an IMAP header or section fetch).
     pub partial: bool,
