@@ -346,6 +346,16 @@ impl Run {
         assert_eq!(found, count, "{kind} findings: {:#?}", self.findings);
     }
 
+    /// Exactly `count` findings say `detail`.
+    fn assert_detail_count(&self, detail: &str, count: usize) {
+        let found = self
+            .findings
+            .iter()
+            .filter(|f| f["detail"] == detail)
+            .count();
+        assert_eq!(found, count, "findings: {:#?}", self.findings);
+    }
+
     fn assert_under(&self, mb: f64) {
         assert!(self.success, "exit status; stderr:\n{}", self.stderr);
         assert!(
@@ -395,6 +405,26 @@ fn smtp_until_data<W: Write>(cap: &mut Capture<W>, conn: &mut Conn) {
 
 fn evil_client(port: u16) -> SocketAddrV4 {
     addr([10, 6, 6, 6], port)
+}
+
+/// `count` connections from evil clients (ports 20,000 and on), the n-th to the server's port
+/// `port(n)` with the traffic `each` gives it (told n), all still open when the last one is made; then
+/// each closes in turn.
+fn open_at_once<W: Write>(
+    cap: &mut Capture<W>,
+    count: u16,
+    port: impl Fn(u16) -> u16,
+    mut each: impl FnMut(&mut Capture<W>, &mut Conn, u16),
+) {
+    let mut conns = Vec::new();
+    for n in 0..count {
+        let mut conn = Conn::open(cap, evil_client(20_000 + n), addr(SERVER, port(n)));
+        each(cap, &mut conn, n);
+        conns.push(conn);
+    }
+    for conn in &mut conns {
+        conn.close(cap);
+    }
 }
 
 #[test]
@@ -708,12 +738,7 @@ fn commands_that_get_no_reply() {
     run.assert_honest_message();
     // Every command is still reported, as an exchange without a reply.
     assert_eq!(run.counts["exchange"], 3 * COMMANDS as u64 + 7);
-    let detail = format!("{COMMANDS} command(s) got no reply: NOOP");
-    let unanswered = run
-        .findings
-        .iter()
-        .filter(|f| f["detail"] == detail.as_str());
-    assert_eq!(unanswered.count(), 3, "findings: {:#?}", run.findings);
+    run.assert_detail_count(&format!("{COMMANDS} command(s) got no reply: NOOP"), 3);
 }
 
 /// Thousands of connections, each with more commands awaiting replies than an honest client
@@ -727,16 +752,13 @@ fn many_connections_awaiting_replies() {
         &[],
         move |cap| {
             honest_smtp(cap);
-            let mut conns = Vec::new();
-            for n in 0..CONNECTIONS {
-                let (port, command) = clients[usize::from(n) % clients.len()];
-                let mut conn = Conn::open(cap, evil_client(20_000 + n), addr(SERVER, port));
-                conn.send(cap, C, command.repeat(COMMANDS).as_bytes());
-                conns.push(conn);
-            }
-            for conn in &mut conns {
-                conn.close(cap);
-            }
+            let client = |n: u16| clients[usize::from(n) % clients.len()];
+            open_at_once(
+                cap,
+                CONNECTIONS,
+                |n| client(n).0,
+                |cap, conn, n| conn.send(cap, C, client(n).1.repeat(COMMANDS).as_bytes()),
+            );
         },
         is_honest,
     );
@@ -747,12 +769,10 @@ fn many_connections_awaiting_replies() {
         run.counts["exchange"],
         u64::from(CONNECTIONS) * COMMANDS as u64 + 7
     );
-    let detail = format!("{COMMANDS} command(s) got no reply: NOOP");
-    let unanswered = run
-        .findings
-        .iter()
-        .filter(|f| f["detail"] == detail.as_str());
-    assert_eq!(unanswered.count(), usize::from(CONNECTIONS));
+    run.assert_detail_count(
+        &format!("{COMMANDS} command(s) got no reply: NOOP"),
+        usize::from(CONNECTIONS),
+    );
 }
 
 /// Brute-force attempts in one SMTP session: AUTH PLAIN as `admin` with passwords `guess-0`
@@ -892,19 +912,18 @@ fn idle_connections_after_a_burst() {
         |cap| {
             honest_smtp(cap);
             let long_line = format!("NOOP {}\r\n", "x".repeat(50_000));
-            let mut conns = Vec::new();
-            for n in 0..CONNECTIONS {
-                let mut conn = Conn::open(cap, evil_client(20_000 + n), addr(SERVER, 25));
-                conn.send(cap, S, b"220 mx.example.test ESMTP\r\n");
-                conn.send(cap, C, long_line.as_bytes());
-                conn.send(cap, S, b"250 2.0.0 Ok\r\n");
-                conn.send(cap, C, "NOOP\r\n".repeat(COMMANDS).as_bytes());
-                conn.send(cap, S, "250 2.0.0 Ok\r\n".repeat(COMMANDS).as_bytes());
-                conns.push(conn);
-            }
-            for conn in &mut conns {
-                conn.close(cap);
-            }
+            open_at_once(
+                cap,
+                CONNECTIONS,
+                |_| 25,
+                |cap, conn, _| {
+                    conn.send(cap, S, b"220 mx.example.test ESMTP\r\n");
+                    conn.send(cap, C, long_line.as_bytes());
+                    conn.send(cap, S, b"250 2.0.0 Ok\r\n");
+                    conn.send(cap, C, "NOOP\r\n".repeat(COMMANDS).as_bytes());
+                    conn.send(cap, S, "250 2.0.0 Ok\r\n".repeat(COMMANDS).as_bytes());
+                },
+            );
         },
         is_honest,
     );

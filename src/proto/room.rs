@@ -88,16 +88,6 @@ pub struct Held {
     amount: usize,
 }
 
-impl Held {
-    /// Moves the count to a new ticket, leaving this one empty.
-    pub fn take(&mut self) -> Held {
-        Held {
-            room: self.room.clone(),
-            amount: std::mem::take(&mut self.amount),
-        }
-    }
-}
-
 impl Drop for Held {
     fn drop(&mut self) {
         self.room.give_back(self.amount);

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use crate::capture::Timestamp;
+use crate::proto::room::Held;
 use crate::proto::{MailboxEntry, Note, NoteKind, ProtoEvent};
 use crate::tcp::{Direction, FlowEnd};
 
@@ -149,10 +150,9 @@ impl<S: SessionSink> Events for Sessions<S> {
             SessionEvent::TlsInfo(info) => open.session.tls.set_info(info),
             SessionEvent::Gap => open.session.gaps += 1,
             SessionEvent::Proto(event) => apply(&mut open.session, event, &mut self.sink),
-            SessionEvent::Message(mut prepared) => {
+            SessionEvent::Message(prepared) => {
                 // Counted in the room of messages until the outputs have had it.
-                let _held = prepared.held.take();
-                let message = link(open, *prepared, self.next_message, &mut self.journeys);
+                let (message, _held) = link(open, *prepared, self.next_message, &mut self.journeys);
                 self.next_message += 1;
                 open.session.messages += 1;
                 self.sink.message(&open.session, &message);
@@ -175,13 +175,19 @@ impl<S: SessionSink> Events for Sessions<S> {
 }
 
 /// A message given its id and the messages it is linked to: its parts or whole in this
-/// session, its earlier sightings, and for a bounce the message it reports on.
-fn link(open: &mut Open, prepared: PreparedMessage, id: u64, journeys: &mut Journeys) -> Message {
+/// session, its earlier sightings, and for a bounce the message it reports on; with the ticket
+/// that counts it in the room of messages.
+fn link(
+    open: &mut Open,
+    prepared: PreparedMessage,
+    id: u64,
+    journeys: &mut Journeys,
+) -> (Message, Held) {
     let PreparedMessage {
         captured,
         view,
         body_hash,
-        ..
+        held,
     } = prepared;
     let ids = &open.message_ids;
     let part_of = captured.part_of.and_then(|n| ids.get(n).copied());
@@ -214,7 +220,7 @@ fn link(open: &mut Open, prepared: PreparedMessage, id: u64, journeys: &mut Jour
         .as_ref()
         .and_then(|r| r.original_message_id.as_deref())
         .and_then(|original| journeys.first(original));
-    Message {
+    let message = Message {
         id,
         session: open.session.id,
         body_hash,
@@ -225,7 +231,8 @@ fn link(open: &mut Open, prepared: PreparedMessage, id: u64, journeys: &mut Jour
         seen_before,
         seen_count,
         reports_on,
-    }
+    };
+    (message, held)
 }
 
 /// Updates the session with one dissector event (other than a message) and passes it on.
