@@ -19,7 +19,6 @@
 //! for messages and awaiting commands are one for all workers (see [`crate::proto::room`]).
 
 use std::collections::HashMap;
-use std::iter::Peekable;
 use std::net::SocketAddr;
 use std::ops::{ControlFlow, Range};
 use std::panic;
@@ -335,7 +334,7 @@ impl Recorder {
             number: 0,
             phase: SEGMENT,
             births: HashMap::default(),
-            records: Vec::new(),
+            records: Vec::with_capacity(CHUNK_RECORDS),
             chunks,
         }
     }
@@ -347,7 +346,9 @@ impl Recorder {
 
     /// Sends what was recorded; false when the merge is gone.
     fn send(&mut self, round_end: bool) -> bool {
-        let records = std::mem::take(&mut self.records);
+        // Sized for a whole chunk: grown by doubling, a chunk's records were copied again and
+        // again into fresh memory.
+        let records = std::mem::replace(&mut self.records, Vec::with_capacity(CHUNK_RECORDS));
         self.chunks.send(Chunk { records, round_end }).is_ok()
     }
 }
@@ -421,7 +422,9 @@ fn merge<S: SessionSink>(outputs: &[Receiver<Chunk>], sessions: &mut Sessions<S>
 /// One worker's records as the merge reads them, a chunk at a time.
 struct MergeInput<'a> {
     output: &'a Receiver<Chunk>,
-    records: Peekable<std::vec::IntoIter<Tagged>>,
+    /// Read in place: a record is moved out once, when it is merged (they are large, and
+    /// each move of a record another core wrote costs more than its size suggests).
+    records: std::vec::IntoIter<Tagged>,
     round_end: bool,
 }
 
@@ -429,7 +432,7 @@ impl MergeInput<'_> {
     fn new(output: &Receiver<Chunk>) -> MergeInput<'_> {
         MergeInput {
             output,
-            records: Vec::new().into_iter().peekable(),
+            records: Vec::new().into_iter(),
             round_end: true,
         }
     }
@@ -442,7 +445,7 @@ impl MergeInput<'_> {
     fn refill(&mut self) -> bool {
         match self.output.recv() {
             Ok(chunk) => {
-                self.records = chunk.records.into_iter().peekable();
+                self.records = chunk.records.into_iter();
                 self.round_end = chunk.round_end;
                 true
             }
@@ -456,7 +459,7 @@ impl MergeInput<'_> {
     /// The tag of the worker's next record in this round, reading chunks as needed.
     fn next_tag(&mut self) -> Option<Tag> {
         loop {
-            if let Some((tag, ..)) = self.records.peek() {
+            if let Some((tag, ..)) = self.records.as_slice().first() {
                 return Some(*tag);
             }
             if self.round_end || !self.refill() {
