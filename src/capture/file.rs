@@ -224,7 +224,7 @@ impl PacketSource for FileSource {
                     break;
                 }
             };
-            reader.consume(offset);
+            reader.consume_noshift(offset);
             if step.is_break() {
                 break;
             }
