@@ -273,7 +273,7 @@ fn commands_and_reply_codes_agree_with_tshark() {
             let our_codes: BTreeSet<String> = exchanges
                 .iter()
                 .filter_map(|x| x.reply.as_ref())
-                .map(|r| r.code.clone())
+                .map(|r| r.code().to_string())
                 .collect();
             let what = format!("{file} session {} vs tshark stream {stream}", session.id);
             if our_commands.contains("BDAT") || session.gaps > 0 {

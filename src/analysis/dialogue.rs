@@ -33,7 +33,7 @@ pub fn evidence(exchange: &Exchange) -> Vec<String> {
         lines.push(format!("C: {}", c.line));
     }
     if let Some(r) = &exchange.reply {
-        lines.extend(r.lines.iter().take(3).map(|l| format!("S: {l}")));
+        lines.extend(r.lines().take(3).map(|l| format!("S: {l}")));
     }
     lines
 }
@@ -44,7 +44,7 @@ fn control_characters(watch: &mut Watch, exchange: &Exchange, found: &mut Found)
         return;
     }
     let command = exchange.command.as_ref().map(|c| &c.line);
-    let reply = exchange.reply.iter().flat_map(|r| &r.lines);
+    let reply = exchange.reply.iter().flat_map(Reply::lines);
     let sender = if command.is_some_and(|line| sanitize::has_controls(line)) {
         "client"
     } else if reply.into_iter().any(|line| sanitize::has_controls(line)) {
@@ -70,9 +70,9 @@ fn control_characters(watch: &mut Watch, exchange: &Exchange, found: &mut Found)
 /// Whether a reply says no: SMTP 4xx and 5xx, POP3 -ERR, IMAP NO and BAD.
 pub fn refused(protocol: Protocol, reply: &Reply) -> bool {
     match protocol {
-        Protocol::Smtp => reply.code.starts_with(['4', '5']),
-        Protocol::Pop3 => reply.code == "-ERR",
-        Protocol::Imap => matches!(reply.code.as_str(), "NO" | "BAD"),
+        Protocol::Smtp => reply.code().starts_with(['4', '5']),
+        Protocol::Pop3 => reply.code() == "-ERR",
+        Protocol::Imap => matches!(reply.code(), "NO" | "BAD"),
         Protocol::Unknown => false,
     }
 }
@@ -91,7 +91,7 @@ pub(super) fn exchange(
         // A reply nobody asked for: the greeting.
         if let (None, Some(reply)) = (&watch.greeting, &exchange.reply) {
             let host = match session.protocol {
-                Protocol::Smtp => reply.lines.first().and_then(|l| greeting_host(l)),
+                Protocol::Smtp => greeting_host(reply.first_line()),
                 _ => None,
             };
             watch.greeting = Some((reply.ts, host));
@@ -120,18 +120,18 @@ pub(super) fn exchange(
         (_, "STARTTLS" | "STLS") if refused => found.add(
             FindingKind::StartTlsRefused,
             reply.ts,
-            format!("the server answered {} to {verb}", reply.code),
+            format!("the server answered {} to {verb}", reply.code()),
             evidence(exchange),
         ),
         (Protocol::Smtp, "EHLO" | "HELO") => {
-            watch.ehlo_host = reply.lines.first().and_then(|l| greeting_host(l));
+            watch.ehlo_host = greeting_host(reply.first_line());
             helo_literal(session, argument, exchange, found);
         }
         (Protocol::Smtp, "MAIL") if !refused => {
             watch.in_transaction = true;
             watch.mail_command = Some(command.line.clone());
         }
-        (Protocol::Smtp, "RCPT") if refused && reply.code.starts_with('5') => {
+        (Protocol::Smtp, "RCPT") if refused && reply.code().starts_with('5') => {
             let ip = session.client.ip();
             let address = Some(path_address(argument));
             let refused = tally.alarm(ip, |c| &mut c.rejected_recipients, address);
@@ -151,7 +151,7 @@ pub(super) fn exchange(
         (Protocol::Smtp, "VRFY" | "EXPN") => {
             watch.vrfy_count += 1;
             remember(&mut watch.vrfy, &format!("{verb} {argument}"));
-            if reply.code.starts_with('2') {
+            if reply.code().starts_with('2') {
                 watch.vrfy_answered += 1;
             }
         }
@@ -164,7 +164,7 @@ pub(super) fn exchange(
         } else {
             remember(
                 &mut watch.unreported_codes,
-                &format!("{verb} {}", reply.code),
+                &format!("{verb} {}", reply.code()),
             );
         }
     }
@@ -178,16 +178,15 @@ fn error_reply(
     exchange: &Exchange,
     found: &mut Found,
 ) {
-    let meaning = explain::reply(protocol, &reply.code).unwrap_or("refused");
+    let meaning = explain::reply(protocol, reply.code()).unwrap_or("refused");
     let enhanced = reply
-        .enhanced
-        .as_deref()
+        .enhanced()
         .and_then(|e| explain::enhanced(e).map(|text| format!(" ({e}: {text})")))
         .unwrap_or_default();
     found.add(
         FindingKind::ErrorReply,
         reply.ts,
-        format!("{verb}: {} {meaning}{enhanced}", reply.code),
+        format!("{verb}: {} {meaning}{enhanced}", reply.code()),
         evidence(exchange),
     );
 }

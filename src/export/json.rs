@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::{ecs, safe_json};
 use crate::capture::Timestamp;
 use crate::hex::Hex;
-use crate::proto::{Exchange, Note};
+use crate::proto::{Exchange, Note, Reply};
 use crate::session::model::{Finding, Message, Session};
 use crate::session::SessionSink;
 use crate::tcp::Direction;
@@ -87,7 +87,8 @@ struct ExchangeRecord<'a> {
     session: u64,
     ts: f64,
     command: Option<&'a str>,
-    reply: Option<ReplyText<'a>>,
+    /// Its lines joined by newlines.
+    reply: Option<&'a str>,
     reply_code: Option<&'a str>,
     enhanced_code: Option<&'a str>,
     latency_ms: Option<f64>,
@@ -95,25 +96,6 @@ struct ExchangeRecord<'a> {
     /// IMAP: the selected mailbox after this exchange.
     #[serde(skip_serializing_if = "Option::is_none")]
     mailbox: Option<&'a crate::proto::MailboxState>,
-}
-
-/// A reply as one text, its lines joined by newlines, written straight into the record.
-struct ReplyText<'a>(&'a [String]);
-
-impl std::fmt::Display for ReplyText<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut lines = self.0.iter();
-        if let Some(first) = lines.next() {
-            f.write_str(first)?;
-        }
-        lines.try_for_each(|line| write!(f, "\n{line}"))
-    }
-}
-
-impl Serialize for ReplyText<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
 }
 
 #[derive(Serialize)]
@@ -309,9 +291,9 @@ impl<W: Write> SessionSink for JsonWriter<W> {
                 session: session.id,
                 ts: seconds(ts),
                 command: command.map(|c| c.line.as_str()),
-                reply: reply.map(|r| ReplyText(&r.lines)),
-                reply_code: reply.map(|r| r.code.as_str()),
-                enhanced_code: reply.and_then(|r| r.enhanced.as_deref()),
+                reply: reply.map(Reply::text),
+                reply_code: reply.map(Reply::code),
+                enhanced_code: reply.and_then(Reply::enhanced),
                 latency_ms,
                 unknown_command: exchange.unknown_command,
                 mailbox: session.selected.as_ref(),

@@ -82,8 +82,8 @@ pub fn exchange_lines(exchange: &Exchange) -> Vec<String> {
             .as_ref()
             .map(|c| format!("   ({:.2} ms)", reply.ts.since(c.ts) as f64 / 1e6))
             .unwrap_or_default();
-        let last = reply.lines.len().saturating_sub(1);
-        for (i, line) in reply.lines.iter().enumerate() {
+        let last = reply.line_count().saturating_sub(1);
+        for (i, line) in reply.lines().enumerate() {
             let suffix = if i == last { latency.as_str() } else { "" };
             lines.push(format!(
                 "{} S: {}{suffix}",

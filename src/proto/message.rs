@@ -101,11 +101,11 @@ impl MessageBuilder {
         complete: bool,
         mail_from: Option<String>,
         rcpt_to: Vec<String>,
-    ) -> CapturedMessage {
+    ) -> Box<CapturedMessage> {
         // The bytes leave the room here, to be counted again on their way out (Room::hold).
         let bytes = std::mem::take(&mut self.bytes);
         self.room.give_back(bytes.len());
-        CapturedMessage {
+        Box::new(CapturedMessage {
             source,
             mailbox: None,
             uidvalidity: None,
@@ -125,7 +125,7 @@ impl MessageBuilder {
             mail_from,
             rcpt_to,
             ts: self.ts,
-        }
+        })
     }
 }
 

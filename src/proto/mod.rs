@@ -169,16 +169,82 @@ pub struct Command {
     pub end_offset: u64,
 }
 
+/// A server's reply: its lines, code and enhanced code in one allocation. As a string each, a
+/// multi-line reply was a dozen, and a parallel run frees them on another thread than the one
+/// that made them (1.6 million of them on the TLS benchmark's first 400 MB).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reply {
-    /// The reply's code as sent: "250", "+OK", "OK".
-    pub code: String,
-    /// RFC 3463 enhanced status code, like "2.1.0".
-    pub enhanced: Option<String>,
-    /// Each line without its line end.
-    pub lines: Vec<String>,
+    /// The lines joined by '\n' (no line holds one: lines end there), then the code, then
+    /// the enhanced code.
+    buf: String,
+    lines_end: usize,
+    code_end: usize,
+    has_enhanced: bool,
     pub ts: Timestamp,
     pub end_offset: u64,
+}
+
+impl Reply {
+    /// A reply of `lines` (at least one), each without its line end.
+    pub fn new<'a>(
+        code: &str,
+        enhanced: Option<&str>,
+        lines: impl Iterator<Item = &'a str> + Clone,
+        ts: Timestamp,
+        end_offset: u64,
+    ) -> Reply {
+        let text_len: usize = lines.clone().map(|line| line.len() + 1).sum();
+        let mut buf = String::with_capacity(text_len + code.len() + enhanced.map_or(0, str::len));
+        for (i, line) in lines.enumerate() {
+            if i > 0 {
+                buf.push('\n');
+            }
+            buf.push_str(line);
+        }
+        let lines_end = buf.len();
+        buf.push_str(code);
+        let code_end = buf.len();
+        buf.push_str(enhanced.unwrap_or_default());
+        Reply {
+            buf,
+            lines_end,
+            code_end,
+            has_enhanced: enhanced.is_some(),
+            ts,
+            end_offset,
+        }
+    }
+
+    /// The reply's code as sent: "250", "+OK", "OK".
+    pub fn code(&self) -> &str {
+        self.buf
+            .get(self.lines_end..self.code_end)
+            .unwrap_or_default()
+    }
+
+    /// RFC 3463 enhanced status code, like "2.1.0"; POP3's response code, like "SYS/PERM".
+    pub fn enhanced(&self) -> Option<&str> {
+        self.has_enhanced
+            .then(|| self.buf.get(self.code_end..).unwrap_or_default())
+    }
+
+    /// The lines joined by newlines.
+    pub fn text(&self) -> &str {
+        self.buf.get(..self.lines_end).unwrap_or_default()
+    }
+
+    /// Each line without its line end.
+    pub fn lines(&self) -> std::str::Split<'_, char> {
+        self.text().split('\n')
+    }
+
+    pub fn first_line(&self) -> &str {
+        self.lines().next().unwrap_or_default()
+    }
+
+    pub fn line_count(&self) -> usize {
+        self.lines().count()
+    }
 }
 
 /// One authentication attempt, decoded.
@@ -323,7 +389,9 @@ pub enum NoteKind {
 pub enum ProtoEvent {
     Exchange(Exchange),
     Auth(AuthAttempt),
-    Message(CapturedMessage),
+    /// Boxed: every event of a parallel run travels between threads at the size of the
+    /// largest kind.
+    Message(Box<CapturedMessage>),
     Upgrade(Upgrade),
     /// The server's capabilities (EHLO keywords, CAPA, CAPABILITY), upper-cased keywords with
     /// their parameters.

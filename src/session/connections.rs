@@ -159,7 +159,7 @@ impl<E: Events> Connections<E> {
     }
 }
 
-fn prepare(captured: CapturedMessage, room: &Room) -> PreparedMessage {
+fn prepare(captured: Box<CapturedMessage>, room: &Room) -> PreparedMessage {
     let view = mime::parse(&captured.bytes);
     // Only a message with a Message-ID can be seen again: only its body is hashed.
     let body_hash = view
@@ -170,7 +170,7 @@ fn prepare(captured: CapturedMessage, room: &Room) -> PreparedMessage {
     let decoded: usize = view.attachments.iter().map(|a| a.bytes.len()).sum();
     PreparedMessage {
         held: room.hold(captured.bytes.len() + decoded),
-        captured,
+        captured: *captured,
         view,
         body_hash,
     }

@@ -309,7 +309,7 @@ fn name_is_examine(text: &str) -> bool {
 }
 
 impl ImapDissector {
-    fn emit(&mut self, message: CapturedMessage, out: &mut Vec<ProtoEvent>) {
+    fn emit(&mut self, message: Box<CapturedMessage>, out: &mut Vec<ProtoEvent>) {
         self.messages += 1;
         out.push(ProtoEvent::Message(message));
     }
@@ -601,13 +601,8 @@ impl ImapDissector {
                 let rest = rest.to_string();
                 if !self.greeted {
                     self.greeted = true;
-                    let reply = Reply {
-                        code: "*".into(),
-                        enhanced: None,
-                        lines: vec![unit.text.clone()],
-                        ts: unit.ts,
-                        end_offset: unit.end_offset,
-                    };
+                    let text = std::iter::once(unit.text.as_str());
+                    let reply = Reply::new("*", None, text, unit.ts, unit.end_offset);
                     out.push(ProtoEvent::Exchange(Exchange {
                         command: None,
                         reply: Some(reply),
@@ -634,13 +629,8 @@ impl ImapDissector {
                     Some(p) if p.untagged.len() < MAX_UNTAGGED_LINES => p.untagged.push(text),
                     Some(_) => {}
                     None => {
-                        let reply = Reply {
-                            code: "*".into(),
-                            enhanced: None,
-                            lines: vec![text],
-                            ts,
-                            end_offset,
-                        };
+                        let text = std::iter::once(text.as_str());
+                        let reply = Reply::new("*", None, text, ts, end_offset);
                         out.push(ProtoEvent::Exchange(Exchange {
                             command: None,
                             reply: Some(reply),
@@ -728,7 +718,7 @@ impl ImapDissector {
     /// its message.
     fn emit_fetched(
         &mut self,
-        mut message: CapturedMessage,
+        mut message: Box<CapturedMessage>,
         slot: Option<Slot>,
         section: Option<String>,
         out: &mut Vec<ProtoEvent>,
@@ -754,7 +744,7 @@ impl ImapDissector {
     /// message reported when a piece comes back shorter than asked.
     fn chunk(
         &mut self,
-        chunk: CapturedMessage,
+        chunk: Box<CapturedMessage>,
         origin: u64,
         slot: Option<Slot>,
         requested: Option<u64>,
@@ -879,15 +869,12 @@ impl ImapDissector {
         if std::mem::take(&mut self.state_changed) {
             out.push(ProtoEvent::Selected(self.state.clone()));
         }
-        let mut lines = pending.untagged;
-        lines.push(unit.text.clone());
-        let reply = Reply {
-            code: status,
-            enhanced: code,
-            lines,
-            ts: unit.ts,
-            end_offset: unit.end_offset,
-        };
+        let lines = pending
+            .untagged
+            .iter()
+            .chain([&unit.text])
+            .map(String::as_str);
+        let reply = Reply::new(&status, code.as_deref(), lines, unit.ts, unit.end_offset);
         out.push(ProtoEvent::Exchange(Exchange {
             command: Some(pending.command),
             reply: Some(reply),
@@ -931,7 +918,7 @@ mod tests {
                     ..
                 }) => Some((
                     c.line.clone(),
-                    reply.as_ref().map_or("-".into(), |r| r.code.clone()),
+                    reply.as_ref().map_or("-".into(), |r| r.code().to_string()),
                 )),
                 _ => None,
             })

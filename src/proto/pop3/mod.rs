@@ -140,18 +140,11 @@ fn reply_of(status: &Line, extra: Vec<String>) -> Reply {
         "-ERR"
     };
     let enhanced = match parser::status_line(&first) {
-        Some(Status::Done { code: Some(c), .. }) => Some(c.to_string()),
+        Some(Status::Done { code: Some(c), .. }) => Some(c),
         _ => None,
     };
-    let mut lines = vec![first];
-    lines.extend(extra);
-    Reply {
-        code: code.to_string(),
-        enhanced,
-        lines,
-        ts: status.ts,
-        end_offset: status.end_offset,
-    }
+    let lines = std::iter::once(first.as_str()).chain(extra.iter().map(String::as_str));
+    Reply::new(code, enhanced, lines, status.ts, status.end_offset)
 }
 
 impl Dissector for Pop3Dissector {
@@ -547,7 +540,7 @@ mod tests {
                     x.command.as_ref().map_or(String::new(), |c| c.line.clone()),
                     x.reply
                         .as_ref()
-                        .map_or(String::new(), |r| r.lines[0].clone()),
+                        .map_or(String::new(), |r| r.first_line().to_string()),
                 )),
                 _ => None,
             })
@@ -577,7 +570,7 @@ mod tests {
             (1, &b".hi\r\n"[..], true)
         );
         let enhanced = events.iter().find_map(|e| match e {
-            ProtoEvent::Exchange(x) => x.reply.as_ref()?.enhanced.clone(),
+            ProtoEvent::Exchange(x) => x.reply.as_ref()?.enhanced().map(str::to_string),
             _ => None,
         });
         assert_eq!(enhanced.as_deref(), Some("SYS/PERM"));

@@ -11,6 +11,8 @@
 
 pub mod parser;
 
+use std::borrow::Cow;
+
 use super::framing::{read_dot_body, DotBody, DotState, Inbox, Line};
 use super::message::MessageBuilder;
 use super::room::{Room, Rooms};
@@ -567,26 +569,21 @@ impl SmtpDissector {
     fn reply_done(&mut self, out: &mut Vec<ProtoEvent>) {
         let lines = std::mem::take(&mut self.reply_lines);
         let Some(last) = lines.last() else { return };
-        let texts: Vec<String> = lines.iter().map(Line::text).collect();
-        let first_text = texts.first().map_or("", String::as_str);
-        let code = first_text.get(..3).unwrap_or_default().to_string();
-        let enhanced = first_text
-            .get(4..)
-            .and_then(parser::enhanced_status)
-            .map(str::to_string);
-        let reply = Reply {
-            code,
-            enhanced,
-            lines: texts,
-            ts: last.ts,
-            end_offset: last.end_offset,
-        };
-        let positive = reply.code.starts_with('2');
+        let texts: Vec<Cow<str>> = lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(l.content()))
+            .collect();
+        let first_text = texts.first().map_or("", |t| t.as_ref());
+        let code = first_text.get(..3).unwrap_or_default();
+        let enhanced = first_text.get(4..).and_then(parser::enhanced_status);
+        let texts = texts.iter().map(|t| t.as_ref());
+        let reply = Reply::new(code, enhanced, texts, last.ts, last.end_offset);
+        let positive = reply.code().starts_with('2');
         // The server speaks first: a first reply that greets is the greeting even when the
         // client already talked (an early talker), unless it answers a STARTTLS (a capture
         // that starts mid-session).
         let greeting = !self.replied
-            && matches!(reply.code.as_str(), "220" | "421" | "554")
+            && matches!(reply.code(), "220" | "421" | "554")
             && !matches!(self.pending.front().map(|p| &p.kind), Some(Kind::StartTls));
         self.replied = true;
         let pending = if greeting { None } else { self.pending.take(0) };
@@ -602,7 +599,7 @@ impl SmtpDissector {
             Kind::Hello if positive => {
                 self.transaction = Transaction::default();
                 out.push(ProtoEvent::Capabilities(parser::ehlo_keywords(
-                    &reply.lines,
+                    reply.lines(),
                 )));
             }
             Kind::Reset if positive => self.transaction = Transaction::default(),
@@ -615,7 +612,7 @@ impl SmtpDissector {
             }
             Kind::Rcpt(to) if positive => self.transaction.accepted.push(to.clone()),
             Kind::Data => {
-                self.mode = if reply.code == "354" {
+                self.mode = if reply.code() == "354" {
                     self.message = Some(MessageBuilder::announced(
                         reply.ts,
                         self.transaction.announced_size,
@@ -645,7 +642,7 @@ impl SmtpDissector {
             }
             Kind::StartTls => {
                 // What comes back decrypted starts the dialogue afresh (RFC 3207 4.2).
-                if reply.code == "220" {
+                if reply.code() == "220" {
                     let (client, server) = (&mut self.client, &mut self.server);
                     let upgrade =
                         Upgrade::take(&pending.command, reply.end_offset, reply.ts, client, server);
@@ -654,10 +651,9 @@ impl SmtpDissector {
                 self.mode = ClientMode::Command;
             }
             Kind::Auth | Kind::AuthStep => {
-                if reply.code == "334" {
+                if reply.code() == "334" {
                     if let Some(sasl) = &mut self.sasl {
-                        let first_line = reply.lines.first().map_or("", String::as_str);
-                        sasl.challenge(first_line.get(4..).unwrap_or(""));
+                        sasl.challenge(reply.first_line().get(4..).unwrap_or(""));
                     }
                     self.mode = ClientMode::SaslResponse;
                 } else {

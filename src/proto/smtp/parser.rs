@@ -162,9 +162,8 @@ pub fn auth_args(args: &str) -> Option<(&str, Option<&str>)> {
 
 /// The EHLO keywords (`ehlo-line = ehlo-keyword *( SP / "=" ) ehlo-param`): every line of a 250
 /// reply after the first, upper-cased keyword first.
-pub fn ehlo_keywords(lines: &[String]) -> Vec<String> {
+pub fn ehlo_keywords<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
     lines
-        .iter()
         .skip(1)
         .map(|line| {
             let text = line.get(4..).unwrap_or("");
@@ -291,7 +290,7 @@ mod tests {
             "250 STARTTLS".to_string(),
         ];
         assert_eq!(
-            ehlo_keywords(&lines),
+            ehlo_keywords(lines.iter().map(String::as_str)),
             vec!["SIZE 20480000", "AUTH LOGIN PLAIN", "STARTTLS"]
         );
     }

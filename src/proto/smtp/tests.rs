@@ -26,7 +26,7 @@ fn exchanges(events: &[ProtoEvent]) -> Vec<(Option<String>, Option<String>)> {
         .filter_map(|e| match e {
             ProtoEvent::Exchange(x) => Some((
                 x.command.as_ref().map(|c| c.line.clone()),
-                x.reply.as_ref().map(|r| r.code.clone()),
+                x.reply.as_ref().map(|r| r.code().to_string()),
             )),
             _ => None,
         })

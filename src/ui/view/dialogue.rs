@@ -74,13 +74,11 @@ fn explained<'a>(text: String, style: Style, note: Option<String>, theme: &Theme
 }
 
 fn reply_note(protocol: Protocol, reply: &Reply) -> Option<String> {
-    let base = explain::reply(protocol, &reply.code)?;
-    Some(
-        match reply.enhanced.as_deref().and_then(explain::enhanced) {
-            Some(detail) => format!("{base} ({detail})"),
-            None => base.to_string(),
-        },
-    )
+    let base = explain::reply(protocol, reply.code())?;
+    Some(match reply.enhanced().and_then(explain::enhanced) {
+        Some(detail) => format!("{base} ({detail})"),
+        None => base.to_string(),
+    })
 }
 
 /// The lines of one dialogue item.
@@ -113,15 +111,12 @@ fn item_lines(
             }
             match &exchange.reply {
                 Some(reply) => {
-                    let shown = if expanded {
-                        reply.lines.len()
-                    } else {
-                        FOLDED_REPLY_LINES
-                    };
-                    let last = reply.lines.len().saturating_sub(1);
-                    for (i, text) in reply.lines.iter().enumerate().take(shown) {
+                    let count = reply.line_count();
+                    let shown = if expanded { count } else { FOLDED_REPLY_LINES };
+                    let last = count.saturating_sub(1);
+                    for (i, text) in reply.lines().enumerate().take(shown) {
                         let mut text = sanitize::line(text.as_bytes());
-                        if i == shown.min(reply.lines.len()) - 1 && i < last {
+                        if i == shown.min(count) - 1 && i < last {
                             text.push_str(&format!("  … (+{} lines, Enter)", last - i));
                         }
                         if i == 0 {
@@ -215,8 +210,7 @@ fn ladder_lines(item: &Item, width: usize, clock: &Clock) -> Vec<Line<'static>> 
                 ]));
             }
             if let Some(reply) = &exchange.reply {
-                let mut text =
-                    sanitize::line(reply.lines.first().map_or("", |l| l.as_str()).as_bytes());
+                let mut text = sanitize::line(reply.first_line().as_bytes());
                 if let Some(l) = latency(exchange) {
                     text = format!("{text} (+{l})");
                 }
