@@ -47,7 +47,7 @@ fn control_characters(watch: &mut Watch, exchange: &Exchange, found: &mut Found)
     let reply = exchange.reply.iter().flat_map(Reply::lines);
     let sender = if command.is_some_and(|line| sanitize::has_controls(line)) {
         "client"
-    } else if reply.into_iter().any(|line| sanitize::has_controls(line)) {
+    } else if reply.into_iter().any(sanitize::has_controls) {
         "server"
     } else {
         return;
