@@ -1020,6 +1020,56 @@ fn sequence_numbers_wrap_inside_data() {
     assert!(!run.kinds().contains(&"capture-gap"), "{:#?}", run.findings);
 }
 
+/// A client that sends its message before the go-ahead, past the mebibyte a side may hold
+/// while it waits, then the rest after it: the bytes past the limit are lost, and the message
+/// must say so rather than come out complete without them.
+#[test]
+fn a_message_sent_past_the_held_limit_before_its_go_ahead() {
+    let body: Vec<u8> = (0..40_000u32)
+        .flat_map(|n| format!("line {n:05} of a message sent too early\r\n").into_bytes())
+        .collect();
+    let message = data_of(&body);
+    let early = 1_500_000; // sent before the go-ahead: past the 1 MiB held
+    let sent = message.clone();
+    let run = run(
+        &[],
+        move |cap| {
+            let message = sent;
+            honest_smtp(cap);
+            let mut conn = Conn::open(cap, evil_client(40010), addr(SERVER, 25));
+            let steps: [(&[u8], &[u8]); 4] = [
+                (b"", b"220 mx.example.test ESMTP\r\n"),
+                (b"EHLO evil.example.test\r\n", b"250 mx.example.test\r\n"),
+                (b"MAIL FROM:<mallory@example.test>\r\n", b"250 2.1.0 Ok\r\n"),
+                (b"RCPT TO:<bob@example.test>\r\n", b"250 2.1.5 Ok\r\n"),
+            ];
+            for (command, reply) in steps {
+                conn.send(cap, C, command);
+                conn.send(cap, S, reply);
+            }
+            conn.send(cap, C, &[&b"DATA\r\n"[..], &message[..early]].concat());
+            conn.send(cap, S, b"354 End data with <CR><LF>.<CR><LF>\r\n");
+            conn.send(cap, C, &message[early..]);
+            conn.send(cap, S, b"250 2.0.0 Ok: queued\r\n");
+            conn.close(cap);
+        },
+        |m| m["session"] == 2 || is_honest(m),
+    );
+    run.assert_under(64.0);
+    run.assert_honest_message();
+    run.assert_finding("capture-limit", "past 1 MiB");
+    // The mebibyte held while waiting is lost with the segment that found no room past it;
+    // the message is what came after, with a hole for the rest: every byte sent is in one or
+    // the other.
+    let cut: Vec<_> = run.messages.iter().filter(|m| m["session"] == 2).collect();
+    assert_eq!(cut.len(), 1, "{cut:#?}");
+    let (size, hole) = (cut[0]["size"].as_u64(), cut[0]["hole_bytes"].as_u64());
+    assert_eq!(cut[0]["complete"], false);
+    assert!(hole > Some((1 << 20) - 6), "{cut:#?}");
+    let whole = message.len() - b".\r\n".len();
+    assert_eq!(size.zip(hole).map(|(s, h)| s + h), Some(whole as u64));
+}
+
 #[test]
 fn reset_then_more_data() {
     let run = run(

@@ -3,7 +3,8 @@
 //!
 //! Every buffer has a named limit. A line longer than [`MAX_LINE_BYTES`] is cut there and the
 //! rest of it discarded; a direction that keeps sending while its dissector waits for the other
-//! side is held up to [`MAX_HELD_BYTES`], and what comes after is dropped and counted.
+//! side is held up to [`MAX_HELD_BYTES`], and what comes after is dropped, counted and handed
+//! back to the dissector as lost (a hole in the stream, as if it had not been captured).
 
 use std::collections::VecDeque;
 use std::sync::LazyLock;
@@ -82,13 +83,15 @@ impl Inbox {
         Some(new)
     }
 
-    pub fn push(&mut self, bytes: &[u8], ts: Timestamp) {
+    /// Holds what fits of `bytes` under [`MAX_HELD_BYTES`]; returns how many it took. The
+    /// rest waits for the dissector to read some (see [`super::TwoSides::feed`]), or is lost.
+    #[must_use = "bytes past the held limit are not held: read on, or make them a gap"]
+    pub fn push(&mut self, bytes: &[u8], ts: Timestamp) -> usize {
         self.last_ts = ts;
         let room = MAX_HELD_BYTES.saturating_sub(self.held());
         let kept = bytes.get(..room).unwrap_or(bytes);
-        self.dropped += (bytes.len() - kept.len()) as u64;
         if kept.is_empty() {
-            return;
+            return 0;
         }
         if self.start > 0 && self.start >= self.buf.len() / 2 {
             self.buf.drain(..self.start);
@@ -97,6 +100,12 @@ impl Inbox {
         self.buf.extend_from_slice(kept);
         self.chunks
             .push_back((self.offset + self.held() as u64, ts));
+        kept.len()
+    }
+
+    /// Counts bytes that found no room: they are noted with the other drops.
+    pub fn refused(&mut self, len: u64) {
+        self.dropped += len;
     }
 
     /// A gap: what is held can no longer be completed, so it is thrown away (returned count) and
@@ -340,9 +349,9 @@ mod tests {
     #[test]
     fn lines_split_anywhere_carry_the_completing_time() {
         let mut inbox = Inbox::default();
-        inbox.push(b"EHLO a", Timestamp(1));
+        assert_eq!(inbox.push(b"EHLO a", Timestamp(1)), 6);
         assert_eq!(inbox.next_line(), None);
-        inbox.push(b"\r\nNOOP\r\nQU", Timestamp(2));
+        assert_eq!(inbox.push(b"\r\nNOOP\r\nQU", Timestamp(2)), 10);
         let first = inbox.next_line().unwrap();
         assert_eq!(
             (first.content(), first.ts, first.end_offset),
@@ -350,7 +359,7 @@ mod tests {
         );
         assert_eq!(inbox.next_line().unwrap().content(), b"NOOP");
         assert_eq!(inbox.next_line(), None);
-        inbox.push(b"IT\n", Timestamp(3));
+        assert_eq!(inbox.push(b"IT\n", Timestamp(3)), 3);
         let quit = inbox.next_line().unwrap();
         assert_eq!(
             (quit.content(), quit.ts, quit.end_offset),
@@ -361,11 +370,14 @@ mod tests {
     #[test]
     fn overlong_line_is_cut_and_its_rest_discarded() {
         let mut inbox = Inbox::default();
-        inbox.push(&vec![b'A'; MAX_LINE_BYTES + 10], Timestamp(1));
+        assert_eq!(
+            inbox.push(&vec![b'A'; MAX_LINE_BYTES + 10], Timestamp(1)),
+            MAX_LINE_BYTES + 10
+        );
         let line = inbox.next_line().unwrap();
         assert!(line.overlong);
         assert_eq!(line.bytes.len(), MAX_LINE_BYTES);
-        inbox.push(b"AAAA\r\nNOOP\r\n", Timestamp(2));
+        assert_eq!(inbox.push(b"AAAA\r\nNOOP\r\n", Timestamp(2)), 12);
         assert_eq!(inbox.next_line().unwrap().content(), b"NOOP");
         assert_eq!(inbox.dropped, 16);
     }
@@ -373,9 +385,9 @@ mod tests {
     #[test]
     fn gap_discards_the_partial_line_and_moves_the_offset() {
         let mut inbox = Inbox::default();
-        inbox.push(b"MAIL FR", Timestamp(1));
+        assert_eq!(inbox.push(b"MAIL FR", Timestamp(1)), 7);
         assert_eq!(inbox.gap(100, Timestamp(2)), 7);
-        inbox.push(b"RSET\r\n", Timestamp(3));
+        assert_eq!(inbox.push(b"RSET\r\n", Timestamp(3)), 6);
         assert_eq!(inbox.next_line().unwrap().end_offset, 113);
     }
 
@@ -384,11 +396,11 @@ mod tests {
         let mut inbox = Inbox::default();
         let mut body = Vec::new();
         let mut state = DotState::default();
-        inbox.push(b"a\r\n..b\r\n.", Timestamp(1));
+        assert_eq!(inbox.push(b"a\r\n..b\r\n.", Timestamp(1)), 9);
         let step = read_dot_body(&mut inbox, &mut state, &mut |b| body.extend_from_slice(b));
         assert_eq!(step, DotBody::Took(Timestamp(1)));
         assert_eq!(inbox.held(), 1, "the lone dot waits for its line end");
-        inbox.push(b"\r\nNEXT", Timestamp(2));
+        assert_eq!(inbox.push(b"\r\nNEXT", Timestamp(2)), 6);
         let step = read_dot_body(&mut inbox, &mut state, &mut |b| body.extend_from_slice(b));
         assert_eq!(step, DotBody::Ended(Timestamp(2)));
         assert_eq!(body, b"a\r\n.b\r\n");
@@ -412,9 +424,12 @@ mod tests {
             for split in 0..bytes.len() {
                 let mut inbox = Inbox::default();
                 let mut state = DotState::default();
-                inbox.push(&bytes[..split], Timestamp(1));
+                assert_eq!(inbox.push(&bytes[..split], Timestamp(1)), split);
                 read_dot_body(&mut inbox, &mut state, &mut |_| {});
-                inbox.push(&bytes[split..], Timestamp(2));
+                assert_eq!(
+                    inbox.push(&bytes[split..], Timestamp(2)),
+                    bytes.len() - split
+                );
                 read_dot_body(&mut inbox, &mut state, &mut |_| {});
                 assert_eq!(
                     state.ambiguous,
@@ -429,8 +444,11 @@ mod tests {
     #[test]
     fn held_bytes_are_bounded() {
         let mut inbox = Inbox::default();
-        inbox.push(&vec![0; MAX_HELD_BYTES + 5], Timestamp(1));
+        assert_eq!(
+            inbox.push(&vec![0; MAX_HELD_BYTES + 5], Timestamp(1)),
+            MAX_HELD_BYTES
+        );
         assert_eq!(inbox.held(), MAX_HELD_BYTES);
-        assert_eq!(inbox.dropped, 5);
+        assert_eq!(inbox.push(b"more", Timestamp(2)), 0);
     }
 }

@@ -451,6 +451,30 @@ impl ProtoEvent {
 pub(crate) trait TwoSides {
     fn pump_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool;
     fn pump_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool;
+    fn inbox(&mut self, direction: Direction) -> &mut framing::Inbox;
+
+    /// Holds one side's `bytes` and reads on, as often as reading makes room. Returns how many
+    /// found none: the side sent them past [`framing::MAX_HELD_BYTES`] while its bytes waited
+    /// for the other side. They are counted as dropped; the caller makes them a gap
+    /// ([`Loss::HeldLimit`]), or what follows would read as if it came straight after.
+    fn feed(
+        &mut self,
+        direction: Direction,
+        mut bytes: &[u8],
+        ts: Timestamp,
+        out: &mut Vec<ProtoEvent>,
+    ) -> u64 {
+        loop {
+            let taken = self.inbox(direction).push(bytes, ts);
+            bytes = bytes.get(taken..).unwrap_or_default();
+            self.pump(out);
+            let inbox = self.inbox(direction);
+            if bytes.is_empty() || inbox.held() >= framing::MAX_HELD_BYTES {
+                inbox.refused(bytes.len() as u64);
+                return bytes.len() as u64;
+            }
+        }
+    }
 
     fn pump(&mut self, out: &mut Vec<ProtoEvent>) {
         loop {
@@ -514,6 +538,26 @@ pub(crate) fn note(
         ts,
         text,
     }));
+}
+
+/// Why bytes of a stream are missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// The capture does not hold them (a hole in the TCP stream).
+    NotCaptured,
+    /// The side sent them while its bytes had to wait (for the other side's reply), past the
+    /// [`framing::MAX_HELD_BYTES`] an inbox holds.
+    HeldLimit,
+}
+
+impl Loss {
+    /// How they went missing, as gap notes say it: "N bytes of the message {}".
+    pub fn how(self) -> &'static str {
+        match self {
+            Loss::NotCaptured => "were not captured",
+            Loss::HeldLimit => "were dropped (sent past the 1 MiB held while waiting)",
+        }
+    }
 }
 
 /// A protocol dissector for one connection.

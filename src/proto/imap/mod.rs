@@ -26,7 +26,7 @@ use super::room::{Room, Rooms};
 use super::sasl::Sasl;
 use super::{
     note, note_drops, AuthAttempt, Awaiting, AwaitsReply, CapturedMessage, Command, Dissector,
-    Exchange, MailboxState, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
+    Exchange, Loss, MailboxState, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -210,32 +210,18 @@ impl ImapDissector {
     }
 }
 
-impl Dissector for ImapDissector {
-    fn data(
+impl ImapDissector {
+    /// Bytes of one direction are missing (see [`Loss`]): what is held is lost with them, and
+    /// the dialogue resynchronises; a literal they fall in gets a hole.
+    fn lose(
         &mut self,
         direction: Direction,
-        bytes: &[u8],
+        len: u64,
+        loss: Loss,
         ts: Timestamp,
         out: &mut Vec<ProtoEvent>,
     ) {
-        if *direction.pick(&self.undecodable) {
-            *direction.pick_mut(&mut self.opaque) += bytes.len() as u64;
-            return;
-        }
-        if direction.pick(&self.inflaters).is_some() {
-            self.inflate(direction, bytes, ts, true, out);
-            note_drops(&mut self.client, &mut self.server, ts, false, out);
-            return;
-        }
-        match direction {
-            Direction::ClientToServer => self.client.push(bytes, ts),
-            Direction::ServerToClient => self.server.push(bytes, ts),
-        }
-        note_drops(&mut self.client, &mut self.server, ts, false, out);
-        self.pump(out);
-    }
-
-    fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+        let how = loss.how();
         if *direction.pick(&self.undecodable) {
             return;
         }
@@ -256,7 +242,7 @@ impl Dissector for ImapDissector {
                 NoteKind::Gap,
                 direction,
                 ts,
-                format!("{} bytes inside a literal were not captured", len + held),
+                format!("{} bytes inside a literal {how}", len + held),
             );
         } else {
             *direction.pick_mut(&mut self.resync) = true;
@@ -266,10 +252,41 @@ impl Dissector for ImapDissector {
                 direction,
                 ts,
                 format!(
-                    "{len} bytes were not captured; resynchronising on the next line that parses"
+                    "{} bytes {how}; resynchronising on the next line that parses",
+                    len + held
                 ),
             );
         }
+    }
+}
+
+impl Dissector for ImapDissector {
+    fn data(
+        &mut self,
+        direction: Direction,
+        bytes: &[u8],
+        ts: Timestamp,
+        out: &mut Vec<ProtoEvent>,
+    ) {
+        if *direction.pick(&self.undecodable) {
+            *direction.pick_mut(&mut self.opaque) += bytes.len() as u64;
+            return;
+        }
+        if direction.pick(&self.inflaters).is_some() {
+            self.inflate(direction, bytes, ts, true, out);
+            note_drops(&mut self.client, &mut self.server, ts, false, out);
+            return;
+        }
+        let lost = self.feed(direction, bytes, ts, out);
+        note_drops(&mut self.client, &mut self.server, ts, false, out);
+        if lost > 0 {
+            self.lose(direction, lost, Loss::HeldLimit, ts, out);
+            self.pump(out);
+        }
+    }
+
+    fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+        self.lose(direction, len, Loss::NotCaptured, ts, out);
         self.pump(out);
     }
 
@@ -383,12 +400,17 @@ impl ImapDissector {
             // The inflater reports what it used and made, within the slices it was given.
             input = input.get(used..).unwrap_or_default();
             let inflated = buffer.get(..made).unwrap_or_default();
-            match direction {
-                Direction::ClientToServer => self.client.push(inflated, ts),
-                Direction::ServerToClient => self.server.push(inflated, ts),
-            }
-            if pump {
-                self.pump(out);
+            // Read as they come; held bytes that are inflated afresh (pump is false) cannot be.
+            let lost = if pump {
+                self.feed(direction, inflated, ts, out)
+            } else {
+                let inbox = self.inbox(direction);
+                let lost = (inflated.len() - inbox.push(inflated, ts)) as u64;
+                inbox.refused(lost);
+                lost
+            };
+            if lost > 0 {
+                self.lose(direction, lost, Loss::HeldLimit, ts, out);
             }
             if (used == 0 && made == 0) || (input.is_empty() && made < buffer.len()) {
                 break;
@@ -890,6 +912,13 @@ impl TwoSides for ImapDissector {
 
     fn pump_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
         self.read_server(out)
+    }
+
+    fn inbox(&mut self, direction: Direction) -> &mut Inbox {
+        match direction {
+            Direction::ClientToServer => &mut self.client,
+            Direction::ServerToClient => &mut self.server,
+        }
     }
 }
 

@@ -210,10 +210,8 @@ mod tests {
     fn literal_bytes_are_counted_not_split_on_crlf() {
         let mut inbox = Inbox::default();
         let mut reader = UnitReader::server(&crate::proto::room::Rooms::default().messages);
-        inbox.push(
-            b"* 1 FETCH (BODY[] {8}\r\nab\r\n\r\ncd)\r\n* 2 EXISTS\r\n",
-            Timestamp(1),
-        );
+        let sent = b"* 1 FETCH (BODY[] {8}\r\nab\r\n\r\ncd)\r\n* 2 EXISTS\r\n";
+        assert_eq!(inbox.push(sent, Timestamp(1)), sent.len());
         let mut units = Vec::new();
         loop {
             match reader.step(&mut inbox) {
@@ -239,7 +237,8 @@ mod tests {
     fn a_huge_claim_costs_only_what_arrives() {
         let mut inbox = Inbox::default();
         let mut reader = UnitReader::server(&crate::proto::room::Rooms::default().messages);
-        inbox.push(b"* 1 FETCH (BODY[] {4000000000}\r\nshort", Timestamp(1));
+        let held = b"* 1 FETCH (BODY[] {4000000000}\r\nshort";
+        assert_eq!(inbox.push(held, Timestamp(1)), held.len());
         while !matches!(reader.step(&mut inbox), Step::Waiting) {}
         assert!(reader.in_progress());
         assert_eq!(reader.remaining, 4_000_000_000 - 5);

@@ -13,7 +13,7 @@ use super::room::{Room, Rooms};
 use super::sasl::Sasl;
 use super::{
     note, note_drops, note_overlong, AuthAttempt, Awaiting, AwaitsReply, Command, Dissector,
-    Exchange, MailboxEntry, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
+    Exchange, Loss, MailboxEntry, NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::secret::Secret;
@@ -147,28 +147,31 @@ fn reply_of(status: &Line, extra: Vec<String>) -> Reply {
     Reply::new(code, enhanced, lines, status.ts, status.end_offset)
 }
 
-impl Dissector for Pop3Dissector {
-    fn data(
+impl Pop3Dissector {
+    /// Bytes of one direction are missing (see [`Loss`]): what is held is lost with them, and
+    /// the dialogue resynchronises; a message they fall in gets a hole.
+    fn lose(
         &mut self,
         direction: Direction,
-        bytes: &[u8],
+        len: u64,
+        loss: Loss,
         ts: Timestamp,
         out: &mut Vec<ProtoEvent>,
     ) {
-        match direction {
-            Direction::ClientToServer => self.client.push(bytes, ts),
-            Direction::ServerToClient => self.server.push(bytes, ts),
-        }
-        note_drops(&mut self.client, &mut self.server, ts, false, out);
-        self.pump(out);
-    }
-
-    fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+        let how = loss.how();
         match direction {
             Direction::ClientToServer => {
-                self.client.gap(len, ts);
+                let lost = self.client.gap(len, ts) as u64 + len;
                 self.resync[0] = true;
-                note(out, NoteKind::Gap, direction, ts, format!("{len} bytes from the client were not captured; resynchronising on the next command"));
+                note(
+                    out,
+                    NoteKind::Gap,
+                    direction,
+                    ts,
+                    format!(
+                        "{lost} bytes from the client {how}; resynchronising on the next command"
+                    ),
+                );
             }
             Direction::ServerToClient => {
                 let lost = self.server.gap(len, ts) as u64 + len;
@@ -183,16 +186,37 @@ impl Dissector for Pop3Dissector {
                             NoteKind::Gap,
                             direction,
                             ts,
-                            format!("{lost} bytes of a multi-line reply were not captured"),
+                            format!("{lost} bytes of a multi-line reply {how}"),
                         );
                     }
                     None => {
                         self.resync[1] = true;
-                        note(out, NoteKind::Gap, direction, ts, format!("{len} bytes from the server were not captured; resynchronising on the next reply"));
+                        note(out, NoteKind::Gap, direction, ts, format!("{lost} bytes from the server {how}; resynchronising on the next reply"));
                     }
                 }
             }
         }
+    }
+}
+
+impl Dissector for Pop3Dissector {
+    fn data(
+        &mut self,
+        direction: Direction,
+        bytes: &[u8],
+        ts: Timestamp,
+        out: &mut Vec<ProtoEvent>,
+    ) {
+        let lost = self.feed(direction, bytes, ts, out);
+        note_drops(&mut self.client, &mut self.server, ts, false, out);
+        if lost > 0 {
+            self.lose(direction, lost, Loss::HeldLimit, ts, out);
+            self.pump(out);
+        }
+    }
+
+    fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+        self.lose(direction, len, Loss::NotCaptured, ts, out);
         self.pump(out);
     }
 
@@ -512,6 +536,13 @@ impl TwoSides for Pop3Dissector {
 
     fn pump_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
         self.read_server(out)
+    }
+
+    fn inbox(&mut self, direction: Direction) -> &mut Inbox {
+        match direction {
+            Direction::ClientToServer => &mut self.client,
+            Direction::ServerToClient => &mut self.server,
+        }
     }
 }
 

@@ -18,8 +18,8 @@ use super::message::MessageBuilder;
 use super::room::{Room, Rooms};
 use super::sasl::Sasl;
 use super::{
-    note, note_drops, note_overlong, Awaiting, AwaitsReply, Command, Dissector, Exchange, NoteKind,
-    ProtoEvent, Reply, TwoSides, Upgrade,
+    note, note_drops, note_overlong, Awaiting, AwaitsReply, Command, Dissector, Exchange, Loss,
+    NoteKind, ProtoEvent, Reply, TwoSides, Upgrade,
 };
 use crate::capture::Timestamp;
 use crate::tcp::Direction;
@@ -96,6 +96,9 @@ pub struct SmtpDissector {
     sasl: Option<Sasl>,
     /// Skipping to the next line that parses, after a gap: [client, server].
     resync: [bool; 2],
+    /// Client bytes lost while DATA awaited its go-ahead: they may have held the start of the
+    /// body (sent too early), which then has a hole. A MAIL read after them starts afresh.
+    lost_before_body: u64,
     /// A command line with a bare CR or LF was already noted (once per session is enough).
     bare_line_end_noted: bool,
     /// A reply was read: the first one may be the greeting.
@@ -123,6 +126,7 @@ impl SmtpDissector {
             message_room: rooms.messages.clone(),
             sasl: None,
             resync: [false; 2],
+            lost_before_body: 0,
             bare_line_end_noted: false,
             replied: false,
         }
@@ -141,67 +145,16 @@ impl Dissector for SmtpDissector {
         ts: Timestamp,
         out: &mut Vec<ProtoEvent>,
     ) {
-        match direction {
-            Direction::ClientToServer => self.client.push(bytes, ts),
-            Direction::ServerToClient => self.server.push(bytes, ts),
-        }
+        let lost = self.feed(direction, bytes, ts, out);
         note_drops(&mut self.client, &mut self.server, ts, false, out);
-        self.pump(out);
+        if lost > 0 {
+            self.lose(direction, lost, Loss::HeldLimit, ts, out);
+            self.pump(out);
+        }
     }
 
     fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
-        match direction {
-            Direction::ClientToServer => {
-                let lost = self.client.gap(len, ts) as u64 + len;
-                match &mut self.mode {
-                    ClientMode::Data { state } => {
-                        state.interrupt();
-                        if let Some(m) = &mut self.message {
-                            m.hole(lost);
-                        }
-                        note(
-                            out,
-                            NoteKind::Gap,
-                            direction,
-                            ts,
-                            format!("{lost} bytes of the message were not captured"),
-                        );
-                    }
-                    ClientMode::Bdat { remaining } => {
-                        let inside = lost.min(*remaining);
-                        *remaining -= inside;
-                        if let Some(m) = &mut self.message {
-                            m.hole(inside);
-                        }
-                        note(
-                            out,
-                            NoteKind::Gap,
-                            direction,
-                            ts,
-                            format!("{inside} bytes of a BDAT chunk were not captured"),
-                        );
-                        if *remaining == 0 {
-                            self.mode = ClientMode::Command;
-                        }
-                        self.resync[0] = lost > inside;
-                    }
-                    _ => {
-                        self.resync[0] = true;
-                        note(out, NoteKind::Gap, direction, ts, format!("{len} bytes from the client were not captured; resynchronising on the next command"));
-                    }
-                }
-            }
-            Direction::ServerToClient => {
-                self.server.gap(len, ts);
-                self.resync[1] = true;
-                note(out, NoteKind::Gap, direction, ts, format!("{len} bytes from the server were not captured; resynchronising on the next reply"));
-                if !self.reply_lines.is_empty() {
-                    // The end of a multi-line reply fell into the gap: it still answers the
-                    // command it began to answer.
-                    self.reply_done(out);
-                }
-            }
-        }
+        self.lose(direction, len, Loss::NotCaptured, ts, out);
         self.pump(out);
     }
 
@@ -257,6 +210,81 @@ impl Dissector for SmtpDissector {
 }
 
 impl SmtpDissector {
+    /// Bytes of one direction are missing (see [`Loss`]): what is held is lost with them, and
+    /// the dialogue resynchronises; a message they fall in gets a hole.
+    fn lose(
+        &mut self,
+        direction: Direction,
+        len: u64,
+        loss: Loss,
+        ts: Timestamp,
+        out: &mut Vec<ProtoEvent>,
+    ) {
+        let how = loss.how();
+        match direction {
+            Direction::ClientToServer => {
+                let lost = self.client.gap(len, ts) as u64 + len;
+                match &mut self.mode {
+                    ClientMode::Data { state } => {
+                        state.interrupt();
+                        if let Some(m) = &mut self.message {
+                            m.hole(lost);
+                        }
+                        note(
+                            out,
+                            NoteKind::Gap,
+                            direction,
+                            ts,
+                            format!("{lost} bytes of the message {how}"),
+                        );
+                    }
+                    ClientMode::Bdat { remaining } => {
+                        let inside = lost.min(*remaining);
+                        *remaining -= inside;
+                        if let Some(m) = &mut self.message {
+                            m.hole(inside);
+                        }
+                        note(
+                            out,
+                            NoteKind::Gap,
+                            direction,
+                            ts,
+                            format!("{inside} bytes of a BDAT chunk {how}"),
+                        );
+                        if *remaining == 0 {
+                            self.mode = ClientMode::Command;
+                        }
+                        self.resync[0] = lost > inside;
+                    }
+                    _ => {
+                        self.resync[0] = true;
+                        // A client waiting for DATA's go-ahead may have sent its body already.
+                        if self.pending.iter().any(|p| matches!(p.kind, Kind::Data)) {
+                            self.lost_before_body += lost;
+                        }
+                        note(out, NoteKind::Gap, direction, ts, format!("{lost} bytes from the client {how}; resynchronising on the next command"));
+                    }
+                }
+            }
+            Direction::ServerToClient => {
+                self.server.gap(len, ts);
+                self.resync[1] = true;
+                note(
+                    out,
+                    NoteKind::Gap,
+                    direction,
+                    ts,
+                    format!("{len} bytes from the server {how}; resynchronising on the next reply"),
+                );
+                if !self.reply_lines.is_empty() {
+                    // The end of a multi-line reply fell into the gap: it still answers the
+                    // command it began to answer.
+                    self.reply_done(out);
+                }
+            }
+        }
+    }
+
     fn read_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
         let mut progress = false;
         loop {
@@ -310,6 +338,8 @@ impl SmtpDissector {
         let (kind, shown) = match verb.as_str() {
             "HELO" | "EHLO" | "LHLO" => (Kind::Hello, text.clone()),
             "MAIL" => {
+                // What follows a transaction's start read whole is whole.
+                self.lost_before_body = 0;
                 let path = parser::path_arg(command.args, "FROM");
                 let size = path.as_ref().and_then(|p| parser::size_param(&p.params));
                 let from = path.map(|p| p.mailbox.to_string()).unwrap_or_default();
@@ -613,11 +643,13 @@ impl SmtpDissector {
             Kind::Rcpt(to) if positive => self.transaction.accepted.push(to.clone()),
             Kind::Data => {
                 self.mode = if reply.code() == "354" {
-                    self.message = Some(MessageBuilder::announced(
+                    let mut message = MessageBuilder::announced(
                         reply.ts,
                         self.transaction.announced_size,
                         &self.message_room,
-                    ));
+                    );
+                    message.hole(std::mem::take(&mut self.lost_before_body));
+                    self.message = Some(message);
                     ClientMode::Data {
                         state: DotState::default(),
                     }
@@ -683,5 +715,12 @@ impl TwoSides for SmtpDissector {
 
     fn pump_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
         self.read_server(out)
+    }
+
+    fn inbox(&mut self, direction: Direction) -> &mut Inbox {
+        match direction {
+            Direction::ClientToServer => &mut self.client,
+            Direction::ServerToClient => &mut self.server,
+        }
     }
 }
