@@ -1070,6 +1070,70 @@ fn a_message_sent_past_the_held_limit_before_its_go_ahead() {
     assert_eq!(size.zip(hole).map(|(s, h)| s + h), Some(whole as u64));
 }
 
+/// 300 SMTP clients that each send 600 KB of their message before the go-ahead, all waiting at
+/// once: under each side's mebibyte, 180 MB together. What waits shares one room: those that
+/// find none lose their early bytes as a hole, and still come out with the rest.
+#[test]
+fn many_clients_holding_their_messages_at_once() {
+    const CLIENTS: u16 = 300;
+    let body: Vec<u8> = (0..25_000u32)
+        .flat_map(|n| format!("line {n:05} sent before the go-ahead\r\n").into_bytes())
+        .collect();
+    let message = data_of(&body);
+    let early = 600_000;
+    let sent = message.clone();
+    let run = run(
+        &[],
+        move |cap| {
+            honest_smtp(cap);
+            let mut conns = Vec::new();
+            for n in 0..CLIENTS {
+                let mut conn = Conn::open(cap, evil_client(20_000 + n), addr(SERVER, 25));
+                let steps: [(&[u8], &[u8]); 3] = [
+                    (b"", b"220 mx.example.test ESMTP\r\n"),
+                    (b"MAIL FROM:<m@example.test>\r\n", b"250 2.1.0 Ok\r\n"),
+                    (b"RCPT TO:<bob@example.test>\r\n", b"250 2.1.5 Ok\r\n"),
+                ];
+                for (command, reply) in steps {
+                    conn.send(cap, C, command);
+                    conn.send(cap, S, reply);
+                }
+                conn.send(cap, C, &[&b"DATA\r\n"[..], &sent[..early]].concat());
+                conns.push(conn);
+            }
+            for conn in &mut conns {
+                conn.send(cap, S, b"354 End data with <CR><LF>.<CR><LF>\r\n");
+                conn.send(cap, C, &sent[early..]);
+                conn.send(cap, S, b"250 2.0.0 Ok: queued\r\n");
+                conn.close(cap);
+            }
+        },
+        |m| m["session"] != 1 || is_honest(m),
+    );
+    run.assert_under(160.0);
+    run.assert_honest_message();
+    let whole = (message.len() - b".\r\n".len()) as u64;
+    let evil: Vec<_> = run.messages.iter().filter(|m| m["session"] != 1).collect();
+    assert_eq!(evil.len(), CLIENTS as usize);
+    let cut = evil.iter().filter(|m| m["complete"] == false).count();
+    for m in &evil {
+        let (size, hole) = (m["size"].as_u64(), m["hole_bytes"].as_u64());
+        assert_eq!(size.zip(hole).map(|(s, h)| s + h), Some(whole), "{m:#?}");
+    }
+    // The room (64 MiB) holds about a hundred of them; the others lose their early bytes, and
+    // a capture-limit finding says so in each of their sessions.
+    assert!(
+        (1..CLIENTS as usize).contains(&cut),
+        "{cut} of {CLIENTS} cut"
+    );
+    let sessions = |of: &mut dyn Iterator<Item = &Value>| -> std::collections::BTreeSet<u64> {
+        of.filter_map(|v| v["session"].as_u64()).collect()
+    };
+    let limited = sessions(&mut run.findings.iter().filter(|f| f["kind"] == "capture-limit"));
+    let incomplete = sessions(&mut evil.iter().copied().filter(|m| m["complete"] == false));
+    assert_eq!(limited, incomplete);
+}
+
 #[test]
 fn reset_then_more_data() {
     let run = run(

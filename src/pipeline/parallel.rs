@@ -14,9 +14,10 @@
 //!   they were opened, as one thread ends them;
 //! - sessions are numbered as they open, in that merged order.
 //!
-//! Where it differs: the limits on open flows and waiting bytes are shared out evenly between
-//! the workers, so a capture that reaches them evicts (and reports) at other points. The rooms
-//! for messages and awaiting commands are one for all workers (see [`crate::proto::room`]).
+//! Where it differs: the limits on open flows and out-of-order bytes are shared out evenly
+//! between the workers, so a capture that reaches them evicts (and reports) at other points.
+//! The rooms for messages, awaiting commands and held bytes are one for all workers (see
+//! [`crate::proto::room`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

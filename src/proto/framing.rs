@@ -11,6 +11,7 @@ use std::sync::LazyLock;
 
 use memchr::memmem::Finder;
 
+use super::room::Room;
 use crate::capture::Timestamp;
 
 /// Longest command or reply line kept. RFC 5321 allows 512 octets for commands and RFC 4954
@@ -18,6 +19,10 @@ use crate::capture::Timestamp;
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 /// Bytes held for a direction that waits (for example a client pipelining after STARTTLS).
 pub const MAX_HELD_BYTES: usize = 1 << 20;
+/// Held bytes that are each inbox's own; past them, an inbox made with a room draws on it
+/// (see [`super::room::HELD_ROOM_BYTES`]). Honest clients hold a few commands, or a TLS
+/// ClientHello sent before STARTTLS is answered.
+pub const FREE_HELD_BYTES: usize = 4 << 10;
 /// Message bytes kept for each message; size and hash still cover the whole message.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
@@ -69,9 +74,52 @@ pub struct Inbox {
     /// Of those, the bytes already noted.
     noted: u64,
     last_ts: Timestamp,
+    /// The room all inboxes of a run share for what they hold past FREE_HELD_BYTES (none: only
+    /// MAX_HELD_BYTES bounds this one), and how much of what it holds it drew from there.
+    room: Option<Room>,
+    drawn: usize,
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        if let Some(room) = &self.room {
+            room.give_back(self.drawn);
+        }
+    }
 }
 
 impl Inbox {
+    /// An inbox that holds what it must past FREE_HELD_BYTES in `room`.
+    pub fn with_room(room: &Room) -> Inbox {
+        let mut inbox = Inbox::default();
+        inbox.room = Some(room.clone());
+        inbox
+    }
+
+    /// How much of `wanted` more bytes it may hold now: up to MAX_HELD_BYTES, and past its own
+    /// FREE_HELD_BYTES only what the shared room grants.
+    fn space_for(&mut self, wanted: usize) -> usize {
+        let own = MAX_HELD_BYTES.saturating_sub(self.held()).min(wanted);
+        let beyond = (self.held() + own).saturating_sub(FREE_HELD_BYTES + self.drawn);
+        let Some(room) = self.room.as_ref().filter(|_| beyond > 0) else {
+            return own;
+        };
+        let granted = room.take(beyond);
+        self.drawn += granted;
+        own - (beyond - granted)
+    }
+
+    /// Gives back to the shared room what it no longer holds.
+    fn release(&mut self) {
+        let needed = self.held().saturating_sub(FREE_HELD_BYTES);
+        if self.drawn > needed {
+            if let Some(room) = &self.room {
+                room.give_back(self.drawn - needed);
+            }
+            self.drawn = needed;
+        }
+    }
+
     /// Bytes dropped that are to be noted now: the first drop at once, the rest summed up at
     /// the end (a gigabyte line would otherwise give a note per segment).
     pub fn drops_to_note(&mut self, at_end: bool) -> Option<u64> {
@@ -83,13 +131,13 @@ impl Inbox {
         Some(new)
     }
 
-    /// Holds what fits of `bytes` under [`MAX_HELD_BYTES`]; returns how many it took. The
+    /// Holds what fits of `bytes` (see [`Inbox::space_for`]); returns how many it took. The
     /// rest waits for the dissector to read some (see [`super::TwoSides::feed`]), or is lost.
     #[must_use = "bytes past the held limit are not held: read on, or make them a gap"]
     pub fn push(&mut self, bytes: &[u8], ts: Timestamp) -> usize {
         self.last_ts = ts;
-        let room = MAX_HELD_BYTES.saturating_sub(self.held());
-        let kept = bytes.get(..room).unwrap_or(bytes);
+        let space = self.space_for(bytes.len());
+        let kept = bytes.get(..space).unwrap_or(bytes);
         if kept.is_empty() {
             return 0;
         }
@@ -118,6 +166,7 @@ impl Inbox {
         self.chunks.clear();
         self.discarding = false;
         self.last_ts = ts;
+        self.release();
         discarded
     }
 
@@ -169,6 +218,7 @@ impl Inbox {
             self.start = 0;
             self.chunks.clear();
         }
+        self.release();
         ts
     }
 
@@ -439,6 +489,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn inboxes_share_a_room_past_their_own_bytes() {
+        let (room, t) = (Room::new(10_000), Timestamp(1));
+        let wanted = vec![b'x'; 20_000];
+        let mut a = Inbox::with_room(&room);
+        let mut b = Inbox::with_room(&room);
+        assert_eq!(a.push(&wanted, t), FREE_HELD_BYTES + 10_000);
+        assert_eq!(b.push(&wanted, t), FREE_HELD_BYTES, "only its own bytes");
+        a.consume(6_000);
+        assert_eq!(
+            b.push(&wanted, t),
+            6_000,
+            "what a read went back to the room"
+        );
+        b.gap(0, t);
+        drop(a);
+        let mut c = Inbox::with_room(&room);
+        assert_eq!(
+            c.push(&wanted, t),
+            FREE_HELD_BYTES + 10_000,
+            "all of it came back"
+        );
     }
 
     #[test]

@@ -454,9 +454,9 @@ pub(crate) trait TwoSides {
     fn inbox(&mut self, direction: Direction) -> &mut framing::Inbox;
 
     /// Holds one side's `bytes` and reads on, as often as reading makes room. Returns how many
-    /// found none: the side sent them past [`framing::MAX_HELD_BYTES`] while its bytes waited
-    /// for the other side. They are counted as dropped; the caller makes them a gap
-    /// ([`Loss::HeldLimit`]), or what follows would read as if it came straight after.
+    /// found none: the side sent them while its bytes waited for the other side, past what an
+    /// inbox may hold ([`framing::Inbox::push`]). They are counted as dropped; the caller makes
+    /// them a gap ([`Loss::HeldLimit`]), or what follows would read as if it came straight after.
     fn feed(
         &mut self,
         direction: Direction,
@@ -467,9 +467,11 @@ pub(crate) trait TwoSides {
         loop {
             let taken = self.inbox(direction).push(bytes, ts);
             bytes = bytes.get(taken..).unwrap_or_default();
+            let held = self.inbox(direction).held();
             self.pump(out);
             let inbox = self.inbox(direction);
-            if bytes.is_empty() || inbox.held() >= framing::MAX_HELD_BYTES {
+            // Reading took nothing of what is held: no more room will come of it.
+            if bytes.is_empty() || inbox.held() >= held {
                 inbox.refused(bytes.len() as u64);
                 return bytes.len() as u64;
             }
@@ -502,8 +504,9 @@ pub(crate) fn note_drops(
         if let Some(dropped) = inbox.drops_to_note(at_end) {
             let text = format!(
                 "{dropped} bytes dropped: the rest of an overlong line, or what a side sent \
-                 while it waited, past {} MiB",
-                framing::MAX_HELD_BYTES >> 20
+                 while it waited, past {} MiB (or past the {} MiB all waiting sides share)",
+                framing::MAX_HELD_BYTES >> 20,
+                room::HELD_ROOM_BYTES >> 20
             );
             note(out, NoteKind::Limit, direction, ts, text);
         }
@@ -546,7 +549,7 @@ pub enum Loss {
     /// The capture does not hold them (a hole in the TCP stream).
     NotCaptured,
     /// The side sent them while its bytes had to wait (for the other side's reply), past the
-    /// [`framing::MAX_HELD_BYTES`] an inbox holds.
+    /// [`framing::MAX_HELD_BYTES`] an inbox holds, or the room all inboxes share.
     HeldLimit,
 }
 
@@ -555,7 +558,7 @@ impl Loss {
     pub fn how(self) -> &'static str {
         match self {
             Loss::NotCaptured => "were not captured",
-            Loss::HeldLimit => "were dropped (sent past the 1 MiB held while waiting)",
+            Loss::HeldLimit => "were dropped (sent while waiting, past what may be held)",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Rooms: what all connections hold together, bounded together. Each connection has its own
-//! limits (a message, the commands awaiting replies); a capture with thousands of connections
+//! limits (a message, the commands awaiting replies, the bytes a side sends while it waits for
+//! the other); a capture with thousands of connections
 //! at once multiplies them, so what grows past a small share draws on one room per run.
 //!
 //! A room is shared by every connection on every worker: the bound holds whatever the number
@@ -15,6 +16,9 @@ pub const MESSAGE_ROOM_BYTES: usize = 128 << 20;
 /// Commands awaiting replies past each connection's own first few ([`super::FREE_AWAITING`]),
 /// all connections together.
 pub const AWAITING_ROOM: usize = 100_000;
+/// Bytes that sides waiting for the other side hold past their own first few
+/// ([`super::framing::FREE_HELD_BYTES`]), all connections together.
+pub const HELD_ROOM_BYTES: usize = 64 << 20;
 
 /// The rooms of one run.
 #[derive(Clone, Debug)]
@@ -23,6 +27,8 @@ pub struct Rooms {
     pub messages: Room,
     /// Commands awaiting their replies.
     pub awaiting: Room,
+    /// Bytes a side sent that wait for the other side's reply before they can be read.
+    pub held: Room,
 }
 
 impl Default for Rooms {
@@ -30,6 +36,7 @@ impl Default for Rooms {
         Rooms {
             messages: Room::new(MESSAGE_ROOM_BYTES),
             awaiting: Room::new(AWAITING_ROOM),
+            held: Room::new(HELD_ROOM_BYTES),
         }
     }
 }

@@ -186,8 +186,8 @@ impl ImapDissector {
     /// connections'.
     pub fn with_rooms(rooms: &Rooms) -> Self {
         ImapDissector {
-            client: Inbox::default(),
-            server: Inbox::default(),
+            client: Inbox::with_room(&rooms.held),
+            server: Inbox::with_room(&rooms.held),
             client_reader: UnitReader::client(&rooms.messages),
             server_reader: UnitReader::server(&rooms.messages),
             message_room: rooms.messages.clone(),

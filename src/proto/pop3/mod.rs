@@ -115,8 +115,8 @@ impl Pop3Dissector {
     /// connections'.
     pub fn with_rooms(rooms: &Rooms) -> Self {
         Pop3Dissector {
-            client: Inbox::default(),
-            server: Inbox::default(),
+            client: Inbox::with_room(&rooms.held),
+            server: Inbox::with_room(&rooms.held),
             mode: ClientMode::Command,
             pending: Awaiting::new(&rooms.awaiting),
             body: None,

@@ -116,8 +116,8 @@ impl SmtpDissector {
     /// connections'.
     pub fn with_rooms(rooms: &Rooms) -> Self {
         SmtpDissector {
-            client: Inbox::default(),
-            server: Inbox::default(),
+            client: Inbox::with_room(&rooms.held),
+            server: Inbox::with_room(&rooms.held),
             mode: ClientMode::Command,
             pending: Awaiting::new(&rooms.awaiting),
             reply_lines: Vec::new(),
