@@ -977,6 +977,41 @@ mod tests {
     }
 
     #[test]
+    fn a_literal_sent_before_its_go_ahead_past_the_held_limit_is_a_hole() {
+        let mut d = ImapDissector::default();
+        let literal = vec![b'x'; 1_500_000];
+        let append = [&b"a1 APPEND Drafts {1500000}\r\n"[..], &literal, b"\r\n"].concat();
+        let mut out = feed(
+            &mut d,
+            &[
+                (S, b"* OK ready\r\n"),
+                (C, &append),
+                (S, b"+ go ahead\r\na1 OK appended\r\n"),
+                (C, b"a2 LOGOUT\r\n"),
+            ],
+        );
+        d.end(Timestamp(0), &mut out);
+        let gaps: Vec<&str> = out
+            .iter()
+            .filter_map(|e| match e {
+                ProtoEvent::Note(n) if n.kind == NoteKind::Gap => Some(n.text.as_str()),
+                _ => None,
+            })
+            .collect();
+        // All that waited for the go-ahead, and the line end after it.
+        let lost = format!("{} bytes inside a literal were dropped", literal.len() + 2);
+        assert!(gaps.len() == 1 && gaps[0].starts_with(&lost), "{gaps:?}");
+        let appended: Vec<_> = out.iter().filter_map(ProtoEvent::as_message).collect();
+        assert_eq!(
+            appended
+                .iter()
+                .map(|m| (m.complete, m.size, m.hole_bytes))
+                .collect::<Vec<_>>(),
+            [(false, 0, literal.len() as u64)]
+        );
+    }
+
+    #[test]
     fn commands_in_flight_pair_by_tag_and_a_refused_literal_is_not_read() {
         let mut d = ImapDissector::default();
         let mut out = feed(&mut d, &[

@@ -608,6 +608,38 @@ mod tests {
     }
 
     #[test]
+    fn what_a_waiting_client_sends_past_the_held_limit_is_a_hole() {
+        let early = b"NOOP\r\n".repeat(250_000);
+        let events = run(&[
+            (S, b"+OK ready\r\n"),
+            (C, &[&b"STLS\r\n"[..], &early].concat()),
+            (S, b"-ERR not now\r\n"),
+            (C, b"QUIT\r\n"),
+            (S, b"+OK bye\r\n"),
+        ]);
+        let lost = format!(
+            "{} bytes from the client were dropped (sent while waiting, past what may be \
+             held); resynchronising on the next command",
+            early.len()
+        );
+        let notes: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                ProtoEvent::Note(n) if n.kind == NoteKind::Gap => Some(n.text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(notes, [lost.as_str()]);
+        assert_eq!(
+            pairs(&events)[1..],
+            [
+                ("STLS".into(), "-ERR not now".into()),
+                ("QUIT".into(), "+OK bye".into())
+            ]
+        );
+    }
+
+    #[test]
     fn stls_offsets_and_credentials() {
         let events = run(&[
             (S, b"+OK ready\r\n"),
