@@ -986,8 +986,10 @@ mod tests {
             &[
                 (S, b"* OK ready\r\n"),
                 (C, &append),
-                (S, b"+ go ahead\r\na1 OK appended\r\n"),
+                (S, b"+ go ahead\r\n"),
+                (S, b"a1 OK appended\r\n"),
                 (C, b"a2 LOGOUT\r\n"),
+                (S, b"* BYE\r\na2 OK bye\r\n"),
             ],
         );
         d.end(Timestamp(0), &mut out);
@@ -1008,6 +1010,15 @@ mod tests {
                 .map(|m| (m.complete, m.size, m.hole_bytes))
                 .collect::<Vec<_>>(),
             [(false, 0, literal.len() as u64)]
+        );
+        // The hole took the APPEND's line end too: the command ends there, and the next line
+        // is the next command.
+        assert_eq!(
+            completed(&out),
+            [
+                ("a1 APPEND Drafts {1500000}".into(), "OK".into()),
+                ("a2 LOGOUT".into(), "OK".into())
+            ]
         );
     }
 

@@ -63,6 +63,9 @@ pub struct UnitReader {
     remaining: u64,
     /// A synchronising literal waits for its continuation.
     held: bool,
+    /// A hole ran past the end of the last literal: the rest of the unit's line went with it,
+    /// so the unit ends there (the next line is another unit, not its continuation).
+    cut: bool,
     /// A literal announced more than a message keeps: its size and when, until told.
     pub oversized: Option<(u64, Timestamp)>,
     /// Where literals are kept (each is a message, or part of one).
@@ -85,6 +88,7 @@ impl UnitReader {
             unit: None,
             remaining: 0,
             held: false,
+            cut: false,
             oversized: None,
             room: room.clone(),
         }
@@ -103,6 +107,7 @@ impl UnitReader {
     pub fn abandon(&mut self) -> Option<Unit> {
         self.held = false;
         self.remaining = 0;
+        self.cut = false;
         self.unit.take()
     }
 
@@ -115,6 +120,7 @@ impl UnitReader {
                     literal.hole(inside);
                 }
                 self.remaining -= inside;
+                self.cut = len > inside;
                 true
             }
             _ => {
@@ -127,6 +133,11 @@ impl UnitReader {
     pub fn step(&mut self, inbox: &mut Inbox) -> Step {
         if self.held {
             return Step::Waiting;
+        }
+        if std::mem::take(&mut self.cut) {
+            if let Some(unit) = self.unit.take() {
+                return Step::Unit(unit);
+            }
         }
         if self.remaining > 0 {
             let take = (self.remaining.min(inbox.held() as u64)) as usize;
