@@ -385,9 +385,9 @@ fn is_honest(message: &Value) -> bool {
     message["session"] == 1 || message["subject"] == "still here"
 }
 
-/// The SMTP dialogue up to the start of DATA's body, on a connection already open.
-fn smtp_until_data<W: Write>(cap: &mut Capture<W>, conn: &mut Conn) {
-    let steps: [(&[u8], &[u8]); 5] = [
+/// The SMTP dialogue up to an accepted recipient, on a connection already open.
+fn smtp_until_rcpt<W: Write>(cap: &mut Capture<W>, conn: &mut Conn) {
+    let steps: [(&[u8], &[u8]); 4] = [
         (b"", b"220 mx.example.test ESMTP\r\n"),
         (
             b"EHLO evil.example.test\r\n",
@@ -395,12 +395,18 @@ fn smtp_until_data<W: Write>(cap: &mut Capture<W>, conn: &mut Conn) {
         ),
         (b"MAIL FROM:<mallory@example.test>\r\n", b"250 2.1.0 Ok\r\n"),
         (b"RCPT TO:<bob@example.test>\r\n", b"250 2.1.5 Ok\r\n"),
-        (b"DATA\r\n", b"354 End data with <CR><LF>.<CR><LF>\r\n"),
     ];
     for (command, reply) in steps {
         conn.send(cap, C, command);
         conn.send(cap, S, reply);
     }
+}
+
+/// The SMTP dialogue up to the start of DATA's body, on a connection already open.
+fn smtp_until_data<W: Write>(cap: &mut Capture<W>, conn: &mut Conn) {
+    smtp_until_rcpt(cap, conn);
+    conn.send(cap, C, b"DATA\r\n");
+    conn.send(cap, S, b"354 End data with <CR><LF>.<CR><LF>\r\n");
 }
 
 fn evil_client(port: u16) -> SocketAddrV4 {
@@ -1037,16 +1043,7 @@ fn a_message_sent_past_the_held_limit_before_its_go_ahead() {
             let message = sent;
             honest_smtp(cap);
             let mut conn = Conn::open(cap, evil_client(40010), addr(SERVER, 25));
-            let steps: [(&[u8], &[u8]); 4] = [
-                (b"", b"220 mx.example.test ESMTP\r\n"),
-                (b"EHLO evil.example.test\r\n", b"250 mx.example.test\r\n"),
-                (b"MAIL FROM:<mallory@example.test>\r\n", b"250 2.1.0 Ok\r\n"),
-                (b"RCPT TO:<bob@example.test>\r\n", b"250 2.1.5 Ok\r\n"),
-            ];
-            for (command, reply) in steps {
-                conn.send(cap, C, command);
-                conn.send(cap, S, reply);
-            }
+            smtp_until_rcpt(cap, &mut conn);
             conn.send(cap, C, &[&b"DATA\r\n"[..], &message[..early]].concat());
             conn.send(cap, S, b"354 End data with <CR><LF>.<CR><LF>\r\n");
             conn.send(cap, C, &message[early..]);
@@ -1089,15 +1086,7 @@ fn many_clients_holding_their_messages_at_once() {
             let mut conns = Vec::new();
             for n in 0..CLIENTS {
                 let mut conn = Conn::open(cap, evil_client(20_000 + n), addr(SERVER, 25));
-                let steps: [(&[u8], &[u8]); 3] = [
-                    (b"", b"220 mx.example.test ESMTP\r\n"),
-                    (b"MAIL FROM:<m@example.test>\r\n", b"250 2.1.0 Ok\r\n"),
-                    (b"RCPT TO:<bob@example.test>\r\n", b"250 2.1.5 Ok\r\n"),
-                ];
-                for (command, reply) in steps {
-                    conn.send(cap, C, command);
-                    conn.send(cap, S, reply);
-                }
+                smtp_until_rcpt(cap, &mut conn);
                 conn.send(cap, C, &[&b"DATA\r\n"[..], &sent[..early]].concat());
                 conns.push(conn);
             }

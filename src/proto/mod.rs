@@ -451,7 +451,48 @@ impl ProtoEvent {
 pub(crate) trait TwoSides {
     fn pump_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool;
     fn pump_server(&mut self, out: &mut Vec<ProtoEvent>) -> bool;
-    fn inbox(&mut self, direction: Direction) -> &mut framing::Inbox;
+    /// The client's inbox and the server's.
+    fn inboxes(&mut self) -> [&mut framing::Inbox; 2];
+    /// Bytes of one direction are missing (see [`Loss`]): what is held goes with them, the
+    /// dialogue resynchronises, and a message they fall in gets a hole.
+    fn lose(
+        &mut self,
+        direction: Direction,
+        len: u64,
+        loss: Loss,
+        ts: Timestamp,
+        out: &mut Vec<ProtoEvent>,
+    );
+
+    fn inbox(&mut self, direction: Direction) -> &mut framing::Inbox {
+        let [client, server] = self.inboxes();
+        match direction {
+            Direction::ClientToServer => client,
+            Direction::ServerToClient => server,
+        }
+    }
+
+    /// [`Dissector::data`] for a dialogue of two inboxes: what found no room is lost.
+    fn receive(
+        &mut self,
+        direction: Direction,
+        bytes: &[u8],
+        ts: Timestamp,
+        out: &mut Vec<ProtoEvent>,
+    ) {
+        let lost = self.feed(direction, bytes, ts, out);
+        note_drops(self.inboxes(), ts, false, out);
+        if lost > 0 {
+            self.lose(direction, lost, Loss::HeldLimit, ts, out);
+            self.pump(out);
+        }
+    }
+
+    /// [`Dissector::gap`] for a dialogue of two inboxes.
+    fn missed(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
+        self.lose(direction, len, Loss::NotCaptured, ts, out);
+        self.pump(out);
+    }
 
     /// Holds one side's `bytes` and reads on, as often as reading makes room. Returns how many
     /// found none: the side sent them while its bytes waited for the other side, past what an
@@ -491,8 +532,7 @@ pub(crate) trait TwoSides {
 
 /// Notes the bytes each side's inbox dropped at a limit (see [`framing::Inbox::drops_to_note`]).
 pub(crate) fn note_drops(
-    client: &mut framing::Inbox,
-    server: &mut framing::Inbox,
+    [client, server]: [&mut framing::Inbox; 2],
     ts: Timestamp,
     at_end: bool,
     out: &mut Vec<ProtoEvent>,
@@ -511,6 +551,17 @@ pub(crate) fn note_drops(
             note(out, NoteKind::Limit, direction, ts, text);
         }
     }
+}
+
+/// The texts of the notes of one kind, in order.
+#[cfg(test)]
+pub(crate) fn note_texts(events: &[ProtoEvent], kind: NoteKind) -> Vec<&str> {
+    events
+        .iter()
+        .filter_map(ProtoEvent::as_note)
+        .filter(|n| n.kind == kind)
+        .map(|n| n.text.as_str())
+        .collect()
 }
 
 /// Notes a command line cut at its length limit.

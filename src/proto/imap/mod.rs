@@ -210,56 +210,6 @@ impl ImapDissector {
     }
 }
 
-impl ImapDissector {
-    /// Bytes of one direction are missing (see [`Loss`]): what is held is lost with them, and
-    /// the dialogue resynchronises; a literal they fall in gets a hole.
-    fn lose(
-        &mut self,
-        direction: Direction,
-        len: u64,
-        loss: Loss,
-        ts: Timestamp,
-        out: &mut Vec<ProtoEvent>,
-    ) {
-        let how = loss.how();
-        if *direction.pick(&self.undecodable) {
-            return;
-        }
-        if direction.pick_mut(&mut self.inflaters).take().is_some() {
-            // A deflate stream cannot go on past missing bytes.
-            *direction.pick_mut(&mut self.undecodable) = true;
-            note(out, NoteKind::Gap, direction, ts, format!("{len} compressed bytes were not captured; the rest of this direction cannot be inflated"));
-            return;
-        }
-        let (inbox, reader) = match direction {
-            Direction::ClientToServer => (&mut self.client, &mut self.client_reader),
-            Direction::ServerToClient => (&mut self.server, &mut self.server_reader),
-        };
-        let held = inbox.gap(len, ts) as u64;
-        if reader.gap(len + held) {
-            note(
-                out,
-                NoteKind::Gap,
-                direction,
-                ts,
-                format!("{} bytes inside a literal {how}", len + held),
-            );
-        } else {
-            *direction.pick_mut(&mut self.resync) = true;
-            note(
-                out,
-                NoteKind::Gap,
-                direction,
-                ts,
-                format!(
-                    "{} bytes {how}; resynchronising on the next line that parses",
-                    len + held
-                ),
-            );
-        }
-    }
-}
-
 impl Dissector for ImapDissector {
     fn data(
         &mut self,
@@ -274,24 +224,18 @@ impl Dissector for ImapDissector {
         }
         if direction.pick(&self.inflaters).is_some() {
             self.inflate(direction, bytes, ts, true, out);
-            note_drops(&mut self.client, &mut self.server, ts, false, out);
+            note_drops(self.inboxes(), ts, false, out);
             return;
         }
-        let lost = self.feed(direction, bytes, ts, out);
-        note_drops(&mut self.client, &mut self.server, ts, false, out);
-        if lost > 0 {
-            self.lose(direction, lost, Loss::HeldLimit, ts, out);
-            self.pump(out);
-        }
+        self.receive(direction, bytes, ts, out);
     }
 
     fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
-        self.lose(direction, len, Loss::NotCaptured, ts, out);
-        self.pump(out);
+        self.missed(direction, len, ts, out);
     }
 
     fn end(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
-        note_drops(&mut self.client, &mut self.server, ts, true, out);
+        note_drops(self.inboxes(), ts, true, out);
         for (direction, reader) in [
             (Direction::ClientToServer, &mut self.client_reader),
             (Direction::ServerToClient, &mut self.server_reader),
@@ -914,10 +858,53 @@ impl TwoSides for ImapDissector {
         self.read_server(out)
     }
 
-    fn inbox(&mut self, direction: Direction) -> &mut Inbox {
-        match direction {
-            Direction::ClientToServer => &mut self.client,
-            Direction::ServerToClient => &mut self.server,
+    fn inboxes(&mut self) -> [&mut Inbox; 2] {
+        [&mut self.client, &mut self.server]
+    }
+
+    fn lose(
+        &mut self,
+        direction: Direction,
+        len: u64,
+        loss: Loss,
+        ts: Timestamp,
+        out: &mut Vec<ProtoEvent>,
+    ) {
+        let how = loss.how();
+        if *direction.pick(&self.undecodable) {
+            return;
+        }
+        if direction.pick_mut(&mut self.inflaters).take().is_some() {
+            // A deflate stream cannot go on past missing bytes.
+            *direction.pick_mut(&mut self.undecodable) = true;
+            note(out, NoteKind::Gap, direction, ts, format!("{len} compressed bytes were not captured; the rest of this direction cannot be inflated"));
+            return;
+        }
+        let (inbox, reader) = match direction {
+            Direction::ClientToServer => (&mut self.client, &mut self.client_reader),
+            Direction::ServerToClient => (&mut self.server, &mut self.server_reader),
+        };
+        let held = inbox.gap(len, ts) as u64;
+        if reader.gap(len + held) {
+            note(
+                out,
+                NoteKind::Gap,
+                direction,
+                ts,
+                format!("{} bytes inside a literal {how}", len + held),
+            );
+        } else {
+            *direction.pick_mut(&mut self.resync) = true;
+            note(
+                out,
+                NoteKind::Gap,
+                direction,
+                ts,
+                format!(
+                    "{} bytes {how}; resynchronising on the next line that parses",
+                    len + held
+                ),
+            );
         }
     }
 }
@@ -925,6 +912,7 @@ impl TwoSides for ImapDissector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::note_texts;
 
     const C: Direction = Direction::ClientToServer;
     const S: Direction = Direction::ServerToClient;
@@ -960,13 +948,7 @@ mod tests {
         let line = [&b"a1 NOOP "[..], &vec![b'x'; 300_000], b"\r\n"].concat();
         let mut out = feed(&mut d, &[(S, b"* OK ready\r\n"), (C, &line)]);
         d.end(Timestamp(0), &mut out);
-        let limits: Vec<&str> = out
-            .iter()
-            .filter_map(|e| match e {
-                ProtoEvent::Note(n) if n.kind == NoteKind::Limit => Some(n.text.as_str()),
-                _ => None,
-            })
-            .collect();
+        let limits = note_texts(&out, NoteKind::Limit);
         let dropped = line.len() - units::MAX_IMAP_LINE_BYTES;
         assert!(
             limits
@@ -993,13 +975,7 @@ mod tests {
             ],
         );
         d.end(Timestamp(0), &mut out);
-        let gaps: Vec<&str> = out
-            .iter()
-            .filter_map(|e| match e {
-                ProtoEvent::Note(n) if n.kind == NoteKind::Gap => Some(n.text.as_str()),
-                _ => None,
-            })
-            .collect();
+        let gaps = note_texts(&out, NoteKind::Gap);
         // All that waited for the go-ahead, and the line end after it.
         let lost = format!("{} bytes inside a literal were dropped", literal.len() + 2);
         assert!(gaps.len() == 1 && gaps[0].starts_with(&lost), "{gaps:?}");

@@ -147,58 +147,6 @@ fn reply_of(status: &Line, extra: Vec<String>) -> Reply {
     Reply::new(code, enhanced, lines, status.ts, status.end_offset)
 }
 
-impl Pop3Dissector {
-    /// Bytes of one direction are missing (see [`Loss`]): what is held is lost with them, and
-    /// the dialogue resynchronises; a message they fall in gets a hole.
-    fn lose(
-        &mut self,
-        direction: Direction,
-        len: u64,
-        loss: Loss,
-        ts: Timestamp,
-        out: &mut Vec<ProtoEvent>,
-    ) {
-        let how = loss.how();
-        match direction {
-            Direction::ClientToServer => {
-                let lost = self.client.gap(len, ts) as u64 + len;
-                self.resync[0] = true;
-                note(
-                    out,
-                    NoteKind::Gap,
-                    direction,
-                    ts,
-                    format!(
-                        "{lost} bytes from the client {how}; resynchronising on the next command"
-                    ),
-                );
-            }
-            Direction::ServerToClient => {
-                let lost = self.server.gap(len, ts) as u64 + len;
-                match &mut self.body {
-                    Some(body) => {
-                        body.state.interrupt();
-                        if let Some(m) = &mut body.message {
-                            m.hole(lost);
-                        }
-                        note(
-                            out,
-                            NoteKind::Gap,
-                            direction,
-                            ts,
-                            format!("{lost} bytes of a multi-line reply {how}"),
-                        );
-                    }
-                    None => {
-                        self.resync[1] = true;
-                        note(out, NoteKind::Gap, direction, ts, format!("{lost} bytes from the server {how}; resynchronising on the next reply"));
-                    }
-                }
-            }
-        }
-    }
-}
-
 impl Dissector for Pop3Dissector {
     fn data(
         &mut self,
@@ -207,21 +155,15 @@ impl Dissector for Pop3Dissector {
         ts: Timestamp,
         out: &mut Vec<ProtoEvent>,
     ) {
-        let lost = self.feed(direction, bytes, ts, out);
-        note_drops(&mut self.client, &mut self.server, ts, false, out);
-        if lost > 0 {
-            self.lose(direction, lost, Loss::HeldLimit, ts, out);
-            self.pump(out);
-        }
+        self.receive(direction, bytes, ts, out);
     }
 
     fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
-        self.lose(direction, len, Loss::NotCaptured, ts, out);
-        self.pump(out);
+        self.missed(direction, len, ts, out);
     }
 
     fn end(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
-        note_drops(&mut self.client, &mut self.server, ts, true, out);
+        note_drops(self.inboxes(), ts, true, out);
         if let Some(body) = self.body.take() {
             note(
                 out,
@@ -538,10 +480,55 @@ impl TwoSides for Pop3Dissector {
         self.read_server(out)
     }
 
-    fn inbox(&mut self, direction: Direction) -> &mut Inbox {
+    fn inboxes(&mut self) -> [&mut Inbox; 2] {
+        [&mut self.client, &mut self.server]
+    }
+
+    fn lose(
+        &mut self,
+        direction: Direction,
+        len: u64,
+        loss: Loss,
+        ts: Timestamp,
+        out: &mut Vec<ProtoEvent>,
+    ) {
+        let how = loss.how();
         match direction {
-            Direction::ClientToServer => &mut self.client,
-            Direction::ServerToClient => &mut self.server,
+            Direction::ClientToServer => {
+                let lost = self.client.gap(len, ts) as u64 + len;
+                self.resync[0] = true;
+                note(
+                    out,
+                    NoteKind::Gap,
+                    direction,
+                    ts,
+                    format!(
+                        "{lost} bytes from the client {how}; resynchronising on the next command"
+                    ),
+                );
+            }
+            Direction::ServerToClient => {
+                let lost = self.server.gap(len, ts) as u64 + len;
+                match &mut self.body {
+                    Some(body) => {
+                        body.state.interrupt();
+                        if let Some(m) = &mut body.message {
+                            m.hole(lost);
+                        }
+                        note(
+                            out,
+                            NoteKind::Gap,
+                            direction,
+                            ts,
+                            format!("{lost} bytes of a multi-line reply {how}"),
+                        );
+                    }
+                    None => {
+                        self.resync[1] = true;
+                        note(out, NoteKind::Gap, direction, ts, format!("{lost} bytes from the server {how}; resynchronising on the next reply"));
+                    }
+                }
+            }
         }
     }
 }
@@ -549,6 +536,7 @@ impl TwoSides for Pop3Dissector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::note_texts;
 
     const C: Direction = Direction::ClientToServer;
     const S: Direction = Direction::ServerToClient;
@@ -622,13 +610,7 @@ mod tests {
              held); resynchronising on the next command",
             early.len()
         );
-        let notes: Vec<&str> = events
-            .iter()
-            .filter_map(|e| match e {
-                ProtoEvent::Note(n) if n.kind == NoteKind::Gap => Some(n.text.as_str()),
-                _ => None,
-            })
-            .collect();
+        let notes = note_texts(&events, NoteKind::Gap);
         assert_eq!(notes, [lost.as_str()]);
         assert_eq!(
             pairs(&events)[1..],

@@ -145,21 +145,15 @@ impl Dissector for SmtpDissector {
         ts: Timestamp,
         out: &mut Vec<ProtoEvent>,
     ) {
-        let lost = self.feed(direction, bytes, ts, out);
-        note_drops(&mut self.client, &mut self.server, ts, false, out);
-        if lost > 0 {
-            self.lose(direction, lost, Loss::HeldLimit, ts, out);
-            self.pump(out);
-        }
+        self.receive(direction, bytes, ts, out);
     }
 
     fn gap(&mut self, direction: Direction, len: u64, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
-        self.lose(direction, len, Loss::NotCaptured, ts, out);
-        self.pump(out);
+        self.missed(direction, len, ts, out);
     }
 
     fn end(&mut self, ts: Timestamp, out: &mut Vec<ProtoEvent>) {
-        note_drops(&mut self.client, &mut self.server, ts, true, out);
+        note_drops(self.inboxes(), ts, true, out);
         if let Some(message) = self.message.take() {
             note(
                 out,
@@ -210,81 +204,6 @@ impl Dissector for SmtpDissector {
 }
 
 impl SmtpDissector {
-    /// Bytes of one direction are missing (see [`Loss`]): what is held is lost with them, and
-    /// the dialogue resynchronises; a message they fall in gets a hole.
-    fn lose(
-        &mut self,
-        direction: Direction,
-        len: u64,
-        loss: Loss,
-        ts: Timestamp,
-        out: &mut Vec<ProtoEvent>,
-    ) {
-        let how = loss.how();
-        match direction {
-            Direction::ClientToServer => {
-                let lost = self.client.gap(len, ts) as u64 + len;
-                match &mut self.mode {
-                    ClientMode::Data { state } => {
-                        state.interrupt();
-                        if let Some(m) = &mut self.message {
-                            m.hole(lost);
-                        }
-                        note(
-                            out,
-                            NoteKind::Gap,
-                            direction,
-                            ts,
-                            format!("{lost} bytes of the message {how}"),
-                        );
-                    }
-                    ClientMode::Bdat { remaining } => {
-                        let inside = lost.min(*remaining);
-                        *remaining -= inside;
-                        if let Some(m) = &mut self.message {
-                            m.hole(inside);
-                        }
-                        note(
-                            out,
-                            NoteKind::Gap,
-                            direction,
-                            ts,
-                            format!("{inside} bytes of a BDAT chunk {how}"),
-                        );
-                        if *remaining == 0 {
-                            self.mode = ClientMode::Command;
-                        }
-                        self.resync[0] = lost > inside;
-                    }
-                    _ => {
-                        self.resync[0] = true;
-                        // A client waiting for DATA's go-ahead may have sent its body already.
-                        if self.pending.iter().any(|p| matches!(p.kind, Kind::Data)) {
-                            self.lost_before_body += lost;
-                        }
-                        note(out, NoteKind::Gap, direction, ts, format!("{lost} bytes from the client {how}; resynchronising on the next command"));
-                    }
-                }
-            }
-            Direction::ServerToClient => {
-                self.server.gap(len, ts);
-                self.resync[1] = true;
-                note(
-                    out,
-                    NoteKind::Gap,
-                    direction,
-                    ts,
-                    format!("{len} bytes from the server {how}; resynchronising on the next reply"),
-                );
-                if !self.reply_lines.is_empty() {
-                    // The end of a multi-line reply fell into the gap: it still answers the
-                    // command it began to answer.
-                    self.reply_done(out);
-                }
-            }
-        }
-    }
-
     fn read_client(&mut self, out: &mut Vec<ProtoEvent>) -> bool {
         let mut progress = false;
         loop {
@@ -717,10 +636,80 @@ impl TwoSides for SmtpDissector {
         self.read_server(out)
     }
 
-    fn inbox(&mut self, direction: Direction) -> &mut Inbox {
+    fn inboxes(&mut self) -> [&mut Inbox; 2] {
+        [&mut self.client, &mut self.server]
+    }
+
+    fn lose(
+        &mut self,
+        direction: Direction,
+        len: u64,
+        loss: Loss,
+        ts: Timestamp,
+        out: &mut Vec<ProtoEvent>,
+    ) {
+        let how = loss.how();
         match direction {
-            Direction::ClientToServer => &mut self.client,
-            Direction::ServerToClient => &mut self.server,
+            Direction::ClientToServer => {
+                let lost = self.client.gap(len, ts) as u64 + len;
+                match &mut self.mode {
+                    ClientMode::Data { state } => {
+                        state.interrupt();
+                        if let Some(m) = &mut self.message {
+                            m.hole(lost);
+                        }
+                        note(
+                            out,
+                            NoteKind::Gap,
+                            direction,
+                            ts,
+                            format!("{lost} bytes of the message {how}"),
+                        );
+                    }
+                    ClientMode::Bdat { remaining } => {
+                        let inside = lost.min(*remaining);
+                        *remaining -= inside;
+                        if let Some(m) = &mut self.message {
+                            m.hole(inside);
+                        }
+                        note(
+                            out,
+                            NoteKind::Gap,
+                            direction,
+                            ts,
+                            format!("{inside} bytes of a BDAT chunk {how}"),
+                        );
+                        if *remaining == 0 {
+                            self.mode = ClientMode::Command;
+                        }
+                        self.resync[0] = lost > inside;
+                    }
+                    _ => {
+                        self.resync[0] = true;
+                        // A client waiting for DATA's go-ahead may have sent its body already.
+                        if self.pending.iter().any(|p| matches!(p.kind, Kind::Data)) {
+                            self.lost_before_body += lost;
+                        }
+                        note(out, NoteKind::Gap, direction, ts, format!("{lost} bytes from the client {how}; resynchronising on the next command"));
+                    }
+                }
+            }
+            Direction::ServerToClient => {
+                self.server.gap(len, ts);
+                self.resync[1] = true;
+                note(
+                    out,
+                    NoteKind::Gap,
+                    direction,
+                    ts,
+                    format!("{len} bytes from the server {how}; resynchronising on the next reply"),
+                );
+                if !self.reply_lines.is_empty() {
+                    // The end of a multi-line reply fell into the gap: it still answers the
+                    // command it began to answer.
+                    self.reply_done(out);
+                }
+            }
         }
     }
 }
