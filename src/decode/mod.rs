@@ -12,7 +12,7 @@ mod link;
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
-use etherparse::{LaxNetSlice, LaxSlicedPacket, TcpSlice, TransportSlice};
+use etherparse::{LaxIpSlice, TcpSlice};
 
 use crate::capture::{Frame, LinkType, Timestamp};
 use crate::ports::MailPorts;
@@ -166,9 +166,10 @@ fn try_decode<'a>(
     stats: &mut DecodeStats,
     frame: &Frame<'a>,
 ) -> Result<TcpSegment<'a>, DropReason> {
-    let packet = link::slice(frame.link, frame.data)?;
+    let (packet, _) = LaxIpSlice::from_slice(link::slice(frame.link, frame.data)?)
+        .map_err(|_| DropReason::MalformedHeader)?;
     let cut_by_snaplen = (frame.orig_len as usize).saturating_sub(frame.data.len());
-    let ip = Ip::from_packet(&packet)?;
+    let ip = Ip::from_slice(&packet);
     if ip.payload.fragmented {
         let datagram = defrag.add(&ip, frame.ts)?;
         stats.reassembled_datagrams += 1;
@@ -178,10 +179,7 @@ fn try_decode<'a>(
     if ip.payload.ip_number != etherparse::IpNumber::TCP {
         return Err(DropReason::NotTcp);
     }
-    let tcp = match &packet.transport {
-        Some(TransportSlice::Tcp(tcp)) => tcp.clone(),
-        _ => return Err(DropReason::MalformedHeader),
-    };
+    let tcp = TcpSlice::from_slice(ip.payload.payload).map_err(|_| DropReason::MalformedHeader)?;
     let missing = if ip.payload.incomplete {
         let announced = ip
             .claimed_payload_len
@@ -268,9 +266,9 @@ pub(crate) struct Ip<'p, 'a> {
 }
 
 impl<'p, 'a> Ip<'p, 'a> {
-    fn from_packet(packet: &'p LaxSlicedPacket<'a>) -> Result<Ip<'p, 'a>, DropReason> {
-        match &packet.net {
-            Some(LaxNetSlice::Ipv4(v4)) => {
+    fn from_slice(packet: &'p LaxIpSlice<'a>) -> Ip<'p, 'a> {
+        match packet {
+            LaxIpSlice::Ipv4(v4) => {
                 let header = v4.header();
                 let claimed =
                     usize::from(header.total_len()).saturating_sub(usize::from(header.ihl()) * 4);
@@ -281,28 +279,27 @@ impl<'p, 'a> Ip<'p, 'a> {
                         header.more_fragments(),
                     )
                 });
-                Ok(Ip {
+                Ip {
                     src: IpAddr::V4(header.source_addr()),
                     dst: IpAddr::V4(header.destination_addr()),
                     payload: v4.payload(),
                     claimed_payload_len: claimed,
                     fragment,
-                })
+                }
             }
-            Some(LaxNetSlice::Ipv6(v6)) => {
+            LaxIpSlice::Ipv6(v6) => {
                 let header = v6.header();
                 let claimed = usize::from(header.payload_length())
                     .saturating_sub(v6.extensions().slice().len());
                 let fragment = ipv6_fragment(header.next_header().0, v6.extensions().slice());
-                Ok(Ip {
+                Ip {
                     src: IpAddr::V6(header.source_addr()),
                     dst: IpAddr::V6(header.destination_addr()),
                     payload: v6.payload(),
                     claimed_payload_len: claimed,
                     fragment,
-                })
+                }
             }
-            Some(LaxNetSlice::Arp(_)) | None => Err(DropReason::NotIp),
         }
     }
 }
