@@ -38,13 +38,16 @@ use crate::tls::KeyLog;
 const ROUND_SEGMENTS: usize = 4096;
 /// ...or this many payload bytes, whichever comes first.
 const ROUND_BYTES: usize = 1 << 20;
-/// Rounds queued for each worker: enough to keep it busy, few enough to bound memory.
-const ROUNDS_IN_FLIGHT: usize = 4;
+/// Rounds queued for each worker: enough to keep it busy, few enough to bound memory. A round
+/// costs one worker more than the other when a large message hashes to it; with 4 in flight,
+/// the reader then soon waited on the busy worker while the other ran dry.
+const ROUNDS_IN_FLIGHT: usize = 16;
 /// Records a worker sends at once: the end of the capture (or a sweep) can end every open
 /// flow in one go, and their records must not pile up.
 const CHUNK_RECORDS: usize = 1024;
-/// Chunks queued for the merge, per worker.
-const CHUNKS_IN_FLIGHT: usize = 4;
+/// Chunks queued for the merge, per worker: as many as rounds, so that a worker ahead of the
+/// others is not held back by the merge, which waits for each round from every worker.
+const CHUNKS_IN_FLIGHT: usize = ROUNDS_IN_FLIGHT;
 
 /// Where in the capture a record happened: (segment number, phase, birth). Records of one
 /// segment come after the sweep due at it (phase 0 before phase 1); a sweep, and the end of
