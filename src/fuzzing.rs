@@ -303,7 +303,7 @@ pub fn tls_records(data: &[u8]) {
 /// A TLS connection's two directions (a stream input) through handshake tracking, key
 /// derivation and record decryption.
 pub fn tls_connection(data: &[u8], keys: &KeyLog) {
-    let mut tls = TlsConnection::new(false);
+    let mut tls = TlsConnection::new(None);
     let mut out = Vec::new();
     replay(data, |piece, ts| {
         match piece {

@@ -396,15 +396,83 @@ fn records_that_arrive_before_their_keys_wait_for_them() {
     }
 }
 
+/// Records that wait for their keys draw on one room that all connections share: a connection
+/// that finds none left says why and is not decrypted from there on, the others are decrypted
+/// as if the keys had been logged from the start, and the room is whole again at the end.
+#[test]
+fn records_waiting_for_their_keys_share_a_room() {
+    use mailscope::proto::room::{Room, Rooms};
+    let path = common::sample("tls-ciphers.pcap");
+    let all_keys = keys("tls-ciphers.keys");
+    let (at_once, _) = common::dialogues_with_keys(&path, &all_keys);
+    let frames = common::frames(&path);
+    let keys_at = frames.len() / 2;
+    let roomy = with_keys_logged_at(&frames, keys_at, &all_keys);
+    // Room for a record or two: less than the connection open when the keys come holds
+    // (about 150 bytes), more than nothing, so that taking and giving back are both at work.
+    let room = Room::new(100);
+    let rooms = Rooms {
+        waiting: room.clone(),
+        ..Rooms::default()
+    };
+    let cramped = with_keys_logged_at_in(&frames, keys_at, &all_keys, rooms);
+    assert_eq!(
+        room.take(room.limit()),
+        room.limit(),
+        "all of it given back"
+    );
+
+    let decrypted =
+        |d: &common::Dialogues, id: u64| d.sessions.iter().any(|s| s.id == id && s.tls.decrypted());
+    let mut cut = 0;
+    for session in &cramped.sessions {
+        let alone =
+            |d: &BTreeMap<(u64, usize), Vec<u8>>| [0, 1].map(|i| d.get(&(session.id, i)).cloned());
+        if session.tls.decrypted() {
+            assert_eq!(alone(&cramped.decrypted), alone(&at_once.decrypted));
+            continue;
+        }
+        let error = session.tls.error().unwrap();
+        if error.starts_with("records waited for a key past the limit") {
+            // Where the keys came while it was open, the same connection got them with room.
+            cut += usize::from(decrypted(&roomy, session.id));
+            let notes = cramped.notes.get(&session.id).cloned().unwrap_or_default();
+            assert!(
+                notes.iter().any(|n| n.contains("went past what may wait")),
+                "{notes:?}"
+            );
+        } else {
+            assert!(error.starts_with("no key"), "{error}");
+            assert!(!decrypted(&roomy, session.id));
+        }
+    }
+    assert!(
+        cut > 0,
+        "a connection that waited past the room, decrypted with room"
+    );
+}
+
 fn with_keys_logged_at(
     frames: &[mailscope::capture::MemoryFrame],
     at: usize,
     keylog: &[u8],
 ) -> common::Dialogues {
+    with_keys_logged_at_in(frames, at, keylog, Default::default())
+}
+
+/// Frames through one thread, as a live capture whose key log is written at frame `at`, with
+/// these rooms.
+fn with_keys_logged_at_in(
+    frames: &[mailscope::capture::MemoryFrame],
+    at: usize,
+    keylog: &[u8],
+    rooms: mailscope::proto::room::Rooms,
+) -> common::Dialogues {
     use mailscope::capture::{Frame, Record};
     let mut analyzer = mailscope::pipeline::Analyzer::new(Default::default());
     let mut table = mailscope::session::SessionTable::new(common::Dialogues::default());
     table.keys_may_come = true;
+    table.rooms = rooms;
     for (i, f) in frames.iter().enumerate() {
         if i == at {
             table.keys.add(keylog);

@@ -20,6 +20,10 @@ pub const AWAITING_ROOM: usize = 100_000;
 /// ([`super::framing::FREE_HELD_BYTES`]), all connections together.
 pub const HELD_ROOM_BYTES: usize = 64 << 20;
 
+/// Protected TLS records that wait for keys that may still be logged (a live capture), all
+/// connections together.
+pub const WAITING_ROOM_BYTES: usize = 64 << 20;
+
 /// The rooms of one run.
 #[derive(Clone, Debug)]
 pub struct Rooms {
@@ -29,6 +33,8 @@ pub struct Rooms {
     pub awaiting: Room,
     /// Bytes a side sent that wait for the other side's reply before they can be read.
     pub held: Room,
+    /// TLS records that wait for their keys.
+    pub waiting: Room,
 }
 
 impl Default for Rooms {
@@ -37,6 +43,7 @@ impl Default for Rooms {
             messages: Room::new(MESSAGE_ROOM_BYTES),
             awaiting: Room::new(AWAITING_ROOM),
             held: Room::new(HELD_ROOM_BYTES),
+            waiting: Room::new(WAITING_ROOM_BYTES),
         }
     }
 }

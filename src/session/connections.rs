@@ -219,6 +219,13 @@ impl Connection {
     }
 }
 
+/// A connection's TLS; its records wait for keys only if keys may still come.
+fn tls_connection(keys_may_come: bool, rooms: &Rooms) -> Box<TlsConnection> {
+    Box::new(TlsConnection::new(
+        keys_may_come.then(|| rooms.waiting.clone()),
+    ))
+}
+
 /// What one connection's bytes go through, and what they report to.
 struct Feed<'a, E: Events> {
     id: u64,
@@ -254,7 +261,7 @@ impl<E: Events> Feed<'_, E> {
                 text: "TLS from here on (what follows is decrypted, where the key log allows)"
                     .into(),
             }));
-            conn.tls = Some(Box::new(TlsConnection::new(self.keys_may_come)));
+            conn.tls = Some(tls_connection(self.keys_may_come, self.rooms));
             // Said here too (the Upgrade event is applied after this): what TLS says of the
             // held bytes depends on it.
             conn.mode = TlsMode::StartTls;
@@ -344,7 +351,7 @@ impl<E: Events> StreamSink for Connections<E> {
                 service: flow.service,
                 dissector: None,
                 tls: (mode == TlsMode::Implicit)
-                    .then(|| Box::new(TlsConnection::new(self.keys_may_come))),
+                    .then(|| tls_connection(self.keys_may_come, &self.rooms)),
                 mode,
                 sniffed: false,
             }),
@@ -376,7 +383,7 @@ impl<E: Events> StreamSink for Connections<E> {
                 if direction == Direction::ClientToServer && !conn.sniffed {
                     conn.sniffed = true;
                     if conn.tls.is_none() && looks_like_tls(bytes) {
-                        conn.tls = Some(Box::new(TlsConnection::new(feed.keys_may_come)));
+                        conn.tls = Some(tls_connection(feed.keys_may_come, feed.rooms));
                         conn.mode = TlsMode::Implicit;
                         feed.out
                             .event(flow.id, SessionEvent::TlsMode(TlsMode::Implicit));

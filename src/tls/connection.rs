@@ -12,12 +12,14 @@ use super::keylog::{KeyLog, Secrets};
 use super::keys::{self, Hash};
 use super::record::{self, Record, RecordReader};
 use crate::capture::Timestamp;
+use crate::proto::room::Room;
 use crate::tcp::Direction;
 
 const TLS10: u16 = 0x0301;
 const TLS13: u16 = 0x0304;
 
-/// Records held per side while waiting for a key that may still be logged (live capture).
+/// Records held per side while waiting for a key that may still be logged (live capture); all
+/// connections together hold at most [`crate::proto::room::WAITING_ROOM_BYTES`].
 const MAX_WAITING_BYTES: usize = 1 << 20;
 
 /// What a session shows of its TLS.
@@ -92,9 +94,11 @@ struct Side {
     cipher: Option<RecordCipher>,
     /// TLS 1.3: the traffic secret in use, for KeyUpdate.
     secret: Vec<u8>,
-    /// Protected records kept until a key is logged.
+    /// Protected records kept until a key is logged, and their bytes (all drawn on the room).
     waiting: VecDeque<Record>,
     waiting_bytes: usize,
+    /// A record found no room to wait: the ones after it could not be opened without it.
+    refused: bool,
     /// Nothing more is read from this side.
     stopped: bool,
     /// Bytes before the first record that are not TLS (sent after STARTTLS, before the hello):
@@ -102,6 +106,24 @@ struct Side {
     skipped: u64,
     skipped_first: Option<(Timestamp, String)>,
     opened: u64,
+}
+
+impl Side {
+    /// Keeps a protected record until its key comes, if this side's bound and the room allow.
+    fn wait(&mut self, record: Record, room: &Room) -> bool {
+        let len = record.body.len();
+        if self.waiting_bytes + len <= MAX_WAITING_BYTES {
+            let granted = room.take(len);
+            if granted == len {
+                self.waiting_bytes += len;
+                self.waiting.push_back(record);
+                return true;
+            }
+            room.give_back(granted);
+        }
+        self.refused = true;
+        false
+    }
 }
 
 /// The negotiated suite, as far as decryption needs it.
@@ -124,8 +146,9 @@ pub struct TlsConnection {
     key_block: Option<Vec<u8>>,
     /// The records one push of bytes framed, emptied after each: kept for its room.
     framed: Vec<Record>,
-    /// Keys may still be logged (a live capture following its key log): wait, within bounds.
-    keys_may_come: bool,
+    /// Keys may still be logged (a live capture following its key log): records wait for them,
+    /// within each side's bound and this room, which all connections share.
+    waiting_room: Option<Room>,
 }
 
 fn version_name(version: u16) -> String {
@@ -174,7 +197,8 @@ fn suite(id: u16, version: u16) -> Result<(Suite, &'static str), String> {
 }
 
 impl TlsConnection {
-    pub fn new(keys_may_come: bool) -> TlsConnection {
+    /// `waiting_room`: keys may still be logged, and records wait for them there.
+    pub fn new(waiting_room: Option<Room>) -> TlsConnection {
         TlsConnection {
             info: TlsInfo::default(),
             client_hello: None,
@@ -184,8 +208,12 @@ impl TlsConnection {
             sides: [Side::default(), Side::default()],
             key_block: None,
             framed: Vec::new(),
-            keys_may_come,
+            waiting_room,
         }
+    }
+
+    fn keys_may_come(&self) -> bool {
+        self.waiting_room.is_some()
     }
 
     fn fail(&mut self, reason: String) {
@@ -231,7 +259,7 @@ impl TlsConnection {
         }
         let mut records = std::mem::take(&mut self.framed);
         let framed = side.records.push(bytes, ts, &mut |r| records.push(r));
-        if self.keys_may_come {
+        if self.keys_may_come() {
             self.retry_waiting(direction, keys, out);
         }
         if !records.is_empty() {
@@ -320,7 +348,7 @@ impl TlsConnection {
             let side = direction.pick_mut(&mut self.sides);
             if !side.waiting.is_empty() {
                 self.info.records_undecrypted += side.waiting.len() as u64;
-                side.waiting.clear();
+                self.stop_waiting(direction);
                 self.fail("no key for this client random (none was logged by the end)".into());
             }
         }
@@ -367,13 +395,34 @@ impl TlsConnection {
             return;
         }
         let side = direction.pick_mut(&mut self.sides);
+        if side.refused {
+            // A record before this one was not kept: this one's sequence number is unknown.
+            self.info.records_undecrypted += 1;
+            return;
+        }
         if side.cipher.is_none() {
-            if self.keys_may_come && side.waiting_bytes + record.body.len() <= MAX_WAITING_BYTES {
-                side.waiting_bytes += record.body.len();
-                side.waiting.push_back(record);
-            } else {
+            let Some(room) = &self.waiting_room else {
                 self.info.records_undecrypted += 1;
+                return;
+            };
+            let ts = record.ts;
+            if side.wait(record, room) {
+                return;
             }
+            self.info.records_undecrypted += 1;
+            let text = format!(
+                "protected records waiting for a key that may still be logged went past what \
+                 may wait ({} MiB for this side, {} MiB for all connections): this direction \
+                 is not decrypted from here on",
+                MAX_WAITING_BYTES >> 20,
+                room.limit() >> 20
+            );
+            out.push(TlsEvent::Note {
+                direction,
+                ts,
+                text,
+            });
+            self.fail("records waited for a key past the limit".into());
             return;
         }
         self.open(direction, &mut record, keys, out);
@@ -522,7 +571,7 @@ impl TlsConnection {
             return None;
         };
         let found = keys.secrets(&hello.random);
-        if found.is_none() && !self.keys_may_come {
+        if found.is_none() && !self.keys_may_come() {
             self.fail("no key for this client random".into());
         }
         found
@@ -598,7 +647,7 @@ impl TlsConnection {
             (Direction::ServerToClient, _) => (&secrets.server_traffic, "SERVER_TRAFFIC_SECRET_0"),
         };
         let Some(secret) = secret.clone() else {
-            if !self.keys_may_come {
+            if !self.keys_may_come() {
                 self.fail(format!("the key log has no {label} for this connection"));
             }
             direction.pick_mut(&mut self.sides).cipher = None;
@@ -657,8 +706,26 @@ impl TlsConnection {
             let Some(mut record) = side.waiting.pop_front() else {
                 break;
             };
-            side.waiting_bytes -= record.body.len();
             self.open(direction, &mut record, keys, out);
+        }
+        self.stop_waiting(direction);
+    }
+
+    /// Gives back the room a side's waiting records took.
+    fn stop_waiting(&mut self, direction: Direction) {
+        let side = direction.pick_mut(&mut self.sides);
+        side.waiting.clear();
+        if let Some(room) = &self.waiting_room {
+            room.give_back(std::mem::take(&mut side.waiting_bytes));
+        }
+    }
+}
+
+/// Records still waiting give their room back to the other connections.
+impl Drop for TlsConnection {
+    fn drop(&mut self) {
+        for direction in [Direction::ClientToServer, Direction::ServerToClient] {
+            self.stop_waiting(direction);
         }
     }
 }
