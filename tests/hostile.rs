@@ -681,7 +681,8 @@ fn export_of_30_000_messages() {
     }
     let html = std::fs::read_to_string(out_dir.join("index.html")).unwrap();
     assert!(html.contains("30001 messages"), "{}", &html[..600]);
-    assert_peak_under("export", &stderr, 64.0);
+    // One session: one worker runs up to 16 chunks of records (here messages) ahead.
+    assert_peak_under("export", &stderr, 80.0);
 }
 
 #[test]
