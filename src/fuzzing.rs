@@ -19,6 +19,7 @@ use crate::export::json::JsonWriter;
 use crate::mime;
 use crate::pipeline::{Analyzer, Config};
 use crate::ports::MailPorts;
+use crate::proto::room::Room;
 use crate::proto::{Dissector, ImapDissector, Pop3Dissector, ProtoEvent, SmtpDissector};
 use crate::session::SessionTable;
 use crate::tcp::{Direction, FlowInfo, FlowTable, SeqNumber, StreamEvent, StreamSink, TcpLimits};
@@ -301,18 +302,24 @@ pub fn tls_records(data: &[u8]) {
 }
 
 /// A TLS connection's two directions (a stream input) through handshake tracking, key
-/// derivation and record decryption.
+/// derivation and record decryption: once with the key log as it is, once as a live capture
+/// whose keys may still come, where records wait in a small room that must be whole again
+/// once the connection is gone.
 pub fn tls_connection(data: &[u8], keys: &KeyLog) {
-    let mut tls = TlsConnection::new(None);
-    let mut out = Vec::new();
-    replay(data, |piece, ts| {
-        match piece {
-            Piece::Data(direction, bytes) => tls.data(direction, bytes, ts, keys, &mut out),
-            Piece::Gap(direction, len) => tls.gap(direction, len, ts, &mut out),
-        }
-        out.clear();
-    });
-    tls.end(keys, &mut out);
+    let room = Room::new(4096);
+    for waiting_room in [None, Some(room.clone())] {
+        let mut tls = TlsConnection::new(waiting_room);
+        let mut out = Vec::new();
+        replay(data, |piece, ts| {
+            match piece {
+                Piece::Data(direction, bytes) => tls.data(direction, bytes, ts, keys, &mut out),
+                Piece::Gap(direction, len) => tls.gap(direction, len, ts, &mut out),
+            }
+            out.clear();
+        });
+        tls.end(keys, &mut out);
+    }
+    assert_eq!(room.take(room.limit()), room.limit(), "room given back");
 }
 
 /// The key log parser, fed in two parts so that a line split across reads is exercised.
