@@ -1,6 +1,6 @@
 //! Every link layer and IP fragmentation must give the same streams as the original capture.
 //! The frames of real samples (tcpdump on lo, Ethernet framing) are rewritten here into VLAN and
-//! QinQ tagged Ethernet, BSD loopback in both byte orders, raw IP, and IPv4/IPv6 fragments
+//! QinQ tagged Ethernet, MACsec with integrity only, BSD loopback in both byte orders, raw IP, and IPv4/IPv6 fragments
 //! delivered last-first.
 
 mod common;
@@ -59,7 +59,7 @@ fn assert_same_streams(name: &str, variant: &str, frames: Vec<MemoryFrame>) {
 }
 
 #[test]
-fn vlan_qinq_loopback_and_raw_ip() {
+fn vlan_qinq_macsec_loopback_and_raw_ip() {
     let name = "variants/smtp-small.pcap";
     let frames = original(name);
     let vlan = rewrite(&frames, LinkType::ETHERNET, |d| {
@@ -76,6 +76,24 @@ fn vlan_qinq_loopback_and_raw_ip() {
         ]
         .concat()]
     });
+    // MACsec with integrity only (802.1AE, E and C clear): the SecTAG (TCI/AN, short length,
+    // packet number), the original EtherType and payload in clear, then a 16-byte ICV.
+    let macsec = rewrite(&frames, LinkType::ETHERNET, |d| {
+        let (macs, ethertype, rest) = split_ethernet(d);
+        let secure = [&ethertype[..], rest].concat();
+        let short_len = if secure.len() < 48 {
+            secure.len() as u8
+        } else {
+            0
+        };
+        vec![[
+            macs,
+            &[0x88, 0xe5, 0x00, short_len, 0, 0, 0, 1],
+            &secure,
+            &[0xaa; 16],
+        ]
+        .concat()]
+    });
     let null = rewrite(&frames, LinkType::NULL, |d| {
         vec![[&[2, 0, 0, 0], split_ethernet(d).2].concat()]
     });
@@ -88,6 +106,7 @@ fn vlan_qinq_loopback_and_raw_ip() {
     for (variant, frames) in [
         ("802.1Q", vlan),
         ("QinQ", qinq),
+        ("MACsec", macsec),
         ("NULL", null),
         ("LOOP", looped),
         ("raw IP", raw),
