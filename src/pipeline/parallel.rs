@@ -273,15 +273,7 @@ impl Rounds {
             helper.batch.items.push(item());
         }
         self.send_helpers()?;
-        self.own.connections.out.chunks.set_open(false);
-        self.own.apply(item(), &[]);
-        let sent = self.own.end_round();
-        self.own.connections.out.chunks.set_open(true);
-        if sent {
-            ControlFlow::Continue(())
-        } else {
-            ControlFlow::Break(())
-        }
+        self.own.apply_alone(item())
     }
 
     /// Who dissects a connection. Its bucket goes, when first used, to the helper with the
@@ -341,11 +333,7 @@ impl Rounds {
         self.segments = 0;
         self.bytes = 0;
         self.send_helpers()?;
-        if self.own.end_round() {
-            ControlFlow::Continue(())
-        } else {
-            ControlFlow::Break(())
-        }
+        self.own.end_round()
     }
 
     fn send_helpers(&mut self) -> ControlFlow<()> {
@@ -411,9 +399,23 @@ impl Worker {
         }
     }
 
-    /// Sends the round's records; false when the merge is gone.
-    fn end_round(&mut self) -> bool {
-        self.connections.out.send(true)
+    /// Sends the round's records; `Break` when the merge is gone.
+    fn end_round(&mut self) -> ControlFlow<()> {
+        if self.connections.out.send(true) {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    }
+
+    /// The reader's part of a round the helpers already have, ended: its records go out as they
+    /// come, waiting for room, instead of being held until the round is sent.
+    fn apply_alone(&mut self, item: Item) -> ControlFlow<()> {
+        self.connections.out.chunks.set_open(false);
+        self.apply(item, &[]);
+        let sent = self.end_round();
+        self.connections.out.chunks.set_open(true);
+        sent
     }
 }
 
@@ -433,7 +435,7 @@ fn work(
         done.fetch_add(given, Ordering::Relaxed);
         // A full return queue means the reader has enough: this one is freed.
         let _ = spent.try_send(batch);
-        if !worker.end_round() {
+        if worker.end_round().is_break() {
             break;
         }
     }

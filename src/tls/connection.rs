@@ -701,14 +701,11 @@ impl TlsConnection {
         if direction.pick(&self.sides).cipher.is_none() {
             return;
         }
-        loop {
-            let side = direction.pick_mut(&mut self.sides);
-            let Some(mut record) = side.waiting.pop_front() else {
-                break;
-            };
+        let waiting = std::mem::take(&mut direction.pick_mut(&mut self.sides).waiting);
+        self.stop_waiting(direction);
+        for mut record in waiting {
             self.open(direction, &mut record, keys, out);
         }
-        self.stop_waiting(direction);
     }
 
     /// Gives back the room a side's waiting records took.
