@@ -1,15 +1,16 @@
 //! The pipeline on several threads, with the output of one.
 //!
-//! A reader thread reads the sources and decodes each frame. Each worker has its own flow table
-//! and [`Connections`] (reassembly, TLS, dissectors, MIME parsing: the costly part) and records
-//! what they report, tagged with where in the capture it happened. The reader is a worker too:
-//! it dissects its own share of the connections as it reads them, while the bytes are fresh in
-//! its cache, and sends the other segments to the helper threads, in rounds of a few thousand.
-//! (With a reader apart from two workers, three busy threads shared two cores, every payload
-//! was copied once more, and a helper's first read of it was far: the same work took 20% more
-//! CPU than on one thread, against 10% now.) The calling thread merges each round's records in
-//! capture order into the one [`Sessions`], which numbers sessions and messages and feeds the
-//! outputs as a single thread would.
+//! The calling thread is the reader: it reads the sources and decodes each frame. Each worker
+//! has its own flow table and [`Connections`] (reassembly, TLS, dissectors, MIME parsing: the
+//! costly part) and records what they report, tagged with where in the capture it happened.
+//! The reader is a worker too: it dissects its own share of the connections as it reads them,
+//! while the bytes are fresh in its cache, and sends the other segments to the helper threads,
+//! in rounds of a few thousand. Between rounds it merges each round's records, from every
+//! worker in capture order, into the one [`Sessions`], which numbers sessions and messages and
+//! feeds the outputs as a single thread would. So two threads run on two cores: with the merge
+//! on a thread of its own, three busy threads shared them, and on the TLS bench file (where
+//! the merge is a third of the work) the others often waited for it while a core stood idle.
+//! (Before that, with the reader apart from two workers, four threads shared two cores.)
 //!
 //! What makes the order the same as one thread's:
 //! - every record is tagged with the segment that caused it, counted across the capture;
@@ -23,12 +24,12 @@
 //! The rooms for messages, awaiting commands and held bytes are one for all workers (see
 //! [`crate::proto::room`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::ops::{ControlFlow, Range};
 use std::panic;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread;
 
@@ -54,12 +55,13 @@ const ROUNDS_IN_FLIGHT: usize = 8;
 const CHUNK_RECORDS: usize = 1024;
 /// Connections are hashed into this many buckets, each given to a worker when first used.
 const BUCKETS: usize = 4096;
-/// A new bucket goes to a helper that has less than this left to do (half of what may queue
-/// for it), else the reader keeps it. A helper kept busier (7 rounds) left the reader waiting
-/// on its full queue; a lower mark (1 to 3 rounds) gave the reader more than its share.
-const HELPER_BACKLOG: u64 = (ROUNDS_IN_FLIGHT / 2 * ROUND_BYTES) as u64;
-/// Chunks queued for the merge, per worker: as many as rounds, so that a worker ahead of the
-/// others is not held back by the merge, which waits for each round from every worker.
+/// A new bucket goes to a helper that has fewer rounds than this left to do (half of what may
+/// queue for it), else the reader keeps it. Counted in rounds, not bytes: a round of small TLS
+/// records holds far fewer bytes than a mebibyte yet costs as much, and a mark in bytes was
+/// never reached there, so the helper was given everything. (2 and 6 rounds were no faster.)
+const HELPER_BACKLOG: u64 = (ROUNDS_IN_FLIGHT / 2) as u64;
+/// Chunks queued for the merge, per helper: as many as rounds, so that a helper is not held
+/// back while the reader reads a round before merging again.
 const CHUNKS_IN_FLIGHT: usize = ROUNDS_IN_FLIGHT;
 
 /// Where in the capture a record happened: (segment number, phase, birth). Records of one
@@ -122,8 +124,8 @@ pub fn run<S: SessionSink>(
     limits.max_pending_bytes = (limits.max_pending_bytes / workers).max(1);
     thread::scope(|scope| {
         let mut helpers = Vec::new();
-        let mut outputs = Vec::new();
         let mut handles = Vec::new();
+        let mut merge = Merge::new(sessions);
         let (spent, reusable) = sync_channel::<Batch>(workers * (ROUNDS_IN_FLIGHT + 1));
         let rooms = Rooms::default();
         let new_worker = |outbox| {
@@ -137,16 +139,10 @@ pub fn run<S: SessionSink>(
             }
         };
         // The reader's own share; the others are the helpers'.
-        let (chunks, output) = sync_channel(CHUNKS_IN_FLIGHT);
-        outputs.push(output);
-        let own = new_worker(Outbox::Reader {
-            chunks,
-            held: Vec::new(),
-            open: true,
-        });
+        let own = new_worker(Outbox::Reader(VecDeque::new()));
         for _ in 1..workers {
             let (chunks, output) = sync_channel(CHUNKS_IN_FLIGHT);
-            outputs.push(output);
+            merge.add(output);
             let worker = new_worker(Outbox::Helper(chunks));
             let (input, batches) = sync_channel::<Batch>(ROUNDS_IN_FLIGHT);
             let done = Arc::new(AtomicU64::new(0));
@@ -160,16 +156,11 @@ pub fn run<S: SessionSink>(
             });
         }
         let decoder = Decoder::new(setup.config.ports.clone());
-        let keys = setup.keys;
-        let rounds = Rounds::new(own, helpers, reusable);
-        let reader = scope.spawn(move || read(decoder, sources, rounds, keys, watch));
-        merge(&outputs, sessions);
-        // Should the merge stop early, closed channels stop the workers, then the reader.
-        drop(outputs);
+        let rounds = Rounds::new(own, helpers, reusable, merge);
+        let (mut report, keys, own) = read(decoder, sources, rounds, setup.keys, watch);
+        report.tcp.add(&own);
         // A thread that panicked takes the run down as one thread's panic would: its output
         // would be silently short otherwise.
-        let (mut report, keys, own) = reader.join().unwrap_or_else(|e| panic::resume_unwind(e));
-        report.tcp.add(&own);
         for handle in handles {
             let stats = handle.join().unwrap_or_else(|e| panic::resume_unwind(e));
             report.tcp.add(&stats);
@@ -178,11 +169,12 @@ pub fn run<S: SessionSink>(
     })
 }
 
-/// The reader: reads every source, decodes, and shares the segments out by connection.
-fn read(
+/// The reader: reads every source, decodes, shares the segments out by connection, and merges
+/// what the workers report.
+fn read<S: SessionSink>(
     mut decoder: Decoder,
     sources: &mut [Box<dyn PacketSource>],
-    mut rounds: Rounds,
+    mut rounds: Rounds<'_, S>,
     mut keys: KeyLog,
     watch: Option<&mut Watch>,
 ) -> (RunReport, KeyLog, TcpStats) {
@@ -208,15 +200,15 @@ fn read(
                 keys.finish();
                 rounds.all(|| Item::KeyLog(text.to_vec()))?;
             }
-            // Records come out a round at a time here (the merge writes out each round's).
+            // Records come out a round at a time here (each merged round is written out).
             Record::Pause => {}
         }
         rounds.end_if_full()
     });
-    // Workers that are gone (the merge stopped) need nothing more.
+    // Workers that are gone (one panicked) need nothing more.
     let _ = rounds.all(|| Item::End { now: clock.now });
     report.decode = decoder.stats;
-    (report, keys, rounds.own.table.stats)
+    (report, keys, rounds.finish())
 }
 
 /// A worker that runs on a thread of its own, as the reader sees it.
@@ -224,7 +216,7 @@ struct Helper {
     input: SyncSender<Batch>,
     /// Its share of the round being filled.
     batch: Batch,
-    /// Payload bytes given to it, and those it is done with: what it has still to do.
+    /// Rounds given to it, and those it is done with: what it has still to do.
     given: u64,
     done: Arc<AtomicU64>,
 }
@@ -236,13 +228,15 @@ impl Helper {
 }
 
 /// The round being filled: the reader dissects its own share of the connections as it reads
-/// them, and gives the rest to the helpers, a batch each per round.
-struct Rounds {
+/// them, gives the rest to the helpers, a batch each per round, and merges what every worker
+/// reported as the rounds come back.
+struct Rounds<'s, S: SessionSink> {
     own: Worker,
     helpers: Vec<Helper>,
     /// Batches the helpers are done with, emptied: refilled rather than grown anew, which
     /// keeps the reader from allocating what the helpers free.
     reusable: Receiver<Batch>,
+    merge: Merge<'s, S>,
     segments: usize,
     bytes: usize,
     hasher: ahash::RandomState,
@@ -250,12 +244,18 @@ struct Rounds {
     buckets: Vec<Option<usize>>,
 }
 
-impl Rounds {
-    fn new(own: Worker, helpers: Vec<Helper>, reusable: Receiver<Batch>) -> Rounds {
+impl<'s, S: SessionSink> Rounds<'s, S> {
+    fn new(
+        own: Worker,
+        helpers: Vec<Helper>,
+        reusable: Receiver<Batch>,
+        merge: Merge<'s, S>,
+    ) -> Rounds<'s, S> {
         Rounds {
             own,
             helpers,
             reusable,
+            merge,
             segments: 0,
             bytes: 0,
             hasher: ahash::RandomState::with_seeds(1, 2, 3, 4),
@@ -263,23 +263,21 @@ impl Rounds {
         }
     }
 
-    /// An item for every worker, in a round of its own. A sweep or the end can end every open
-    /// connection at once, and their records must go out as they come, with backpressure: the
-    /// helpers get the round first, so that the reader may wait for the merge while it does its
-    /// part.
+    /// An item for every worker, in a round of its own: a sweep or the end can end every open
+    /// connection at once, and the helpers' records of it go to the merge as they come.
     fn all(&mut self, item: impl Fn() -> Item) -> ControlFlow<()> {
         self.end()?;
         for helper in &mut self.helpers {
             helper.batch.items.push(item());
         }
-        self.send_helpers()?;
-        self.own.apply_alone(item())
+        self.own.apply(item(), &[]);
+        self.end()
     }
 
     /// Who dissects a connection. Its bucket goes, when first used, to the helper with the
-    /// least left to do, unless even that one is behind (`HELPER_BACKLOG`): then the reader
-    /// keeps it, and reads on more slowly while the helpers catch up. The output does not
-    /// depend on the choice (the merge orders every record by where it happened), but the
+    /// fewest rounds left to do, unless even that one is behind (`HELPER_BACKLOG`): then the
+    /// reader keeps it, and reads on more slowly while the helpers catch up. The output does
+    /// not depend on the choice (the merge orders every record by where it happened), but the
     /// choice depends on the helpers' pace: two runs may share the work out differently.
     fn worker(&mut self, segment: &TcpSegment<'_>) -> usize {
         let ends = order(segment.src, segment.dst);
@@ -305,7 +303,6 @@ impl Rounds {
             self.own.segment(number, now, segment);
             return;
         };
-        helper.given += segment.payload.len() as u64;
         let batch = &mut helper.batch;
         let start = batch.payloads.len();
         batch.payloads.extend_from_slice(segment.payload);
@@ -320,7 +317,7 @@ impl Rounds {
         });
     }
 
-    /// Sends the round once it is full; stops reading when the workers are gone.
+    /// Ends the round once it is full; stops reading when a helper is gone.
     fn end_if_full(&mut self) -> ControlFlow<()> {
         if self.segments < ROUND_SEGMENTS && self.bytes < ROUND_BYTES {
             return ControlFlow::Continue(());
@@ -328,26 +325,32 @@ impl Rounds {
         self.end()
     }
 
-    /// Ends the round: the helpers' batches go first, then the reader's records.
+    /// Ends the round: the reader's records are complete, the helpers get their batches, and
+    /// the merge takes what has come back so far.
     fn end(&mut self) -> ControlFlow<()> {
         self.segments = 0;
         self.bytes = 0;
-        self.send_helpers()?;
-        self.own.end_round()
-    }
-
-    fn send_helpers(&mut self) -> ControlFlow<()> {
+        self.own.end_round();
         for helper in &mut self.helpers {
             let next = self.reusable.try_recv().unwrap_or_default();
-            if helper
-                .input
-                .send(std::mem::replace(&mut helper.batch, next))
-                .is_err()
-            {
-                return ControlFlow::Break(());
-            }
+            let batch = std::mem::replace(&mut helper.batch, next);
+            helper.given += 1;
+            self.merge.hand_over(&mut self.own, &helper.input, batch)?;
         }
-        ControlFlow::Continue(())
+        self.merge.sent += 1;
+        match self.merge.advance(&mut self.own, false) {
+            Advance::Finished => ControlFlow::Break(()),
+            Advance::Waited | Advance::Stuck => ControlFlow::Continue(()),
+        }
+    }
+
+    /// Lets the helpers finish and merges the rest; returns the reader's share's counters.
+    fn finish(mut self) -> TcpStats {
+        // Closed inputs end the helpers once they are done.
+        self.helpers.clear();
+        self.merge.sent = u64::MAX;
+        while let Advance::Waited = self.merge.advance(&mut self.own, true) {}
+        self.own.table.stats
     }
 }
 
@@ -399,23 +402,17 @@ impl Worker {
         }
     }
 
-    /// Sends the round's records; `Break` when the merge is gone.
-    fn end_round(&mut self) -> ControlFlow<()> {
-        if self.connections.out.send(true) {
-            ControlFlow::Continue(())
-        } else {
-            ControlFlow::Break(())
-        }
+    /// Sends the round's records; false when the merge is gone.
+    fn end_round(&mut self) -> bool {
+        self.connections.out.send(true)
     }
 
-    /// The reader's part of a round the helpers already have, ended: its records go out as they
-    /// come, waiting for room, instead of being held until the round is sent.
-    fn apply_alone(&mut self, item: Item) -> ControlFlow<()> {
-        self.connections.out.chunks.set_open(false);
-        self.apply(item, &[]);
-        let sent = self.end_round();
-        self.connections.out.chunks.set_open(true);
-        sent
+    /// The reader's next chunk of records, if it has one.
+    fn next_own(&mut self) -> Option<Chunk> {
+        match &mut self.connections.out.chunks {
+            Outbox::Reader(chunks) => chunks.pop_front(),
+            Outbox::Helper(_) => None,
+        }
     }
 }
 
@@ -427,15 +424,14 @@ fn work(
     done: Arc<AtomicU64>,
 ) -> TcpStats {
     for mut batch in batches {
-        let given = batch.payloads.len() as u64;
         for item in batch.items.drain(..) {
             worker.apply(item, &batch.payloads);
         }
         batch.payloads.clear();
-        done.fetch_add(given, Ordering::Relaxed);
+        done.fetch_add(1, Ordering::Relaxed);
         // A full return queue means the reader has enough: this one is freed.
         let _ = spent.try_send(batch);
-        if worker.end_round().is_break() {
+        if !worker.end_round() {
             break;
         }
     }
@@ -444,15 +440,9 @@ fn work(
 
 /// Where a worker's chunks of records go, to the merge.
 enum Outbox {
-    /// The reader's own. While it reads a round, its chunks are held: the merge may be waiting
-    /// for a helper's part of that round, which the reader has yet to send, so the reader must
-    /// not wait for the merge then. Once the round's batches are sent (`open` false), what is
-    /// held goes out, and the reader waits for room like a helper.
-    Reader {
-        chunks: SyncSender<Chunk>,
-        held: Vec<Chunk>,
-        open: bool,
-    },
+    /// The reader's own, queued for its merge: at most the rounds the helpers have yet to
+    /// report on, since the reader merges while it waits for them.
+    Reader(VecDeque<Chunk>),
     /// A helper's: at most `CHUNKS_IN_FLIGHT` wait for the merge.
     Helper(SyncSender<Chunk>),
 }
@@ -461,22 +451,11 @@ impl Outbox {
     /// False when the merge is gone.
     fn send(&mut self, chunk: Chunk) -> bool {
         match self {
-            Outbox::Reader { chunks, held, open } => {
-                let round_end = chunk.round_end;
-                held.push(chunk);
-                if *open && !round_end {
-                    return true;
-                }
-                held.drain(..).all(|chunk| chunks.send(chunk).is_ok())
+            Outbox::Reader(chunks) => {
+                chunks.push_back(chunk);
+                true
             }
             Outbox::Helper(chunks) => chunks.send(chunk).is_ok(),
-        }
-    }
-
-    /// The reader's round is open (its helpers' batches not yet sent), or not.
-    fn set_open(&mut self, is_open: bool) {
-        if let Outbox::Reader { open, .. } = self {
-            *open = is_open;
         }
     }
 }
@@ -542,92 +521,155 @@ impl Events for Recorder {
     fn decrypted(&mut self, _flow: u64, _direction: Direction, _bytes: &[u8]) {}
 }
 
-/// The calling thread: each round's records from every worker, in capture order, into the
-/// sessions. Flows are known by (their number in the worker, the worker); sessions are
-/// numbered as they open.
-fn merge<S: SessionSink>(outputs: &[Receiver<Chunk>], sessions: &mut Sessions<S>) {
-    let mut inputs: Vec<MergeInput> = outputs.iter().map(MergeInput::new).collect();
-    let workers = inputs.len() as u64;
-    let mut opened = 0u64;
-    loop {
-        // What the last round produced is written out before waiting for the next.
-        sessions.pause();
-        for input in &mut inputs {
-            if !input.start_round() {
-                return;
+/// Each round's records from every worker, in capture order, into the sessions. It runs on
+/// the reader's thread, between rounds: two threads on two cores, rather than a third that
+/// the others had to wait for when the cores were taken. Flows are known by (their number in
+/// the worker, the worker); sessions are numbered as they open.
+struct Merge<'s, S: SessionSink> {
+    sessions: &'s mut Sessions<S>,
+    /// Input 0 is the reader's own, from its queue; the others are the helpers'.
+    inputs: Vec<MergeInput>,
+    /// The round being merged, and the rounds every helper has been given: a helper's records
+    /// of a round may be waited for only once it has that round.
+    round: u64,
+    sent: u64,
+    opened: u64,
+}
+
+/// What the merge did before it stopped.
+enum Advance {
+    /// It waited for a helper's records, and merged what it could.
+    Waited,
+    /// It needs records that are not there yet, and may not wait for them.
+    Stuck,
+    /// A worker is done: the input has ended, or a helper stopped.
+    Finished,
+}
+
+impl<'s, S: SessionSink> Merge<'s, S> {
+    fn new(sessions: &'s mut Sessions<S>) -> Merge<'s, S> {
+        Merge {
+            sessions,
+            inputs: vec![MergeInput::new(None)],
+            round: 0,
+            sent: 0,
+            opened: 0,
+        }
+    }
+
+    fn add(&mut self, output: Receiver<Chunk>) {
+        self.inputs.push(MergeInput::new(Some(output)));
+    }
+
+    /// Gives a helper its batch. While its queue is full, the reader merges what the helpers
+    /// send back, waiting for them as needed (a helper with a full queue may itself be waiting
+    /// for the merge); `Break` when the helper is gone.
+    fn hand_over(
+        &mut self,
+        own: &mut Worker,
+        input: &SyncSender<Batch>,
+        mut batch: Batch,
+    ) -> ControlFlow<()> {
+        loop {
+            batch = match input.try_send(batch) {
+                Ok(()) => return ControlFlow::Continue(()),
+                Err(TrySendError::Full(batch)) => batch,
+                Err(TrySendError::Disconnected(_)) => return ControlFlow::Break(()),
+            };
+            match self.advance(own, true) {
+                Advance::Waited => {}
+                // Every round the helpers have was merged: its queue empties without the merge.
+                Advance::Stuck => {
+                    return match input.send(batch) {
+                        Ok(()) => ControlFlow::Continue(()),
+                        Err(_) => ControlFlow::Break(()),
+                    }
+                }
+                Advance::Finished => return ControlFlow::Break(()),
             }
         }
-        // The worker whose next record comes first (records with the same tag all come from
-        // one worker, in its order).
-        while let Some((_, worker)) = inputs
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(w, input)| input.next_tag().map(|tag| (tag, w)))
-            .min()
-        {
-            let Some((_, flow, event)) = inputs.get_mut(worker).and_then(|f| f.records.next())
+    }
+
+    /// Merges records while every worker's next one is at hand. With `wait`, waits once for
+    /// a helper's records of a round it has.
+    fn advance(&mut self, own: &mut Worker, wait: bool) -> Advance {
+        let mut waited = false;
+        loop {
+            // Each input that has no record at hand, and has not ended the round, reads on.
+            for input in &mut self.inputs {
+                while input.records.as_slice().is_empty() && !input.round_end {
+                    let may_wait = wait && !waited && self.round < self.sent;
+                    let chunk = match &input.output {
+                        None => own.next_own().ok_or(self.sent == u64::MAX),
+                        Some(output) if may_wait => output.recv().map_err(|_| true),
+                        Some(output) => output
+                            .try_recv()
+                            .map_err(|e| e == TryRecvError::Disconnected),
+                    };
+                    match chunk {
+                        Ok(chunk) => {
+                            waited |= may_wait;
+                            input.records = chunk.records.into_iter();
+                            input.round_end = chunk.round_end;
+                        }
+                        Err(true) => return Advance::Finished,
+                        Err(false) if waited => return Advance::Waited,
+                        Err(false) => return Advance::Stuck,
+                    }
+                }
+            }
+            // The worker whose next record comes first (records with the same tag all come
+            // from one worker, in its order).
+            let next = self
+                .inputs
+                .iter()
+                .enumerate()
+                .filter_map(|(w, input)| input.records.as_slice().first().map(|r| (r.0, w)))
+                .min();
+            let Some((_, worker)) = next else {
+                // The round is merged: what it produced is written out.
+                self.sessions.pause();
+                self.round += 1;
+                for input in &mut self.inputs {
+                    input.round_end = false;
+                }
+                continue;
+            };
+            let Some((_, flow, event)) = self.inputs.get_mut(worker).and_then(|i| i.records.next())
             else {
                 continue;
             };
             let event = match event {
                 SessionEvent::Opened { mut info, mode } => {
-                    opened += 1;
-                    info.id = opened;
+                    self.opened += 1;
+                    info.id = self.opened;
                     SessionEvent::Opened { info, mode }
                 }
                 other => other,
             };
-            sessions.event(flow * workers + worker as u64, event);
+            let workers = self.inputs.len() as u64;
+            self.sessions.event(flow * workers + worker as u64, event);
         }
     }
 }
 
 /// One worker's records as the merge reads them, a chunk at a time.
-struct MergeInput<'a> {
-    output: &'a Receiver<Chunk>,
+struct MergeInput {
+    /// A helper's records; `None` for the reader's own.
+    output: Option<Receiver<Chunk>>,
     /// Read in place: a record is moved out once, when it is merged (they are large, and
     /// each move of a record another core wrote costs more than its size suggests).
     records: std::vec::IntoIter<Tagged>,
+    /// The round's last chunk has been read.
     round_end: bool,
 }
 
-impl MergeInput<'_> {
-    fn new(output: &Receiver<Chunk>) -> MergeInput<'_> {
+impl MergeInput {
+    fn new(output: Option<Receiver<Chunk>>) -> MergeInput {
         MergeInput {
             output,
             records: Vec::new().into_iter(),
-            round_end: true,
-        }
-    }
-
-    /// Reads the round's first chunk; false when the worker is done.
-    fn start_round(&mut self) -> bool {
-        self.refill()
-    }
-
-    fn refill(&mut self) -> bool {
-        match self.output.recv() {
-            Ok(chunk) => {
-                self.records = chunk.records.into_iter();
-                self.round_end = chunk.round_end;
-                true
-            }
-            Err(_) => {
-                self.round_end = true;
-                false
-            }
-        }
-    }
-
-    /// The tag of the worker's next record in this round, reading chunks as needed.
-    fn next_tag(&mut self) -> Option<Tag> {
-        loop {
-            if let Some((tag, ..)) = self.records.as_slice().first() {
-                return Some(*tag);
-            }
-            if self.round_end || !self.refill() {
-                return None;
-            }
+            round_end: false,
         }
     }
 }
