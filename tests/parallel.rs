@@ -1,7 +1,8 @@
 //! `--threads N` gives exactly what one thread gives: the same NDJSON, transcripts and export
 //! folders, byte for byte, on every sample and on a capture made to test the merge (the
 //! samples replayed at once, so that their connections interleave, and cut in two by a pause
-//! longer than the idle timeout, so that sweeps end flows in every worker at the same time).
+//! longer than the idle timeout, so that sweeps end flows in every worker at the same time), and
+//! on one large enough that the reader must merge while the helpers' queues are full.
 
 mod common;
 
@@ -210,4 +211,36 @@ fn interleaved_connections_and_idle_sweeps_merge_in_capture_order() {
     assert!(sessions.len() > 40, "{} sessions", sessions.len());
     assert!(timed_out > 5, "{timed_out} sessions timed out");
     assert!(records.iter().any(|r| r["type"] == "message"));
+}
+
+/// A capture large enough that the helpers' queues fill, so that the reader merges while it
+/// waits for room: the bench generator's, made from the samples (64 MB, 196 messages).
+#[test]
+fn a_capture_that_fills_the_helpers_queues_merges_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("bench.pcap");
+    let generator = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/make-capture.py");
+    run(
+        "python3",
+        &[
+            generator.to_str().unwrap(),
+            "--size-mb",
+            "64",
+            "--seed",
+            "1",
+            "--out",
+            capture.to_str().unwrap(),
+        ],
+    );
+    let truth: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("bench.pcap.truth.json")).unwrap())
+            .unwrap();
+    for threads in [2, 3] {
+        let json = same_output(&["--json", "-q"], &[&capture], &[], threads);
+        let messages = json
+            .split(|&b| b == b'\n')
+            .filter(|line| line.starts_with(br#"{"type":"message""#))
+            .count();
+        assert_eq!(Some(messages as u64), truth["mail_messages"].as_u64());
+    }
 }
