@@ -50,8 +50,9 @@ const ROUND_BYTES: usize = 1 << 20;
 /// the reader then soon waited on the busy worker while the other ran dry. 16 were no faster
 /// than 8, and took `export` of the 1 GB bench file past 300 MB.
 const ROUNDS_IN_FLIGHT: usize = 8;
-/// Records a worker sends at once: the end of the capture (or a sweep) can end every open
-/// flow in one go, and their records must not pile up.
+/// Records a helper sends at once: the end of the capture (or a sweep) can end every open
+/// flow in one go, and their records must not pile up. (The reader's own wait in its queue
+/// until it merges: a few rounds' worth, or what a sweep of its share of the flows reports.)
 const CHUNK_RECORDS: usize = 1024;
 /// Connections are hashed into this many buckets, each given to a worker when first used.
 const BUCKETS: usize = 4096;
