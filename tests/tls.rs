@@ -363,22 +363,19 @@ fn injected_secrets_open_decrypted_without_a_key_log() {
 /// connections that end before their keys are logged say so and give no plaintext.
 #[test]
 fn records_that_arrive_before_their_keys_wait_for_them() {
-    let path = common::sample("tls-ciphers.pcap");
-    let all_keys = keys("tls-ciphers.keys");
-    let (at_once, _) = common::dialogues_with_keys(&path, &all_keys);
-    let frames = common::frames(&path);
+    let (frames, all_keys, at_once) = ciphers_sample();
     // Keys logged in the middle of the first handshake, and half way through the capture.
     for keys_at in [8, frames.len() / 2] {
         let late = with_keys_logged_at(&frames, keys_at, &all_keys);
         for session in &late.sessions {
-            let alone = |d: &BTreeMap<(u64, usize), Vec<u8>>| {
-                [0, 1].map(|i| d.get(&(session.id, i)).cloned())
-            };
             if session.tls.decrypted() {
-                assert_eq!(alone(&late.decrypted), alone(&at_once.decrypted));
+                assert_eq!(
+                    plaintext(&late, session.id),
+                    plaintext(&at_once, session.id)
+                );
             } else {
                 assert!(session.tls.error().unwrap().starts_with("no key"));
-                assert_eq!(alone(&late.decrypted), [None, None]);
+                assert_eq!(plaintext(&late, session.id), [None, None]);
             }
         }
         let decrypted = late.sessions.iter().filter(|s| s.tls.decrypted()).count();
@@ -402,10 +399,7 @@ fn records_that_arrive_before_their_keys_wait_for_them() {
 #[test]
 fn records_waiting_for_their_keys_share_a_room() {
     use mailscope::proto::room::{Room, Rooms};
-    let path = common::sample("tls-ciphers.pcap");
-    let all_keys = keys("tls-ciphers.keys");
-    let (at_once, _) = common::dialogues_with_keys(&path, &all_keys);
-    let frames = common::frames(&path);
+    let (frames, all_keys, at_once) = ciphers_sample();
     let keys_at = frames.len() / 2;
     let roomy = with_keys_logged_at(&frames, keys_at, &all_keys);
     // Room for a record or two: less than the connection open when the keys come holds
@@ -426,10 +420,11 @@ fn records_waiting_for_their_keys_share_a_room() {
         |d: &common::Dialogues, id: u64| d.sessions.iter().any(|s| s.id == id && s.tls.decrypted());
     let mut cut = 0;
     for session in &cramped.sessions {
-        let alone =
-            |d: &BTreeMap<(u64, usize), Vec<u8>>| [0, 1].map(|i| d.get(&(session.id, i)).cloned());
         if session.tls.decrypted() {
-            assert_eq!(alone(&cramped.decrypted), alone(&at_once.decrypted));
+            assert_eq!(
+                plaintext(&cramped, session.id),
+                plaintext(&at_once, session.id)
+            );
             continue;
         }
         let error = session.tls.error().unwrap();
@@ -450,6 +445,23 @@ fn records_waiting_for_their_keys_share_a_room() {
         cut > 0,
         "a connection that waited past the room, decrypted with room"
     );
+}
+
+/// tls-ciphers.pcap's frames, its key log, and what it gives with every key known from the start.
+fn ciphers_sample() -> (
+    Vec<mailscope::capture::MemoryFrame>,
+    Vec<u8>,
+    common::Dialogues,
+) {
+    let path = common::sample("tls-ciphers.pcap");
+    let all_keys = keys("tls-ciphers.keys");
+    let (at_once, _) = common::dialogues_with_keys(&path, &all_keys);
+    (common::frames(&path), all_keys, at_once)
+}
+
+/// A session's decrypted bytes, each direction.
+fn plaintext(dialogues: &common::Dialogues, session: u64) -> [Option<Vec<u8>>; 2] {
+    [0, 1].map(|i| dialogues.decrypted.get(&(session, i)).cloned())
 }
 
 fn with_keys_logged_at(
